@@ -1,0 +1,129 @@
+//! The kernel ↔ userspace ABI: the skeleton's generated types for `kotel.h`, with tests that pin
+//! every size and offset.
+
+use crate::skel::types;
+
+/// One ring-buffer record (`struct kotel_event`).
+pub type RawEvent = types::kotel_event;
+/// One in-kernel histogram (`struct kotel_hist`).
+pub type RawHistogram = types::kotel_hist;
+/// Key of the histogram map (`struct kotel_hist_key`).
+pub type RawHistogramKey = types::kotel_hist_key;
+
+/// `KOTEL_KIND_*` values, from the skeleton's `enum kotel_kind`.
+pub mod kind {
+    use crate::skel::types::kotel_kind;
+    /// `writev(2)` enter to exit.
+    pub const WRITEV: u8 = kotel_kind::KOTEL_KIND_WRITEV.0 as u8;
+    /// A send syscall that reached `tcp_sendmsg`.
+    pub const TCP_SEND: u8 = kotel_kind::KOTEL_KIND_TCP_SEND.0 as u8;
+    /// Run-queue delay.
+    pub const RUNQUEUE: u8 = kotel_kind::KOTEL_KIND_RUNQUEUE.0 as u8;
+    /// Off-CPU (blocked) time.
+    pub const OFFCPU: u8 = kotel_kind::KOTEL_KIND_OFFCPU.0 as u8;
+    /// Number of kinds.
+    pub const COUNT: usize = kotel_kind::KOTEL_KIND_COUNT.0 as usize;
+}
+
+/// `KOTEL_DROP_*` indexes of the per-CPU `drops` map beyond the per-kind ring-buffer slots.
+pub mod drop {
+    use crate::skel::types::kotel_drop;
+    /// The histogram map was full.
+    pub const HIST_FULL: u32 = kotel_drop::KOTEL_DROP_HIST_FULL.0;
+    /// Task-local storage could not be had.
+    pub const TASK_STORAGE: u32 = kotel_drop::KOTEL_DROP_TASK_STORAGE.0;
+    /// Number of slots.
+    pub const COUNT: u32 = kotel_drop::KOTEL_DROP_COUNT.0;
+}
+
+/// Size in bytes of one ring-buffer record.
+pub const EVENT_SIZE: usize = std::mem::size_of::<RawEvent>();
+/// Capacity of the kernel's bucket table (`KOTEL_MAX_BUCKETS`).
+pub const MAX_BUCKETS: usize = {
+    let h = std::mem::size_of::<RawHistogram>();
+    (h - 6 * 8) / 8
+};
+
+/// Reads one event from ring-buffer bytes. `None` when `bytes` is not exactly one record.
+pub fn event_from_bytes(bytes: &[u8]) -> Option<RawEvent> {
+    if bytes.len() != EVENT_SIZE {
+        return None;
+    }
+    // SAFETY: the length matches and RawEvent is plain old data (integers and byte arrays,
+    // every bit pattern valid); read_unaligned copes with any alignment of `bytes`.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) })
+}
+
+/// Reads one histogram from map-value bytes. `None` on a size mismatch.
+pub fn histogram_from_bytes(bytes: &[u8]) -> Option<RawHistogram> {
+    if bytes.len() != std::mem::size_of::<RawHistogram>() {
+        return None;
+    }
+    // SAFETY: as for `event_from_bytes`: size checked, plain old data, unaligned read.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawHistogram>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn event_layout_is_pinned() {
+        assert_eq!(size_of::<RawEvent>(), 112);
+        assert_eq!(offset_of!(RawEvent, start_ns), 0);
+        assert_eq!(offset_of!(RawEvent, duration_ns), 8);
+        assert_eq!(offset_of!(RawEvent, bytes), 16);
+        assert_eq!(offset_of!(RawEvent, pid), 24);
+        assert_eq!(offset_of!(RawEvent, tid), 28);
+        assert_eq!(offset_of!(RawEvent, cpu), 32);
+        assert_eq!(offset_of!(RawEvent, fd), 36);
+        assert_eq!(offset_of!(RawEvent, iovcnt), 40);
+        assert_eq!(offset_of!(RawEvent, kstack_id), 44);
+        assert_eq!(offset_of!(RawEvent, ustack_id), 48);
+        assert_eq!(offset_of!(RawEvent, family), 52);
+        assert_eq!(offset_of!(RawEvent, lport), 54);
+        assert_eq!(offset_of!(RawEvent, dport), 56);
+        assert_eq!(offset_of!(RawEvent, kind), 58);
+        assert_eq!(offset_of!(RawEvent, laddr), 60);
+        assert_eq!(offset_of!(RawEvent, daddr), 76);
+        assert_eq!(offset_of!(RawEvent, comm), 92);
+        assert_eq!(offset_of!(RawEvent, reserved1), 108);
+    }
+
+    #[test]
+    fn histogram_layout_is_pinned() {
+        assert_eq!(size_of::<RawHistogramKey>(), 8);
+        assert_eq!(offset_of!(RawHistogramKey, kind), 4);
+        assert_eq!(offset_of!(RawHistogram, count), 0);
+        assert_eq!(offset_of!(RawHistogram, sum_ns), 8);
+        assert_eq!(offset_of!(RawHistogram, zero_count), 16);
+        assert_eq!(offset_of!(RawHistogram, bytes), 24);
+        assert_eq!(offset_of!(RawHistogram, clamped), 32);
+        assert_eq!(offset_of!(RawHistogram, max_ns), 40);
+        assert_eq!(offset_of!(RawHistogram, buckets), 48);
+        assert_eq!(MAX_BUCKETS, 648);
+        assert_eq!(size_of::<RawHistogram>(), 48 + 648 * 8);
+    }
+
+    #[test]
+    fn kinds_and_drop_slots_are_pinned() {
+        assert_eq!(
+            [kind::WRITEV, kind::TCP_SEND, kind::RUNQUEUE, kind::OFFCPU],
+            [0, 1, 2, 3]
+        );
+        assert_eq!(kind::COUNT, 4);
+        assert_eq!(
+            (drop::HIST_FULL, drop::TASK_STORAGE, drop::COUNT),
+            (4, 5, 6)
+        );
+    }
+
+    #[test]
+    fn wrong_sized_records_are_refused() {
+        assert!(event_from_bytes(&[0u8; EVENT_SIZE - 1]).is_none());
+        assert!(event_from_bytes(&[0u8; EVENT_SIZE + 1]).is_none());
+        let e = event_from_bytes(&[0u8; EVENT_SIZE]).expect("exact size decodes");
+        assert_eq!(e.pid, 0);
+    }
+}

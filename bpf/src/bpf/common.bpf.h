@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * common.bpf.h - what every kotel probe shares: options set before load,
+ * maps, the process filter, per-thread state, the histogram update and
+ * the ring-buffer submit.
+ */
+#ifndef __KOTEL_COMMON_BPF_H
+#define __KOTEL_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "kotel.h"
+
+/* ---- Options, written by userspace into .rodata before load. ---- */
+
+const volatile bool enable_writev = false;
+const volatile bool enable_tcp_send = false;
+const volatile bool enable_runqueue = false;
+const volatile bool enable_offcpu = false;
+const volatile bool capture_stacks = true;
+/* Events at or above this many nanoseconds go to the ring buffer. */
+const volatile __u64 min_latency_ns = 1000000;
+/* kotel's own process: never traced, so its output does not feed back. */
+const volatile __u32 self_pid = 0;
+/* When set, only pids present in `pid_filter` are traced. */
+const volatile bool filter_pids = false;
+/* When non-zero, only tasks in this cgroup (v2 id) are traced. */
+const volatile __u64 filter_cgroup_id = 0;
+/* Syscall numbers of this architecture, from userspace's libc. */
+const volatile __s64 nr_write = -1;
+const volatile __s64 nr_writev = -1;
+const volatile __s64 nr_sendto = -1;
+const volatile __s64 nr_sendmsg = -1;
+/* Histogram bucket table: bucket_bounds[i] is the smallest duration in ns
+ * that falls in bucket i; n_buckets entries are used. */
+const volatile __u32 n_buckets = 1;
+const volatile __u64 bucket_bounds[KOTEL_MAX_BUCKETS] = {};
+/* Wake the reader only once this many bytes wait in the ring buffer;
+ * below that the reader drains on its own timer. */
+const volatile __u64 wakeup_bytes = 1 << 20;
+
+/* ---- Maps. ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by userspace before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct kotel_hist_key);
+	__type(value, struct kotel_hist);
+} hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KOTEL_DROP_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KOTEL_MAX_FILTER_PIDS);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+/* Per-thread state, in task-local storage. */
+struct task_state {
+	__u64 sys_start_ns;  /* enter of a tracked syscall, 0 when none */
+	__s64 sys_nr;        /* which syscall */
+	__s32 sys_fd;
+	__u32 sys_iovcnt;
+	__u8 sys_is_tcp;     /* tcp_sendmsg ran inside this syscall */
+	__u8 reserved[1];
+	__u16 family;
+	__u16 lport;
+	__u16 dport;
+	__u8 laddr[16];
+	__u8 daddr[16];
+	__u64 runnable_ns;   /* became runnable, 0 when not waiting for a CPU */
+	__u64 offcpu_ns;     /* switched out blocked, 0 when not blocked */
+	__s32 kstack_id;
+	__s32 ustack_id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_state);
+} task_states SEC(".maps");
+
+/* Zeroed template for a new histogram (too big for the BPF stack). */
+struct kotel_hist hist_zero = {};
+/* Never used by the programs: they make the skeleton export these ABI
+ * types to Rust, where layout tests pin them. */
+struct kotel_event abi_event = {};
+enum kotel_kind abi_kind = KOTEL_KIND_WRITEV;
+enum kotel_drop abi_drop = KOTEL_DROP_HIST_FULL;
+
+/* ---- Helpers. ---- */
+
+static __always_inline void count_drop(__u32 idx)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &idx);
+
+	if (n)
+		*n += 1; /* per-CPU slot: no atomic needed */
+}
+
+/* Is this process one we trace? Cheap checks first. */
+static __always_inline bool pid_allowed(__u32 pid)
+{
+	if (pid == 0 || pid == self_pid)
+		return false;
+	if (filter_pids && !bpf_map_lookup_elem(&pid_filter, &pid))
+		return false;
+	return true;
+}
+
+static __always_inline bool current_allowed(__u32 pid)
+{
+	if (!pid_allowed(pid))
+		return false;
+	if (filter_cgroup_id && bpf_get_current_cgroup_id() != filter_cgroup_id)
+		return false;
+	return true;
+}
+
+static __always_inline bool task_allowed(struct task_struct *t)
+{
+	if (!pid_allowed(BPF_CORE_READ(t, tgid)))
+		return false;
+	if (filter_cgroup_id &&
+	    BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != filter_cgroup_id)
+		return false;
+	return true;
+}
+
+static __always_inline struct task_state *state_of(struct task_struct *t, bool create)
+{
+	struct task_state *s;
+
+	s = bpf_task_storage_get(&task_states, t, 0,
+				 create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	if (!s && create)
+		count_drop(KOTEL_DROP_TASK_STORAGE);
+	return s;
+}
+
+/* Index of the bucket for `ns`: the last i with bucket_bounds[i] <= ns.
+ * Bounded binary search over the table userspace computed. */
+static __always_inline __u32 bucket_of(__u64 ns)
+{
+	__u32 lo = 0, hi = n_buckets; /* answer in [lo, hi) */
+
+#pragma unroll
+	for (int step = 0; step < KOTEL_SEARCH_STEPS; step++) {
+		__u32 mid = (lo + hi) / 2;
+
+		if (hi - lo <= 1)
+			break;
+		if (mid >= KOTEL_MAX_BUCKETS)
+			break;
+		if (bucket_bounds[mid] <= ns)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Count one event into its (pid, kind) histogram. Shared across CPUs, so
+ * every field is updated atomically. */
+static __always_inline void hist_record(__u32 pid, __u32 kind, __u64 ns, __s64 bytes)
+{
+	struct kotel_hist_key key = { .pid = pid, .kind = kind };
+	struct kotel_hist *h;
+
+	h = bpf_map_lookup_elem(&hists, &key);
+	if (!h) {
+		bpf_map_update_elem(&hists, &key, &hist_zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&hists, &key);
+		if (!h) {
+			count_drop(KOTEL_DROP_HIST_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	if (bytes > 0)
+		__sync_fetch_and_add(&h->bytes, bytes);
+	if (ns > h->max_ns)
+		__sync_lock_test_and_set(&h->max_ns, ns); /* racy max: may lose a tie */
+	if (ns == 0) {
+		__sync_fetch_and_add(&h->zero_count, 1);
+		return;
+	}
+	if (ns >= KOTEL_MAX_VALUE_NS)
+		__sync_fetch_and_add(&h->clamped, 1);
+
+	__u32 b = bucket_of(ns);
+
+	if (b < KOTEL_MAX_BUCKETS)
+		__sync_fetch_and_add(&h->buckets[b], 1);
+}
+
+/* Reserve a ring-buffer record for a slow event; counts the failure. */
+static __always_inline struct kotel_event *event_reserve(__u32 kind)
+{
+	struct kotel_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count_drop(kind);
+		return NULL;
+	}
+	e->bytes = -1;
+	e->fd = -1;
+	e->iovcnt = 0;
+	e->kstack_id = -1;
+	e->ustack_id = -1;
+	e->family = 0;
+	e->lport = 0;
+	e->dport = 0;
+	e->kind = kind;
+	e->reserved0 = 0;
+	e->reserved1 = 0;
+	__builtin_memset(e->laddr, 0, sizeof(e->laddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	e->cpu = bpf_get_smp_processor_id();
+	return e;
+}
+
+/* Submit without a wakeup unless enough has piled up: one wakeup per
+ * event costs several times a traced syscall. */
+static __always_inline void event_submit(struct kotel_event *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+#endif /* __KOTEL_COMMON_BPF_H */

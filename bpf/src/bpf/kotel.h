@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * kotel.h - the one ABI between kotel's BPF programs and its Rust userspace.
+ *
+ * Every struct here crosses the kernel/user boundary. Rust reads them
+ * through the skeleton's generated types, and layout tests in
+ * bpf/src/abi.rs pin every size and offset, so change both together.
+ * No implicit padding: every hole is an explicit reserved field.
+ */
+#ifndef __KOTEL_H
+#define __KOTEL_H
+
+/* What an event or a histogram measures. */
+enum kotel_kind {
+	KOTEL_KIND_WRITEV = 0,   /* one writev(2) call, enter to exit */
+	KOTEL_KIND_TCP_SEND = 1, /* one send syscall that reached tcp_sendmsg */
+	KOTEL_KIND_RUNQUEUE = 2, /* runnable (woken or preempted) until on a CPU */
+	KOTEL_KIND_OFFCPU = 3,   /* switched out blocked until switched back in */
+	KOTEL_KIND_COUNT = 4,
+};
+
+/* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
+ * ring-buffer reservation failures, one per kind. */
+enum kotel_drop {
+	KOTEL_DROP_HIST_FULL = 4,     /* histogram map full: event not counted */
+	KOTEL_DROP_TASK_STORAGE = 5,  /* task storage unavailable: event missed */
+	KOTEL_DROP_COUNT = 6,
+};
+
+/* Histogram bucket table capacity. Userspace fills `bucket_bounds` for the
+ * configured scale; scale 4 over 1 ns .. 2^40 ns needs 641 buckets. */
+#define KOTEL_MAX_BUCKETS 648
+/* Largest value the bucket table maps exactly, in nanoseconds (about 18
+ * minutes). Larger values are clamped into the last bucket and counted in
+ * `hist_val.clamped`. */
+#define KOTEL_MAX_VALUE_NS (1ULL << 40)
+/* Bounded binary search: ceil(log2(KOTEL_MAX_BUCKETS)) steps. */
+#define KOTEL_SEARCH_STEPS 10
+/* Most pids that the in-kernel pid filter holds. */
+#define KOTEL_MAX_FILTER_PIDS 1024
+
+/* One latency event, sent through the ring buffer when its duration is at
+ * or above the threshold. 112 bytes. */
+struct kotel_event {
+	__u64 start_ns;    /* CLOCK_MONOTONIC when the interval began */
+	__u64 duration_ns; /* length of the interval */
+	__s64 bytes;       /* syscall return value for writev/tcp_send, else -1 */
+	__u32 pid;         /* thread group id (the process) */
+	__u32 tid;         /* thread id */
+	__u32 cpu;         /* CPU where the interval ended */
+	__s32 fd;          /* file descriptor for writev/tcp_send, else -1 */
+	__u32 iovcnt;      /* iovec count for writev, else 0 */
+	__s32 kstack_id;   /* off-CPU kernel stack id in `stacks`, else -1 */
+	__s32 ustack_id;   /* off-CPU user stack id in `stacks`, else -1 */
+	__u16 family;      /* AF_INET or AF_INET6 for tcp_send, else 0 */
+	__u16 lport;       /* local port, host byte order */
+	__u16 dport;       /* peer port, host byte order */
+	__u8 kind;         /* enum kotel_kind */
+	__u8 reserved0;
+	__u8 laddr[16];    /* local address: 4 bytes for IPv4, 16 for IPv6 */
+	__u8 daddr[16];    /* peer address, same encoding */
+	char comm[16];     /* thread name */
+	__u32 reserved1;
+};
+
+/* Key of the in-kernel histograms: one per (process, kind). */
+struct kotel_hist_key {
+	__u32 pid;
+	__u32 kind;
+};
+
+/* An OTLP base-2 exponential histogram of durations in seconds, at the
+ * scale userspace chose. bucket i counts values whose OTLP index is
+ * `bucket_index_offset + i` (offset and scale live in userspace). */
+struct kotel_hist {
+	__u64 count;      /* every event, including zero-length ones */
+	__u64 sum_ns;     /* sum of all durations */
+	__u64 zero_count; /* events of exactly 0 ns */
+	__u64 bytes;      /* sum of positive byte counts (writev, tcp_send) */
+	__u64 clamped;    /* values above KOTEL_MAX_VALUE_NS, put in the last bucket */
+	__u64 max_ns;     /* largest duration seen */
+	__u64 buckets[KOTEL_MAX_BUCKETS];
+};
+
+#endif /* __KOTEL_H */

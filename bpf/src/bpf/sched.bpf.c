@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * sched.bpf.c - run-queue delay and off-CPU time from the scheduler's
+ * tracepoints (tp_btf, so the task_struct arguments are typed):
+ *  - runqueue: from becoming runnable (woken, new, or preempted while
+ *    running) until switched in on a CPU;
+ *  - offcpu: from switched out in a blocked state until switched back in,
+ *    with the kernel and user stacks taken at switch-out. It includes the
+ *    run-queue wait after the wakeup, as bcc's offcputime does.
+ */
+
+#define KOTEL_TASK_RUNNING 0
+#define KOTEL_STACK_DEPTH 127
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, KOTEL_STACK_DEPTH * sizeof(__u64));
+	__uint(max_entries, 8192);
+} stacks SEC(".maps");
+
+static __always_inline void mark_runnable(struct task_struct *p)
+{
+	if (!enable_runqueue || !task_allowed(p))
+		return;
+
+	struct task_state *s = state_of(p, true);
+
+	if (s && !s->runnable_ns)
+		s->runnable_ns = bpf_ktime_get_ns();
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(sched_wakeup, struct task_struct *p)
+{
+	mark_runnable(p);
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(sched_wakeup_new, struct task_struct *p)
+{
+	mark_runnable(p);
+	return 0;
+}
+
+static __always_inline void emit_sched(struct task_struct *t, __u32 kind, __u64 start,
+				       __u64 now, __s32 kstack, __s32 ustack)
+{
+	__u64 ns = now - start;
+	__u32 pid = BPF_CORE_READ(t, tgid);
+
+	hist_record(pid, kind, ns, -1);
+	if (ns < min_latency_ns)
+		return;
+
+	struct kotel_event *e = event_reserve(kind);
+
+	if (!e)
+		return;
+	e->start_ns = start;
+	e->duration_ns = ns;
+	e->pid = pid;
+	e->tid = BPF_CORE_READ(t, pid);
+	e->kstack_id = kstack;
+	e->ustack_id = ustack;
+	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), t->comm);
+	event_submit(e);
+}
+
+/* prev is current: leaving the CPU, either still runnable or blocked. */
+static __always_inline void switch_out(void *ctx, bool preempt, struct task_struct *prev,
+				       unsigned int prev_state, __u64 now)
+{
+	if (!task_allowed(prev))
+		return;
+
+	bool runnable = preempt || prev_state == KOTEL_TASK_RUNNING;
+
+	if (runnable && !enable_runqueue)
+		return;
+	if (!runnable && !enable_offcpu) {
+		/* Still clear a stale runnable mark from an earlier wakeup. */
+		struct task_state *old = state_of(prev, false);
+
+		if (old)
+			old->runnable_ns = 0;
+		return;
+	}
+
+	struct task_state *s = state_of(prev, true);
+
+	if (!s)
+		return;
+	if (runnable) {
+		s->runnable_ns = now;
+		return;
+	}
+	s->runnable_ns = 0;
+	s->offcpu_ns = now;
+	s->kstack_id = -1;
+	s->ustack_id = -1;
+	if (capture_stacks) {
+		s->kstack_id = bpf_get_stackid(ctx, &stacks, 0);
+		s->ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	}
+}
+
+/* next is about to run: close its run-queue wait and its off-CPU span. */
+static __always_inline void switch_in(struct task_struct *next, __u64 now)
+{
+	struct task_state *s = state_of(next, false);
+
+	if (!s)
+		return;
+	if (s->runnable_ns) {
+		__u64 start = s->runnable_ns;
+
+		s->runnable_ns = 0;
+		if (enable_runqueue && now >= start && task_allowed(next))
+			emit_sched(next, KOTEL_KIND_RUNQUEUE, start, now, -1, -1);
+	}
+	if (s->offcpu_ns) {
+		__u64 start = s->offcpu_ns;
+
+		s->offcpu_ns = 0;
+		if (enable_offcpu && now >= start && task_allowed(next))
+			emit_sched(next, KOTEL_KIND_OFFCPU, start, now, s->kstack_id,
+				   s->ustack_id);
+	}
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	switch_out(ctx, preempt, prev, prev_state, now);
+	switch_in(next, now);
+	return 0;
+}

@@ -1,0 +1,28 @@
+//! kotel-bpf: kotel's BPF programs, the kernel ABI types and the safe loader.
+//!
+//! The BPF C lives in `src/bpf/`; `build.rs` compiles it and generates the
+//! libbpf-rs skeleton. [`Tracer`] loads, configures and attaches it, and hands
+//! out raw ring-buffer records and histogram snapshots; the collector decodes
+//! them into its own domain types.
+
+pub mod abi;
+pub mod buckets;
+mod error;
+pub mod preflight;
+pub mod probe;
+mod tracer;
+
+#[allow(
+    clippy::all,
+    missing_docs,
+    non_camel_case_types,
+    dead_code,
+    unused_imports
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/kotel.skel.rs"));
+}
+
+pub use error::LoadError;
+pub use probe::{Probe, ProbeSet};
+pub use tracer::{DropCounts, HistogramSnapshot, Tracer, TracerConfig};

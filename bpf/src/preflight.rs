@@ -1,0 +1,141 @@
+//! Checks made before any BPF object is opened: privileges, kernel BTF, which tracepoints the
+//! running kernel has, and the memlock limit.
+
+use std::path::Path;
+
+use libbpf_rs::btf::types::Typedef;
+use libbpf_rs::Btf;
+
+use crate::{LoadError, Probe, ProbeSet};
+
+/// Where the running kernel publishes its BTF.
+pub const SYSFS_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails unless the effective capability set allows loading tracing programs: CAP_BPF and
+/// CAP_PERFMON, or CAP_SYS_ADMIN (which implies both).
+pub fn check_privileges() -> Result<(), LoadError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = effective_caps(&status).unwrap_or(0);
+    match missing_caps(effective) {
+        None => Ok(()),
+        Some(missing) => Err(LoadError::Privileges { missing }),
+    }
+}
+
+/// The `CapEff` bitmask from `/proc/<pid>/status` text.
+pub fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Names of the capabilities `effective` lacks for BPF tracing, or `None` when it has them.
+pub fn missing_caps(effective: u64) -> Option<String> {
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return None;
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(cap, _)| !has(*cap))
+        .map(|(_, name)| name)
+        .collect();
+    Some(missing.join(", "))
+}
+
+/// Fails with a clear message when `btf_path` does not exist.
+pub fn check_btf(btf_path: &Path) -> Result<(), LoadError> {
+    if btf_path.exists() {
+        Ok(())
+    } else {
+        Err(LoadError::NoBtf {
+            path: btf_path.to_path_buf(),
+        })
+    }
+}
+
+/// Splits `wanted` into the probes this kernel can run and the tracepoints it lacks. A
+/// `tp_btf` program needs the kernel's `btf_trace_<name>` typedef.
+pub fn available_probes(
+    btf_path: &Path,
+    wanted: ProbeSet,
+) -> Result<(ProbeSet, Vec<&'static str>), LoadError> {
+    let btf = Btf::from_path(btf_path).map_err(LoadError::libbpf("reading kernel BTF"))?;
+    let has = |tp: &str| {
+        let name = tp.rsplit('/').next().unwrap_or(tp);
+        btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))
+            .is_some()
+    };
+    let mut usable = ProbeSet::default();
+    let mut missing: Vec<&'static str> = Vec::new();
+    for probe in wanted.iter() {
+        let absent: Vec<&'static str> = probe
+            .tracepoints()
+            .iter()
+            .copied()
+            .filter(|tp| !has(tp))
+            .collect();
+        if absent.is_empty() {
+            usable.insert(probe);
+        }
+        for tp in absent {
+            if !missing.contains(&tp) {
+                missing.push(tp);
+            }
+        }
+    }
+    Ok((usable, missing))
+}
+
+/// Raises RLIMIT_MEMLOCK to infinity, for kernels that still charge BPF memory to it. Best
+/// effort: kernels from 5.11 on account BPF memory to the cgroup instead.
+pub fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct; failure is reported through the return.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// Whether `probe` is one whose absence must be reported; kept for symmetry with
+/// [`Probe::tracepoints`].
+pub fn describe_missing(probe: Probe, missing: &[&str]) -> String {
+    let absent: Vec<&str> = probe
+        .tracepoints()
+        .iter()
+        .copied()
+        .filter(|tp| missing.contains(tp))
+        .collect();
+    format!(
+        "probe {probe} left out: kernel has no tracepoint {}",
+        absent.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_parsed_and_named() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(missing_caps(0x1ff_ffff_ffff), None);
+        assert_eq!(missing_caps(0), Some("CAP_BPF, CAP_PERFMON".to_string()));
+        assert_eq!(missing_caps(1 << CAP_BPF), Some("CAP_PERFMON".to_string()));
+        assert_eq!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON)), None);
+        assert_eq!(missing_caps(1 << CAP_SYS_ADMIN), None);
+        assert_eq!(effective_caps("nothing here"), None);
+    }
+
+    #[test]
+    fn missing_btf_is_named() {
+        let err = check_btf(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/vmlinux"));
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"));
+    }
+}

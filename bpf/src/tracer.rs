@@ -1,0 +1,385 @@
+//! The safe loader: opens the skeleton, writes the options into `.rodata`, loads, attaches the
+//! programs the kernel supports, and reads the ring buffer, histograms and drop counters.
+
+use std::cell::{Cell, RefCell};
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+
+use crate::abi::{self, RawHistogram, RawHistogramKey, EVENT_SIZE};
+use crate::buckets::BucketTable;
+use crate::preflight;
+use crate::skel::{KotelSkel, KotelSkelBuilder};
+use crate::{LoadError, Probe, ProbeSet};
+
+/// What to capture and how. Every field is applied before the BPF object loads.
+#[derive(Debug, Clone)]
+pub struct TracerConfig {
+    /// Probes to run; those the kernel cannot run are left out with a warning.
+    pub probes: ProbeSet,
+    /// Events at or above this duration go through the ring buffer; all are counted in the
+    /// histograms.
+    pub min_latency_ns: u64,
+    /// Only these processes (thread group ids) when non-empty.
+    pub pids: Vec<u32>,
+    /// Only tasks in this cgroup v2 (its inode number) when set.
+    pub cgroup_id: Option<u64>,
+    /// OTLP exponential histogram scale.
+    pub scale: i32,
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+    /// Take kernel and user stacks at off-CPU switch-out.
+    pub capture_stacks: bool,
+    /// Kernel BTF to use for CO-RE.
+    pub btf_path: PathBuf,
+}
+
+impl Default for TracerConfig {
+    fn default() -> Self {
+        Self {
+            probes: ProbeSet::all(),
+            min_latency_ns: 1_000_000,
+            pids: Vec::new(),
+            cgroup_id: None,
+            scale: 3,
+            ring_buffer_bytes: 8 << 20,
+            capture_stacks: true,
+            btf_path: PathBuf::from(preflight::SYSFS_BTF),
+        }
+    }
+}
+
+/// One in-kernel histogram as read from the map.
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramSnapshot {
+    /// The process.
+    pub pid: u32,
+    /// `KOTEL_KIND_*`.
+    pub kind: u8,
+    /// The kernel's counters.
+    pub raw: RawHistogram,
+}
+
+/// Everything the BPF side could not record, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Ring-buffer reservation failures, per `KOTEL_KIND_*`.
+    pub ringbuf: [u64; abi::kind::COUNT],
+    /// Events not counted because the histogram map was full.
+    pub hist_full: u64,
+    /// Events missed because task storage could not be allocated.
+    pub task_storage: u64,
+    /// Ring-buffer records of the wrong size (never expected).
+    pub malformed: u64,
+}
+
+impl DropCounts {
+    /// Events that did not reach userspace through the ring buffer.
+    pub fn lost_events(&self) -> u64 {
+        self.ringbuf.iter().sum()
+    }
+}
+
+/// A loaded and attached set of kotel probes. Dropping it detaches every program.
+pub struct Tracer {
+    // Field order is drop order: stop reading, detach, then close the object.
+    ringbuf: RingBuffer<'static>,
+    batch: Rc<RefCell<Vec<u8>>>,
+    malformed: Rc<Cell<u64>>,
+    links: Vec<(&'static str, Link)>,
+    skel: KotelSkel<'static>,
+    table: BucketTable,
+    active: ProbeSet,
+    missing: Vec<&'static str>,
+}
+
+impl Tracer {
+    /// Checks privileges and BTF, loads the programs configured by `cfg` and attaches them.
+    pub fn start(cfg: &TracerConfig) -> Result<Tracer, LoadError> {
+        preflight::check_privileges()?;
+        preflight::check_btf(&cfg.btf_path)?;
+        preflight::raise_memlock();
+        let table = BucketTable::new(cfg.scale).map_err(|e| LoadError::Config(e.to_string()))?;
+        let ring = cfg.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(LoadError::Config(format!(
+                "ring buffer size {ring} must be a power of two of at least 4096 bytes"
+            )));
+        }
+        let (active, missing) = preflight::available_probes(&cfg.btf_path, cfg.probes)?;
+        if active.is_empty() {
+            return Err(LoadError::NothingToAttach {
+                missing: missing.join(", "),
+            });
+        }
+
+        // The skeleton borrows its object storage for its whole life; the tracer lives as long
+        // as it likes, so the (pointer-sized) storage is leaked once per tracer.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut builder = KotelSkelBuilder::default();
+        if cfg.btf_path != PathBuf::from(preflight::SYSFS_BTF) {
+            builder
+                .obj_builder
+                .btf_custom_path(&cfg.btf_path)
+                .map_err(LoadError::libbpf("setting the BTF path"))?;
+        }
+        let mut open = builder
+            .open(storage)
+            .map_err(LoadError::libbpf("opening the BPF object"))?;
+
+        let ro = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has a .rodata section");
+        ro.enable_writev = active.contains(Probe::Writev);
+        ro.enable_tcp_send = active.contains(Probe::TcpSend);
+        ro.enable_runqueue = active.contains(Probe::Runqueue);
+        ro.enable_offcpu = active.contains(Probe::Offcpu);
+        ro.capture_stacks = cfg.capture_stacks;
+        ro.min_latency_ns = cfg.min_latency_ns;
+        ro.self_pid = std::process::id();
+        ro.filter_pids = !cfg.pids.is_empty();
+        ro.filter_cgroup_id = cfg.cgroup_id.unwrap_or(0);
+        ro.nr_write = libc::SYS_write;
+        ro.nr_writev = libc::SYS_writev;
+        ro.nr_sendto = libc::SYS_sendto;
+        ro.nr_sendmsg = libc::SYS_sendmsg;
+        ro.n_buckets = table.bounds().len() as u32;
+        ro.bucket_bounds[..table.bounds().len()].copy_from_slice(table.bounds());
+        ro.wakeup_bytes = u64::from(ring / 4);
+
+        open.maps
+            .events
+            .set_max_entries(ring)
+            .map_err(LoadError::libbpf("sizing the ring buffer"))?;
+        if !(active.contains(Probe::Offcpu) && cfg.capture_stacks) {
+            open.maps
+                .stacks
+                .set_max_entries(1)
+                .map_err(LoadError::libbpf("sizing the stack map"))?;
+        }
+        let syscalls = active.contains(Probe::Writev) || active.contains(Probe::TcpSend);
+        let sched = active.contains(Probe::Runqueue) || active.contains(Probe::Offcpu);
+        open.progs.sys_enter.set_autoload(syscalls);
+        open.progs.sys_exit.set_autoload(syscalls);
+        open.progs
+            .tcp_sendmsg_locked
+            .set_autoload(active.contains(Probe::TcpSend));
+        open.progs
+            .sched_wakeup
+            .set_autoload(active.contains(Probe::Runqueue));
+        open.progs
+            .sched_wakeup_new
+            .set_autoload(active.contains(Probe::Runqueue));
+        open.progs.sched_switch.set_autoload(sched);
+
+        let skel = open
+            .load()
+            .map_err(LoadError::libbpf("loading the BPF programs"))?;
+        for pid in &cfg.pids {
+            skel.maps
+                .pid_filter
+                .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+                .map_err(LoadError::libbpf("filling the pid filter"))?;
+        }
+
+        let mut links = Vec::new();
+        let progs = [
+            ("sys_enter", syscalls, &skel.progs.sys_enter),
+            ("sys_exit", syscalls, &skel.progs.sys_exit),
+            (
+                "tcp_sendmsg_locked",
+                active.contains(Probe::TcpSend),
+                &skel.progs.tcp_sendmsg_locked,
+            ),
+            (
+                "sched_wakeup",
+                active.contains(Probe::Runqueue),
+                &skel.progs.sched_wakeup,
+            ),
+            (
+                "sched_wakeup_new",
+                active.contains(Probe::Runqueue),
+                &skel.progs.sched_wakeup_new,
+            ),
+            ("sched_switch", sched, &skel.progs.sched_switch),
+        ];
+        for (name, wanted, prog) in progs {
+            if wanted {
+                links.push((
+                    name,
+                    prog.attach()
+                        .map_err(LoadError::libbpf("attaching a program"))?,
+                ));
+            }
+        }
+
+        let batch = Rc::new(RefCell::new(Vec::with_capacity(64 * 1024)));
+        let malformed = Rc::new(Cell::new(0u64));
+        let mut rb = RingBufferBuilder::new();
+        {
+            let batch = Rc::clone(&batch);
+            let malformed = Rc::clone(&malformed);
+            rb.add(&skel.maps.events, move |data: &[u8]| {
+                if data.len() == EVENT_SIZE {
+                    batch.borrow_mut().extend_from_slice(data);
+                } else {
+                    malformed.set(malformed.get() + 1);
+                }
+                0
+            })
+            .map_err(LoadError::libbpf("opening the ring buffer"))?;
+        }
+        let ringbuf = rb
+            .build()
+            .map_err(LoadError::libbpf("opening the ring buffer"))?;
+
+        Ok(Tracer {
+            ringbuf,
+            batch,
+            malformed,
+            links,
+            skel,
+            table,
+            active,
+            missing,
+        })
+    }
+
+    /// Probes that were loaded and attached.
+    pub fn active_probes(&self) -> ProbeSet {
+        self.active
+    }
+
+    /// Tracepoints the kernel lacks (their probes were left out).
+    pub fn missing_tracepoints(&self) -> &[&'static str] {
+        &self.missing
+    }
+
+    /// Names of the attached programs.
+    pub fn attached_programs(&self) -> Vec<&'static str> {
+        self.links.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// The bucket table loaded into the kernel.
+    pub fn bucket_table(&self) -> &BucketTable {
+        &self.table
+    }
+
+    /// Waits up to `timeout` for a wakeup (the kernel wakes only when the buffer fills up),
+    /// then drains every record, calling `on_record` with each. Returns the number drained.
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        mut on_record: impl FnMut(&[u8]),
+    ) -> Result<usize, LoadError> {
+        let ret = self.ringbuf.poll_raw(timeout);
+        if ret < 0 && ret != -libc::EINTR {
+            return Err(LoadError::Libbpf {
+                step: "reading the ring buffer",
+                source: libbpf_rs::Error::from_raw_os_error(-ret),
+            });
+        }
+        // poll only consumes after a wakeup; records submitted without one wait here.
+        let ret = self.ringbuf.consume_raw();
+        if ret < 0 && ret != -libc::EINTR {
+            return Err(LoadError::Libbpf {
+                step: "reading the ring buffer",
+                source: libbpf_rs::Error::from_raw_os_error(-ret),
+            });
+        }
+        let mut batch = self.batch.borrow_mut();
+        let n = batch.len() / EVENT_SIZE;
+        for record in batch.chunks_exact(EVENT_SIZE) {
+            on_record(record);
+        }
+        batch.clear();
+        Ok(n)
+    }
+
+    /// Reads every in-kernel histogram.
+    pub fn histograms(&self) -> Result<Vec<HistogramSnapshot>, LoadError> {
+        let map = &self.skel.maps.hists;
+        let mut out = Vec::new();
+        for key in map.keys() {
+            let Some(value) = map
+                .lookup(&key, MapFlags::ANY)
+                .map_err(LoadError::libbpf("reading a histogram"))?
+            else {
+                continue; // removed between listing and reading
+            };
+            let (Some(k), Some(raw)) = (key_from_bytes(&key), abi::histogram_from_bytes(&value))
+            else {
+                continue;
+            };
+            out.push(HistogramSnapshot {
+                pid: k.pid,
+                kind: k.kind as u8,
+                raw,
+            });
+        }
+        out.sort_by_key(|h| (h.pid, h.kind));
+        Ok(out)
+    }
+
+    /// Sums the per-CPU drop counters.
+    pub fn drops(&self) -> Result<DropCounts, LoadError> {
+        let map = &self.skel.maps.drops;
+        let slot = |idx: u32| -> Result<u64, LoadError> {
+            let per_cpu = map
+                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
+                .map_err(LoadError::libbpf("reading drop counters"))?
+                .unwrap_or_default();
+            Ok(per_cpu
+                .iter()
+                .filter_map(|v| {
+                    v.get(..8)
+                        .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+                })
+                .sum())
+        };
+        let mut d = DropCounts::default();
+        for (k, n) in d.ringbuf.iter_mut().enumerate() {
+            *n = slot(k as u32)?;
+        }
+        d.hist_full = slot(abi::drop::HIST_FULL)?;
+        d.task_storage = slot(abi::drop::TASK_STORAGE)?;
+        d.malformed = self.malformed.get();
+        Ok(d)
+    }
+
+    /// Instruction pointers of a captured stack, innermost first; `None` for a negative or
+    /// unknown id.
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        let id = u32::try_from(id).ok()?;
+        let bytes = self
+            .skel
+            .maps
+            .stacks
+            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        Some(
+            bytes
+                .chunks_exact(8)
+                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+                .take_while(|&ip| ip != 0)
+                .collect(),
+        )
+    }
+}
+
+fn key_from_bytes(bytes: &[u8]) -> Option<RawHistogramKey> {
+    if bytes.len() != std::mem::size_of::<RawHistogramKey>() {
+        return None;
+    }
+    Some(RawHistogramKey {
+        pid: u32::from_ne_bytes(bytes[0..4].try_into().ok()?),
+        kind: u32::from_ne_bytes(bytes[4..8].try_into().ok()?),
+    })
+}
