@@ -1,0 +1,180 @@
+//! `kotel capture`: load the probes, read events for a while, then print the summary. Ctrl-C
+//! ends early, still detaches everything and still prints the summary.
+
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use kotel_bpf::{preflight, LoadError, ProbeSet, Tracer, TracerConfig};
+
+use crate::cli::{CaptureArgs, Format};
+use crate::clock::Clock;
+use crate::decode::{decode_event, decode_histogram};
+use crate::output::{jsonl, table, Summary};
+use crate::signals;
+
+/// How often the ring buffer is drained when the kernel has not woken us.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+/// How often the status line is redrawn.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// Why a capture failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A flag value that only turned out bad at run time.
+    #[error("invalid value for {flag}: {reason}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Loading or reading the BPF side failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Writing the output failed.
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
+}
+
+impl CaptureError {
+    /// Exit code: 2 for what the user must fix first (flags, privileges, kernel support), 1
+    /// for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CaptureError::Flag { .. } => 2,
+            CaptureError::Load(
+                LoadError::Privileges { .. }
+                | LoadError::NoBtf { .. }
+                | LoadError::NothingToAttach { .. }
+                | LoadError::Config(_),
+            ) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
+    let cgroup_id = match &args.cgroup {
+        None => None,
+        Some(path) => {
+            let meta = std::fs::metadata(path).map_err(|e| CaptureError::Flag {
+                flag: "--cgroup",
+                reason: format!("{}: {e}", path.display()),
+            })?;
+            if !meta.is_dir() {
+                return Err(CaptureError::Flag {
+                    flag: "--cgroup",
+                    reason: format!("{} is not a cgroup v2 directory", path.display()),
+                });
+            }
+            Some(meta.ino())
+        }
+    };
+    Ok(TracerConfig {
+        probes: args.probes.iter().copied().collect(),
+        min_latency_ns: u64::try_from(args.min_latency.as_nanos()).unwrap_or(u64::MAX),
+        pids: args.pids.clone(),
+        cgroup_id,
+        scale: args.scale,
+        ring_buffer_bytes: args.ring_buffer_bytes,
+        capture_stacks: !args.no_stacks,
+        btf_path: args.btf.clone(),
+    })
+}
+
+/// Runs a capture, writing to stdout (results) and stderr (status).
+pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
+    let cfg = tracer_config(args)?;
+    signals::install();
+    let mut tracer = Tracer::start(&cfg)?;
+    report_left_out(cfg.probes, &tracer);
+    tracing::info!(
+        probes = %tracer.active_probes(),
+        programs = ?tracer.attached_programs(),
+        "kotel.capture.attached"
+    );
+
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let show_status = args.format == Format::Table && io::stderr().is_terminal();
+    let mut clock = Clock::new(Duration::from_secs(1));
+    let mut summary = Summary::default();
+    let mut slow_events = 0u64;
+    let started = Instant::now();
+    let mut last_status = started;
+    let mut write_error: Option<io::Error> = None;
+
+    loop {
+        let done = signals::stop_requested()
+            || (!args.duration.is_zero() && started.elapsed() >= args.duration);
+        // One more drain after the stop so nothing already in the buffer is left behind.
+        let wait = if done { Duration::ZERO } else { DRAIN_EVERY.min(remaining(args.duration, started)) };
+        tracer.poll(wait, |record| match decode_event(record, &clock) {
+            Ok(ev) => {
+                slow_events += 1;
+                summary.comms.insert(ev.pid, ev.comm);
+                if args.format == Format::Jsonl && write_error.is_none() {
+                    if let Err(e) = jsonl::write_event(&mut out, &ev) {
+                        write_error = Some(e);
+                    }
+                }
+            }
+            Err(e) => {
+                summary.undecodable += 1;
+                if summary.undecodable == 1 {
+                    tracing::warn!(error = %e, "kotel.decode.failed");
+                }
+            }
+        })?;
+        if let Some(e) = write_error.take() {
+            return Err(e.into());
+        }
+        out.flush()?;
+        clock.refresh();
+        if show_status && last_status.elapsed() >= STATUS_EVERY {
+            last_status = Instant::now();
+            let lost = tracer.drops()?.lost_events();
+            table::write_status(&mut io::stderr(), started.elapsed(), slow_events, lost)?;
+        }
+        if done {
+            break;
+        }
+    }
+    if show_status {
+        eprintln!();
+    }
+
+    let bucket_table = tracer.bucket_table().clone();
+    summary.histograms = tracer
+        .histograms()?
+        .iter()
+        .filter_map(|snap| decode_histogram(snap, &bucket_table))
+        .collect();
+    summary.drops = tracer.drops()?;
+    drop(tracer); // detach before printing, so kotel's own output is not traced
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, slow_events, "kotel.capture.detached");
+
+    match args.format {
+        Format::Jsonl => jsonl::write_summary(&mut out, &summary)?,
+        Format::Table => table::write_summary(&mut out, &summary)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn remaining(duration: Duration, started: Instant) -> Duration {
+    if duration.is_zero() {
+        return Duration::MAX;
+    }
+    duration.saturating_sub(started.elapsed())
+}
+
+fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
+    for probe in wanted.iter().filter(|p| !tracer.active_probes().contains(*p)) {
+        tracing::warn!(
+            "kotel.probe.skipped: {}",
+            preflight::describe_missing(probe, tracer.missing_tracepoints())
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Command-line interface: `kotel capture …`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kotel_bpf::Probe;
+
+/// kotel: kernel-latency observability for OpenTelemetry.
+#[derive(Debug, Parser)]
+#[command(name = "kotel", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kotel's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture kernel latency events for a while and print them.
+    Capture(CaptureArgs),
+}
+
+/// How `kotel capture` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A live status line, then a per-process summary (for people).
+    Table,
+    /// One JSON object per line: events, then histograms, then losses (for programs).
+    Jsonl,
+}
+
+/// Options of `kotel capture`.
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// How long to capture, e.g. 5s, 250ms, 1m; 0 runs until Ctrl-C.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Only this process id (repeat for several).
+    #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Only tasks in this cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice/nginx.service.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Events at least this long are reported one by one; every event is counted in the
+    /// histograms whatever its length.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub min_latency: Duration,
+
+    /// Probes to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "writev,tcp_send,runqueue,offcpu",
+        value_parser = parse_probe
+    )]
+    pub probes: Vec<Probe>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// OTLP exponential histogram scale (0..=4; 3 gives buckets about 9% wide).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=4))]
+    pub scale: i32,
+
+    /// Ring buffer size in bytes (a power of two).
+    #[arg(long, default_value_t = 8 << 20, value_parser = parse_ring_size)]
+    pub ring_buffer_bytes: u32,
+
+    /// Do not take stacks at off-CPU switch-out.
+    #[arg(long)]
+    pub no_stacks: bool,
+
+    /// Kernel BTF file for CO-RE, for kernels without /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH", default_value = kotel_bpf::preflight::SYSFS_BTF)]
+    pub btf: PathBuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 5s, 250ms, 1m)"))
+}
+
+fn parse_probe(s: &str) -> Result<Probe, String> {
+    s.trim().parse()
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n.is_power_of_two() && n >= 4096 {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a power of two of at least 4096"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<CaptureArgs, clap::Error> {
+        let mut all = vec!["kotel", "capture"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| match c.command {
+            Command::Capture(a) => a,
+        })
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.duration, Duration::from_secs(5));
+        assert_eq!(a.min_latency, Duration::from_millis(1));
+        assert_eq!(a.probes, Probe::ALL.to_vec());
+        assert_eq!(a.format, Format::Table);
+        assert!(a.pids.is_empty());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = parse(&["--duration", "250ms", "--pid", "12", "--pid", "13", "--min-latency", "0", "--probes", "writev,offcpu", "--format", "jsonl"]).unwrap();
+        assert_eq!(a.duration, Duration::from_millis(250));
+        assert_eq!(a.pids, vec![12, 13]);
+        assert_eq!(a.min_latency, Duration::ZERO);
+        assert_eq!(a.probes, vec![Probe::Writev, Probe::Offcpu]);
+        assert_eq!(a.format, Format::Jsonl);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, flag) in [
+            (&["--duration", "soon"][..], "--duration"),
+            (&["--probes", "writev,kprobe"][..], "--probes"),
+            (&["--pid", "0"][..], "--pid"),
+            (&["--format", "xml"][..], "--format"),
+            (&["--scale", "9"][..], "--scale"),
+            (&["--ring-buffer-bytes", "1000"][..], "--ring-buffer-bytes"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+}

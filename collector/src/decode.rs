@@ -1,0 +1,215 @@
+//! Turns raw ring-buffer records and histogram snapshots into owned domain types. The only
+//! place that reads kernel ABI structs.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use kotel_bpf::abi::{self, RawEvent};
+use kotel_bpf::buckets::BucketTable;
+use kotel_bpf::{HistogramSnapshot, Probe};
+
+use crate::clock::Clock;
+use crate::model::{Comm, Histogram, KernelEvent};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record is not one `kotel_event`.
+    #[error("ring-buffer record of {0} bytes, expected {size}", size = abi::EVENT_SIZE)]
+    Size(usize),
+    /// The kind is not one kotel knows.
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode_event(bytes: &[u8], clock: &Clock) -> Result<KernelEvent, DecodeError> {
+    let raw = abi::event_from_bytes(bytes).ok_or(DecodeError::Size(bytes.len()))?;
+    event_from_raw(&raw, clock)
+}
+
+fn event_from_raw(raw: &RawEvent, clock: &Clock) -> Result<KernelEvent, DecodeError> {
+    let kind = Probe::from_kind(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
+    let syscall = matches!(kind, Probe::Writev | Probe::TcpSend);
+    let (bytes, errno) = match (syscall, raw.bytes) {
+        (false, _) => (None, None),
+        (true, n) if n >= 0 => (Some(n as u64), None),
+        (true, n) => (None, i32::try_from(-n).ok()),
+    };
+    let (local, peer) = match kind {
+        Probe::TcpSend => (
+            socket_addr(raw.family, &raw.laddr, raw.lport),
+            socket_addr(raw.family, &raw.daddr, raw.dport),
+        ),
+        _ => (None, None),
+    };
+    let comm_bytes: [u8; 16] = raw.comm.map(|c| c as u8);
+    Ok(KernelEvent {
+        kind,
+        pid: raw.pid,
+        tid: raw.tid,
+        comm: Comm::from_kernel(&comm_bytes),
+        cpu: raw.cpu,
+        start_unix_nano: clock.to_unix_nanos(raw.start_ns),
+        duration_ns: raw.duration_ns,
+        bytes,
+        errno,
+        fd: syscall.then_some(raw.fd),
+        iovcnt: (kind == Probe::Writev).then_some(raw.iovcnt),
+        local,
+        peer,
+        kernel_stack_id: (raw.kstack_id >= 0).then_some(raw.kstack_id),
+        user_stack_id: (raw.ustack_id >= 0).then_some(raw.ustack_id),
+    })
+}
+
+fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> Option<SocketAddr> {
+    let ip = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        AF_INET6 => IpAddr::V6(Ipv6Addr::from(*addr)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Converts one in-kernel histogram to OTLP shape: bucket slot `i` of the kernel table is OTLP
+/// index `table.offset() + i`; empty buckets at either end are trimmed. `None` for an unknown
+/// kind.
+pub fn decode_histogram(snap: &HistogramSnapshot, table: &BucketTable) -> Option<Histogram> {
+    let kind = Probe::from_kind(snap.kind)?;
+    let raw = &snap.raw;
+    let used = &raw.buckets[..table.bounds().len().min(raw.buckets.len())];
+    let first = used.iter().position(|&c| c != 0);
+    let (offset, bucket_counts) = match first {
+        Some(first) => {
+            let last = used.iter().rposition(|&c| c != 0).unwrap_or(first);
+            (table.offset() + first as i32, used[first..=last].to_vec())
+        }
+        None => (0, Vec::new()),
+    };
+    Some(Histogram {
+        kind,
+        pid: snap.pid,
+        count: raw.count,
+        sum_ns: raw.sum_ns,
+        max_ns: raw.max_ns,
+        zero_count: raw.zero_count,
+        bytes: raw.bytes,
+        clamped: raw.clamped,
+        scale: table.scale(),
+        offset,
+        bucket_counts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn raw_event(kind: u8) -> RawEvent {
+        let mut e = RawEvent { kind, start_ns: 1_000, duration_ns: 5_000, bytes: 42, pid: 7, tid: 8, cpu: 1, fd: 3, iovcnt: 2, kstack_id: -1, ustack_id: -1, ..Default::default() };
+        e.comm[..4].copy_from_slice(&[b'c' as i8, b'u' as i8, b'r' as i8, b'l' as i8]);
+        e
+    }
+
+    fn bytes_of(e: &RawEvent) -> Vec<u8> {
+        // SAFETY: RawEvent is plain old data without padding; reading its bytes is sound.
+        unsafe { std::slice::from_raw_parts((e as *const RawEvent).cast::<u8>(), abi::EVENT_SIZE) }.to_vec()
+    }
+
+    #[test]
+    fn writev_record_decodes_with_its_fields() {
+        let clock = Clock::with_offset(1_000_000);
+        let ev = decode_event(&bytes_of(&raw_event(abi::kind::WRITEV)), &clock).unwrap();
+        assert_eq!(ev.kind, Probe::Writev);
+        assert_eq!((ev.pid, ev.tid, ev.cpu), (7, 8, 1));
+        assert_eq!(ev.start_unix_nano, 1_001_000);
+        assert_eq!((ev.bytes, ev.fd, ev.iovcnt), (Some(42), Some(3), Some(2)));
+        assert_eq!(ev.comm.to_string_lossy(), "curl");
+        assert_eq!((ev.local, ev.peer), (None, None));
+    }
+
+    #[test]
+    fn tcp_addresses_decode_for_both_families() {
+        let clock = Clock::with_offset(0);
+        let mut e = raw_event(abi::kind::TCP_SEND);
+        e.family = AF_INET;
+        e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        e.lport = 40000;
+        e.dport = 443;
+        let ev = decode_event(&bytes_of(&e), &clock).unwrap();
+        assert_eq!(ev.local, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(ev.peer, Some("10.1.2.3:443".parse().unwrap()));
+        assert_eq!(ev.iovcnt, None);
+
+        e.family = AF_INET6;
+        e.laddr = Ipv6Addr::LOCALHOST.octets();
+        e.daddr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        let ev = decode_event(&bytes_of(&e), &clock).unwrap();
+        assert_eq!(ev.local, Some("[::1]:40000".parse().unwrap()));
+        assert_eq!(ev.peer, Some("[2001:db8::1]:443".parse().unwrap()));
+    }
+
+    #[test]
+    fn failed_syscalls_carry_errno_not_bytes() {
+        let mut e = raw_event(abi::kind::WRITEV);
+        e.bytes = -11;
+        let ev = decode_event(&bytes_of(&e), &Clock::with_offset(0)).unwrap();
+        assert_eq!((ev.bytes, ev.errno), (None, Some(11)));
+    }
+
+    #[test]
+    fn sched_events_have_no_syscall_fields() {
+        let mut e = raw_event(abi::kind::OFFCPU);
+        e.kstack_id = 12;
+        let ev = decode_event(&bytes_of(&e), &Clock::with_offset(0)).unwrap();
+        assert_eq!((ev.bytes, ev.fd, ev.iovcnt), (None, None, None));
+        assert_eq!((ev.kernel_stack_id, ev.user_stack_id), (Some(12), None));
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        let clock = Clock::with_offset(0);
+        assert_eq!(decode_event(&[0; 3], &clock), Err(DecodeError::Size(3)));
+        assert_eq!(decode_event(&bytes_of(&raw_event(9)), &clock), Err(DecodeError::Kind(9)));
+    }
+
+    #[test]
+    fn histograms_are_trimmed_and_offset() {
+        let table = BucketTable::new(3).unwrap();
+        let mut raw = kotel_bpf::abi::RawHistogram { count: 3, sum_ns: 3_000_100, ..Default::default() };
+        let slot_us = table.slot_of(1_000);
+        let slot_ms = table.slot_of(1_500_000);
+        raw.buckets[slot_us] = 2;
+        raw.buckets[slot_ms] = 1;
+        let snap = HistogramSnapshot { pid: 5, kind: abi::kind::RUNQUEUE, raw };
+        let h = decode_histogram(&snap, &table).unwrap();
+        assert_eq!(h.kind, Probe::Runqueue);
+        assert_eq!(h.offset, table.index_of(1_000));
+        assert_eq!(h.bucket_counts.len(), slot_ms - slot_us + 1);
+        assert_eq!(h.bucket_counts.iter().sum::<u64>(), 3);
+        assert_eq!(*h.bucket_counts.last().unwrap(), 1);
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_event(&bytes, &Clock::with_offset(i128::from(i64::MAX)));
+        }
+
+        /// Arbitrary records of the right size decode or are refused for their kind alone.
+        #[test]
+        fn right_sized_records_decode_unless_kind_unknown(bytes in proptest::collection::vec(any::<u8>(), abi::EVENT_SIZE)) {
+            let kind = bytes[58];
+            match decode_event(&bytes, &Clock::with_offset(0)) {
+                Ok(ev) => prop_assert_eq!(ev.kind.kind(), kind),
+                Err(e) => prop_assert_eq!(e, DecodeError::Kind(kind)),
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Owned domain types for what the kernel measured; raw ABI structs never get past `decode`.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use kotel_bpf::Probe;
+
+/// A thread name as the kernel keeps it: up to 15 bytes, no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Comm {
+    /// From the kernel's NUL-padded `comm` bytes.
+    pub fn from_kernel(raw: &[u8]) -> Self {
+        let mut bytes = [0u8; 16];
+        let len = raw.iter().take(15).position(|&b| b == 0).unwrap_or(raw.len().min(15));
+        bytes[..len].copy_from_slice(&raw[..len]);
+        Comm { bytes, len: len as u8 }
+    }
+
+    /// The name, with invalid UTF-8 replaced.
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.bytes[..usize::from(self.len)]).into_owned()
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string_lossy())
+    }
+}
+
+/// One interval the kernel timed at or above the span threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEvent {
+    /// Which probe measured it.
+    pub kind: Probe,
+    /// Process (thread group) id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: Comm,
+    /// CPU where the interval ended.
+    pub cpu: u32,
+    /// Start, in Unix nanoseconds.
+    pub start_unix_nano: u64,
+    /// Length in nanoseconds.
+    pub duration_ns: u64,
+    /// Bytes written or sent, for writev and tcp_send calls that succeeded.
+    pub bytes: Option<u64>,
+    /// errno of a writev or send that failed.
+    pub errno: Option<i32>,
+    /// File descriptor, for writev and tcp_send.
+    pub fd: Option<i32>,
+    /// iovec count, for writev.
+    pub iovcnt: Option<u32>,
+    /// Local address of a TCP send.
+    pub local: Option<SocketAddr>,
+    /// Peer address of a TCP send.
+    pub peer: Option<SocketAddr>,
+    /// Kernel stack id at off-CPU switch-out.
+    pub kernel_stack_id: Option<i32>,
+    /// User stack id at off-CPU switch-out.
+    pub user_stack_id: Option<i32>,
+}
+
+/// An OTLP base-2 exponential histogram of one process's durations for one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    /// Which probe.
+    pub kind: Probe,
+    /// The process.
+    pub pid: u32,
+    /// Number of events.
+    pub count: u64,
+    /// Sum of durations in nanoseconds.
+    pub sum_ns: u64,
+    /// Largest duration in nanoseconds.
+    pub max_ns: u64,
+    /// Events of exactly zero length.
+    pub zero_count: u64,
+    /// Sum of bytes (writev, tcp_send).
+    pub bytes: u64,
+    /// Values too large for the bucket table, counted in its last bucket.
+    pub clamped: u64,
+    /// OTLP scale.
+    pub scale: i32,
+    /// OTLP index of `bucket_counts[0]`.
+    pub offset: i32,
+    /// Positive bucket counts from `offset` on, trimmed of empty buckets at both ends.
+    pub bucket_counts: Vec<u64>,
+}

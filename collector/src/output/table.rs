@@ -1,0 +1,84 @@
+//! `--format table`: a live status line on a terminal, then a per-process summary.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use super::Summary;
+use crate::quantile::quantile_ns;
+
+/// Formats nanoseconds for people: 850ns, 12.3µs, 4.56ms, 1.20s.
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+/// Formats a byte count: 512B, 1.5KiB, 3.0MiB.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        0..=1023 => format!("{n}B"),
+        1024..=1_048_575 => format!("{:.1}KiB", n as f64 / 1024.0),
+        _ => format!("{:.1}MiB", n as f64 / 1_048_576.0),
+    }
+}
+
+/// Rewrites the status line in place.
+pub fn write_status(out: &mut impl Write, elapsed: Duration, events: u64, lost: u64) -> io::Result<()> {
+    write!(out, "\r\x1b[2Kkotel: capturing {:.1}s  slow events {events}  lost {lost}", elapsed.as_secs_f64())?;
+    out.flush()
+}
+
+/// Writes the per-process summary table.
+pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:>8} {:<16} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "PID", "COMM", "PROBE", "COUNT", "P50", "P99", "MAX", "BYTES"
+    )?;
+    for h in &s.histograms {
+        let q = |p| quantile_ns(h, p).map(human_ns).unwrap_or_else(|| "-".into());
+        let bytes = match h.kind {
+            kotel_bpf::Probe::Writev | kotel_bpf::Probe::TcpSend => human_bytes(h.bytes),
+            _ => "-".into(),
+        };
+        writeln!(
+            out,
+            "{:>8} {:<16} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            h.pid,
+            s.process_name(h.pid),
+            h.kind.name(),
+            h.count,
+            q(0.5),
+            q(0.99),
+            human_ns(h.max_ns),
+            bytes
+        )?;
+    }
+    let d = &s.drops;
+    writeln!(
+        out,
+        "lost events {}  (histogram map full {}, task storage unavailable {}, undecodable {})",
+        d.lost_events(),
+        d.hist_full,
+        d.task_storage,
+        s.undecodable + d.malformed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_readable() {
+        assert_eq!(human_ns(850), "850ns");
+        assert_eq!(human_ns(12_300), "12.3µs");
+        assert_eq!(human_ns(4_560_000), "4.56ms");
+        assert_eq!(human_ns(1_200_000_000), "1.20s");
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.5KiB");
+    }
+}
