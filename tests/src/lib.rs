@@ -1,1 +1,148 @@
-//! placeholder
+//! Helpers for kotel's end-to-end tests: find the built binaries, decide whether real BPF can
+//! run here, and run a capture around a workload.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A binary built next to the test executable (`target/<profile>/<name>`).
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Why real BPF tests cannot run here, if they cannot.
+pub fn bpf_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel has no BTF at /sys/kernel/btf/vmlinux".into());
+    }
+    None
+}
+
+/// Returns true when the caller should skip: prints one loud line. With `KOTEL_REQUIRE_BPF=1`
+/// (set by CI) a missing BPF environment is a failure instead.
+pub fn skip_without_bpf(test: &str) -> bool {
+    let Some(why) = bpf_unavailable() else {
+        eprintln!("KOTEL-E2E RUNNING {test}: real BPF on kernel {}", kernel_release());
+        return false;
+    };
+    if std::env::var("KOTEL_REQUIRE_BPF").as_deref() == Ok("1") {
+        panic!("KOTEL_REQUIRE_BPF=1 but real BPF cannot run: {why}");
+    }
+    eprintln!("!!!!!! KOTEL-E2E SKIPPED {test}: real BPF unavailable ({why}) !!!!!!");
+    true
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
+}
+
+/// A running `kotel` process whose stdout is collected.
+pub struct Kotel {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Kotel {
+    /// Starts `kotel <args>` and waits until it reports its probes attached.
+    pub fn start(args: &[&str]) -> Kotel {
+        let mut child = Command::new(built_binary("kotel"))
+            .args(args)
+            .env("KOTEL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kotel");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut k = Kotel { child, stderr_lines: rx, stderr_seen: Vec::new() };
+        loop {
+            match k.stderr_lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    let attached = line.contains("kotel.capture.attached");
+                    k.stderr_seen.push(line);
+                    if attached {
+                        return k;
+                    }
+                }
+                Err(_) => panic!("kotel did not attach; stderr:\n{}", k.stderr_seen.join("\n")),
+            }
+        }
+    }
+
+    /// Sends SIGINT (as Ctrl-C would), waits, and returns (exit code, stdout, stderr).
+    pub fn interrupt(mut self) -> (i32, String, String) {
+        // SAFETY: signals a child we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let out = self.child.wait_with_output().expect("wait kotel");
+        self.stderr_seen.extend(self.stderr_lines.try_iter());
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), self.stderr_seen.join("\n"))
+    }
+}
+
+/// The workload binary, started and waiting for "go".
+pub struct Workload {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl Workload {
+    /// Starts `kotel-workload`; returns once it printed its pid.
+    pub fn start() -> Workload {
+        let mut child = Command::new(built_binary("kotel-workload"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn workload");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("workload pid line");
+        let v: Value = serde_json::from_str(&line).expect("pid json");
+        let pid = v["pid"].as_u64().expect("pid") as u32;
+        Workload { child, stdout, pid }
+    }
+
+    /// Lets it run and returns the truth it reports.
+    pub fn run(mut self) -> Value {
+        writeln!(self.child.stdin.take().expect("stdin"), "go").expect("go");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("truth line");
+        let status = self.child.wait().expect("wait workload");
+        assert!(status.success(), "workload failed: {status}");
+        serde_json::from_str(&line).expect("truth json")
+    }
+}
+
+/// Parses JSON lines, panicking with the line on error.
+pub fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
