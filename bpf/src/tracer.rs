@@ -122,7 +122,7 @@ impl Tracer {
         let storage: &'static mut MaybeUninit<OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
         let mut builder = KotelSkelBuilder::default();
-        if cfg.btf_path != PathBuf::from(preflight::SYSFS_BTF) {
+        if cfg.btf_path.as_path() != std::path::Path::new(preflight::SYSFS_BTF) {
             builder
                 .obj_builder
                 .btf_custom_path(&cfg.btf_path)

@@ -109,7 +109,11 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
         let done = signals::stop_requested()
             || (!args.duration.is_zero() && started.elapsed() >= args.duration);
         // One more drain after the stop so nothing already in the buffer is left behind.
-        let wait = if done { Duration::ZERO } else { DRAIN_EVERY.min(remaining(args.duration, started)) };
+        let wait = if done {
+            Duration::ZERO
+        } else {
+            DRAIN_EVERY.min(remaining(args.duration, started))
+        };
         tracer.poll(wait, |record| match decode_event(record, &clock) {
             Ok(ev) => {
                 slow_events += 1;
@@ -153,7 +157,11 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
         .collect();
     summary.drops = tracer.drops()?;
     drop(tracer); // detach before printing, so kotel's own output is not traced
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, slow_events, "kotel.capture.detached");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        slow_events,
+        "kotel.capture.detached"
+    );
 
     match args.format {
         Format::Jsonl => jsonl::write_summary(&mut out, &summary)?,
@@ -171,7 +179,10 @@ fn remaining(duration: Duration, started: Instant) -> Duration {
 }
 
 fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
-    for probe in wanted.iter().filter(|p| !tracer.active_probes().contains(*p)) {
+    for probe in wanted
+        .iter()
+        .filter(|p| !tracer.active_probes().contains(*p))
+    {
         tracing::warn!(
             "kotel.probe.skipped: {}",
             preflight::describe_missing(probe, tracer.missing_tracepoints())

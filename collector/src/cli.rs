@@ -125,7 +125,21 @@ mod tests {
 
     #[test]
     fn flags_parse() {
-        let a = parse(&["--duration", "250ms", "--pid", "12", "--pid", "13", "--min-latency", "0", "--probes", "writev,offcpu", "--format", "jsonl"]).unwrap();
+        let a = parse(&[
+            "--duration",
+            "250ms",
+            "--pid",
+            "12",
+            "--pid",
+            "13",
+            "--min-latency",
+            "0",
+            "--probes",
+            "writev,offcpu",
+            "--format",
+            "jsonl",
+        ])
+        .unwrap();
         assert_eq!(a.duration, Duration::from_millis(250));
         assert_eq!(a.pids, vec![12, 13]);
         assert_eq!(a.min_latency, Duration::ZERO);

@@ -12,7 +12,10 @@ pub struct Clock {
 }
 
 fn now_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes a timespec we own; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -37,12 +40,20 @@ fn sample_offset() -> i128 {
 impl Clock {
     /// Samples the offset now; re-samples at most every `resample_every` in [`Clock::refresh`].
     pub fn new(resample_every: Duration) -> Self {
-        Clock { offset_ns: sample_offset(), sampled_at: Instant::now(), resample_every }
+        Clock {
+            offset_ns: sample_offset(),
+            sampled_at: Instant::now(),
+            resample_every,
+        }
     }
 
     /// A clock with a fixed offset, for tests and benchmarks.
     pub fn with_offset(offset_ns: i128) -> Self {
-        Clock { offset_ns, sampled_at: Instant::now(), resample_every: Duration::MAX }
+        Clock {
+            offset_ns,
+            sampled_at: Instant::now(),
+            resample_every: Duration::MAX,
+        }
     }
 
     /// Re-samples the offset when it is due (NTP may step or slew the wall clock).
@@ -74,7 +85,11 @@ mod tests {
             .as_nanos() as i128;
         let converted = i128::from(clock.to_unix_nanos(mono));
         // Two readings a few microseconds apart; allow generous scheduling noise.
-        assert!((converted - unix).abs() < 50_000_000, "off by {} ns", converted - unix);
+        assert!(
+            (converted - unix).abs() < 50_000_000,
+            "off by {} ns",
+            converted - unix
+        );
     }
 
     #[test]

@@ -110,14 +110,28 @@ mod tests {
     use proptest::prelude::*;
 
     fn raw_event(kind: u8) -> RawEvent {
-        let mut e = RawEvent { kind, start_ns: 1_000, duration_ns: 5_000, bytes: 42, pid: 7, tid: 8, cpu: 1, fd: 3, iovcnt: 2, kstack_id: -1, ustack_id: -1, ..Default::default() };
+        let mut e = RawEvent {
+            kind,
+            start_ns: 1_000,
+            duration_ns: 5_000,
+            bytes: 42,
+            pid: 7,
+            tid: 8,
+            cpu: 1,
+            fd: 3,
+            iovcnt: 2,
+            kstack_id: -1,
+            ustack_id: -1,
+            ..Default::default()
+        };
         e.comm[..4].copy_from_slice(&[b'c' as i8, b'u' as i8, b'r' as i8, b'l' as i8]);
         e
     }
 
     fn bytes_of(e: &RawEvent) -> Vec<u8> {
         // SAFETY: RawEvent is plain old data without padding; reading its bytes is sound.
-        unsafe { std::slice::from_raw_parts((e as *const RawEvent).cast::<u8>(), abi::EVENT_SIZE) }.to_vec()
+        unsafe { std::slice::from_raw_parts((e as *const RawEvent).cast::<u8>(), abi::EVENT_SIZE) }
+            .to_vec()
     }
 
     #[test]
@@ -175,18 +189,29 @@ mod tests {
     fn bad_records_are_errors() {
         let clock = Clock::with_offset(0);
         assert_eq!(decode_event(&[0; 3], &clock), Err(DecodeError::Size(3)));
-        assert_eq!(decode_event(&bytes_of(&raw_event(9)), &clock), Err(DecodeError::Kind(9)));
+        assert_eq!(
+            decode_event(&bytes_of(&raw_event(9)), &clock),
+            Err(DecodeError::Kind(9))
+        );
     }
 
     #[test]
     fn histograms_are_trimmed_and_offset() {
         let table = BucketTable::new(3).unwrap();
-        let mut raw = kotel_bpf::abi::RawHistogram { count: 3, sum_ns: 3_000_100, ..Default::default() };
+        let mut raw = kotel_bpf::abi::RawHistogram {
+            count: 3,
+            sum_ns: 3_000_100,
+            ..Default::default()
+        };
         let slot_us = table.slot_of(1_000);
         let slot_ms = table.slot_of(1_500_000);
         raw.buckets[slot_us] = 2;
         raw.buckets[slot_ms] = 1;
-        let snap = HistogramSnapshot { pid: 5, kind: abi::kind::RUNQUEUE, raw };
+        let snap = HistogramSnapshot {
+            pid: 5,
+            kind: abi::kind::RUNQUEUE,
+            raw,
+        };
         let h = decode_histogram(&snap, &table).unwrap();
         assert_eq!(h.kind, Probe::Runqueue);
         assert_eq!(h.offset, table.index_of(1_000));

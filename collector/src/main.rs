@@ -10,7 +10,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KOTEL_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("KOTEL_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
 

@@ -16,9 +16,16 @@ impl Comm {
     /// From the kernel's NUL-padded `comm` bytes.
     pub fn from_kernel(raw: &[u8]) -> Self {
         let mut bytes = [0u8; 16];
-        let len = raw.iter().take(15).position(|&b| b == 0).unwrap_or(raw.len().min(15));
+        let len = raw
+            .iter()
+            .take(15)
+            .position(|&b| b == 0)
+            .unwrap_or(raw.len().min(15));
         bytes[..len].copy_from_slice(&raw[..len]);
-        Comm { bytes, len: len as u8 }
+        Comm {
+            bytes,
+            len: len as u8,
+        }
     }
 
     /// The name, with invalid UTF-8 replaced.

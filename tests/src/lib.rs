@@ -12,7 +12,10 @@ use serde_json::Value;
 /// A binary built next to the test executable (`target/<profile>/<name>`).
 pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -38,7 +41,10 @@ pub fn bpf_unavailable() -> Option<String> {
 /// (set by CI) a missing BPF environment is a failure instead.
 pub fn skip_without_bpf(test: &str) -> bool {
     let Some(why) = bpf_unavailable() else {
-        eprintln!("KOTEL-E2E RUNNING {test}: real BPF on kernel {}", kernel_release());
+        eprintln!(
+            "KOTEL-E2E RUNNING {test}: real BPF on kernel {}",
+            kernel_release()
+        );
         return false;
     };
     if std::env::var("KOTEL_REQUIRE_BPF").as_deref() == Ok("1") {
@@ -49,7 +55,10 @@ pub fn skip_without_bpf(test: &str) -> bool {
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// A running `kotel` process whose stdout is collected.
@@ -79,7 +88,11 @@ impl Kotel {
                 }
             }
         });
-        let mut k = Kotel { child, stderr_lines: rx, stderr_seen: Vec::new() };
+        let mut k = Kotel {
+            child,
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        };
         loop {
             match k.stderr_lines.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
@@ -89,7 +102,10 @@ impl Kotel {
                         return k;
                     }
                 }
-                Err(_) => panic!("kotel did not attach; stderr:\n{}", k.stderr_seen.join("\n")),
+                Err(_) => panic!(
+                    "kotel did not attach; stderr:\n{}",
+                    k.stderr_seen.join("\n")
+                ),
             }
         }
     }
@@ -98,9 +114,18 @@ impl Kotel {
     pub fn interrupt(mut self) -> (i32, String, String) {
         // SAFETY: signals a child we own.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let out = self.child.wait_with_output().expect("wait kotel");
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut out, &mut stdout).expect("kotel stdout");
+        }
+        let status = self.child.wait().expect("wait kotel");
+        let out = std::process::Output { status, stdout: stdout.into_bytes(), stderr: Vec::new() };
         self.stderr_seen.extend(self.stderr_lines.try_iter());
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), self.stderr_seen.join("\n"))
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            self.stderr_seen.join("\n"),
+        )
     }
 }
 

@@ -33,19 +33,41 @@ fn capture_workload() -> (Value, Captured, u32) {
     let workload = Workload::start();
     let pid = workload.pid;
     let kotel = Kotel::start(&[
-        "capture", "--pid", &pid.to_string(), "--min-latency", "0", "--format", "jsonl", "--duration", "0",
+        "capture",
+        "--pid",
+        &pid.to_string(),
+        "--min-latency",
+        "0",
+        "--format",
+        "jsonl",
+        "--duration",
+        "0",
     ]);
     let truth = workload.run();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (code, stdout, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
     let lines = json_lines(&stdout);
-    let by_type = |t: &str| lines.iter().filter(|l| l["type"] == t).cloned().collect::<Vec<_>>();
+    let by_type = |t: &str| {
+        lines
+            .iter()
+            .filter(|l| l["type"] == t)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let lost = by_type("lost").pop().expect("a lost line");
-    let captured = Captured { events: by_type("event"), histograms: by_type("histogram"), lost };
+    let captured = Captured {
+        events: by_type("event"),
+        histograms: by_type("histogram"),
+        lost,
+    };
     // The pid filter works in the kernel: nothing from other processes.
     for e in captured.events.iter().chain(&captured.histograms) {
-        assert_eq!(u(&e["pid"]), u64::from(pid), "only the workload is traced: {e}");
+        assert_eq!(
+            u(&e["pid"]),
+            u64::from(pid),
+            "only the workload is traced: {e}"
+        );
     }
     (truth, captured, pid)
 }
@@ -64,7 +86,10 @@ fn capture_matches_what_the_workload_did() {
     let wv = &truth["writev"];
     let writevs = cap.events_of("writev", None);
     assert_eq!(writevs.len() as u64, u(&wv["calls"]), "writev count");
-    assert!(writevs.iter().all(|e| e["tid"] == wv["tid"]), "writev thread id");
+    assert!(
+        writevs.iter().all(|e| e["tid"] == wv["tid"]),
+        "writev thread id"
+    );
     let bytes: u64 = writevs.iter().map(|e| u(&e["bytes"])).sum();
     assert_eq!(bytes, u(&wv["bytes"]), "writev bytes");
     let iovs: HashSet<u64> = writevs.iter().map(|e| u(&e["iovcnt"])).collect();
@@ -73,15 +98,39 @@ fn capture_matches_what_the_workload_did() {
     // TCP: exact bytes per connection, with the right local and peer addresses, v4 and v6.
     let tcp_events = cap.events_of("tcp_send", None);
     let mut tcp_total = 0;
-    for conn in truth["tcp"].as_array().expect("tcp array").iter().filter(|c| !c.is_null()) {
-        let mine: Vec<_> = tcp_events.iter().filter(|e| e["local"] == conn["local"]).collect();
-        assert_eq!(mine.len() as u64, u(&conn["calls"]), "sends on {}", conn["local"]);
-        assert!(mine.iter().all(|e| e["peer"] == conn["peer"] && e["tid"] == conn["tid"]));
-        assert_eq!(mine.iter().map(|e| u(&e["bytes"])).sum::<u64>(), u(&conn["bytes"]), "bytes on {}", conn["local"]);
+    for conn in truth["tcp"]
+        .as_array()
+        .expect("tcp array")
+        .iter()
+        .filter(|c| !c.is_null())
+    {
+        let mine: Vec<_> = tcp_events
+            .iter()
+            .filter(|e| e["local"] == conn["local"])
+            .collect();
+        assert_eq!(
+            mine.len() as u64,
+            u(&conn["calls"]),
+            "sends on {}",
+            conn["local"]
+        );
+        assert!(mine
+            .iter()
+            .all(|e| e["peer"] == conn["peer"] && e["tid"] == conn["tid"]));
+        assert_eq!(
+            mine.iter().map(|e| u(&e["bytes"])).sum::<u64>(),
+            u(&conn["bytes"]),
+            "bytes on {}",
+            conn["local"]
+        );
         tcp_total += u(&conn["bytes"]);
     }
     assert!(tcp_total > 0, "at least the IPv4 connection ran");
-    assert_eq!(tcp_events.iter().map(|e| u(&e["bytes"])).sum::<u64>(), tcp_total, "no other TCP sends");
+    assert_eq!(
+        tcp_events.iter().map(|e| u(&e["bytes"])).sum::<u64>(),
+        tcp_total,
+        "no other TCP sends"
+    );
 
     // Off-CPU: each sleep shows up, no shorter than requested and no longer than the sleeping
     // thread itself measured around the call.
@@ -93,37 +142,85 @@ fn capture_matches_what_the_workload_did() {
         .filter(|&d| d >= 10_000_000)
         .collect();
     let sleeps = sleeper["sleeps"].as_array().expect("sleeps");
-    assert_eq!(offcpu.len(), sleeps.len(), "one long off-CPU interval per sleep: {offcpu:?}");
+    assert_eq!(
+        offcpu.len(),
+        sleeps.len(),
+        "one long off-CPU interval per sleep: {offcpu:?}"
+    );
     for (got, s) in offcpu.iter().zip(sleeps) {
-        assert!(*got >= u(&s["requested_ns"]), "off-CPU {got} shorter than the sleep {s}");
-        assert!(*got <= u(&s["elapsed_ns"]), "off-CPU {got} longer than the sleep call took {s}");
+        assert!(
+            *got >= u(&s["requested_ns"]),
+            "off-CPU {got} shorter than the sleep {s}"
+        );
+        assert!(
+            *got <= u(&s["elapsed_ns"]),
+            "off-CPU {got} longer than the sleep call took {s}"
+        );
     }
 
     // Run queue: two threads spinning on one CPU wait for each other. A spinner never blocks,
     // so the time it was not running (wall - CPU time) is its run-queue wait.
-    for t in truth["spinners"]["threads"].as_array().expect("spinner threads") {
+    for t in truth["spinners"]["threads"]
+        .as_array()
+        .expect("spinner threads")
+    {
         let tid = u(&t["tid"]);
         let waits = cap.events_of("runqueue", Some(tid));
         let waited: u64 = waits.iter().map(|e| u(&e["duration_ns"])).sum();
         let not_running = u(&t["wall_ns"]) - u(&t["cpu_ns"]);
-        assert!(waits.len() >= 5, "spinner {tid} was preempted often: {} waits", waits.len());
-        assert!(not_running > 50_000_000, "truth check: spinners shared a CPU ({not_running} ns idle)");
-        let (lo, hi) = (not_running * 8 / 10, not_running + not_running / 5 + 10_000_000);
-        assert!((lo..=hi).contains(&waited), "spinner {tid}: run-queue {waited} ns vs not running {not_running} ns");
+        assert!(
+            waits.len() >= 5,
+            "spinner {tid} was preempted often: {} waits",
+            waits.len()
+        );
+        assert!(
+            not_running > 50_000_000,
+            "truth check: spinners shared a CPU ({not_running} ns idle)"
+        );
+        let (lo, hi) = (
+            not_running * 8 / 10,
+            not_running + not_running / 5 + 10_000_000,
+        );
+        assert!(
+            (lo..=hi).contains(&waited),
+            "spinner {tid}: run-queue {waited} ns vs not running {not_running} ns"
+        );
         let cpu = u(&truth["spinners"]["cpu"]);
         let cpus: Vec<u64> = waits.iter().map(|e| u(&e["cpu"])).collect();
         // The first wait may end on another CPU: the thread starts there before it pins itself.
-        assert!(cpus.iter().skip(1).all(|&c| c == cpu), "spinner {tid} ran on {cpus:?}, pinned to {cpu}");
+        assert!(
+            cpus.iter().skip(1).all(|&c| c == cpu),
+            "spinner {tid} ran on {cpus:?}, pinned to {cpu}"
+        );
     }
 
     // With a zero threshold every event is reported, so the histograms count exactly the events.
     for kind in ["writev", "tcp_send", "runqueue", "offcpu"] {
-        let h = cap.histogram(kind).unwrap_or_else(|| panic!("histogram for {kind}"));
+        let h = cap
+            .histogram(kind)
+            .unwrap_or_else(|| panic!("histogram for {kind}"));
         let events = cap.events_of(kind, None);
-        assert_eq!(u(&h["count"]), events.len() as u64, "{kind} histogram count");
-        let buckets: u64 = h["bucket_counts"].as_array().expect("buckets").iter().map(u).sum();
-        assert_eq!(buckets + u(&h["zero_count"]), u(&h["count"]), "{kind} buckets hold every event");
-        assert_eq!(u(&h["sum_ns"]), events.iter().map(|e| u(&e["duration_ns"])).sum::<u64>(), "{kind} sum");
+        assert_eq!(
+            u(&h["count"]),
+            events.len() as u64,
+            "{kind} histogram count"
+        );
+        let buckets: u64 = h["bucket_counts"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .map(u)
+            .sum();
+        assert_eq!(
+            buckets + u(&h["zero_count"]),
+            u(&h["count"]),
+            "{kind} buckets hold every event"
+        );
+        assert_eq!(
+            u(&h["sum_ns"]),
+            events.iter().map(|e| u(&e["duration_ns"])).sum::<u64>(),
+            "{kind} sum"
+        );
     }
     let wh = cap.histogram("writev").expect("writev histogram");
     assert_eq!(u(&wh["bytes"]), u(&wv["bytes"]), "histogram bytes");

@@ -26,8 +26,17 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// Rewrites the status line in place.
-pub fn write_status(out: &mut impl Write, elapsed: Duration, events: u64, lost: u64) -> io::Result<()> {
-    write!(out, "\r\x1b[2Kkotel: capturing {:.1}s  slow events {events}  lost {lost}", elapsed.as_secs_f64())?;
+pub fn write_status(
+    out: &mut impl Write,
+    elapsed: Duration,
+    events: u64,
+    lost: u64,
+) -> io::Result<()> {
+    write!(
+        out,
+        "\r\x1b[2Kkotel: capturing {:.1}s  slow events {events}  lost {lost}",
+        elapsed.as_secs_f64()
+    )?;
     out.flush()
 }
 
@@ -39,7 +48,11 @@ pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         "PID", "COMM", "PROBE", "COUNT", "P50", "P99", "MAX", "BYTES"
     )?;
     for h in &s.histograms {
-        let q = |p| quantile_ns(h, p).map(human_ns).unwrap_or_else(|| "-".into());
+        let q = |p| {
+            quantile_ns(h, p)
+                .map(human_ns)
+                .unwrap_or_else(|| "-".into())
+        };
         let bytes = match h.kind {
             kotel_bpf::Probe::Writev | kotel_bpf::Probe::TcpSend => human_bytes(h.bytes),
             _ => "-".into(),

@@ -23,7 +23,10 @@ fn gettid() -> u32 {
 }
 
 fn cpu_time_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: writes a timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -31,7 +34,10 @@ fn cpu_time_ns() -> u64 {
 
 /// writev to /dev/null with 1..=4 iovecs of varying sizes; returns (tid, calls, bytes).
 fn do_writev() -> serde_json::Value {
-    let f = std::fs::OpenOptions::new().write(true).open("/dev/null").expect("open /dev/null");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("open /dev/null");
     let buf = vec![0xabu8; 4096];
     let mut bytes = 0u64;
     for i in 0..WRITEV_CALLS {
@@ -43,7 +49,8 @@ fn do_writev() -> serde_json::Value {
             })
             .collect();
         // SAFETY: the iovecs point into `buf`, which outlives the call.
-        let r = unsafe { libc::writev(std::os::fd::AsRawFd::as_raw_fd(&f), iov.as_ptr(), n as i32) };
+        let r =
+            unsafe { libc::writev(std::os::fd::AsRawFd::as_raw_fd(&f), iov.as_ptr(), n as i32) };
         let want: usize = iov.iter().map(|v| v.iov_len).sum();
         assert_eq!(r as usize, want, "writev to /dev/null writes everything");
         bytes += r as u64;
@@ -75,7 +82,9 @@ fn do_tcp(bind: &str) -> Option<serde_json::Value> {
     drop(c);
     let received = reader.join().expect("reader");
     assert_eq!(received, bytes, "the peer got what was sent");
-    Some(json!({"tid": tid, "calls": calls, "bytes": bytes, "local": local.to_string(), "peer": server.to_string()}))
+    Some(
+        json!({"tid": tid, "calls": calls, "bytes": bytes, "local": local.to_string(), "peer": server.to_string()}),
+    )
 }
 
 fn do_sleeps() -> serde_json::Value {
@@ -95,7 +104,9 @@ fn first_allowed_cpu() -> usize {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-        (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &set)).unwrap_or(0)
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .unwrap_or(0)
     }
 }
 
@@ -125,7 +136,10 @@ fn do_spinners() -> serde_json::Value {
             })
         })
         .collect();
-    let spinners: Vec<_> = threads.into_iter().map(|t| t.join().expect("spinner")).collect();
+    let spinners: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("spinner"))
+        .collect();
     json!({"cpu": cpu, "threads": spinners})
 }
 
@@ -137,11 +151,16 @@ fn main() {
     std::io::stdin().lock().read_line(&mut go).expect("stdin");
 
     let writev = thread::spawn(do_writev).join().expect("writev thread");
-    let tcp4 = thread::spawn(|| do_tcp("127.0.0.1:0")).join().expect("tcp4 thread");
-    let tcp6 = thread::spawn(|| do_tcp("[::1]:0")).join().expect("tcp6 thread");
+    let tcp4 = thread::spawn(|| do_tcp("127.0.0.1:0"))
+        .join()
+        .expect("tcp4 thread");
+    let tcp6 = thread::spawn(|| do_tcp("[::1]:0"))
+        .join()
+        .expect("tcp6 thread");
     let sleeper = thread::spawn(do_sleeps).join().expect("sleeper thread");
     let spinners = do_spinners();
 
-    let truth = json!({"writev": writev, "tcp": [tcp4, tcp6], "sleeper": sleeper, "spinners": spinners});
+    let truth =
+        json!({"writev": writev, "tcp": [tcp4, tcp6], "sleeper": sleeper, "spinners": spinners});
     writeln!(out, "{truth}").expect("stdout");
 }
