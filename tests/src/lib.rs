@@ -119,7 +119,11 @@ impl Kotel {
             std::io::Read::read_to_string(&mut out, &mut stdout).expect("kotel stdout");
         }
         let status = self.child.wait().expect("wait kotel");
-        let out = std::process::Output { status, stdout: stdout.into_bytes(), stderr: Vec::new() };
+        let out = std::process::Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr: Vec::new(),
+        };
         self.stderr_seen.extend(self.stderr_lines.try_iter());
         (
             out.status.code().unwrap_or(-1),

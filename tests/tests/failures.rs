@@ -9,13 +9,22 @@ use kotel_e2e::{built_binary, skip_without_bpf, Kotel};
 
 fn run(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().expect("run kotel");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn bad_flag_values_exit_2_naming_the_flag() {
-    for (flag, value) in [("--probes", "writev,kprobe"), ("--duration", "soon"), ("--format", "xml"), ("--pid", "abc")] {
-        let (code, stderr) = run(Command::new(built_binary("kotel")).args(["capture", flag, value]));
+    for (flag, value) in [
+        ("--probes", "writev,kprobe"),
+        ("--duration", "soon"),
+        ("--format", "xml"),
+        ("--pid", "abc"),
+    ] {
+        let (code, stderr) =
+            run(Command::new(built_binary("kotel")).args(["capture", flag, value]));
         assert_eq!(code, 2, "{flag} {value}: {stderr}");
         assert!(stderr.contains(flag), "{flag} named in: {stderr}");
     }
@@ -23,10 +32,16 @@ fn bad_flag_values_exit_2_naming_the_flag() {
 
 #[test]
 fn a_bad_cgroup_path_exits_2_naming_the_flag() {
-    let (code, stderr) =
-        run(Command::new(built_binary("kotel")).args(["capture", "--cgroup", "/nonexistent/cgroup"]));
+    let (code, stderr) = run(Command::new(built_binary("kotel")).args([
+        "capture",
+        "--cgroup",
+        "/nonexistent/cgroup",
+    ]));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--cgroup") && stderr.contains("/nonexistent/cgroup"), "{stderr}");
+    assert!(
+        stderr.contains("--cgroup") && stderr.contains("/nonexistent/cgroup"),
+        "{stderr}"
+    );
 }
 
 /// Without CAP_BPF and CAP_PERFMON (dropped from the bounding set when run as root), kotel
@@ -38,14 +53,22 @@ fn missing_capabilities_exit_2_naming_them() {
     let kotel = built_binary("kotel");
     let mut cmd = if root {
         let mut c = Command::new("setpriv");
-        c.args(["--bounding-set=-bpf,-perfmon,-sys_admin", "--inh-caps=-all", "--"]).arg(&kotel);
+        c.args([
+            "--bounding-set=-bpf,-perfmon,-sys_admin",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(&kotel);
         c
     } else {
         Command::new(&kotel)
     };
     let (code, stderr) = run(cmd.args(["capture", "--duration", "1s"]));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -53,14 +76,21 @@ fn missing_btf_exits_2_with_a_clear_message() {
     if skip_without_bpf("missing_btf_exits_2_with_a_clear_message") {
         return;
     }
-    let (code, stderr) = run(Command::new(built_binary("kotel")).args(["capture", "--btf", "/nonexistent/vmlinux"]));
+    let (code, stderr) =
+        run(Command::new(built_binary("kotel")).args(["capture", "--btf", "/nonexistent/vmlinux"]));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("/nonexistent/vmlinux") && stderr.contains("BTF"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/vmlinux") && stderr.contains("BTF"),
+        "{stderr}"
+    );
 }
 
 /// (id, name) of every loaded BPF program, from bpftool.
 fn loaded_programs() -> Vec<(u64, String)> {
-    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("bpftool");
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
     v.as_array()
         .map(|a| {
@@ -76,9 +106,19 @@ fn ctrl_c_detaches_every_program_and_still_prints_the_summary() {
     if skip_without_bpf("ctrl_c_detaches_every_program_and_still_prints_the_summary") {
         return;
     }
-    let ours = ["sys_enter", "sys_exit", "tcp_sendmsg_locked", "sched_wakeup", "sched_wakeup_new", "sched_switch"];
+    let ours = [
+        "sys_enter",
+        "sys_exit",
+        "tcp_sendmsg_locked",
+        "sched_wakeup",
+        "sched_wakeup_new",
+        "sched_switch",
+    ];
     // bpftool shows the BTF name, or the kernel's 15-character truncation without BTF.
-    let is_ours = |n: &str| ours.iter().any(|o| *o == n || (n.len() == 15 && o.starts_with(n)));
+    let is_ours = |n: &str| {
+        ours.iter()
+            .any(|o| *o == n || (n.len() == 15 && o.starts_with(n)))
+    };
     let before: HashSet<u64> = loaded_programs().into_iter().map(|(id, _)| id).collect();
     let kotel = Kotel::start(&["capture", "--duration", "0", "--format", "table"]);
     let loaded: HashSet<u64> = loaded_programs()
@@ -86,10 +126,17 @@ fn ctrl_c_detaches_every_program_and_still_prints_the_summary() {
         .filter(|(id, name)| !before.contains(id) && is_ours(name))
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(loaded.len(), ours.len(), "all six programs loaded while capturing");
+    assert_eq!(
+        loaded.len(),
+        ours.len(),
+        "all six programs loaded while capturing"
+    );
     let (code, stdout, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("PID") && stdout.contains("lost events"), "summary printed: {stdout}");
+    assert!(
+        stdout.contains("PID") && stdout.contains("lost events"),
+        "summary printed: {stdout}"
+    );
     // The kernel frees programs after an RCU grace period: give it a bounded while.
     let mut remaining = loaded.clone();
     for _ in 0..100 {
@@ -100,5 +147,8 @@ fn ctrl_c_detaches_every_program_and_still_prints_the_summary() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(remaining.is_empty(), "programs still loaded after exit: {remaining:?}");
+    assert!(
+        remaining.is_empty(),
+        "programs still loaded after exit: {remaining:?}"
+    );
 }
