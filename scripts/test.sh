@@ -12,7 +12,14 @@ echo "== cargo clippy"
 cargo clippy -q --workspace --all-targets -- -D warnings
 echo "== build"
 cargo build -q --workspace --bins
-echo "== unit, property and layout tests"
-cargo test --workspace --exclude kotel-e2e
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "== unit, property, layout and doc tests"
+cargo test --workspace --exclude kotel-e2e 2>&1 | tee "$log"
 echo "== end-to-end tests (real BPF; one at a time, output shown)"
-cargo test -p kotel-e2e -- --nocapture --test-threads=1
+cargo test -p kotel-e2e -- --nocapture --test-threads=1 2>&1 | tee -a "$log"
+grep -h "KOTEL-E2E" "$log" | sed 's/^test [^ ]* \.\.\. //' | sort | uniq -c || true
+
+# One closing line over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "kotel: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

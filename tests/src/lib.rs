@@ -119,17 +119,21 @@ impl Kotel {
             std::io::Read::read_to_string(&mut out, &mut stdout).expect("kotel stdout");
         }
         let status = self.child.wait().expect("wait kotel");
-        let out = std::process::Output {
-            status,
-            stdout: stdout.into_bytes(),
-            stderr: Vec::new(),
-        };
-        self.stderr_seen.extend(self.stderr_lines.try_iter());
+        // The stderr reader ends at EOF, now that kotel has exited.
+        self.stderr_seen.extend(self.stderr_lines.iter());
         (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
+            status.code().unwrap_or(-1),
+            stdout,
             self.stderr_seen.join("\n"),
         )
+    }
+}
+
+impl Drop for Kotel {
+    /// A test that panics must not leave a capture running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
