@@ -41,7 +41,7 @@ pub const EVENT_SIZE: usize = std::mem::size_of::<RawEvent>();
 /// Capacity of the kernel's bucket table (`KOTEL_MAX_BUCKETS`).
 pub const MAX_BUCKETS: usize = {
     let h = std::mem::size_of::<RawHistogram>();
-    (h - 6 * 8) / 8
+    (h - 5 * 8) / 8
 };
 
 /// Reads one event from ring-buffer bytes. `None` when `bytes` is not exactly one record.
@@ -95,15 +95,14 @@ mod tests {
     fn histogram_layout_is_pinned() {
         assert_eq!(size_of::<RawHistogramKey>(), 8);
         assert_eq!(offset_of!(RawHistogramKey, kind), 4);
-        assert_eq!(offset_of!(RawHistogram, count), 0);
-        assert_eq!(offset_of!(RawHistogram, sum_ns), 8);
-        assert_eq!(offset_of!(RawHistogram, zero_count), 16);
-        assert_eq!(offset_of!(RawHistogram, bytes), 24);
-        assert_eq!(offset_of!(RawHistogram, clamped), 32);
-        assert_eq!(offset_of!(RawHistogram, max_ns), 40);
-        assert_eq!(offset_of!(RawHistogram, buckets), 48);
+        assert_eq!(offset_of!(RawHistogram, sum_ns), 0);
+        assert_eq!(offset_of!(RawHistogram, zero_count), 8);
+        assert_eq!(offset_of!(RawHistogram, bytes), 16);
+        assert_eq!(offset_of!(RawHistogram, clamped), 24);
+        assert_eq!(offset_of!(RawHistogram, max_ns), 32);
+        assert_eq!(offset_of!(RawHistogram, buckets), 40);
         assert_eq!(MAX_BUCKETS, 648);
-        assert_eq!(size_of::<RawHistogram>(), 48 + 648 * 8);
+        assert_eq!(size_of::<RawHistogram>(), 40 + 648 * 8);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod abi;
 pub mod buckets;
 mod error;
+pub mod floor;
 pub mod preflight;
 pub mod probe;
 mod tracer;

@@ -36,6 +36,9 @@ pub struct TracerConfig {
     pub capture_stacks: bool,
     /// Kernel BTF to use for CO-RE.
     pub btf_path: PathBuf,
+    /// How many (process, probe) histograms the kernel keeps; events of further ones are
+    /// counted as dropped. Each takes about 5 KiB of kernel memory.
+    pub max_histograms: u32,
 }
 
 impl Default for TracerConfig {
@@ -49,6 +52,7 @@ impl Default for TracerConfig {
             ring_buffer_bytes: 8 << 20,
             capture_stacks: true,
             btf_path: PathBuf::from(preflight::SYSFS_BTF),
+            max_histograms: 1024,
         }
     }
 }
@@ -110,6 +114,11 @@ impl Tracer {
                 "ring buffer size {ring} must be a power of two of at least 4096 bytes"
             )));
         }
+        if cfg.max_histograms == 0 {
+            return Err(LoadError::Config(
+                "the histogram capacity must be at least 1".into(),
+            ));
+        }
         let (active, missing) = preflight::available_probes(&cfg.btf_path, cfg.probes)?;
         if active.is_empty() {
             return Err(LoadError::NothingToAttach {
@@ -153,11 +162,16 @@ impl Tracer {
         ro.n_buckets = table.bounds().len() as u32;
         ro.bucket_bounds[..table.bounds().len()].copy_from_slice(table.bounds());
         ro.wakeup_bytes = u64::from(ring / 4);
+        ro.hist_capacity = cfg.max_histograms;
 
         open.maps
             .events
             .set_max_entries(ring)
             .map_err(LoadError::libbpf("sizing the ring buffer"))?;
+        for map in [&mut open.maps.hists, &mut open.maps.hist_slots] {
+            map.set_max_entries(cfg.max_histograms)
+                .map_err(LoadError::libbpf("sizing the histogram maps"))?;
+        }
         if !(active.contains(Probe::Offcpu) && cfg.capture_stacks) {
             open.maps
                 .stacks
@@ -303,26 +317,34 @@ impl Tracer {
         Ok(n)
     }
 
-    /// Reads every in-kernel histogram.
+    /// Reads every in-kernel histogram: the slot map says which (pid, kind) owns which slot.
     pub fn histograms(&self) -> Result<Vec<HistogramSnapshot>, LoadError> {
-        let map = &self.skel.maps.hists;
+        let slots = &self.skel.maps.hist_slots;
         let mut out = Vec::new();
-        for key in map.keys() {
-            let Some(value) = map
+        for key in slots.keys() {
+            let Some(slot) = slots
                 .lookup(&key, MapFlags::ANY)
-                .map_err(LoadError::libbpf("reading a histogram"))?
+                .map_err(LoadError::libbpf("reading a histogram slot"))?
             else {
                 continue; // removed between listing and reading
             };
-            let (Some(k), Some(raw)) = (key_from_bytes(&key), abi::histogram_from_bytes(&value))
+            let (Some(k), Ok(slot)) = (key_from_bytes(&key), <[u8; 4]>::try_from(slot.as_slice()))
             else {
                 continue;
             };
-            out.push(HistogramSnapshot {
-                pid: k.pid,
-                kind: k.kind as u8,
-                raw,
-            });
+            let value = self
+                .skel
+                .maps
+                .hists
+                .lookup(&slot, MapFlags::ANY)
+                .map_err(LoadError::libbpf("reading a histogram"))?;
+            if let Some(raw) = value.as_deref().and_then(abi::histogram_from_bytes) {
+                out.push(HistogramSnapshot {
+                    pid: k.pid,
+                    kind: k.kind as u8,
+                    raw,
+                });
+            }
         }
         out.sort_by_key(|h| (h.pid, h.kind));
         Ok(out)

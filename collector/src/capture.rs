@@ -80,6 +80,7 @@ fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
         ring_buffer_bytes: args.ring_buffer_bytes,
         capture_stacks: !args.no_stacks,
         btf_path: args.btf.clone(),
+        max_histograms: args.max_histograms,
     })
 }
 

@@ -72,6 +72,11 @@ pub struct CaptureArgs {
     #[arg(long, default_value_t = 8 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_bytes: u32,
 
+    /// How many (process, probe) histograms the kernel keeps (about 5 KiB each); events of
+    /// further ones are counted as dropped.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_histograms: u32,
+
     /// Do not take stacks at off-CPU switch-out.
     #[arg(long)]
     pub no_stacks: bool,

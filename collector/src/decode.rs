@@ -92,7 +92,7 @@ pub fn decode_histogram(snap: &HistogramSnapshot, table: &BucketTable) -> Option
     Some(Histogram {
         kind,
         pid: snap.pid,
-        count: raw.count,
+        count: raw.zero_count + used.iter().sum::<u64>(),
         sum_ns: raw.sum_ns,
         max_ns: raw.max_ns,
         zero_count: raw.zero_count,
@@ -199,8 +199,8 @@ mod tests {
     fn histograms_are_trimmed_and_offset() {
         let table = BucketTable::new(3).unwrap();
         let mut raw = kotel_bpf::abi::RawHistogram {
-            count: 3,
             sum_ns: 3_000_100,
+            zero_count: 1,
             ..Default::default()
         };
         let slot_us = table.slot_of(1_000);
@@ -217,6 +217,7 @@ mod tests {
         assert_eq!(h.offset, table.index_of(1_000));
         assert_eq!(h.bucket_counts.len(), slot_ms - slot_us + 1);
         assert_eq!(h.bucket_counts.iter().sum::<u64>(), 3);
+        assert_eq!(h.count, 4, "the zero-length event counts too");
         assert_eq!(*h.bucket_counts.last().unwrap(), 1);
     }
 

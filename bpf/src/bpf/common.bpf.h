@@ -38,6 +38,8 @@ const volatile __s64 nr_sendmsg = -1;
  * that falls in bucket i; n_buckets entries are used. */
 const volatile __u32 n_buckets = 1;
 const volatile __u64 bucket_bounds[KOTEL_MAX_BUCKETS] = {};
+/* Number of slots in `hists`. */
+const volatile __u32 hist_capacity = 1024;
 /* Wake the reader only once this many bytes wait in the ring buffer;
  * below that the reader drains on its own timer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
@@ -49,13 +51,26 @@ struct {
 	__uint(max_entries, 8 << 20); /* resized by userspace before load */
 } events SEC(".maps");
 
+/* Histograms live in an array (an inlined lookup, readable through mmap);
+ * `hist_slots` says which (pid, kind) owns which slot. Both are sized by
+ * userspace to `hist_capacity` before load. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 16384);
-	__type(key, struct kotel_hist_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
 	__type(value, struct kotel_hist);
 } hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct kotel_hist_key);
+	__type(value, __u32);
+} hist_slots SEC(".maps");
+
+/* Next unused slot in `hists`. */
+__u32 hist_next_slot = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -88,6 +103,9 @@ struct task_state {
 	__u64 offcpu_ns;     /* switched out blocked, 0 when not blocked */
 	__s32 kstack_id;
 	__s32 ustack_id;
+	/* This thread's histogram slot per kind, plus one; 0 until looked up.
+	 * Slots are never reused while the BPF object is loaded. */
+	__u32 hist_slot[KOTEL_KIND_COUNT];
 };
 
 struct {
@@ -97,11 +115,10 @@ struct {
 	__type(value, struct task_state);
 } task_states SEC(".maps");
 
-/* Zeroed template for a new histogram (too big for the BPF stack). */
-struct kotel_hist hist_zero = {};
 /* Never used by the programs: they make the skeleton export these ABI
  * types to Rust, where layout tests pin them. */
 struct kotel_event abi_event = {};
+struct kotel_hist abi_hist = {};
 enum kotel_kind abi_kind = KOTEL_KIND_WRITEV;
 enum kotel_drop abi_drop = KOTEL_DROP_HIST_FULL;
 
@@ -136,7 +153,7 @@ static __always_inline bool current_allowed(__u32 pid)
 
 static __always_inline bool task_allowed(struct task_struct *t)
 {
-	if (!pid_allowed(BPF_CORE_READ(t, tgid)))
+	if (!pid_allowed(t->tgid))
 		return false;
 	if (filter_cgroup_id &&
 	    BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != filter_cgroup_id)
@@ -177,28 +194,60 @@ static __always_inline __u32 bucket_of(__u64 ns)
 	return lo;
 }
 
-/* Count one event into its (pid, kind) histogram. Shared across CPUs, so
- * every field is updated atomically. */
-static __always_inline void hist_record(__u32 pid, __u32 kind, __u64 ns, __s64 bytes)
+#define KOTEL_NO_SLOT 0xffffffffu
+
+/* The histogram slot of (pid, kind): found, or taken from the free end. */
+static __always_inline __u32 hist_slot_of(__u32 pid, __u32 kind)
 {
 	struct kotel_hist_key key = { .pid = pid, .kind = kind };
-	struct kotel_hist *h;
+	__u32 *found = bpf_map_lookup_elem(&hist_slots, &key);
 
-	h = bpf_map_lookup_elem(&hists, &key);
-	if (!h) {
-		bpf_map_update_elem(&hists, &key, &hist_zero, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&hists, &key);
-		if (!h) {
+	if (found)
+		return *found;
+	if (hist_next_slot >= hist_capacity)
+		return KOTEL_NO_SLOT;
+
+	__u32 slot = __sync_fetch_and_add(&hist_next_slot, 1);
+
+	if (slot >= hist_capacity)
+		return KOTEL_NO_SLOT;
+	if (bpf_map_update_elem(&hist_slots, &key, &slot, BPF_NOEXIST)) {
+		/* Another CPU won the race for this key: use its slot. */
+		found = bpf_map_lookup_elem(&hist_slots, &key);
+		return found ? *found : KOTEL_NO_SLOT;
+	}
+	return slot;
+}
+
+/* Count one event into its (pid, kind) histogram. `s` is the state of the
+ * thread the event belongs to and caches the slot. Histograms are shared
+ * across CPUs, so every counter is updated atomically. */
+static __always_inline void hist_record(struct task_state *s, __u32 pid, __u32 kind, __u64 ns,
+					__s64 bytes)
+{
+	__u32 slot = s->hist_slot[kind & (KOTEL_KIND_COUNT - 1)];
+
+	if (!slot) {
+		__u32 found = hist_slot_of(pid, kind);
+
+		if (found == KOTEL_NO_SLOT) {
 			count_drop(KOTEL_DROP_HIST_FULL);
 			return;
 		}
+		slot = found + 1;
+		s->hist_slot[kind & (KOTEL_KIND_COUNT - 1)] = slot;
 	}
-	__sync_fetch_and_add(&h->count, 1);
+
+	__u32 idx = slot - 1;
+	struct kotel_hist *h = bpf_map_lookup_elem(&hists, &idx);
+
+	if (!h)
+		return;
 	__sync_fetch_and_add(&h->sum_ns, ns);
 	if (bytes > 0)
 		__sync_fetch_and_add(&h->bytes, bytes);
 	if (ns > h->max_ns)
-		__sync_lock_test_and_set(&h->max_ns, ns); /* racy max: may lose a tie */
+		h->max_ns = ns; /* racy max: a concurrent larger value may be lost */
 	if (ns == 0) {
 		__sync_fetch_and_add(&h->zero_count, 1);
 		return;

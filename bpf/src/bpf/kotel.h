@@ -63,7 +63,7 @@ struct kotel_event {
 	__u32 reserved1;
 };
 
-/* Key of the in-kernel histograms: one per (process, kind). */
+/* Key of the histogram slot map: one histogram per (process, kind). */
 struct kotel_hist_key {
 	__u32 pid;
 	__u32 kind;
@@ -71,9 +71,9 @@ struct kotel_hist_key {
 
 /* An OTLP base-2 exponential histogram of durations in seconds, at the
  * scale userspace chose. bucket i counts values whose OTLP index is
- * `bucket_index_offset + i` (offset and scale live in userspace). */
+ * `offset + i` (offset and scale live in userspace). The event count is
+ * zero_count plus the bucket counts; it is not kept twice. */
 struct kotel_hist {
-	__u64 count;      /* every event, including zero-length ones */
 	__u64 sum_ns;     /* sum of all durations */
 	__u64 zero_count; /* events of exactly 0 ns */
 	__u64 bytes;      /* sum of positive byte counts (writev, tcp_send) */

@@ -44,13 +44,13 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 	return 0;
 }
 
-static __always_inline void emit_sched(struct task_struct *t, __u32 kind, __u64 start,
-				       __u64 now, __s32 kstack, __s32 ustack)
+static __always_inline void emit_sched(struct task_struct *t, struct task_state *s, __u32 kind,
+				       __u64 start, __u64 now, __s32 kstack, __s32 ustack)
 {
 	__u64 ns = now - start;
-	__u32 pid = BPF_CORE_READ(t, tgid);
+	__u32 pid = t->tgid;
 
-	hist_record(pid, kind, ns, -1);
+	hist_record(s, pid, kind, ns, -1);
 	if (ns < min_latency_ns)
 		return;
 
@@ -61,7 +61,7 @@ static __always_inline void emit_sched(struct task_struct *t, __u32 kind, __u64 
 	e->start_ns = start;
 	e->duration_ns = ns;
 	e->pid = pid;
-	e->tid = BPF_CORE_READ(t, pid);
+	e->tid = t->pid;
 	e->kstack_id = kstack;
 	e->ustack_id = ustack;
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), t->comm);
@@ -118,14 +118,14 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 
 		s->runnable_ns = 0;
 		if (enable_runqueue && now >= start && task_allowed(next))
-			emit_sched(next, KOTEL_KIND_RUNQUEUE, start, now, -1, -1);
+			emit_sched(next, s, KOTEL_KIND_RUNQUEUE, start, now, -1, -1);
 	}
 	if (s->offcpu_ns) {
 		__u64 start = s->offcpu_ns;
 
 		s->offcpu_ns = 0;
 		if (enable_offcpu && now >= start && task_allowed(next))
-			emit_sched(next, KOTEL_KIND_OFFCPU, start, now, s->kstack_id,
+			emit_sched(next, s, KOTEL_KIND_OFFCPU, start, now, s->kstack_id,
 				   s->ustack_id);
 	}
 }

@@ -34,20 +34,20 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	if (!s)
 		return 0;
 	s->sys_nr = id;
-	s->sys_fd = (__s32)PT_REGS_PARM1_CORE_SYSCALL(regs);
-	s->sys_iovcnt = id == nr_writev ? (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs) : 0;
+	s->sys_fd = (__s32)PT_REGS_PARM1_SYSCALL(regs);
+	s->sys_iovcnt = id == nr_writev ? (__u32)PT_REGS_PARM3_SYSCALL(regs) : 0;
 	s->sys_is_tcp = 0;
 	s->sys_start_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
-static __always_inline void emit_syscall(struct task_state *s, __u32 kind, __u64 pid_tgid,
-					 __u64 now, __s64 ret)
+static __always_inline void emit_syscall(struct task_state *s, __u32 kind, __u64 now, __s64 ret)
 {
 	__u64 ns = now - s->sys_start_ns;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 pid = pid_tgid >> 32;
 
-	hist_record(pid, kind, ns, ret);
+	hist_record(s, pid, kind, ns, ret);
 	if (ns < min_latency_ns)
 		return;
 
@@ -82,12 +82,11 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 	if (enable_writev && s->sys_nr == nr_writev)
-		emit_syscall(s, KOTEL_KIND_WRITEV, pid_tgid, now, ret);
+		emit_syscall(s, KOTEL_KIND_WRITEV, now, ret);
 	if (enable_tcp_send && s->sys_is_tcp)
-		emit_syscall(s, KOTEL_KIND_TCP_SEND, pid_tgid, now, ret);
+		emit_syscall(s, KOTEL_KIND_TCP_SEND, now, ret);
 	s->sys_start_ns = 0;
 	s->sys_is_tcp = 0;
 	return 0;

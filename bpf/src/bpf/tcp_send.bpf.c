@@ -18,20 +18,24 @@ int BPF_PROG(tcp_sendmsg_locked, const struct sock *sk, const struct msghdr *msg
 	if (!s || !s->sys_start_ns || s->sys_is_tcp)
 		return 0;
 
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	/* tp_btf arguments are typed kernel pointers: plain loads, relocated by CO-RE. */
+	const struct sock_common *c = &sk->__sk_common;
+	__u16 family = c->skc_family;
 
 	s->family = family;
-	s->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	s->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	s->lport = c->skc_num;
+	s->dport = bpf_ntohs(c->skc_dport);
 	__builtin_memset(s->laddr, 0, sizeof(s->laddr));
 	__builtin_memset(s->daddr, 0, sizeof(s->daddr));
 	if (family == KOTEL_AF_INET) {
-		BPF_CORE_READ_INTO((__u32 *)s->laddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)s->daddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)s->laddr = c->skc_rcv_saddr;
+		*(__u32 *)s->daddr = c->skc_daddr;
 	} else if (family == KOTEL_AF_INET6) {
-		BPF_CORE_READ_INTO((struct in6_addr *)s->laddr, sk,
-				   __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO((struct in6_addr *)s->daddr, sk, __sk_common.skc_v6_daddr);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			((__u32 *)s->laddr)[i] = c->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			((__u32 *)s->daddr)[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
+		}
 	}
 	s->sys_is_tcp = 1;
 	return 0;
