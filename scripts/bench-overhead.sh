@@ -2,8 +2,9 @@
 # Overhead of tracing writev, measured side by side in one run: a tight loop of 1-byte writev
 # calls to /dev/null (kotel-writev-loop, pinned to one CPU) timed
 #   untraced | empty programs on raw_syscalls (kotel's hooks: the floor) |
-#   empty programs on syscalls:sys_{enter,exit}_writev | kotel capturing (all probes, system-wide) |
-#   bpftrace keeping the same per-pid latency histogram.
+#   empty programs on syscalls:sys_{enter,exit}_writev | the least timing any tracer does on
+#   kotel's hooks (enter time in task storage, difference at exit) |
+#   kotel capturing (all probes, system-wide) | bpftrace keeping the same per-pid histogram.
 # Rounds are interleaved and the median of each mode is reported, with ratios.
 # Usage: scripts/bench-overhead.sh [rounds] [calls]     (root; installs bpftrace if missing)
 set -euo pipefail
@@ -12,7 +13,7 @@ source scripts/setup.sh
 dpkg -s bpftrace >/dev/null 2>&1 || { apt-get install -y -qq bpftrace >/dev/null; }
 rounds="${1:-5}"
 calls="${2:-2000000}"
-modes="${KOTEL_BENCH_MODES:-untraced floor_raw floor_syscalls kotel bpftrace}"
+modes="${KOTEL_BENCH_MODES:-untraced floor_raw floor_syscalls floor_timed kotel bpftrace}"
 cargo build -q --release -p kotel-collector -p kotel-e2e
 loop=./target/release/kotel-writev-loop
 cpu=$(( $(nproc) - 1 ))
@@ -30,6 +31,7 @@ run_mode() {
     untraced) "$loop" --calls "$calls" --cpu "$cpu" ;;
     floor_raw) "$loop" --calls "$calls" --cpu "$cpu" --floor raw ;;
     floor_syscalls) "$loop" --calls "$calls" --cpu "$cpu" --floor syscalls ;;
+    floor_timed) "$loop" --calls "$calls" --cpu "$cpu" --floor timed ;;
     kotel)
       ./target/release/kotel capture --duration 0 --format table >"$tmp/kotel.out" 2>"$tmp/kotel.err" &
       pid=$!
@@ -52,6 +54,7 @@ run_mode() {
 for r in $(seq 1 "$rounds"); do
   for m in $modes; do
     ns=$(run_mode "$m" | sed -n 's/.*"ns_per_call":\([0-9.]*\).*/\1/p')
+    [ -n "$ns" ] || { echo "mode $m produced no measurement" >&2; exit 1; }
     echo "$m $ns" >> "$tmp/results"
     echo "round $r: $m ${ns} ns/call" >&2
   done

@@ -26,6 +26,9 @@ pub enum FloorHooks {
     RawSyscalls,
     /// `syscalls:sys_enter_writev`/`sys_exit_writev`.
     WritevSyscall,
+    /// kotel's hooks, keeping the writev enter time per thread in task storage and taking the
+    /// difference at exit: the least any syscall-latency tracer does.
+    Timed,
 }
 
 /// Attached empty programs; dropping detaches them.

@@ -106,6 +106,8 @@ struct task_state {
 	/* This thread's histogram slot per kind, plus one; 0 until looked up.
 	 * Slots are never reused while the BPF object is loaded. */
 	__u32 hist_slot[KOTEL_KIND_COUNT];
+	__u32 pid;            /* thread group id, set with the state */
+	__u32 reserved2;
 };
 
 struct {
@@ -167,8 +169,13 @@ static __always_inline struct task_state *state_of(struct task_struct *t, bool c
 
 	s = bpf_task_storage_get(&task_states, t, 0,
 				 create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
-	if (!s && create)
-		count_drop(KOTEL_DROP_TASK_STORAGE);
+	if (!s) {
+		if (create)
+			count_drop(KOTEL_DROP_TASK_STORAGE);
+		return NULL;
+	}
+	if (create && !s->pid)
+		s->pid = t->tgid;
 	return s;
 }
 
@@ -220,15 +227,15 @@ static __always_inline __u32 hist_slot_of(__u32 pid, __u32 kind)
 }
 
 /* Count one event into its (pid, kind) histogram. `s` is the state of the
- * thread the event belongs to and caches the slot. Histograms are shared
- * across CPUs, so every counter is updated atomically. */
-static __always_inline void hist_record(struct task_state *s, __u32 pid, __u32 kind, __u64 ns,
-					__s64 bytes)
+ * thread the event belongs to and caches the slot; the pid is `s->pid`.
+ * Histograms are shared across CPUs, so every counter is updated
+ * atomically. */
+static __always_inline void hist_record(struct task_state *s, __u32 kind, __u64 ns, __s64 bytes)
 {
 	__u32 slot = s->hist_slot[kind & (KOTEL_KIND_COUNT - 1)];
 
 	if (!slot) {
-		__u32 found = hist_slot_of(pid, kind);
+		__u32 found = hist_slot_of(s->pid, kind);
 
 		if (found == KOTEL_NO_SLOT) {
 			count_drop(KOTEL_DROP_HIST_FULL);

@@ -3,7 +3,9 @@
  * floor.bpf.c - empty programs on the hooks kotel could use for writev, for benchmarks only:
  * what the tracepoint mechanism itself costs per call, before kotel does any work.
  *  - raw: tp_btf on raw_syscalls sys_enter/sys_exit (what kotel uses);
- *  - syscalls: the per-syscall syscalls:sys_enter_writev/sys_exit_writev pair.
+ *  - syscalls: the per-syscall syscalls:sys_enter_writev/sys_exit_writev pair;
+ *  - timed: the least any per-thread syscall timer does on kotel's hooks: keep the
+ *    enter time in task storage and subtract it at exit, nothing else.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -30,6 +32,42 @@ int floor_syscalls_enter(void *ctx)
 SEC("tracepoint/syscalls/sys_exit_writev")
 int floor_syscalls_exit(void *ctx)
 {
+	return 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} floor_start SEC(".maps");
+
+__u64 floor_total_ns = 0;
+__s64 floor_writev_nr = 20;
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(floor_timed_enter, struct pt_regs *regs, long id)
+{
+	if (id != floor_writev_nr)
+		return 0;
+
+	__u64 *start = bpf_task_storage_get(&floor_start, bpf_get_current_task_btf(), 0,
+					    BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (start)
+		*start = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(floor_timed_exit, struct pt_regs *regs, long ret)
+{
+	__u64 *start = bpf_task_storage_get(&floor_start, bpf_get_current_task_btf(), 0, 0);
+
+	if (start && *start) {
+		floor_total_ns += bpf_ktime_get_ns() - *start;
+		*start = 0;
+	}
 	return 0;
 }
 

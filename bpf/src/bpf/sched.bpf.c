@@ -48,9 +48,8 @@ static __always_inline void emit_sched(struct task_struct *t, struct task_state 
 				       __u64 start, __u64 now, __s32 kstack, __s32 ustack)
 {
 	__u64 ns = now - start;
-	__u32 pid = t->tgid;
 
-	hist_record(s, pid, kind, ns, -1);
+	hist_record(s, kind, ns, -1);
 	if (ns < min_latency_ns)
 		return;
 
@@ -60,7 +59,7 @@ static __always_inline void emit_sched(struct task_struct *t, struct task_state 
 		return;
 	e->start_ns = start;
 	e->duration_ns = ns;
-	e->pid = pid;
+	e->pid = s->pid;
 	e->tid = t->pid;
 	e->kstack_id = kstack;
 	e->ustack_id = ustack;

@@ -24,12 +24,12 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	if (!want)
 		return 0;
 
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct task_struct *task = bpf_get_current_task_btf();
 
-	if (!current_allowed(pid_tgid >> 32))
+	if (!current_allowed(task->tgid))
 		return 0;
 
-	struct task_state *s = state_of(bpf_get_current_task_btf(), true);
+	struct task_state *s = state_of(task, true);
 
 	if (!s)
 		return 0;
@@ -44,12 +44,12 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 static __always_inline void emit_syscall(struct task_state *s, __u32 kind, __u64 now, __s64 ret)
 {
 	__u64 ns = now - s->sys_start_ns;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 pid = pid_tgid >> 32;
 
-	hist_record(s, pid, kind, ns, ret);
+	hist_record(s, kind, ns, ret);
 	if (ns < min_latency_ns)
 		return;
+
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 	struct kotel_event *e = event_reserve(kind);
 
@@ -58,7 +58,7 @@ static __always_inline void emit_syscall(struct task_state *s, __u32 kind, __u64
 	e->start_ns = s->sys_start_ns;
 	e->duration_ns = ns;
 	e->bytes = ret;
-	e->pid = pid;
+	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->fd = s->sys_fd;
 	e->iovcnt = s->sys_iovcnt;

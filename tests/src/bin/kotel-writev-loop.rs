@@ -2,7 +2,7 @@
 //! threads, optionally with the empty "floor" BPF programs attached in-process. Prints one JSON
 //! line: calls made, elapsed time and nanoseconds per call.
 //!
-//! `kotel-writev-loop [--calls N] [--threads T] [--floor none|raw|syscalls] [--cpu C]`
+//! `kotel-writev-loop [--calls N] [--threads T] [--floor none|raw|syscalls|timed] [--cpu C]`
 
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -35,8 +35,11 @@ fn parse_args() -> Result<Args, String> {
                     "none" => None,
                     "raw" => Some(FloorHooks::RawSyscalls),
                     "syscalls" => Some(FloorHooks::WritevSyscall),
+                    "timed" => Some(FloorHooks::Timed),
                     other => {
-                        return Err(format!("--floor: unknown '{other}' (none, raw, syscalls)"))
+                        return Err(format!(
+                            "--floor: unknown '{other}' (none, raw, syscalls, timed)"
+                        ))
                     }
                 }
             }
