@@ -1,17 +1,19 @@
 //! Benchmark workload: a tight loop of 1-byte writev calls to /dev/null on one or more pinned
-//! threads, optionally with the empty "floor" BPF programs attached in-process. Prints one JSON
-//! line: calls made, elapsed time and nanoseconds per call.
+//! threads, optionally paced, optionally with the empty "floor" BPF programs attached
+//! in-process. Prints one JSON line: calls made, elapsed time and nanoseconds per call.
 //!
-//! `kotel-writev-loop [--calls N] [--threads T] [--floor none|raw|syscalls|timed] [--cpu C]`
+//! `kotel-writev-loop [--calls N] [--threads T] [--rate PER_THREAD_PER_S]
+//!                    [--floor none|raw|syscalls|timed] [--cpu C]`
 
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kotel_bpf::floor::{Floor, FloorHooks};
 
 struct Args {
     calls: u64,
     threads: usize,
+    rate: u64,
     floor: Option<FloorHooks>,
     cpu: Option<usize>,
 }
@@ -20,18 +22,21 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         calls: 2_000_000,
         threads: 1,
+        rate: 0,
         floor: None,
         cpu: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
-            "--calls" => a.calls = value()?.parse().map_err(|e| format!("--calls: {e}"))?,
-            "--threads" => a.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
-            "--cpu" => a.cpu = Some(value()?.parse().map_err(|e| format!("--cpu: {e}"))?),
+            "--calls" => a.calls = num(&value)?,
+            "--threads" => a.threads = num(&value)? as usize,
+            "--rate" => a.rate = num(&value)?,
+            "--cpu" => a.cpu = Some(num(&value)? as usize),
             "--floor" => {
-                a.floor = match value()?.as_str() {
+                a.floor = match value.as_str() {
                     "none" => None,
                     "raw" => Some(FloorHooks::RawSyscalls),
                     "syscalls" => Some(FloorHooks::WritevSyscall),
@@ -58,7 +63,9 @@ fn pin(cpu: usize) {
     }
 }
 
-fn writev_loop(calls: u64) -> u64 {
+/// `calls` writev calls; with `rate` > 0, paced to that many per second in 1 ms batches with
+/// sleeps between them, so a consumer on the same cores gets CPU time.
+fn writev_loop(calls: u64, rate: u64) -> u64 {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
@@ -69,10 +76,26 @@ fn writev_loop(calls: u64) -> u64 {
         iov_len: 1,
     };
     let fd = f.as_raw_fd();
-    let mut written = 0u64;
-    for _ in 0..calls {
-        // SAFETY: one iovec pointing at a live byte.
-        written += unsafe { libc::writev(fd, &iov, 1) } as u64;
+    let batch = if rate == 0 {
+        calls
+    } else {
+        (rate / 1000).max(1)
+    };
+    let start = Instant::now();
+    let (mut written, mut done) = (0u64, 0u64);
+    while done < calls {
+        let n = batch.min(calls - done);
+        for _ in 0..n {
+            // SAFETY: one iovec pointing at a live byte.
+            written += unsafe { libc::writev(fd, &iov, 1) } as u64;
+        }
+        done += n;
+        if rate > 0 {
+            let due = Duration::from_nanos(done * 1_000_000_000 / rate);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
     written
 }
@@ -89,17 +112,17 @@ fn main() {
         })
     });
     // Warm up page tables and caches outside the timed part.
-    writev_loop(10_000);
+    writev_loop(10_000, 0);
     let start = Instant::now();
     let threads: Vec<_> = (0..args.threads)
         .map(|i| {
             let cpu = args.cpu.map(|c| c + i);
-            let calls = args.calls;
+            let (calls, rate) = (args.calls, args.rate);
             std::thread::spawn(move || {
                 if let Some(c) = cpu {
                     pin(c);
                 }
-                writev_loop(calls)
+                writev_loop(calls, rate)
             })
         })
         .collect();
@@ -111,10 +134,11 @@ fn main() {
     let calls = args.calls * args.threads as u64;
     assert_eq!(written, calls, "every writev wrote its byte");
     println!(
-        "{{\"calls\":{calls},\"threads\":{},\"elapsed_ns\":{},\"ns_per_call\":{:.1},\"pid\":{}}}",
+        "{{\"calls\":{calls},\"threads\":{},\"elapsed_ns\":{},\"ns_per_call\":{:.1},\"calls_per_s\":{:.0},\"pid\":{}}}",
         args.threads,
         elapsed.as_nanos(),
         elapsed.as_nanos() as f64 * args.threads as f64 / calls as f64,
+        calls as f64 / elapsed.as_secs_f64(),
         std::process::id()
     );
 }
