@@ -90,9 +90,8 @@ fn writev_loop(calls: u64, rate: u64) -> u64 {
             written += unsafe { libc::writev(fd, &iov, 1) } as u64;
         }
         done += n;
-        if rate > 0 {
-            let due = Duration::from_nanos(done * 1_000_000_000 / rate);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
+        if let Some(due_ns) = (done * 1_000_000_000).checked_div(rate) {
+            if let Some(wait) = Duration::from_nanos(due_ns).checked_sub(start.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
