@@ -21,8 +21,12 @@ pub mod kind {
     pub const RUNQUEUE: u8 = kotel_kind::KOTEL_KIND_RUNQUEUE.0 as u8;
     /// Off-CPU (blocked) time.
     pub const OFFCPU: u8 = kotel_kind::KOTEL_KIND_OFFCPU.0 as u8;
-    /// Number of kinds.
+    /// Number of measurement kinds (histogram and drop slots).
     pub const COUNT: usize = kotel_kind::KOTEL_KIND_COUNT.0 as usize;
+    /// Lifecycle record: the process called execve.
+    pub const EXEC: u8 = kotel_kind::KOTEL_KIND_EXEC.0 as u8;
+    /// Lifecycle record: the whole process exited.
+    pub const EXIT: u8 = kotel_kind::KOTEL_KIND_EXIT.0 as u8;
 }
 
 /// `KOTEL_DROP_*` indexes of the per-CPU `drops` map beyond the per-kind ring-buffer slots.
@@ -32,6 +36,8 @@ pub mod drop {
     pub const HIST_FULL: u32 = kotel_drop::KOTEL_DROP_HIST_FULL.0;
     /// Task-local storage could not be had.
     pub const TASK_STORAGE: u32 = kotel_drop::KOTEL_DROP_TASK_STORAGE.0;
+    /// An exec/exit record did not fit in the ring buffer.
+    pub const LIFECYCLE: u32 = kotel_drop::KOTEL_DROP_LIFECYCLE.0;
     /// Number of slots.
     pub const COUNT: u32 = kotel_drop::KOTEL_DROP_COUNT.0;
 }
@@ -113,9 +119,10 @@ mod tests {
         );
         assert_eq!(kind::COUNT, 4);
         assert_eq!(
-            (drop::HIST_FULL, drop::TASK_STORAGE, drop::COUNT),
-            (4, 5, 6)
+            (drop::HIST_FULL, drop::TASK_STORAGE, drop::LIFECYCLE, drop::COUNT),
+            (4, 5, 6, 7)
         );
+        assert_eq!((kind::EXEC, kind::EXIT), (16, 17));
     }
 
     #[test]

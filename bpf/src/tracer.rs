@@ -36,6 +36,8 @@ pub struct TracerConfig {
     pub capture_stacks: bool,
     /// Kernel BTF to use for CO-RE.
     pub btf_path: PathBuf,
+    /// Send exec/exit records of traced processes through the ring buffer.
+    pub lifecycle: bool,
     /// How many (process, probe) histograms the kernel keeps; events of further ones are
     /// counted as dropped. Each takes about 5 KiB of kernel memory.
     pub max_histograms: u32,
@@ -53,6 +55,7 @@ impl Default for TracerConfig {
             capture_stacks: true,
             btf_path: PathBuf::from(preflight::SYSFS_BTF),
             max_histograms: 1024,
+            lifecycle: false,
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct DropCounts {
     pub hist_full: u64,
     /// Events missed because task storage could not be allocated.
     pub task_storage: u64,
+    /// Exec/exit records that did not fit in the ring buffer.
+    pub lifecycle: u64,
     /// Ring-buffer records of the wrong size (never expected).
     pub malformed: u64,
 }
@@ -151,6 +156,7 @@ impl Tracer {
         ro.enable_runqueue = active.contains(Probe::Runqueue);
         ro.enable_offcpu = active.contains(Probe::Offcpu);
         ro.capture_stacks = cfg.capture_stacks;
+        ro.enable_lifecycle = cfg.lifecycle;
         ro.min_latency_ns = cfg.min_latency_ns;
         ro.self_pid = std::process::id();
         ro.filter_pids = !cfg.pids.is_empty();
@@ -192,6 +198,8 @@ impl Tracer {
             .sched_wakeup_new
             .set_autoload(active.contains(Probe::Runqueue));
         open.progs.sched_switch.set_autoload(sched);
+        open.progs.sched_process_exec.set_autoload(cfg.lifecycle);
+        open.progs.sched_process_exit.set_autoload(cfg.lifecycle);
 
         let skel = open
             .load()
@@ -223,6 +231,8 @@ impl Tracer {
                 &skel.progs.sched_wakeup_new,
             ),
             ("sched_switch", sched, &skel.progs.sched_switch),
+            ("sched_process_exec", cfg.lifecycle, &skel.progs.sched_process_exec),
+            ("sched_process_exit", cfg.lifecycle, &skel.progs.sched_process_exit),
         ];
         for (name, wanted, prog) in progs {
             if wanted {
@@ -372,6 +382,7 @@ impl Tracer {
         }
         d.hist_full = slot(abi::drop::HIST_FULL)?;
         d.task_storage = slot(abi::drop::TASK_STORAGE)?;
+        d.lifecycle = slot(abi::drop::LIFECYCLE)?;
         d.malformed = self.malformed.get();
         Ok(d)
     }

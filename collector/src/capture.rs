@@ -81,6 +81,7 @@ fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
         capture_stacks: !args.no_stacks,
         btf_path: args.btf.clone(),
         max_histograms: args.max_histograms,
+        lifecycle: false,
     })
 }
 

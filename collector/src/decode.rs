@@ -24,7 +24,34 @@ pub enum DecodeError {
     Kind(u8),
 }
 
+/// One decoded ring-buffer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A timed kernel event at or above the threshold.
+    Event(KernelEvent),
+    /// The process called execve: its cached metadata is stale.
+    Exec {
+        /// The process.
+        pid: u32,
+    },
+    /// The process exited.
+    Exit {
+        /// The process.
+        pid: u32,
+    },
+}
+
 /// Decodes one ring-buffer record.
+pub fn decode_record(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
+    let raw = abi::event_from_bytes(bytes).ok_or(DecodeError::Size(bytes.len()))?;
+    match raw.kind {
+        abi::kind::EXEC => Ok(Record::Exec { pid: raw.pid }),
+        abi::kind::EXIT => Ok(Record::Exit { pid: raw.pid }),
+        _ => event_from_raw(&raw, clock).map(Record::Event),
+    }
+}
+
+/// Decodes one ring-buffer record that must be a timed event.
 pub fn decode_event(bytes: &[u8], clock: &Clock) -> Result<KernelEvent, DecodeError> {
     let raw = abi::event_from_bytes(bytes).ok_or(DecodeError::Size(bytes.len()))?;
     event_from_raw(&raw, clock)
@@ -183,6 +210,17 @@ mod tests {
         let ev = decode_event(&bytes_of(&e), &Clock::with_offset(0)).unwrap();
         assert_eq!((ev.bytes, ev.fd, ev.iovcnt), (None, None, None));
         assert_eq!((ev.kernel_stack_id, ev.user_stack_id), (Some(12), None));
+    }
+
+    #[test]
+    fn lifecycle_records_decode_to_their_pid() {
+        let clock = Clock::with_offset(0);
+        let exec = decode_record(&bytes_of(&raw_event(abi::kind::EXEC)), &clock).unwrap();
+        assert_eq!(exec, Record::Exec { pid: 7 });
+        let exit = decode_record(&bytes_of(&raw_event(abi::kind::EXIT)), &clock).unwrap();
+        assert_eq!(exit, Record::Exit { pid: 7 });
+        let ev = decode_record(&bytes_of(&raw_event(abi::kind::RUNQUEUE)), &clock).unwrap();
+        assert!(matches!(ev, Record::Event(e) if e.kind == Probe::Runqueue));
     }
 
     #[test]

@@ -21,6 +21,8 @@ const volatile bool enable_tcp_send = false;
 const volatile bool enable_runqueue = false;
 const volatile bool enable_offcpu = false;
 const volatile bool capture_stacks = true;
+/* Send exec/exit records so userspace can refresh its process metadata. */
+const volatile bool enable_lifecycle = false;
 /* Events at or above this many nanoseconds go to the ring buffer. */
 const volatile __u64 min_latency_ns = 1000000;
 /* kotel's own process: never traced, so its output does not feed back. */
@@ -274,7 +276,7 @@ static __always_inline struct kotel_event *event_reserve(__u32 kind)
 	struct kotel_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		count_drop(kind);
+		count_drop(kind < KOTEL_KIND_COUNT ? kind : KOTEL_DROP_LIFECYCLE);
 		return NULL;
 	}
 	e->bytes = -1;

@@ -9,5 +9,6 @@
 #include "syscalls.bpf.c"
 #include "tcp_send.bpf.c"
 #include "sched.bpf.c"
+#include "lifecycle.bpf.c"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

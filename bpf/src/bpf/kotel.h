@@ -17,6 +17,9 @@ enum kotel_kind {
 	KOTEL_KIND_RUNQUEUE = 2, /* runnable (woken or preempted) until on a CPU */
 	KOTEL_KIND_OFFCPU = 3,   /* switched out blocked until switched back in */
 	KOTEL_KIND_COUNT = 4,
+	/* Process lifecycle records (no duration), for userspace caches. */
+	KOTEL_KIND_EXEC = 16,    /* the process called execve: its metadata changed */
+	KOTEL_KIND_EXIT = 17,    /* the whole thread group exited */
 };
 
 /* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
@@ -24,7 +27,8 @@ enum kotel_kind {
 enum kotel_drop {
 	KOTEL_DROP_HIST_FULL = 4,     /* histogram map full: event not counted */
 	KOTEL_DROP_TASK_STORAGE = 5,  /* task storage unavailable: event missed */
-	KOTEL_DROP_COUNT = 6,
+	KOTEL_DROP_LIFECYCLE = 6,     /* ring buffer full: an exec/exit record lost */
+	KOTEL_DROP_COUNT = 7,
 };
 
 /* Histogram bucket table capacity. Userspace fills `bucket_bounds` for the
