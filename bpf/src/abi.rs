@@ -119,7 +119,12 @@ mod tests {
         );
         assert_eq!(kind::COUNT, 4);
         assert_eq!(
-            (drop::HIST_FULL, drop::TASK_STORAGE, drop::LIFECYCLE, drop::COUNT),
+            (
+                drop::HIST_FULL,
+                drop::TASK_STORAGE,
+                drop::LIFECYCLE,
+                drop::COUNT
+            ),
             (4, 5, 6, 7)
         );
         assert_eq!((kind::EXEC, kind::EXIT), (16, 17));

@@ -231,8 +231,16 @@ impl Tracer {
                 &skel.progs.sched_wakeup_new,
             ),
             ("sched_switch", sched, &skel.progs.sched_switch),
-            ("sched_process_exec", cfg.lifecycle, &skel.progs.sched_process_exec),
-            ("sched_process_exit", cfg.lifecycle, &skel.progs.sched_process_exit),
+            (
+                "sched_process_exec",
+                cfg.lifecycle,
+                &skel.progs.sched_process_exec,
+            ),
+            (
+                "sched_process_exit",
+                cfg.lifecycle,
+                &skel.progs.sched_process_exit,
+            ),
         ];
         for (name, wanted, prog) in progs {
             if wanted {

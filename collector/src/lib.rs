@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod decode;
 pub mod model;
+pub mod otlp;
 pub mod output;
 pub mod quantile;
 mod signals;

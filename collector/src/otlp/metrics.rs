@@ -1,0 +1,499 @@
+//! OTLP metrics from the kernel's histograms: one exponential-histogram data point (seconds)
+//! and, for probes that move bytes, one byte sum per (process, probe); each histogram point
+//! carries an exemplar of the slowest spanned event of its interval. Cumulative temporality
+//! by default, delta on request; a per-metric cardinality limit folds further processes into
+//! one `otel.metric.overflow=true` series on the agent's own resource.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use kotel_bpf::buckets::ns_to_seconds;
+use kotel_bpf::Probe;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{
+    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::{attrs, bytes_metric, duration_metric, expo, scope};
+use crate::model::Histogram;
+
+/// How data points relate to each other over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Temporality {
+    /// Every point covers the time since the agent started.
+    Cumulative,
+    /// Every point covers the time since the previous export.
+    Delta,
+}
+
+impl Temporality {
+    fn otlp(self) -> i32 {
+        match self {
+            Temporality::Cumulative => AggregationTemporality::Cumulative as i32,
+            Temporality::Delta => AggregationTemporality::Delta as i32,
+        }
+    }
+}
+
+/// The slowest spanned event of an interval, kept for the exemplar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExemplarCandidate {
+    /// Its duration.
+    pub duration_ns: u64,
+    /// When it ended (Unix nanoseconds).
+    pub time_unix_nano: u64,
+    /// Trace of its span.
+    pub trace_id: [u8; 16],
+    /// Its span.
+    pub span_id: [u8; 8],
+}
+
+/// A counter of the agent about itself, exported as a monotonic sum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfMetric {
+    /// Metric name, `kotel.*`.
+    pub name: &'static str,
+    /// What it counts.
+    pub description: &'static str,
+    /// Data point attributes.
+    pub attributes: Vec<KeyValue>,
+    /// Cumulative value.
+    pub value: u64,
+}
+
+/// Builds metric export requests interval after interval. Single-threaded.
+#[derive(Debug)]
+pub struct MetricsBuilder {
+    temporality: Temporality,
+    cardinality_limit: usize,
+    start_unix_nano: u64,
+    last_unix_nano: u64,
+    previous: HashMap<(u32, Probe), Histogram>,
+    slowest: HashMap<(u32, Probe), ExemplarCandidate>,
+    admitted: HashMap<Probe, HashSet<u32>>,
+    overflowed: u64,
+}
+
+impl MetricsBuilder {
+    /// A builder whose cumulative points start at `start_unix_nano`. `cardinality_limit` is
+    /// the most processes one metric reports separately.
+    pub fn new(temporality: Temporality, cardinality_limit: usize, start_unix_nano: u64) -> Self {
+        MetricsBuilder {
+            temporality,
+            cardinality_limit: cardinality_limit.max(1),
+            start_unix_nano,
+            last_unix_nano: start_unix_nano,
+            previous: HashMap::new(),
+            slowest: HashMap::new(),
+            admitted: HashMap::new(),
+            overflowed: 0,
+        }
+    }
+
+    /// Offers a spanned event as this interval's exemplar for its series.
+    pub fn observe(&mut self, pid: u32, probe: Probe, candidate: ExemplarCandidate) {
+        let slot = self.slowest.entry((pid, probe)).or_insert(candidate);
+        if candidate.duration_ns > slot.duration_ns {
+            *slot = candidate;
+        }
+    }
+
+    /// Series folded into the overflow point so far (one per process and probe).
+    pub fn overflowed_series(&self) -> u64 {
+        self.overflowed
+    }
+
+    /// Builds the request for the interval ending `now`, from cumulative kernel histograms.
+    /// `resource_of` gives each process's resource; `agent` is kotel's own, which also holds
+    /// the overflow series and `self_metrics`.
+    pub fn build(
+        &mut self,
+        histograms: &[Histogram],
+        now: u64,
+        resource_of: &mut dyn FnMut(u32) -> Resource,
+        agent: Resource,
+        self_metrics: &[SelfMetric],
+    ) -> ExportMetricsServiceRequest {
+        let start = match self.temporality {
+            Temporality::Cumulative => self.start_unix_nano,
+            Temporality::Delta => self.last_unix_nano,
+        };
+        let mut per_pid: BTreeMap<u32, Vec<Metric>> = BTreeMap::new();
+        let mut overflow: BTreeMap<Probe, (Histogram, Option<ExemplarCandidate>)> = BTreeMap::new();
+
+        for h in histograms {
+            let key = (h.pid, h.kind);
+            let point = match self.temporality {
+                Temporality::Cumulative => h.clone(),
+                Temporality::Delta => {
+                    let delta = match self.previous.get(&key) {
+                        Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
+                        None => h.clone(),
+                    };
+                    self.previous.insert(key, h.clone());
+                    if delta.count == 0 {
+                        continue;
+                    }
+                    delta
+                }
+            };
+            let exemplar = self.slowest.get(&key).copied();
+            if self.admit(h.pid, h.kind) {
+                per_pid.entry(h.pid).or_default().extend(self.series(
+                    &point,
+                    start,
+                    now,
+                    exemplar,
+                    Vec::new(),
+                ));
+            } else {
+                let (acc, ex) = overflow.entry(h.kind).or_insert_with(|| {
+                    (
+                        Histogram {
+                            pid: 0,
+                            bucket_counts: Vec::new(),
+                            ..empty_like(&point)
+                        },
+                        None,
+                    )
+                });
+                expo::merge(acc, &point);
+                if exemplar.is_some_and(|e| ex.is_none_or(|x| e.duration_ns > x.duration_ns)) {
+                    *ex = exemplar;
+                }
+            }
+        }
+        self.slowest.clear();
+        self.last_unix_nano = now;
+
+        let mut resource_metrics: Vec<ResourceMetrics> = per_pid
+            .into_iter()
+            .map(|(pid, metrics)| ResourceMetrics {
+                resource: Some(resource_of(pid)),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+
+        let mut agent_metrics: Vec<Metric> = Vec::new();
+        for (_, (h, ex)) in overflow {
+            agent_metrics.extend(self.series(
+                &h,
+                start,
+                now,
+                ex,
+                vec![attrs::boolean("otel.metric.overflow", true)],
+            ));
+        }
+        agent_metrics.extend(self_metrics.iter().map(|m| self.self_metric(m, now)));
+        if !agent_metrics.is_empty() {
+            resource_metrics.push(ResourceMetrics {
+                resource: Some(agent),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics: agent_metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        ExportMetricsServiceRequest { resource_metrics }
+    }
+
+    /// Whether process `pid` gets its own series for `probe` under the cardinality limit.
+    fn admit(&mut self, pid: u32, probe: Probe) -> bool {
+        let set = self.admitted.entry(probe).or_default();
+        if set.contains(&pid) {
+            return true;
+        }
+        if set.len() < self.cardinality_limit {
+            set.insert(pid);
+            return true;
+        }
+        self.overflowed += 1;
+        false
+    }
+
+    /// The duration histogram and, where the probe moves bytes, the byte sum for one series.
+    fn series(
+        &self,
+        h: &Histogram,
+        start: u64,
+        now: u64,
+        exemplar: Option<ExemplarCandidate>,
+        attributes: Vec<KeyValue>,
+    ) -> Vec<Metric> {
+        let exemplars = exemplar
+            .map(|e| Exemplar {
+                filtered_attributes: Vec::new(),
+                time_unix_nano: e.time_unix_nano,
+                span_id: e.span_id.to_vec(),
+                trace_id: e.trace_id.to_vec(),
+                value: Some(exemplar::Value::AsDouble(ns_to_seconds(e.duration_ns))),
+            })
+            .into_iter()
+            .collect();
+        let point = ExponentialHistogramDataPoint {
+            attributes: attributes.clone(),
+            start_time_unix_nano: start,
+            time_unix_nano: now,
+            count: h.count,
+            sum: Some(ns_to_seconds(h.sum_ns)),
+            scale: h.scale,
+            zero_count: h.zero_count,
+            positive: Some(Buckets {
+                offset: h.offset,
+                bucket_counts: h.bucket_counts.clone(),
+            }),
+            negative: Some(Buckets {
+                offset: 0,
+                bucket_counts: Vec::new(),
+            }),
+            flags: 0,
+            exemplars,
+            min: None,
+            max: (self.temporality == Temporality::Cumulative && h.count > 0)
+                .then(|| ns_to_seconds(h.max_ns)),
+            zero_threshold: 0.0,
+        };
+        let mut out = vec![Metric {
+            name: duration_metric(h.kind).to_string(),
+            description: format!("Duration of {} events as measured in the kernel", h.kind),
+            unit: "s".to_string(),
+            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![point],
+                aggregation_temporality: self.temporality.otlp(),
+            })),
+            ..Default::default()
+        }];
+        if let Some(name) = bytes_metric(h.kind) {
+            out.push(Metric {
+                name: name.to_string(),
+                description: format!("Bytes moved by {} calls", h.kind),
+                unit: "By".to_string(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![NumberDataPoint {
+                        attributes,
+                        start_time_unix_nano: start,
+                        time_unix_nano: now,
+                        value: Some(number_data_point::Value::AsInt(h.bytes as i64)),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: self.temporality.otlp(),
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            });
+        }
+        out
+    }
+
+    fn self_metric(&self, m: &SelfMetric, now: u64) -> Metric {
+        Metric {
+            name: m.name.to_string(),
+            description: m.description.to_string(),
+            unit: "1".to_string(),
+            data: Some(Data::Sum(Sum {
+                data_points: vec![NumberDataPoint {
+                    attributes: m.attributes.clone(),
+                    start_time_unix_nano: self.start_unix_nano,
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsInt(m.value as i64)),
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }
+    }
+}
+
+fn empty_like(h: &Histogram) -> Histogram {
+    Histogram {
+        kind: h.kind,
+        pid: 0,
+        count: 0,
+        sum_ns: 0,
+        max_ns: 0,
+        zero_count: 0,
+        bytes: 0,
+        clamped: 0,
+        scale: h.scale,
+        offset: 0,
+        bucket_counts: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kotel_bpf::buckets::BucketTable;
+
+    fn hist(pid: u32, kind: Probe, values: &[u64], bytes: u64) -> Histogram {
+        let table = BucketTable::new(3).unwrap();
+        let mut h = Histogram {
+            pid,
+            kind,
+            bytes,
+            ..empty_like(&Histogram {
+                kind,
+                scale: 3,
+                ..dummy()
+            })
+        };
+        for &v in values {
+            let one = Histogram {
+                count: 1,
+                sum_ns: v,
+                max_ns: v,
+                offset: table.index_of(v),
+                bucket_counts: vec![1],
+                ..empty_like(&h)
+            };
+            expo::merge(&mut h, &one);
+        }
+        h.pid = pid;
+        h
+    }
+
+    fn dummy() -> Histogram {
+        Histogram {
+            kind: Probe::Writev,
+            pid: 0,
+            count: 0,
+            sum_ns: 0,
+            max_ns: 0,
+            zero_count: 0,
+            bytes: 0,
+            clamped: 0,
+            scale: 3,
+            offset: 0,
+            bucket_counts: Vec::new(),
+        }
+    }
+
+    fn resource(pid: u32) -> Resource {
+        Resource {
+            attributes: vec![attrs::int("process.pid", i64::from(pid))],
+            ..Default::default()
+        }
+    }
+
+    fn points(
+        req: &ExportMetricsServiceRequest,
+        name: &str,
+    ) -> Vec<(Resource, ExponentialHistogramDataPoint)> {
+        let mut out = Vec::new();
+        for rm in &req.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in sm.metrics.iter().filter(|m| m.name == name) {
+                    if let Some(Data::ExponentialHistogram(eh)) = &m.data {
+                        for dp in &eh.data_points {
+                            out.push((rm.resource.clone().unwrap_or_default(), dp.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn cumulative_points_per_process_with_the_slowest_exemplar() {
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 10, 100);
+        let ex = |d, s: u8| ExemplarCandidate {
+            duration_ns: d,
+            time_unix_nano: 150,
+            trace_id: [s; 16],
+            span_id: [s; 8],
+        };
+        b.observe(7, Probe::Writev, ex(2_000, 1));
+        b.observe(7, Probe::Writev, ex(9_000, 2));
+        b.observe(7, Probe::Writev, ex(5_000, 3));
+        let hs = [
+            hist(7, Probe::Writev, &[1_000, 2_000, 9_000], 30),
+            hist(8, Probe::Offcpu, &[5_000_000], 0),
+        ];
+        let req = b.build(&hs, 200, &mut resource, Resource::default(), &[]);
+        let w = points(&req, "kotel.writev.duration");
+        assert_eq!(w.len(), 1);
+        assert_eq!(
+            attrs::find(&w[0].0.attributes, "process.pid"),
+            Some(&opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(7))
+        );
+        let dp = &w[0].1;
+        assert_eq!(
+            (dp.count, dp.start_time_unix_nano, dp.time_unix_nano),
+            (3, 100, 200)
+        );
+        assert_eq!(dp.exemplars.len(), 1);
+        assert_eq!(dp.exemplars[0].span_id, vec![2; 8], "the slowest one");
+        assert_eq!(
+            points(&req, "kotel.sched.offcpu.duration")[0]
+                .1
+                .exemplars
+                .len(),
+            0
+        );
+        // Exemplars belong to one interval.
+        let req = b.build(&hs, 300, &mut resource, Resource::default(), &[]);
+        assert!(points(&req, "kotel.writev.duration")[0]
+            .1
+            .exemplars
+            .is_empty());
+        assert_eq!(
+            points(&req, "kotel.writev.duration")[0].1.count,
+            3,
+            "cumulative"
+        );
+    }
+
+    #[test]
+    fn delta_points_cover_only_their_interval() {
+        let mut b = MetricsBuilder::new(Temporality::Delta, 10, 100);
+        let first = [hist(7, Probe::Writev, &[1_000, 2_000], 10)];
+        let second = [hist(7, Probe::Writev, &[1_000, 2_000, 3_000_000], 15)];
+        b.build(&first, 200, &mut resource, Resource::default(), &[]);
+        let req = b.build(&second, 300, &mut resource, Resource::default(), &[]);
+        let dp = &points(&req, "kotel.writev.duration")[0].1;
+        assert_eq!(
+            (dp.count, dp.start_time_unix_nano, dp.time_unix_nano),
+            (1, 200, 300)
+        );
+        assert_eq!(dp.positive.as_ref().unwrap().bucket_counts, vec![1]);
+        // Nothing new: no point at all.
+        let req = b.build(&second, 400, &mut resource, Resource::default(), &[]);
+        assert!(points(&req, "kotel.writev.duration").is_empty());
+    }
+
+    #[test]
+    fn processes_past_the_limit_fold_into_one_overflow_series() {
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 2, 0);
+        let hs: Vec<Histogram> = (1..=5)
+            .map(|pid| hist(pid, Probe::Runqueue, &[pid as u64 * 1_000], 0))
+            .collect();
+        let req = b.build(&hs, 10, &mut resource, Resource::default(), &[]);
+        let pts = points(&req, "kotel.sched.runqueue.delay");
+        let (overflow, own): (Vec<_>, Vec<_>) = pts
+            .iter()
+            .partition(|(_, dp)| attrs::find(&dp.attributes, "otel.metric.overflow").is_some());
+        assert_eq!(own.len(), 2, "two processes under the limit");
+        assert_eq!(overflow.len(), 1, "one overflow series");
+        assert_eq!(overflow[0].1.count, 3, "the other three processes");
+        assert_eq!(
+            pts.iter().map(|(_, dp)| dp.count).sum::<u64>(),
+            5,
+            "nothing lost"
+        );
+        assert_eq!(b.overflowed_series(), 3);
+    }
+}
