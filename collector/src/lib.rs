@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod decode;
 pub mod model;
 pub mod otlp;
