@@ -11,3 +11,4 @@ pub mod otlp;
 pub mod output;
 pub mod quantile;
 mod signals;
+pub mod telemetry;

@@ -7,6 +7,7 @@ pub mod expo;
 pub mod ids;
 pub mod metrics;
 pub mod spans;
+pub mod traces;
 
 use kotel_bpf::Probe;
 
