@@ -84,7 +84,7 @@ listen = "127.0.0.1:9464"
 "#;
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// What the BPF side captures.
@@ -278,18 +278,6 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             listen: "127.0.0.1:9464".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            capture: CaptureConfig::default(),
-            metrics: MetricsConfig::default(),
-            resource: ResourceConfig::default(),
-            export: ExportSettings::default(),
-            telemetry: TelemetryConfig::default(),
         }
     }
 }
