@@ -371,9 +371,8 @@ impl Config {
             return bad("metrics.cardinality_limit", "must be at least 1".into());
         }
         let e = &self.export;
-        if !e.endpoint.is_empty()
-            && !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://"))
-        {
+        let scheme_ok = e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://");
+        if !e.endpoint.is_empty() && !scheme_ok {
             return bad(
                 "export.endpoint",
                 format!("{:?} must start with http:// or https://", e.endpoint),
