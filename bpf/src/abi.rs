@@ -38,6 +38,8 @@ pub mod drop {
     pub const TASK_STORAGE: u32 = kotel_drop::KOTEL_DROP_TASK_STORAGE.0;
     /// An exec/exit record did not fit in the ring buffer.
     pub const LIFECYCLE: u32 = kotel_drop::KOTEL_DROP_LIFECYCLE.0;
+    /// A stack could not be stored (map full or hash collision).
+    pub const STACK: u32 = kotel_drop::KOTEL_DROP_STACK.0;
     /// Number of slots.
     pub const COUNT: u32 = kotel_drop::KOTEL_DROP_COUNT.0;
 }

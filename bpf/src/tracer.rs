@@ -26,8 +26,8 @@ pub struct TracerConfig {
     pub min_latency_ns: u64,
     /// Only these processes (thread group ids) when non-empty.
     pub pids: Vec<u32>,
-    /// Only tasks in this cgroup v2 (its inode number) when set.
-    pub cgroup_id: Option<u64>,
+    /// Only tasks in this cgroup v2 or below it, when set.
+    pub cgroup: Option<CgroupFilter>,
     /// OTLP exponential histogram scale.
     pub scale: i32,
     /// Ring buffer size in bytes: a power of two, at least one page.
@@ -49,7 +49,7 @@ impl Default for TracerConfig {
             probes: ProbeSet::all(),
             min_latency_ns: 1_000_000,
             pids: Vec::new(),
-            cgroup_id: None,
+            cgroup: None,
             scale: 3,
             ring_buffer_bytes: 8 << 20,
             capture_stacks: true,
@@ -58,6 +58,15 @@ impl Default for TracerConfig {
             lifecycle: false,
         }
     }
+}
+
+/// A cgroup v2 directory to trace, with everything below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupFilter {
+    /// The cgroup's id (the inode number of its directory).
+    pub id: u64,
+    /// Its depth below the cgroup v2 root (the root is 0).
+    pub level: u32,
 }
 
 /// One in-kernel histogram as read from the map.
@@ -82,6 +91,8 @@ pub struct DropCounts {
     pub task_storage: u64,
     /// Exec/exit records that did not fit in the ring buffer.
     pub lifecycle: u64,
+    /// Off-CPU stacks that could not be stored.
+    pub stack: u64,
     /// Ring-buffer records of the wrong size (never expected).
     pub malformed: u64,
 }
@@ -160,7 +171,8 @@ impl Tracer {
         ro.min_latency_ns = cfg.min_latency_ns;
         ro.self_pid = std::process::id();
         ro.filter_pids = !cfg.pids.is_empty();
-        ro.filter_cgroup_id = cfg.cgroup_id.unwrap_or(0);
+        ro.filter_cgroup_id = cfg.cgroup.map_or(0, |c| c.id);
+        ro.filter_cgroup_level = cfg.cgroup.map_or(0, |c| c.level);
         ro.nr_write = libc::SYS_write;
         ro.nr_writev = libc::SYS_writev;
         ro.nr_sendto = libc::SYS_sendto;
@@ -213,8 +225,9 @@ impl Tracer {
 
         let mut links = Vec::new();
         let progs = [
-            ("sys_enter", syscalls, &skel.progs.sys_enter),
+            // sys_exit first: an enter must never be recorded without its exit being seen.
             ("sys_exit", syscalls, &skel.progs.sys_exit),
+            ("sys_enter", syscalls, &skel.progs.sys_enter),
             (
                 "tcp_sendmsg_locked",
                 active.contains(Probe::TcpSend),
@@ -282,6 +295,12 @@ impl Tracer {
             active,
             missing,
         })
+    }
+
+    /// Detaches every program: nothing new enters the ring buffer or the histograms, while
+    /// both stay readable for a final drain.
+    pub fn detach(&mut self) {
+        self.links.clear();
     }
 
     /// Probes that were loaded and attached.
@@ -391,6 +410,7 @@ impl Tracer {
         d.hist_full = slot(abi::drop::HIST_FULL)?;
         d.task_storage = slot(abi::drop::TASK_STORAGE)?;
         d.lifecycle = slot(abi::drop::LIFECYCLE)?;
+        d.stack = slot(abi::drop::STACK)?;
         d.malformed = self.malformed.get();
         Ok(d)
     }

@@ -2,7 +2,6 @@
 //! ends early, still detaches everything and still prints the summary.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use kotel_bpf::{preflight, LoadError, ProbeSet, Tracer, TracerConfig};
@@ -12,6 +11,7 @@ use crate::clock::Clock;
 use crate::decode::{decode_event, decode_histogram};
 use crate::output::{jsonl, table, Summary};
 use crate::signals;
+use crate::symbolize::{hex_frames, kernel_frames, KernelSymbols};
 
 /// How often the ring buffer is drained when the kernel has not woken us.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -55,27 +55,20 @@ impl CaptureError {
 }
 
 fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
-    let cgroup_id = match &args.cgroup {
+    let cgroup = match &args.cgroup {
         None => None,
-        Some(path) => {
-            let meta = std::fs::metadata(path).map_err(|e| CaptureError::Flag {
+        Some(path) => Some(
+            crate::cgroup::resolve(path).map_err(|reason| CaptureError::Flag {
                 flag: "--cgroup",
-                reason: format!("{}: {e}", path.display()),
-            })?;
-            if !meta.is_dir() {
-                return Err(CaptureError::Flag {
-                    flag: "--cgroup",
-                    reason: format!("{} is not a cgroup v2 directory", path.display()),
-                });
-            }
-            Some(meta.ino())
-        }
+                reason,
+            })?,
+        ),
     };
     Ok(TracerConfig {
         probes: args.probes.iter().copied().collect(),
         min_latency_ns: u64::try_from(args.min_latency.as_nanos()).unwrap_or(u64::MAX),
         pids: args.pids.clone(),
-        cgroup_id,
+        cgroup,
         scale: args.scale,
         ring_buffer_bytes: args.ring_buffer_bytes,
         capture_stacks: !args.no_stacks,
@@ -105,27 +98,28 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
     let mut slow_events = 0u64;
     let started = Instant::now();
     let mut last_status = started;
-    let mut write_error: Option<io::Error> = None;
+    let ksyms = if cfg.probes.contains(kotel_bpf::Probe::Offcpu) && cfg.capture_stacks {
+        KernelSymbols::load()
+    } else {
+        KernelSymbols::default()
+    };
 
     loop {
         let done = signals::stop_requested()
             || (!args.duration.is_zero() && started.elapsed() >= args.duration);
+        if done {
+            // Detach first, then drain: nothing can arrive after the last read.
+            tracer.detach();
+        }
         // One more drain after the stop so nothing already in the buffer is left behind.
         let wait = if done {
             Duration::ZERO
         } else {
             DRAIN_EVERY.min(remaining(args.duration, started))
         };
+        let mut events = Vec::new();
         tracer.poll(wait, |record| match decode_event(record, &clock) {
-            Ok(ev) => {
-                slow_events += 1;
-                summary.comms.insert(ev.pid, ev.comm);
-                if args.format == Format::Jsonl && write_error.is_none() {
-                    if let Err(e) = jsonl::write_event(&mut out, &ev) {
-                        write_error = Some(e);
-                    }
-                }
-            }
+            Ok(ev) => events.push(ev),
             Err(e) => {
                 summary.undecodable += 1;
                 if summary.undecodable == 1 {
@@ -133,8 +127,22 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
                 }
             }
         })?;
-        if let Some(e) = write_error.take() {
-            return Err(e.into());
+        for ev in &events {
+            slow_events += 1;
+            summary.comms.insert(ev.pid, ev.comm);
+            if args.format == Format::Jsonl {
+                let stacks = jsonl::Stacks {
+                    kernel: ev
+                        .kernel_stack_id
+                        .and_then(|id| tracer.stack(id))
+                        .map(|ips| kernel_frames(&ksyms, &ips)),
+                    user: ev
+                        .user_stack_id
+                        .and_then(|id| tracer.stack(id))
+                        .map(|ips| hex_frames(&ips)),
+                };
+                jsonl::write_event(&mut out, ev, &stacks)?;
+            }
         }
         out.flush()?;
         clock.refresh();
@@ -158,7 +166,7 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
         .filter_map(|snap| decode_histogram(snap, &bucket_table))
         .collect();
     summary.drops = tracer.drops()?;
-    drop(tracer); // detach before printing, so kotel's own output is not traced
+    drop(tracer);
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         slow_events,

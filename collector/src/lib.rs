@@ -2,6 +2,7 @@
 //! and the commands that present them.
 
 pub mod capture;
+pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -11,4 +12,5 @@ pub mod otlp;
 pub mod output;
 pub mod quantile;
 mod signals;
+pub mod symbolize;
 pub mod telemetry;

@@ -3,6 +3,9 @@
 
 use std::collections::HashSet;
 
+use std::collections::BTreeMap;
+
+use kotel_bpf::buckets::{ns_to_seconds, reference_index};
 use kotel_e2e::{json_lines, skip_without_bpf, Kotel, Workload};
 use serde_json::Value;
 
@@ -29,20 +32,21 @@ impl Captured {
     }
 }
 
-fn capture_workload() -> (Value, Captured, u32) {
+fn capture_workload(extra: &[&str]) -> (Value, Captured, u32) {
     let workload = Workload::start();
     let pid = workload.pid;
-    let kotel = Kotel::start(&[
+    let pid_arg = pid.to_string();
+    let mut args = vec![
         "capture",
         "--pid",
-        &pid.to_string(),
-        "--min-latency",
-        "0",
+        &pid_arg,
         "--format",
         "jsonl",
         "--duration",
         "0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let kotel = Kotel::start(&args);
     let truth = workload.run();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (code, stdout, stderr) = kotel.interrupt();
@@ -77,7 +81,7 @@ fn capture_matches_what_the_workload_did() {
     if skip_without_bpf("capture_matches_what_the_workload_did") {
         return;
     }
-    let (truth, cap, _pid) = capture_workload();
+    let (truth, cap, _pid) = capture_workload(&["--min-latency", "0"]);
 
     // Nothing was lost at this rate.
     assert_eq!(u(&cap.lost["count"]), 0, "lost: {}", cap.lost);
@@ -147,6 +151,27 @@ fn capture_matches_what_the_workload_did() {
         sleeps.len(),
         "one long off-CPU interval per sleep: {offcpu:?}"
     );
+    // Each sleep blocked in nanosleep, and its kernel stack says so.
+    for e in cap
+        .events_of("offcpu", Some(u(&sleeper["tid"])))
+        .iter()
+        .filter(|e| u(&e["duration_ns"]) >= 10_000_000)
+    {
+        let frames: Vec<&str> = e["kernel_stack"]
+            .as_array()
+            .expect("kernel stack")
+            .iter()
+            .filter_map(|f| f.as_str())
+            .collect();
+        assert!(
+            frames.iter().any(|f| f.contains("nanosleep")),
+            "sleep stack: {frames:?}"
+        );
+        assert!(
+            !frames[0].starts_with("bpf_"),
+            "tracing frames dropped: {frames:?}"
+        );
+    }
     for (got, s) in offcpu.iter().zip(sleeps) {
         assert!(
             *got >= u(&s["requested_ns"]),
@@ -194,7 +219,9 @@ fn capture_matches_what_the_workload_did() {
         );
     }
 
-    // With a zero threshold every event is reported, so the histograms count exactly the events.
+    // With a zero threshold every event is reported, so each kernel histogram must hold exactly
+    // those events, each in the bucket the OTLP specification's reference mapping gives its
+    // duration: this checks the kernel's bucket search against the spec, not against itself.
     for kind in ["writev", "tcp_send", "runqueue", "offcpu"] {
         let h = cap
             .histogram(kind)
@@ -205,23 +232,86 @@ fn capture_matches_what_the_workload_did() {
             events.len() as u64,
             "{kind} histogram count"
         );
-        let buckets: u64 = h["bucket_counts"]
-            .as_array()
-            .expect("buckets")
-            .iter()
-            .map(u)
-            .sum();
-        assert_eq!(
-            buckets + u(&h["zero_count"]),
-            u(&h["count"]),
-            "{kind} buckets hold every event"
-        );
         assert_eq!(
             u(&h["sum_ns"]),
             events.iter().map(|e| u(&e["duration_ns"])).sum::<u64>(),
             "{kind} sum"
         );
+        let scale = h["scale"].as_i64().expect("scale") as i32;
+        let mut want: BTreeMap<i32, u64> = BTreeMap::new();
+        let mut zeros = 0;
+        for e in &events {
+            match u(&e["duration_ns"]) {
+                0 => zeros += 1,
+                d => {
+                    *want
+                        .entry(reference_index(ns_to_seconds(d), scale))
+                        .or_default() += 1
+                }
+            }
+        }
+        let offset = h["offset"].as_i64().expect("offset") as i32;
+        let got: BTreeMap<i32, u64> = h["bucket_counts"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| u(c) > 0)
+            .map(|(i, c)| (offset + i as i32, u(c)))
+            .collect();
+        assert_eq!(
+            got, want,
+            "{kind}: kernel buckets vs the OTLP reference mapping"
+        );
+        assert_eq!(u(&h["zero_count"]), zeros, "{kind} zero count");
+        let max = events
+            .iter()
+            .map(|e| u(&e["duration_ns"]))
+            .max()
+            .unwrap_or(0);
+        assert_eq!(u(&h["max_ns"]), max, "{kind} max");
     }
     let wh = cap.histogram("writev").expect("writev histogram");
     assert_eq!(u(&wh["bytes"]), u(&wv["bytes"]), "histogram bytes");
+}
+
+/// Above a threshold only slow events come through the ring buffer, yet the histograms still
+/// count every call the workload made.
+#[test]
+fn threshold_filters_events_but_histograms_count_everything() {
+    if skip_without_bpf("threshold_filters_events_but_histograms_count_everything") {
+        return;
+    }
+    let (truth, cap, _pid) =
+        capture_workload(&["--min-latency", "15ms", "--probes", "writev,offcpu"]);
+    assert_eq!(u(&cap.lost["count"]), 0);
+    assert!(
+        cap.events
+            .iter()
+            .all(|e| u(&e["duration_ns"]) >= 15_000_000),
+        "only slow events"
+    );
+    assert!(
+        cap.events_of("tcp_send", None).is_empty() && cap.events_of("runqueue", None).is_empty(),
+        "only the probes asked for"
+    );
+    let wh = cap.histogram("writev").expect("writev histogram");
+    assert_eq!(
+        u(&wh["count"]),
+        u(&truth["writev"]["calls"]),
+        "every writev counted"
+    );
+    assert_eq!(u(&wh["bytes"]), u(&truth["writev"]["bytes"]));
+    // The 20, 35 and 50 ms sleeps pass a 15 ms threshold.
+    let sleeper = u(&truth["sleeper"]["tid"]);
+    assert_eq!(
+        cap.events_of("offcpu", Some(sleeper)).len(),
+        3,
+        "the three sleeps"
+    );
+    let offcpu = cap.histogram("offcpu").expect("offcpu histogram");
+    assert!(
+        u(&offcpu["count"]) > 3,
+        "short off-CPU intervals are counted, not reported"
+    );
 }

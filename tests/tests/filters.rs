@@ -1,5 +1,5 @@
 //! The cgroup filter works in the kernel: a capture limited to a fresh cgroup v2 directory sees
-//! the workload moved into it and nothing else.
+//! the workload moved into a cgroup below it, and nothing else.
 
 use std::path::PathBuf;
 
@@ -14,11 +14,12 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
-/// A cgroup removed again when dropped (once empty).
+/// A cgroup and a child of it, removed again when dropped (once empty).
 struct TempCgroup(PathBuf);
 
 impl Drop for TempCgroup {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir(self.0.join("inner"));
         let _ = std::fs::remove_dir(&self.0);
     }
 }
@@ -34,9 +35,11 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup() {
     };
     let cg = TempCgroup(root.join(format!("kotel-e2e-{}", std::process::id())));
     std::fs::create_dir(&cg.0).expect("create a cgroup");
+    std::fs::create_dir(cg.0.join("inner")).expect("create a child cgroup");
     let workload = Workload::start();
     let wpid = u64::from(workload.pid);
-    std::fs::write(cg.0.join("cgroup.procs"), workload.pid.to_string()).expect("move the workload");
+    std::fs::write(cg.0.join("inner/cgroup.procs"), workload.pid.to_string())
+        .expect("move the workload below the filtered cgroup");
 
     let kotel = Kotel::start(&[
         "capture",

@@ -29,8 +29,10 @@ const volatile __u64 min_latency_ns = 1000000;
 const volatile __u32 self_pid = 0;
 /* When set, only pids present in `pid_filter` are traced. */
 const volatile bool filter_pids = false;
-/* When non-zero, only tasks in this cgroup (v2 id) are traced. */
+/* When non-zero, only tasks in this cgroup v2 (its id) or below it are
+ * traced; filter_cgroup_level is its depth below the root. */
 const volatile __u64 filter_cgroup_id = 0;
+const volatile __u32 filter_cgroup_level = 0;
 /* Syscall numbers of this architecture, from userspace's libc. */
 const volatile __s64 nr_write = -1;
 const volatile __s64 nr_writev = -1;
@@ -150,17 +152,30 @@ static __always_inline bool current_allowed(__u32 pid)
 {
 	if (!pid_allowed(pid))
 		return false;
-	if (filter_cgroup_id && bpf_get_current_cgroup_id() != filter_cgroup_id)
+	if (filter_cgroup_id &&
+	    bpf_get_current_ancestor_cgroup_id(filter_cgroup_level) != filter_cgroup_id)
 		return false;
 	return true;
+}
+
+/* Is task t in the filter cgroup or below it? Its ancestor at the filter's
+ * level must be the filter cgroup. */
+static __always_inline bool task_in_filter_cgroup(struct task_struct *t)
+{
+	struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
+	struct cgroup *anc = NULL;
+
+	if (!cg || BPF_CORE_READ(cg, level) < (int)filter_cgroup_level)
+		return false;
+	bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[filter_cgroup_level]);
+	return anc && BPF_CORE_READ(anc, kn, id) == filter_cgroup_id;
 }
 
 static __always_inline bool task_allowed(struct task_struct *t)
 {
 	if (!pid_allowed(t->tgid))
 		return false;
-	if (filter_cgroup_id &&
-	    BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != filter_cgroup_id)
+	if (filter_cgroup_id && !task_in_filter_cgroup(t))
 		return false;
 	return true;
 }
@@ -255,8 +270,16 @@ static __always_inline void hist_record(struct task_state *s, __u32 kind, __u64 
 	__sync_fetch_and_add(&h->sum_ns, ns);
 	if (bytes > 0)
 		__sync_fetch_and_add(&h->bytes, bytes);
-	if (ns > h->max_ns)
-		h->max_ns = ns; /* racy max: a concurrent larger value may be lost */
+	/* Raise the maximum; a few compare-and-swap tries settle any race. */
+	__u64 cur = h->max_ns;
+
+	for (int i = 0; i < 4 && ns > cur; i++) {
+		__u64 seen = __sync_val_compare_and_swap(&h->max_ns, cur, ns);
+
+		if (seen == cur)
+			break;
+		cur = seen;
+	}
 	if (ns == 0) {
 		__sync_fetch_and_add(&h->zero_count, 1);
 		return;

@@ -28,7 +28,8 @@ enum kotel_drop {
 	KOTEL_DROP_HIST_FULL = 4,     /* histogram map full: event not counted */
 	KOTEL_DROP_TASK_STORAGE = 5,  /* task storage unavailable: event missed */
 	KOTEL_DROP_LIFECYCLE = 6,     /* ring buffer full: an exec/exit record lost */
-	KOTEL_DROP_COUNT = 7,
+	KOTEL_DROP_STACK = 7,         /* stack map full or collided: stack id missing */
+	KOTEL_DROP_COUNT = 8,
 };
 
 /* Histogram bucket table capacity. Userspace fills `bucket_bounds` for the

@@ -10,6 +10,9 @@
  */
 
 #define KOTEL_TASK_RUNNING 0
+#define KOTEL_TASK_DEAD 0x80
+#define KOTEL_EEXIST 17
+#define KOTEL_ENOMEM 12
 #define KOTEL_STACK_DEPTH 127
 
 struct {
@@ -71,6 +74,9 @@ static __always_inline void emit_sched(struct task_struct *t, struct task_state 
 static __always_inline void switch_out(void *ctx, bool preempt, struct task_struct *prev,
 				       unsigned int prev_state, __u64 now)
 {
+	/* A dying task's last switch: it never comes back. */
+	if (prev_state & KOTEL_TASK_DEAD)
+		return;
 	if (!task_allowed(prev))
 		return;
 
@@ -102,6 +108,11 @@ static __always_inline void switch_out(void *ctx, bool preempt, struct task_stru
 	if (capture_stacks) {
 		s->kstack_id = bpf_get_stackid(ctx, &stacks, 0);
 		s->ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+		/* Kernel threads have no user stack; anything else is a full or
+		 * collided map, counted. */
+		if (s->kstack_id < 0 || s->ustack_id == -KOTEL_EEXIST ||
+		    s->ustack_id == -KOTEL_ENOMEM)
+			count_drop(KOTEL_DROP_STACK);
 	}
 }
 

@@ -7,6 +7,8 @@
  * tcp_send.bpf.c marks the syscalls that reached TCP.
  */
 
+#define KOTEL_TS_COMPAT 0x0002
+
 static __always_inline bool is_send_nr(__s64 nr)
 {
 	return nr == nr_write || nr == nr_writev || nr == nr_sendto || nr == nr_sendmsg;
@@ -28,6 +30,11 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 
 	if (!current_allowed(task->tgid))
 		return 0;
+#if defined(__TARGET_ARCH_x86)
+	/* 32-bit tasks number their syscalls differently (20 is getpid). */
+	if (task->thread_info.status & KOTEL_TS_COMPAT)
+		return 0;
+#endif
 
 	struct task_state *s = state_of(task, true);
 
@@ -80,6 +87,14 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 
 	if (!s || !s->sys_start_ns)
 		return 0;
+#if defined(__TARGET_ARCH_x86)
+	/* Only the exit of the syscall whose enter was recorded closes it. */
+	if ((__s64)regs->orig_ax != s->sys_nr) {
+		s->sys_start_ns = 0;
+		s->sys_is_tcp = 0;
+		return 0;
+	}
+#endif
 
 	__u64 now = bpf_ktime_get_ns();
 

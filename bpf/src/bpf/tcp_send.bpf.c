@@ -18,6 +18,19 @@ int BPF_PROG(tcp_sendmsg_locked, const struct sock *sk, const struct msghdr *msg
 	if (!s || !s->sys_start_ns || s->sys_is_tcp)
 		return 0;
 
+	/* Only the socket behind the syscall's own fd counts: kernel-internal
+	 * TCP senders (CIFS, NBD) also run in the caller's context. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+
+	if (s->sys_fd < 0 || (__u32)s->sys_fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[s->sys_fd]);
+	if (!f || f != BPF_CORE_READ(sk, sk_socket, file))
+		return 0;
+
 	/* tp_btf arguments are typed kernel pointers: plain loads, relocated by CO-RE. */
 	const struct sock_common *c = &sk->__sk_common;
 	__u16 family = c->skc_family;

@@ -30,6 +30,19 @@ struct EventLine<'a> {
     kernel_stack_id: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_stack_id: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_stack: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_stack: Option<&'a [String]>,
+}
+
+/// Resolved stacks of an off-CPU event, innermost frame first.
+#[derive(Debug, Clone, Default)]
+pub struct Stacks {
+    /// Kernel frames as `function+0xoff`.
+    pub kernel: Option<Vec<String>>,
+    /// User frames as hex addresses.
+    pub user: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -56,11 +69,12 @@ struct LostLine {
     per_kind: [u64; 4],
     histogram_map_full: u64,
     task_storage_unavailable: u64,
+    stacks_not_stored: u64,
     undecodable: u64,
 }
 
 /// Writes one event line.
-pub fn write_event(out: &mut impl Write, ev: &KernelEvent) -> io::Result<()> {
+pub fn write_event(out: &mut impl Write, ev: &KernelEvent, stacks: &Stacks) -> io::Result<()> {
     let comm = ev.comm.to_string_lossy();
     let line = EventLine {
         r#type: "event",
@@ -79,6 +93,8 @@ pub fn write_event(out: &mut impl Write, ev: &KernelEvent) -> io::Result<()> {
         errno: ev.errno,
         kernel_stack_id: ev.kernel_stack_id,
         user_stack_id: ev.user_stack_id,
+        kernel_stack: stacks.kernel.as_deref(),
+        user_stack: stacks.user.as_deref(),
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.write_all(b"\n")
@@ -115,6 +131,7 @@ pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         per_kind: s.drops.ringbuf,
         histogram_map_full: s.drops.hist_full,
         task_storage_unavailable: s.drops.task_storage,
+        stacks_not_stored: s.drops.stack,
         undecodable: s.undecodable + s.drops.malformed,
     };
     serde_json::to_writer(&mut *out, &lost)?;
@@ -147,7 +164,7 @@ mod tests {
             user_stack_id: None,
         };
         let mut out = Vec::new();
-        write_event(&mut out, &ev).unwrap();
+        write_event(&mut out, &ev, &Stacks::default()).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "event");
         assert_eq!(v["kind"], "tcp_send");

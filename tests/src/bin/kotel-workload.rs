@@ -55,7 +55,7 @@ fn do_writev() -> serde_json::Value {
         assert_eq!(r as usize, want, "writev to /dev/null writes everything");
         bytes += r as u64;
     }
-    json!({"tid": gettid(), "calls": WRITEV_CALLS, "bytes": bytes})
+    json!({"tid": gettid(), "calls": WRITEV_CALLS, "bytes": bytes, "fd": std::os::fd::AsRawFd::as_raw_fd(&f)})
 }
 
 /// Sends of known sizes to a listener on `bind`; returns what was sent and the addresses.
@@ -70,6 +70,7 @@ fn do_tcp(bind: &str) -> Option<serde_json::Value> {
     });
     let mut c = TcpStream::connect(server).expect("connect");
     let local: SocketAddr = c.local_addr().expect("local addr");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&c);
     let payload = vec![0x5au8; 64 * 1024];
     let (mut calls, mut bytes) = (0u64, 0u64);
     for i in 0..TCP_SENDS {
@@ -83,7 +84,7 @@ fn do_tcp(bind: &str) -> Option<serde_json::Value> {
     let received = reader.join().expect("reader");
     assert_eq!(received, bytes, "the peer got what was sent");
     Some(
-        json!({"tid": tid, "calls": calls, "bytes": bytes, "local": local.to_string(), "peer": server.to_string()}),
+        json!({"tid": tid, "fd": fd, "calls": calls, "bytes": bytes, "local": local.to_string(), "peer": server.to_string()}),
     )
 }
 
