@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod enrich;
 pub mod model;
 pub mod otlp;
 pub mod output;
