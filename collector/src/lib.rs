@@ -5,6 +5,7 @@ pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod decode;
+pub mod export;
 pub mod model;
 pub mod output;
 pub mod quantile;
