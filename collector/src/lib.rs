@@ -1,5 +1,5 @@
 //! kotel-collector: turns what kotel's BPF probes capture into domain events and histograms,
-//! and the commands that present them.
+//! and the commands that present and export them.
 
 pub mod capture;
 pub mod cgroup;
@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod enrich;
+pub mod export;
 pub mod model;
 pub mod otlp;
 pub mod output;

@@ -1,0 +1,554 @@
+//! Export: sends OTLP batches to a collector over gRPC or HTTP/protobuf, or writes them as OTLP
+//! JSON lines, behind a byte-bounded queue with retries and exact drop accounting.
+//!
+//! The pieces, by role:
+//!
+//! - [`Batch`]: one OTLP export request (traces, metrics or logs), the unit everything counts in.
+//! - [`Exporter`]: sends one batch once. [`OtlpGrpcExporter`], [`OtlpHttpExporter`] and
+//!   [`OtlpFileExporter`] implement it; [`build_exporter`] picks one from an [`ExportConfig`].
+//! - [`ExportQueue`]: takes batches from the pipeline without blocking, and a worker task exports
+//!   them in order with backoff ([`RetryConfig`]), counting every item in [`ExportStats`].
+//! - [`ExportConfig`]: endpoint, protocol, headers, timeout, compression, queue size, retries,
+//!   with [`ExportConfig::apply_env`] for the standard `OTEL_EXPORTER_OTLP_*` variables.
+//!
+//! The agent wires them up as:
+//!
+//! ```no_run
+//! # async fn run(req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use kotel_collector::export::{Batch, ExportConfig, ExportQueue, Signal};
+//!
+//! let mut config = ExportConfig::default();
+//! config.apply_env(|name| std::env::var(name).ok())?;
+//! let queue = ExportQueue::from_config(&config, &tokio::runtime::Handle::current())?;
+//! let stats = queue.stats();
+//! let _ = queue.submit(Batch::Traces(req)); // a refusal is already counted as dropped
+//! let _exported = stats.signal(Signal::Traces).exported_items;
+//! queue.shutdown(Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+mod env;
+mod otlp_file;
+mod otlp_grpc;
+mod otlp_http;
+mod queue;
+mod retry;
+
+#[cfg(test)]
+mod fake;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use prost::Message;
+
+pub use env::{Compression, ExportConfig, ExportConfigError, Protocol};
+pub use otlp_file::OtlpFileExporter;
+pub use otlp_grpc::OtlpGrpcExporter;
+pub use otlp_http::OtlpHttpExporter;
+pub use queue::{DropReason, ExportQueue, ExportStats, SignalStats, SubmitError};
+pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
+
+/// The three OTLP signals kotel exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Metric data points.
+    Metrics,
+    /// Log records.
+    Logs,
+}
+
+impl Signal {
+    /// Every signal, in a fixed order (the order of [`Signal::index`]).
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    /// The lowercase name used in file names, URL paths and log fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// Position in [`Signal::ALL`], for per-signal arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Signal::Traces => 0,
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One OTLP export request: the unit that is queued, exported, retried and counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Batch {
+    /// Spans.
+    Traces(ExportTraceServiceRequest),
+    /// Metrics.
+    Metrics(ExportMetricsServiceRequest),
+    /// Log records.
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Batch {
+    /// Which signal this batch carries.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Batch::Traces(_) => Signal::Traces,
+            Batch::Metrics(_) => Signal::Metrics,
+            Batch::Logs(_) => Signal::Logs,
+        }
+    }
+
+    /// How many items the batch holds, in the unit OTLP partial success counts: spans, metric
+    /// data points (a metric without data counts 0) or log records.
+    pub fn items(&self) -> u64 {
+        let n: usize = match self {
+            Batch::Traces(r) => r
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum(),
+            Batch::Metrics(r) => r
+                .resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .map(|m| match &m.data {
+                    None => 0,
+                    Some(Data::Gauge(g)) => g.data_points.len(),
+                    Some(Data::Sum(s)) => s.data_points.len(),
+                    Some(Data::Histogram(h)) => h.data_points.len(),
+                    Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    Some(Data::Summary(s)) => s.data_points.len(),
+                })
+                .sum(),
+            Batch::Logs(r) => r
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .map(|sl| sl.log_records.len())
+                .sum(),
+        };
+        n as u64
+    }
+
+    /// Size of the request encoded as protobuf, before compression. The queue bounds memory by
+    /// the sum of these.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Batch::Traces(r) => r.encoded_len(),
+            Batch::Metrics(r) => r.encoded_len(),
+            Batch::Logs(r) => r.encoded_len(),
+        }
+    }
+}
+
+/// What a successful export reports back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportOutcome {
+    /// Items the receiver accepted the request for but rejected (OTLP `partial_success`
+    /// `rejected_spans` / `rejected_data_points` / `rejected_log_records`). They are not retried.
+    pub rejected_items: u64,
+    /// The receiver's `partial_success.error_message`, when it sent one.
+    pub message: Option<String>,
+}
+
+/// Why one export attempt failed, classified as the OTLP specification says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// Sending again later may succeed (the receiver was unreachable, overloaded or timed out).
+    #[error("{reason} (retryable)")]
+    Retryable {
+        /// What went wrong.
+        reason: String,
+        /// How long the receiver asked us to wait (gRPC `RetryInfo`, HTTP `Retry-After`);
+        /// when present it takes precedence over the backoff.
+        retry_after: Option<Duration>,
+    },
+    /// Sending the same data again would fail the same way; the batch is dropped.
+    #[error("{reason} (permanent, not retried)")]
+    Permanent {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ExportError {
+    /// Whether the caller may send the batch again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ExportError::Retryable { .. })
+    }
+
+    pub(crate) fn retryable(reason: impl Into<String>) -> ExportError {
+        ExportError::Retryable {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn permanent(reason: impl Into<String>) -> ExportError {
+        ExportError::Permanent {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The future one [`Exporter::export`] call returns. Boxed so that `Box<dyn Exporter>` works.
+pub type ExportFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ExportOutcome, ExportError>> + Send + 'a>>;
+
+/// Sends one batch to one destination.
+///
+/// Contract:
+///
+/// - **Concurrency.** Never called concurrently: `export` takes `&mut self` and the
+///   [`ExportQueue`] worker awaits each call before making the next. Calls for one signal arrive
+///   in the order the batches were submitted.
+/// - **Timeouts.** Each call is bounded by the exporter's own configured timeout; running out of
+///   time is reported as [`ExportError::Retryable`]. The returned future may also be dropped at
+///   any await point (shutdown deadline); the exporter must stay usable afterwards.
+/// - **Retries.** An exporter makes exactly one attempt per call and classifies the failure as
+///   retryable (with the receiver's requested delay, if any) or permanent. The caller — the
+///   [`ExportQueue`] worker — owns retries, backoff and drop accounting. A partial success is a
+///   success: the rejected items are reported in [`ExportOutcome`] and never retried.
+/// - **Failures.** No panics; every failure is an [`ExportError`].
+pub trait Exporter: Send + 'static {
+    /// Exports `batch` once.
+    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a>;
+
+    /// A short stable name for logs, after the sink (`otlp_grpc`, `otlp_http`, `otlp_file`).
+    fn name(&self) -> &'static str;
+}
+
+impl<E: Exporter + ?Sized> Exporter for Box<E> {
+    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+        (**self).export(batch)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}
+
+/// Why an exporter could not be built from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportBuildError {
+    /// The endpoint asks for TLS, which kotel does not speak yet.
+    #[error(
+        "endpoint {endpoint} uses https://, but this kotel build cannot do TLS yet; use an \
+         http:// endpoint (for example a local OpenTelemetry Collector that forwards over TLS)"
+    )]
+    TlsUnsupported {
+        /// The endpoint as configured.
+        endpoint: String,
+    },
+    /// The endpoint is not a usable URL.
+    #[error("invalid OTLP endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configured header cannot be sent. The value is a secret and is never shown.
+    #[error("invalid export header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The gRPC exporter was built outside a tokio runtime.
+    #[error("the OTLP/gRPC exporter must be built inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Builds the exporter the configuration asks for: OTLP JSON files in `out_dir` when no endpoint
+/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint. A gRPC exporter must be built inside a
+/// tokio runtime (see [`ExportQueue::from_config`], which takes care of that).
+pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, ExportBuildError> {
+    let Some(endpoint) = config.endpoint.as_deref() else {
+        return Ok(Box::new(OtlpFileExporter::new(config.out_dir.clone())));
+    };
+    Ok(match config.protocol {
+        Protocol::Grpc => Box::new(OtlpGrpcExporter::new(
+            endpoint,
+            &config.headers,
+            config.timeout,
+            config.compression,
+        )?),
+        Protocol::HttpProtobuf => Box::new(OtlpHttpExporter::new(
+            endpoint,
+            &config.headers,
+            config.timeout,
+            config.compression,
+        )?),
+    })
+}
+
+/// Checks that `endpoint` is an absolute `http://` URL and returns it parsed. Shared by the
+/// gRPC and HTTP exporters so both refuse `https://` the same way.
+fn parse_http_endpoint(endpoint: &str) -> Result<hyper::Uri, ExportBuildError> {
+    let invalid = |reason: &str| ExportBuildError::InvalidEndpoint {
+        endpoint: endpoint.to_string(),
+        reason: reason.to_string(),
+    };
+    let uri: hyper::Uri = endpoint
+        .trim()
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| invalid(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(s) if s.eq_ignore_ascii_case("https") => {
+            return Err(ExportBuildError::TlsUnsupported {
+                endpoint: endpoint.to_string(),
+            })
+        }
+        Some(_) => return Err(invalid("the scheme must be http://")),
+        None => return Err(invalid("it needs a scheme, e.g. http://localhost:4317")),
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(invalid("it has no host"));
+    }
+    Ok(uri)
+}
+
+/// Clamps an OTLP `rejected_*` count (an int64 on the wire) to what a batch can hold.
+fn rejected_count(rejected: i64) -> u64 {
+    u64::try_from(rejected).unwrap_or(0)
+}
+
+/// The `partial_success` of a response, as an [`ExportOutcome`].
+fn outcome(rejected: i64, message: String) -> ExportOutcome {
+    ExportOutcome {
+        rejected_items: rejected_count(rejected),
+        message: (!message.is_empty()).then_some(message),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testdata {
+    //! Small OTLP requests for the tests of every export module.
+
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
+
+    use super::Batch;
+
+    fn resource(tag: u64) -> Option<Resource> {
+        Some(Resource {
+            attributes: vec![KeyValue {
+                key: "process.pid".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(tag as i64)),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    /// A trace batch of `n` spans whose ids are derived from `tag`.
+    pub fn traces(tag: u64, n: usize) -> Batch {
+        let spans = (0..n as u64)
+            .map(|i| Span {
+                trace_id: [&tag.to_be_bytes()[..], &i.to_be_bytes()[..]].concat(),
+                span_id: (tag * 1000 + i + 1).to_be_bytes().to_vec(),
+                name: "writev".into(),
+                kind: span::SpanKind::Internal as i32,
+                start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+                end_time_unix_nano: 1_700_000_000_000_100_000 + i,
+                attributes: vec![KeyValue {
+                    key: "kotel.bytes".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(4096)),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        Batch::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource(tag),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// A metrics batch: one gauge with `n` points and one exponential histogram with one point.
+    pub fn metrics(tag: u64, n: usize) -> Batch {
+        let points = (0..n as u64)
+            .map(|i| NumberDataPoint {
+                time_unix_nano: 1_700_000_000_000_000_000 + i,
+                value: Some(
+                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
+                        i as i64,
+                    ),
+                ),
+                ..Default::default()
+            })
+            .collect();
+        Batch::Metrics(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource(tag),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        Metric {
+                            name: "kotel.events.lost".into(),
+                            data: Some(metric::Data::Gauge(Gauge {
+                                data_points: points,
+                            })),
+                            ..Default::default()
+                        },
+                        Metric {
+                            name: "kotel.writev.duration".into(),
+                            unit: "s".into(),
+                            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    count: 3,
+                                    scale: 3,
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: 1,
+                            })),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    /// A logs batch of `n` records.
+    pub fn logs(tag: u64, n: usize) -> Batch {
+        let records = (0..n as u64)
+            .map(|i| LogRecord {
+                time_unix_nano: 1_700_000_000_000_000_000 + i,
+                severity_text: "INFO".into(),
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("record {tag}/{i}"))),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        Batch::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource(tag),
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testdata::{logs, metrics, traces};
+    use super::*;
+
+    #[test]
+    fn items_count_spans_points_and_records() {
+        assert_eq!(traces(1, 7).items(), 7);
+        assert_eq!(
+            metrics(1, 4).items(),
+            5,
+            "4 gauge points + 1 histogram point"
+        );
+        assert_eq!(logs(1, 3).items(), 3);
+        assert_eq!(
+            Batch::Traces(ExportTraceServiceRequest::default()).items(),
+            0
+        );
+    }
+
+    #[test]
+    fn encoded_len_is_the_protobuf_size() {
+        let b = traces(1, 3);
+        let Batch::Traces(r) = &b else { unreachable!() };
+        assert_eq!(b.encoded_len(), r.encode_to_vec().len());
+        assert!(b.encoded_len() > 0);
+    }
+
+    #[test]
+    fn endpoints_must_be_plain_http() {
+        assert!(parse_http_endpoint("http://127.0.0.1:4317").is_ok());
+        assert!(matches!(
+            parse_http_endpoint("https://collector:4317"),
+            Err(ExportBuildError::TlsUnsupported { .. })
+        ));
+        assert!(matches!(
+            parse_http_endpoint("localhost:4317"),
+            Err(ExportBuildError::InvalidEndpoint { .. })
+        ));
+        assert!(matches!(
+            parse_http_endpoint("ftp://x"),
+            Err(ExportBuildError::InvalidEndpoint { .. })
+        ));
+        let msg = parse_http_endpoint("https://c:4317")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("TLS"), "{msg}");
+    }
+
+    #[test]
+    fn no_endpoint_means_files() {
+        let config = ExportConfig::default();
+        let e = build_exporter(&config).unwrap();
+        assert_eq!(e.name(), "otlp_file");
+    }
+
+    #[test]
+    fn https_endpoint_is_refused_for_both_protocols() {
+        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+            let config = ExportConfig {
+                endpoint: Some("https://collector.example:4317".into()),
+                protocol,
+                ..ExportConfig::default()
+            };
+            let err = build_exporter(&config).err().expect("https must fail");
+            assert!(
+                matches!(err, ExportBuildError::TlsUnsupported { .. }),
+                "{protocol:?}: {err}"
+            );
+        }
+    }
+}

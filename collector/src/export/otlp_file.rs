@@ -1,0 +1,216 @@
+//! OTLP JSON lines exporter: one export request per line in `DIR/traces.jsonl`,
+//! `DIR/metrics.jsonl` and `DIR/logs.jsonl`, in the OTLP JSON encoding. The default sink when no
+//! endpoint is configured.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{Batch, ExportError, ExportFuture, ExportOutcome, Exporter, Signal};
+
+/// Appends batches as OTLP JSON lines (hex trace and span ids, 64-bit integers as strings,
+/// camelCase field names: what `opentelemetry-proto`'s serde support produces, and what the
+/// OpenTelemetry Collector's `otlpjsonfile` receiver reads).
+///
+/// The directory and files are created on first use and appended to, never truncated. Each
+/// batch is written with one `write` of the whole line and handed to the operating system
+/// before the call returns (no fsync). Writes are synchronous: they briefly block the export
+/// worker, which is the only caller. Write failures are permanent errors (retrying could
+/// duplicate a partly written line); after one, the next line starts on a fresh line so readers
+/// lose only the broken one.
+#[derive(Debug)]
+pub struct OtlpFileExporter {
+    dir: PathBuf,
+    /// Open files, per [`Signal::index`].
+    files: [Option<File>; 3],
+    /// Whether the last write to the file may have left an unterminated line.
+    broken: [bool; 3],
+}
+
+impl OtlpFileExporter {
+    /// An exporter writing into `dir`. Nothing is touched until the first batch.
+    pub fn new(dir: impl Into<PathBuf>) -> OtlpFileExporter {
+        OtlpFileExporter {
+            dir: dir.into(),
+            files: [None, None, None],
+            broken: [false; 3],
+        }
+    }
+
+    /// The file `signal` is written to.
+    pub fn path(&self, signal: Signal) -> PathBuf {
+        self.dir.join(format!("{}.jsonl", signal.as_str()))
+    }
+
+    fn write(&mut self, batch: &Batch) -> Result<ExportOutcome, ExportError> {
+        let signal = batch.signal();
+        let i = signal.index();
+        let path = self.path(signal);
+        let json = match batch {
+            Batch::Traces(r) => serde_json::to_vec(r),
+            Batch::Metrics(r) => serde_json::to_vec(r),
+            Batch::Logs(r) => serde_json::to_vec(r),
+        };
+        let json = json
+            .map_err(|e| ExportError::permanent(format!("encoding {signal} as OTLP JSON: {e}")))?;
+        let mut line = Vec::with_capacity(json.len() + 2);
+        if self.broken[i] {
+            line.push(b'\n');
+        }
+        line.extend_from_slice(&json);
+        line.push(b'\n');
+
+        let file = match &mut self.files[i] {
+            Some(file) => file,
+            slot => slot.insert(open(&self.dir, &path)?),
+        };
+        match file.write_all(&line).and_then(|()| file.flush()) {
+            Ok(()) => {
+                self.broken[i] = false;
+                Ok(ExportOutcome::default())
+            }
+            Err(e) => {
+                self.broken[i] = true;
+                self.files[i] = None;
+                Err(ExportError::permanent(format!(
+                    "writing {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+}
+
+fn open(dir: &Path, path: &Path) -> Result<File, ExportError> {
+    fs::create_dir_all(dir).map_err(|e| {
+        ExportError::permanent(format!("creating directory {}: {e}", dir.display()))
+    })?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ExportError::permanent(format!("opening {}: {e}", path.display())))
+}
+
+impl Exporter for OtlpFileExporter {
+    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+        let result = self.write(batch);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn name(&self) -> &'static str {
+        "otlp_file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    use super::super::testdata::{logs, metrics, traces};
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "kotel-export-{name}-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn batches_round_trip_through_json_lines() {
+        let tmp = TempDir::new("roundtrip");
+        let dir = tmp.0.join("nested/out");
+        let mut e = OtlpFileExporter::new(&dir);
+        assert!(!dir.exists(), "nothing is created before the first batch");
+
+        let sent = [traces(1, 2), traces(2, 3)];
+        for b in &sent {
+            assert_eq!(e.export(b).await, Ok(ExportOutcome::default()));
+        }
+        e.export(&metrics(1, 2)).await.unwrap();
+        e.export(&metrics(2, 1)).await.unwrap();
+        e.export(&logs(1, 2)).await.unwrap();
+        e.export(&logs(2, 2)).await.unwrap();
+
+        let got: Vec<Batch> = lines(&dir.join("traces.jsonl"))
+            .iter()
+            .map(|l| Batch::Traces(serde_json::from_str::<ExportTraceServiceRequest>(l).unwrap()))
+            .collect();
+        assert_eq!(got, sent);
+        let got: Vec<Batch> = lines(&dir.join("metrics.jsonl"))
+            .iter()
+            .map(|l| {
+                Batch::Metrics(serde_json::from_str::<ExportMetricsServiceRequest>(l).unwrap())
+            })
+            .collect();
+        assert_eq!(got, [metrics(1, 2), metrics(2, 1)]);
+        let got: Vec<Batch> = lines(&dir.join("logs.jsonl"))
+            .iter()
+            .map(|l| Batch::Logs(serde_json::from_str::<ExportLogsServiceRequest>(l).unwrap()))
+            .collect();
+        assert_eq!(got, [logs(1, 2), logs(2, 2)]);
+    }
+
+    #[tokio::test]
+    async fn lines_use_the_otlp_json_encoding() {
+        let tmp = TempDir::new("encoding");
+        let mut e = OtlpFileExporter::new(&tmp.0);
+        e.export(&traces(1, 1)).await.unwrap();
+        let line = &lines(&e.path(Signal::Traces))[0];
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let span = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(span["traceId"], "00000000000000010000000000000000");
+        assert_eq!(span["spanId"], "00000000000003e9");
+        assert_eq!(span["startTimeUnixNano"], "1700000000000000000");
+        assert_eq!(span["name"], "writev");
+    }
+
+    #[tokio::test]
+    async fn appends_to_existing_files() {
+        let tmp = TempDir::new("append");
+        OtlpFileExporter::new(&tmp.0)
+            .export(&logs(1, 1))
+            .await
+            .unwrap();
+        OtlpFileExporter::new(&tmp.0)
+            .export(&logs(2, 1))
+            .await
+            .unwrap();
+        assert_eq!(lines(&tmp.0.join("logs.jsonl")).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unwritable_directory_is_a_permanent_error() {
+        let tmp = TempDir::new("unwritable");
+        fs::write(&tmp.0, b"a file, not a directory").unwrap();
+        let mut e = OtlpFileExporter::new(tmp.0.join("sub"));
+        let err = e.export(&traces(1, 1)).await.unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("sub"), "{err}");
+        let _ = fs::remove_file(&tmp.0);
+    }
+}

@@ -1,0 +1,449 @@
+//! OTLP/gRPC exporter: the trace, metrics and logs services over one tonic channel, gzip by
+//! default, configured headers sent as gRPC metadata, one bounded attempt per call.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{
+    classify_grpc, outcome, parse_http_endpoint, Batch, Compression, ExportBuildError, ExportError,
+    ExportFuture, Exporter,
+};
+
+/// Sends batches to an OTLP/gRPC receiver (e.g. an OpenTelemetry Collector on port 4317).
+///
+/// The connection is made lazily on the first export and re-made after failures; an
+/// unreachable receiver shows up as a retryable `UNAVAILABLE`. Only plain-text `http://`
+/// endpoints are supported for now; `https://` is refused when building.
+#[derive(Debug)]
+pub struct OtlpGrpcExporter {
+    traces: TraceServiceClient<Channel>,
+    metrics: MetricsServiceClient<Channel>,
+    logs: LogsServiceClient<Channel>,
+    metadata: MetadataMap,
+    timeout: Duration,
+}
+
+impl OtlpGrpcExporter {
+    /// An exporter for `endpoint` (`http://host:port`; any path is ignored, as gRPC routes by
+    /// service name). Each export attempt, connecting included, is bounded by `timeout`, which
+    /// is also sent to the receiver as `grpc-timeout`. Must be called inside a tokio runtime.
+    pub fn new(
+        endpoint: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+        compression: Compression,
+    ) -> Result<OtlpGrpcExporter, ExportBuildError> {
+        let uri = parse_http_endpoint(endpoint)?;
+        let metadata = metadata(headers)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ExportBuildError::NoRuntime);
+        }
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let invalid = |e: tonic::transport::Error| ExportBuildError::InvalidEndpoint {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        };
+        let channel = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(invalid)?
+            .user_agent(concat!("kotel/", env!("CARGO_PKG_VERSION")))
+            .map_err(invalid)?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let mut traces = TraceServiceClient::new(channel.clone());
+        let mut metrics = MetricsServiceClient::new(channel.clone());
+        let mut logs = LogsServiceClient::new(channel);
+        if compression == Compression::Gzip {
+            traces = traces
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip);
+            metrics = metrics
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip);
+            logs = logs
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip);
+        }
+        Ok(OtlpGrpcExporter {
+            traces,
+            metrics,
+            logs,
+            metadata,
+            timeout,
+        })
+    }
+}
+
+/// The configured headers as gRPC metadata. Errors name the header, never its value.
+fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, ExportBuildError> {
+    let mut map = MetadataMap::new();
+    for (name, value) in headers {
+        let invalid = |reason| ExportBuildError::InvalidHeader {
+            name: name.clone(),
+            reason,
+        };
+        let key =
+            AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                invalid("not a valid gRPC metadata name (binary \"-bin\" names are not supported)")
+            })?;
+        let value = AsciiMetadataValue::try_from(value.as_str())
+            .map_err(|_| invalid("the value must be visible ASCII"))?;
+        map.append(key, value);
+    }
+    Ok(map)
+}
+
+/// A request carrying the configured metadata and the deadline.
+fn request<T>(message: T, metadata: &MetadataMap, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = metadata.clone();
+    request.set_timeout(timeout);
+    request
+}
+
+impl Exporter for OtlpGrpcExporter {
+    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+        Box::pin(async move {
+            let timeout = self.timeout;
+            let metadata = &self.metadata;
+            let call = async {
+                match batch {
+                    Batch::Traces(r) => self
+                        .traces
+                        .export(request(r.clone(), metadata, timeout))
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            outcome(p.rejected_spans, p.error_message)
+                        }),
+                    Batch::Metrics(r) => self
+                        .metrics
+                        .export(request(r.clone(), metadata, timeout))
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            outcome(p.rejected_data_points, p.error_message)
+                        }),
+                    Batch::Logs(r) => self
+                        .logs
+                        .export(request(r.clone(), metadata, timeout))
+                        .await
+                        .map(|resp| {
+                            let p = resp.into_inner().partial_success.unwrap_or_default();
+                            outcome(p.rejected_log_records, p.error_message)
+                        }),
+                }
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Err(_) => Err(ExportError::retryable(format!(
+                    "OTLP/gRPC {} export got no answer within {timeout:?}",
+                    batch.signal()
+                ))),
+                Ok(Err(status)) => Err(classify_grpc(&status)),
+                Ok(Ok(outcome)) => Ok(outcome),
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "otlp_grpc"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::runtime::Handle;
+    use tonic::Code;
+
+    use super::super::fake::{free_port, wait_until, GrpcCollector, Reply};
+    use super::super::testdata::{logs, metrics, traces};
+    use super::super::{ExportOutcome, ExportQueue, ExportStats, RetryConfig, Signal};
+    use super::*;
+
+    fn exporter(addr: std::net::SocketAddr, compression: Compression) -> OtlpGrpcExporter {
+        OtlpGrpcExporter::new(
+            &format!("http://{addr}"),
+            &[("x-api-key".into(), "s3cret".into())],
+            Duration::from_secs(3),
+            compression,
+        )
+        .unwrap()
+    }
+
+    fn fast_retry() -> RetryConfig {
+        RetryConfig {
+            initial_interval: Duration::from_millis(5),
+            multiplier: 2,
+            max_interval: Duration::from_millis(20),
+            max_elapsed_time: Duration::from_secs(8),
+        }
+    }
+
+    fn queue(addr: std::net::SocketAddr, max_bytes: usize) -> ExportQueue {
+        ExportQueue::spawn(
+            exporter(addr, Compression::Gzip),
+            max_bytes,
+            fast_retry(),
+            &Handle::current(),
+        )
+    }
+
+    fn assert_balanced(stats: &ExportStats) {
+        for signal in Signal::ALL {
+            let s = stats.signal(signal);
+            assert!(s.is_balanced() && s.queued_items == 0, "{signal}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = OtlpGrpcExporter::new(
+            "http://127.0.0.1:4317",
+            &[],
+            Duration::from_secs(1),
+            Compression::Gzip,
+        )
+        .unwrap_err();
+        assert_eq!(err, ExportBuildError::NoRuntime);
+    }
+
+    #[tokio::test]
+    async fn bad_headers_are_refused_without_showing_the_value() {
+        for (name, value) in [("bad key", "v"), ("x-bin", "v"), ("k", "s3cret\n")] {
+            let err = OtlpGrpcExporter::new(
+                "http://127.0.0.1:4317",
+                &[(name.into(), value.into())],
+                Duration::from_secs(1),
+                Compression::Gzip,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, ExportBuildError::InvalidHeader { .. }),
+                "{err}"
+            );
+            assert!(!format!("{err} {err:?}").contains("s3cret"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_signal_arrives_with_metadata_gzip_and_partial_success() {
+        for compression in [Compression::Gzip, Compression::None] {
+            let collector = GrpcCollector::start(None).await;
+            let mut e = exporter(collector.addr(), compression);
+            for batch in [traces(1, 3), metrics(1, 2), logs(1, 4)] {
+                assert_eq!(e.export(&batch).await, Ok(ExportOutcome::default()));
+            }
+            collector.script([Reply::Partial {
+                rejected: 2,
+                message: "too old".into(),
+            }]);
+            assert_eq!(
+                e.export(&traces(2, 3)).await,
+                Ok(ExportOutcome {
+                    rejected_items: 2,
+                    message: Some("too old".into()),
+                })
+            );
+            let received = collector.received();
+            assert_eq!(received.len(), 4);
+            assert_eq!(received[0], traces(1, 3));
+            assert_eq!(received[1], metrics(1, 2));
+            assert_eq!(received[2], logs(1, 4));
+            let calls = collector.calls();
+            assert!(calls
+                .iter()
+                .all(|c| c.header("x-api-key") == Some("s3cret")));
+            assert!(calls.iter().all(|c| c.header("grpc-timeout").is_some()));
+            let gzip = compression == Compression::Gzip;
+            assert!(
+                calls
+                    .iter()
+                    .all(|c| (c.header("grpc-encoding") == Some("gzip")) == gzip),
+                "{compression:?}"
+            );
+            collector.stop().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_are_classified() {
+        let collector = GrpcCollector::start(None).await;
+        let mut e = exporter(collector.addr(), Compression::Gzip);
+        collector.script([
+            Reply::Status(Code::Unavailable, None),
+            Reply::Status(Code::InvalidArgument, None),
+            Reply::Status(Code::ResourceExhausted, None),
+            Reply::Status(Code::ResourceExhausted, Some(Duration::from_millis(1234))),
+        ]);
+        let batch = traces(1, 1);
+        assert!(matches!(
+            e.export(&batch).await,
+            Err(ExportError::Retryable {
+                retry_after: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            e.export(&batch).await,
+            Err(ExportError::Permanent { .. })
+        ));
+        assert!(matches!(
+            e.export(&batch).await,
+            Err(ExportError::Permanent { .. })
+        ));
+        assert_eq!(
+            e.export(&batch).await.unwrap_err(),
+            ExportError::Retryable {
+                reason: "gRPC status ResourceExhausted: fake collector says ResourceExhausted"
+                    .into(),
+                retry_after: Some(Duration::from_millis(1234)),
+            }
+        );
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_receiver_times_out_as_retryable() {
+        let collector = GrpcCollector::start(None).await;
+        collector.script([Reply::Hang]);
+        let mut e = OtlpGrpcExporter::new(
+            &format!("http://{}", collector.addr()),
+            &[],
+            Duration::from_millis(200),
+            Compression::Gzip,
+        )
+        .unwrap();
+        let err = e.export(&traces(1, 1)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_arrives_exactly_once_after_k_unavailable() {
+        let collector = GrpcCollector::start(None).await;
+        let k = 3;
+        collector.script((0..k).map(|_| Reply::Status(Code::Unavailable, None)));
+        let q = queue(collector.addr(), 1 << 20);
+        q.submit(traces(7, 5)).unwrap();
+        q.submit(logs(7, 2)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+        assert_eq!(collector.calls().len(), k + 2);
+        assert_eq!(collector.received(), vec![traces(7, 5), logs(7, 2)]);
+        let stats = q.stats();
+        assert_eq!(stats.signal(Signal::Traces).exported_items, 5);
+        assert_eq!(stats.signal(Signal::Logs).exported_items, 2);
+        assert_balanced(&stats);
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_retry_on_permanent_errors_or_partial_success() {
+        let collector = GrpcCollector::start(None).await;
+        collector.script([
+            Reply::Status(Code::InvalidArgument, None),
+            Reply::Status(Code::ResourceExhausted, None),
+            Reply::Partial {
+                rejected: 1,
+                message: String::new(),
+            },
+        ]);
+        let q = queue(collector.addr(), 1 << 20);
+        q.submit(traces(1, 2)).unwrap();
+        q.submit(traces(2, 3)).unwrap();
+        q.submit(traces(3, 4)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+        assert_eq!(collector.calls().len(), 3, "one call per batch");
+        let s = q.stats().signal(Signal::Traces);
+        assert_eq!(s.dropped_permanent, 5);
+        assert_eq!((s.exported_items, s.rejected_items), (3, 1));
+        assert_balanced(&q.stats());
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retry_info_delay_is_honoured() {
+        let collector = GrpcCollector::start(None).await;
+        let delay = Duration::from_millis(300);
+        collector.script([Reply::Status(Code::ResourceExhausted, Some(delay))]);
+        let q = queue(collector.addr(), 1 << 20);
+        q.submit(metrics(1, 2)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+        let calls = collector.calls();
+        assert_eq!(calls.len(), 2, "one throttled call, one retry");
+        // The backoff alone would wait at most 20 ms; the receiver asked for 300 ms.
+        assert!(calls[1].at - calls[0].at >= delay, "retried too early");
+        assert_eq!(collector.received(), vec![metrics(1, 2)]);
+        assert_balanced(&q.stats());
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn receiver_down_then_back_gets_everything_once() {
+        let collector = GrpcCollector::start(None).await;
+        let addr = collector.addr();
+        let q = queue(addr, 1 << 20);
+        q.submit(traces(1, 2)).unwrap();
+        let stats = q.stats();
+        wait_until(|| stats.signal(Signal::Traces).exported_items == 2).await;
+        collector.stop().await;
+
+        q.submit(traces(2, 3)).unwrap();
+        q.submit(metrics(2, 1)).unwrap();
+        // Let a few attempts fail against the closed port, then come back on it.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(stats.signal(Signal::Traces).exported_items, 2);
+        let collector = GrpcCollector::start(Some(addr)).await;
+        q.shutdown(Duration::from_secs(8)).await;
+        assert_eq!(collector.received(), vec![traces(2, 3), metrics(2, 1)]);
+        assert_eq!(stats.signal(Signal::Traces).exported_items, 5);
+        assert_balanced(&stats);
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_drops_exactly_what_is_missing() {
+        let addr = free_port();
+        let batch_len = traces(0, 10).encoded_len();
+        let q = queue(addr, 3 * batch_len);
+        // Nobody listens yet: the first batch stays in flight, so only three fit.
+        let accepted: Vec<bool> = (0..8).map(|i| q.submit(traces(i, 10)).is_ok()).collect();
+        assert_eq!(accepted.iter().filter(|a| **a).count(), 3);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let collector = GrpcCollector::start(Some(addr)).await;
+        q.shutdown(Duration::from_secs(8)).await;
+
+        let received: u64 = collector.received().iter().map(|b| b.items()).sum();
+        let s = q.stats().signal(Signal::Traces);
+        assert_eq!(received, 30);
+        assert_eq!(s.exported_items, received);
+        assert_eq!(s.dropped_items, s.offered_items - received);
+        assert_eq!(s.dropped_queue_full, 50);
+        assert_balanced(&q.stats());
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_with_the_receiver_down_drops_and_counts_everything() {
+        let addr = free_port();
+        let q = queue(addr, 1 << 20);
+        for i in 0..4 {
+            q.submit(traces(i, 2)).unwrap();
+        }
+        q.submit(logs(1, 3)).unwrap();
+        let started = std::time::Instant::now();
+        q.shutdown(Duration::from_millis(200)).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let stats = q.stats();
+        assert_eq!(stats.signal(Signal::Traces).dropped_shutdown, 8);
+        assert_eq!(stats.signal(Signal::Logs).dropped_shutdown, 3);
+        assert_balanced(&stats);
+    }
+}

@@ -1,0 +1,541 @@
+//! OTLP/HTTP exporter: HTTP/1.1 POSTs of protobuf bodies to `<endpoint>/v1/{traces,metrics,logs}`,
+//! gzip by default, one bounded attempt per call, partial success read from the response.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
+};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+
+use super::retry::rpc_status_message;
+use super::{
+    classify_http, outcome, parse_http_endpoint, Batch, Compression, ExportBuildError, ExportError,
+    ExportFuture, ExportOutcome, Exporter, Signal,
+};
+
+/// Largest response body read; OTLP responses are tiny, anything bigger is cut off.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// Sends batches to an OTLP/HTTP receiver (e.g. an OpenTelemetry Collector on port 4318).
+///
+/// Connections are pooled and re-made after failures. Only plain-text `http://` endpoints are
+/// supported for now; `https://` is refused when building.
+#[derive(Debug)]
+pub struct OtlpHttpExporter {
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// Per [`Signal::index`].
+    urls: [Uri; 3],
+    headers: HeaderMap,
+    timeout: Duration,
+    compression: Compression,
+}
+
+impl OtlpHttpExporter {
+    /// An exporter posting to `endpoint` + `/v1/traces` (and metrics, logs), as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is interpreted for OTLP/HTTP. Each attempt, connecting
+    /// and reading the response included, is bounded by `timeout`.
+    pub fn new(
+        endpoint: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+        compression: Compression,
+    ) -> Result<OtlpHttpExporter, ExportBuildError> {
+        let base = parse_http_endpoint(endpoint)?;
+        if base.query().is_some() {
+            return Err(ExportBuildError::InvalidEndpoint {
+                endpoint: endpoint.to_string(),
+                reason: "it must not have a query string".into(),
+            });
+        }
+        let base = base.to_string();
+        let base = base.trim_end_matches('/');
+        let url = |signal: Signal| -> Result<Uri, ExportBuildError> {
+            format!("{base}/v1/{}", signal.as_str()).parse().map_err(
+                |e: hyper::http::uri::InvalidUri| ExportBuildError::InvalidEndpoint {
+                    endpoint: endpoint.to_string(),
+                    reason: e.to_string(),
+                },
+            )
+        };
+        let urls = [
+            url(Signal::Traces)?,
+            url(Signal::Metrics)?,
+            url(Signal::Logs)?,
+        ];
+
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let invalid = |reason| ExportBuildError::InvalidHeader {
+                name: name.clone(),
+                reason,
+            };
+            let key = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid("not a valid HTTP header name"))?;
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| invalid("the value must be visible ASCII"))?;
+            value.set_sensitive(true);
+            map.append(key, value);
+        }
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(OtlpHttpExporter {
+            client,
+            urls,
+            headers: map,
+            timeout,
+            compression,
+        })
+    }
+
+    async fn post(&self, batch: &Batch) -> Result<ExportOutcome, ExportError> {
+        let signal = batch.signal();
+        let url = &self.urls[signal.index()];
+        let body = match batch {
+            Batch::Traces(r) => r.encode_to_vec(),
+            Batch::Metrics(r) => r.encode_to_vec(),
+            Batch::Logs(r) => r.encode_to_vec(),
+        };
+        let mut request = Request::builder().method(Method::POST).uri(url.clone());
+        if let Some(headers) = request.headers_mut() {
+            headers.clone_from(&self.headers);
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+            headers.insert(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("kotel/", env!("CARGO_PKG_VERSION"))),
+            );
+        }
+        let body = match self.compression {
+            Compression::None => body,
+            Compression::Gzip => {
+                request = request.header(CONTENT_ENCODING, "gzip");
+                gzip(&body).map_err(|e| ExportError::permanent(format!("gzip: {e}")))?
+            }
+        };
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ExportError::permanent(format!("building the request: {e}")))?;
+
+        let response = self.client.request(request).await.map_err(|e| {
+            ExportError::retryable(format!("OTLP/HTTP POST {url} failed: {}", chain(&e)))
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let gzipped = response
+            .headers()
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map(|c| c.to_bytes());
+        let body = match (body, gzipped) {
+            (Ok(b), false) => Some(b),
+            (Ok(b), true) => gunzip(&b).map(Bytes::from),
+            (Err(e), _) => {
+                if status.is_success() {
+                    tracing::debug!(url = %url, error = %e, "kotel.export.response_unread");
+                }
+                None
+            }
+        };
+
+        if status.is_success() {
+            return Ok(match body {
+                Some(b) => decode_response(signal, &b).unwrap_or_else(|| {
+                    tracing::debug!(url = %url, status = %status, "kotel.export.response_undecodable");
+                    ExportOutcome::default()
+                }),
+                None => ExportOutcome::default(),
+            });
+        }
+        let detail = body
+            .as_deref()
+            .map(|b| rpc_status_message(b).unwrap_or_else(|| String::from_utf8_lossy(b).into()))
+            .unwrap_or_default();
+        Err(for_signal(
+            classify_http(status, retry_after.as_deref(), detail.trim()),
+            signal,
+        ))
+    }
+}
+
+/// Prefixes the error reason with the signal, keeping the classification.
+fn for_signal(error: ExportError, signal: Signal) -> ExportError {
+    match error {
+        ExportError::Retryable {
+            reason,
+            retry_after,
+        } => ExportError::Retryable {
+            reason: format!("OTLP/HTTP {signal}: {reason}"),
+            retry_after,
+        },
+        ExportError::Permanent { reason } => ExportError::Permanent {
+            reason: format!("OTLP/HTTP {signal}: {reason}"),
+        },
+    }
+}
+
+/// The partial success in a 2xx response body; an empty body is a full success.
+fn decode_response(signal: Signal, body: &[u8]) -> Option<ExportOutcome> {
+    let partial = match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    };
+    Some(partial.map_or_else(ExportOutcome::default, |(r, m)| outcome(r, m)))
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// Decompresses a gzip response body, at most [`MAX_RESPONSE_BYTES`] of it.
+fn gunzip(data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .take(MAX_RESPONSE_BYTES as u64)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// An error and its sources, `: `-joined (hyper's top-level messages alone say little).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+impl Exporter for OtlpHttpExporter {
+    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.timeout, self.post(batch)).await {
+                Ok(result) => result,
+                Err(_) => Err(ExportError::retryable(format!(
+                    "OTLP/HTTP {} export got no answer within {:?}",
+                    batch.signal(),
+                    self.timeout
+                ))),
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "otlp_http"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::runtime::Handle;
+
+    use super::super::fake::{free_port, wait_until, HttpCollector, Reply};
+    use super::super::testdata::{logs, metrics, traces};
+    use super::super::{ExportQueue, ExportStats, RetryConfig};
+    use super::*;
+
+    fn exporter(addr: SocketAddr, compression: Compression) -> OtlpHttpExporter {
+        OtlpHttpExporter::new(
+            &format!("http://{addr}/"),
+            &[("X-Api-Key".into(), "s3cret".into())],
+            Duration::from_secs(3),
+            compression,
+        )
+        .unwrap()
+    }
+
+    fn fast_retry() -> RetryConfig {
+        RetryConfig {
+            initial_interval: Duration::from_millis(5),
+            multiplier: 2,
+            max_interval: Duration::from_millis(20),
+            max_elapsed_time: Duration::from_secs(8),
+        }
+    }
+
+    fn queue(addr: SocketAddr, max_bytes: usize) -> ExportQueue {
+        ExportQueue::spawn(
+            exporter(addr, Compression::Gzip),
+            max_bytes,
+            fast_retry(),
+            &Handle::current(),
+        )
+    }
+
+    fn assert_balanced(stats: &ExportStats) {
+        for signal in Signal::ALL {
+            let s = stats.signal(signal);
+            assert!(s.is_balanced() && s.queued_items == 0, "{signal}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn signal_urls_are_appended_to_the_endpoint() {
+        let e = OtlpHttpExporter::new(
+            "http://collector:4318/otlp/",
+            &[],
+            Duration::from_secs(1),
+            Compression::None,
+        )
+        .unwrap();
+        let urls: Vec<String> = e.urls.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://collector:4318/otlp/v1/traces",
+                "http://collector:4318/otlp/v1/metrics",
+                "http://collector:4318/otlp/v1/logs",
+            ]
+        );
+        assert!(matches!(
+            OtlpHttpExporter::new(
+                "http://c:4318/?a=b",
+                &[],
+                Duration::from_secs(1),
+                Compression::None
+            ),
+            Err(ExportBuildError::InvalidEndpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn header_values_stay_out_of_debug_output() {
+        let e = exporter("127.0.0.1:4318".parse().unwrap(), Compression::Gzip);
+        assert!(!format!("{e:?}").contains("s3cret"));
+        let err = OtlpHttpExporter::new(
+            "http://c:4318",
+            &[("k".into(), "s3cret\r\n".into())],
+            Duration::from_secs(1),
+            Compression::None,
+        )
+        .unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("s3cret"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_signal_arrives_with_headers_gzip_and_partial_success() {
+        for compression in [Compression::Gzip, Compression::None] {
+            let collector = HttpCollector::start(None).await;
+            let mut e = exporter(collector.addr(), compression);
+            for batch in [traces(1, 3), metrics(1, 2), logs(1, 4)] {
+                assert_eq!(e.export(&batch).await, Ok(ExportOutcome::default()));
+            }
+            collector.script([Reply::Partial {
+                rejected: 1,
+                message: "1 record too large".into(),
+            }]);
+            assert_eq!(
+                e.export(&logs(2, 3)).await,
+                Ok(ExportOutcome {
+                    rejected_items: 1,
+                    message: Some("1 record too large".into()),
+                })
+            );
+            assert_eq!(
+                collector.received(),
+                vec![traces(1, 3), metrics(1, 2), logs(1, 4), logs(2, 3)]
+            );
+            let calls = collector.calls();
+            let paths: Vec<&str> = calls.iter().map(|c| c.path.as_str()).collect();
+            assert_eq!(paths, ["/v1/traces", "/v1/metrics", "/v1/logs", "/v1/logs"]);
+            for c in &calls {
+                assert_eq!(c.header("content-type"), Some(PROTOBUF));
+                assert_eq!(c.header("x-api-key"), Some("s3cret"));
+                let gzip = compression == Compression::Gzip;
+                assert_eq!(c.header("content-encoding") == Some("gzip"), gzip);
+            }
+            collector.stop().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_are_classified() {
+        let collector = HttpCollector::start(None).await;
+        let mut e = exporter(collector.addr(), Compression::Gzip);
+        collector.script([
+            Reply::Http(503, None),
+            Reply::Http(429, Some("2")),
+            Reply::Http(400, None),
+            Reply::Http(500, None),
+        ]);
+        let batch = traces(1, 1);
+        assert!(matches!(
+            e.export(&batch).await,
+            Err(ExportError::Retryable {
+                retry_after: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            e.export(&batch).await,
+            Err(ExportError::Retryable { retry_after: Some(d), .. }) if d == Duration::from_secs(2)
+        ));
+        let err = e.export(&batch).await.unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(
+            err.to_string().contains("fake collector says 400"),
+            "the receiver's google.rpc.Status message is shown: {err}"
+        );
+        assert!(!e.export(&batch).await.unwrap_err().is_retryable());
+        collector.stop().await;
+
+        // Nobody listening: retryable.
+        let mut e = exporter(free_port(), Compression::Gzip);
+        assert!(e.export(&batch).await.unwrap_err().is_retryable());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_receiver_times_out_as_retryable() {
+        let collector = HttpCollector::start(None).await;
+        collector.script([Reply::Hang]);
+        let mut e = OtlpHttpExporter::new(
+            &format!("http://{}", collector.addr()),
+            &[],
+            Duration::from_millis(200),
+            Compression::Gzip,
+        )
+        .unwrap();
+        let err = e.export(&traces(1, 1)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_arrives_exactly_once_after_k_failures() {
+        let collector = HttpCollector::start(None).await;
+        let k = 3;
+        collector.script((0..k).map(|_| Reply::Http(503, None)));
+        let q = queue(collector.addr(), 1 << 20);
+        q.submit(metrics(3, 4)).unwrap();
+        q.submit(traces(3, 1)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+        assert_eq!(collector.calls().len(), k + 2);
+        assert_eq!(collector.received(), vec![metrics(3, 4), traces(3, 1)]);
+        assert_eq!(q.stats().signal(Signal::Metrics).exported_items, 5);
+        assert_balanced(&q.stats());
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_retry_on_permanent_errors_or_partial_success() {
+        let collector = HttpCollector::start(None).await;
+        collector.script([
+            Reply::Http(400, None),
+            Reply::Http(401, Some("1")),
+            Reply::Partial {
+                rejected: 2,
+                message: String::new(),
+            },
+        ]);
+        let q = queue(collector.addr(), 1 << 20);
+        q.submit(logs(1, 1)).unwrap();
+        q.submit(logs(2, 2)).unwrap();
+        q.submit(logs(3, 3)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+        assert_eq!(collector.calls().len(), 3, "one call per batch");
+        let s = q.stats().signal(Signal::Logs);
+        assert_eq!(s.dropped_permanent, 3);
+        assert_eq!((s.exported_items, s.rejected_items), (1, 2));
+        assert_balanced(&q.stats());
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retry_after_is_honoured() {
+        let collector = HttpCollector::start(None).await;
+        collector.script([Reply::Http(429, Some("1"))]);
+        let q = queue(collector.addr(), 1 << 20);
+        q.submit(traces(1, 2)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+        let calls = collector.calls();
+        assert_eq!(calls.len(), 2);
+        // The backoff alone would wait at most 20 ms; the receiver asked for 1 s.
+        assert!(calls[1].at - calls[0].at >= Duration::from_secs(1));
+        assert_eq!(collector.received(), vec![traces(1, 2)]);
+        assert_balanced(&q.stats());
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn receiver_down_then_back_gets_everything_once() {
+        let collector = HttpCollector::start(None).await;
+        let addr = collector.addr();
+        let q = queue(addr, 1 << 20);
+        let stats = q.stats();
+        q.submit(traces(1, 2)).unwrap();
+        wait_until(|| stats.signal(Signal::Traces).exported_items == 2).await;
+        collector.stop().await;
+
+        q.submit(traces(2, 3)).unwrap();
+        q.submit(logs(2, 1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(stats.signal(Signal::Traces).exported_items, 2);
+        let collector = HttpCollector::start(Some(addr)).await;
+        q.shutdown(Duration::from_secs(8)).await;
+        assert_eq!(collector.received(), vec![traces(2, 3), logs(2, 1)]);
+        assert_balanced(&stats);
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_drops_exactly_what_is_missing() {
+        let addr = free_port();
+        let batch_len = logs(0, 10).encoded_len();
+        let q = queue(addr, 4 * batch_len);
+        let accepted = (0..9).filter(|i| q.submit(logs(*i, 10)).is_ok()).count();
+        assert_eq!(accepted, 4);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let collector = HttpCollector::start(Some(addr)).await;
+        q.shutdown(Duration::from_secs(8)).await;
+        let received: u64 = collector.received().iter().map(Batch::items).sum();
+        let s = q.stats().signal(Signal::Logs);
+        assert_eq!(received, 40);
+        assert_eq!(s.exported_items, received);
+        assert_eq!(s.dropped_items, s.offered_items - received);
+        assert_eq!(s.dropped_queue_full, 50);
+        assert_balanced(&q.stats());
+        collector.stop().await;
+    }
+}
