@@ -20,6 +20,79 @@ pub struct Cli {
 pub enum Command {
     /// Capture kernel latency events for a while and print them.
     Capture(CaptureArgs),
+    /// Run the agent: kernel spans and metrics exported as OTLP (files by default).
+    Run(RunArgs),
+    /// Show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `kotel config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the documented default configuration (TOML).
+    Default,
+    /// Check a configuration file and print it as kotel reads it (secrets redacted).
+    Check {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Options of `kotel run`; each overrides the config file and the environment.
+#[derive(Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// How long to run, e.g. 10s; without it (or with 0) kotel runs until SIGINT or SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Only this process id (repeat for several).
+    #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Only tasks in this cgroup v2 directory or below it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Events at least this long become spans (every event is counted in the metrics).
+    #[arg(long, value_parser = parse_duration)]
+    pub span_threshold: Option<Duration>,
+
+    /// How often metrics are exported.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Folder for OTLP JSON lines files (without an endpoint) and summary.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// OTLP endpoint, e.g. http://127.0.0.1:4317; without one kotel writes files.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP protocol: grpc or http/protobuf.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    pub otlp_protocol: Option<String>,
+
+    /// Most bytes of encoded batches waiting for export; past it batches are dropped and counted.
+    #[arg(long, value_name = "BYTES")]
+    pub queue_bytes: Option<usize>,
+
+    /// Probes to run, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_probe)]
+    pub probes: Option<Vec<Probe>>,
+
+    /// Address for /metrics, /healthz and /readyz, or "none".
+    #[arg(long, value_name = "ADDR")]
+    pub telemetry: Option<String>,
+
+    /// Metrics temporality: cumulative or delta.
+    #[arg(long, value_parser = ["cumulative", "delta"])]
+    pub temporality: Option<String>,
+
+    /// Configuration file (TOML); `kotel config default` prints a documented one.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// How `kotel capture` prints.
@@ -115,6 +188,7 @@ mod tests {
         all.extend_from_slice(args);
         Cli::try_parse_from(all).map(|c| match c.command {
             Command::Capture(a) => a,
+            _ => unreachable!("capture was parsed"),
         })
     }
 

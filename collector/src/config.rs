@@ -390,10 +390,10 @@ impl Config {
                 format!("{:?} is not gzip or none", e.compression),
             );
         }
-        if e.queue_bytes < 64 * 1024 {
+        if e.queue_bytes < 1024 {
             return bad(
                 "export.queue_bytes",
-                format!("{} is below 65536", e.queue_bytes),
+                format!("{} is below 1024", e.queue_bytes),
             );
         }
         if e.timeout.is_zero() {

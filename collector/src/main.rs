@@ -1,26 +1,38 @@
 //! The `kotel` binary: parses the command line, sets up logging and runs a command.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
-use kotel_collector::capture;
-use kotel_collector::cli::{Cli, Command};
+use kotel_collector::cli::{Cli, Command, ConfigCommand};
+use kotel_collector::config::{Config, DEFAULT_TOML};
+use kotel_collector::{capture, run};
 
 fn main() {
     let cli = Cli::parse(); // exits 2 naming the flag on a bad value
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KOTEL_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
 
-    let result = match &cli.command {
-        Command::Capture(args) => capture::run(args),
+    let result: Result<(), (i32, String)> = match &cli.command {
+        Command::Capture(args) => capture::run(args).map_err(|e| (e.exit_code(), e.to_string())),
+        Command::Run(args) => run::run(args).map_err(|e| (e.exit_code(), e.to_string())),
+        Command::Config(ConfigCommand::Default) => {
+            print!("{DEFAULT_TOML}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { path }) => Config::load(path)
+            .and_then(|c| c.validate().map(|()| c))
+            .map(|c| println!("{c:#?}"))
+            .map_err(|e| (2, e.to_string())),
     };
-    if let Err(e) = result {
-        eprintln!("kotel: error: {e}");
-        std::process::exit(e.exit_code());
+    if let Err((code, message)) = result {
+        eprintln!("kotel: error: {message}");
+        std::process::exit(code);
     }
 }

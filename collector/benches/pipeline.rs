@@ -1,0 +1,126 @@
+//! Criterion benchmarks of the userspace pipeline per core: decode → enrich → aggregate (the
+//! span-free path every event takes), and decode → enrich → span → OTLP protobuf encode (the
+//! path of events above the span threshold).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use kotel_bpf::abi::{self, RawEvent};
+use kotel_collector::clock::Clock;
+use kotel_collector::decode::decode_event;
+use kotel_collector::enrich::{HostInfo, ProcessCache, ResourceOptions};
+use kotel_collector::otlp::ids::IdGenerator;
+use kotel_collector::otlp::metrics::{ExemplarCandidate, MetricsBuilder, Temporality};
+use kotel_collector::otlp::spans::{kernel_span, SpanIds};
+use kotel_collector::otlp::traces::SpanBatcher;
+use prost::Message;
+
+const BATCH: usize = 4096;
+
+fn records() -> Vec<Vec<u8>> {
+    let pid = std::process::id();
+    (0..BATCH)
+        .map(|i| {
+            let mut e = RawEvent {
+                kind: [
+                    abi::kind::WRITEV,
+                    abi::kind::TCP_SEND,
+                    abi::kind::RUNQUEUE,
+                    abi::kind::OFFCPU,
+                ][i % 4],
+                start_ns: 1_000_000 + i as u64,
+                duration_ns: 1_500_000 + (i as u64 * 7919) % 3_000_000,
+                bytes: 1448,
+                pid,
+                tid: pid + (i % 8) as u32,
+                cpu: (i % 2) as u32,
+                fd: 7,
+                iovcnt: 2,
+                kstack_id: -1,
+                ustack_id: -1,
+                family: 2,
+                lport: 40_000,
+                dport: 443,
+                ..Default::default()
+            };
+            e.laddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+            e.daddr[..4].copy_from_slice(&[10, 0, 0, 3]);
+            for (d, s) in e.comm.iter_mut().zip(b"bench-worker") {
+                *d = *s as i8;
+            }
+            // SAFETY: RawEvent is plain old data without padding.
+            unsafe {
+                std::slice::from_raw_parts((&e as *const RawEvent).cast::<u8>(), abi::EVENT_SIZE)
+            }
+            .to_vec()
+        })
+        .collect()
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let recs = records();
+    let clock = Clock::with_offset(1_700_000_000_000_000_000);
+    let host = HostInfo::detect(std::path::Path::new("/proc"));
+    let opts = ResourceOptions::default();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.measurement_time(Duration::from_secs(4));
+
+    g.bench_function("span_free_decode_enrich_aggregate", |b| {
+        let mut cache = ProcessCache::new(PathBuf::from("/proc"), 1024);
+        let mut metrics = MetricsBuilder::new(Temporality::Cumulative, 2000, 0);
+        b.iter(|| {
+            for r in &recs {
+                let Ok(ev) = decode_event(r, &clock) else {
+                    continue;
+                };
+                let info = cache.get(ev.pid, "");
+                black_box(&info);
+                metrics.observe(
+                    ev.pid,
+                    ev.kind,
+                    ExemplarCandidate {
+                        duration_ns: ev.duration_ns,
+                        time_unix_nano: ev.start_unix_nano,
+                        trace_id: [1; 16],
+                        span_id: [1; 8],
+                    },
+                );
+            }
+        })
+    });
+
+    g.bench_function("spans_decode_enrich_span_encode", |b| {
+        let mut cache = ProcessCache::new(PathBuf::from("/proc"), 1024);
+        let mut ids = IdGenerator::with_seed(1);
+        let mut batcher = SpanBatcher::new(usize::MAX, Duration::from_secs(3600));
+        let mut buf = Vec::with_capacity(4 << 20);
+        b.iter(|| {
+            for r in &recs {
+                let Ok(ev) = decode_event(r, &clock) else {
+                    continue;
+                };
+                let span = kernel_span(
+                    &ev,
+                    SpanIds {
+                        trace_id: ids.trace_id(),
+                        span_id: ids.span_id(),
+                        parent_span_id: None,
+                    },
+                );
+                batcher.push(ev.pid, span);
+            }
+            let req = batcher
+                .take(&mut |pid| cache.get(pid, "").resource(&host, &opts))
+                .expect("spans");
+            buf.clear();
+            req.encode(&mut buf).expect("encode");
+            black_box(buf.len());
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_pipeline);
+criterion_main!(benches);

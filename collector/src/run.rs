@@ -1,0 +1,716 @@
+//! `kotel run`, the agent's main job: kernel events become OTLP spans, kernel histograms become
+//! OTLP metrics with exemplars, and both go to an OTLP endpoint (gRPC or HTTP) or to JSON
+//! lines files. Runs for `--duration` or until SIGINT/SIGTERM, then flushes within the grace
+//! period, writes `summary.json` and prints a summary.
+//!
+//! Threads: this one owns the BPF side (the tracer is not `Send`) and the pure stages (decode,
+//! enrich, span and metric building); a small tokio runtime runs the export queue's worker
+//! and the telemetry endpoints. The stages meet at the export queue, which is bounded in bytes
+//! and counts every drop.
+
+use std::collections::HashMap;
+use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kotel_bpf::{DropCounts, LoadError, Probe, ProbeSet, Tracer, TracerConfig};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::cli::RunArgs;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::decode::{decode_histogram, decode_record, Record};
+use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
+use crate::export::{
+    Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, Signal,
+};
+use crate::model::{Comm, KernelEvent};
+use crate::otlp::ids::IdGenerator;
+use crate::otlp::metrics::{ExemplarCandidate, MetricsBuilder, SelfMetric, Temporality};
+use crate::otlp::spans::{kernel_span, SpanIds};
+use crate::otlp::traces::SpanBatcher;
+use crate::otlp::{attrs, SCOPE_VERSION};
+use crate::output::{table, Summary};
+use crate::telemetry::{self, Sample, SampleSource, SelfStats};
+use crate::{cgroup, signals};
+
+/// Most spans in one export request.
+const MAX_SPANS_PER_BATCH: usize = 2048;
+/// How often the status line is redrawn.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+/// Cached processes.
+const PROCESS_CACHE: usize = 4096;
+
+/// Why `kotel run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration (file, environment or flags) is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An environment variable is unusable.
+    #[error("{0}")]
+    Env(String),
+    /// Loading or reading the BPF side failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The exporter could not be built.
+    #[error("export: {0}")]
+    Export(String),
+    /// Local I/O failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What kotel was doing.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RunError {
+    /// Exit code: 2 for what must be fixed before starting, 1 for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(_) | RunError::Env(_) | RunError::Export(_) => 2,
+            RunError::Load(
+                LoadError::Privileges { .. }
+                | LoadError::NoBtf { .. }
+                | LoadError::NothingToAttach { .. }
+                | LoadError::Config(_),
+            ) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// The effective configuration: file (or defaults), then `OTEL_*` environment, then flags.
+pub fn effective_config(
+    args: &RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, ExportConfig), RunError> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(attrs) = env("OTEL_RESOURCE_ATTRIBUTES") {
+        let pairs = parse_resource_attributes(&attrs)
+            .map_err(|e| RunError::Env(format!("OTEL_RESOURCE_ATTRIBUTES: {e}")))?;
+        cfg.resource.attributes.extend(pairs);
+    }
+    let c = &mut cfg.capture;
+    if !args.pids.is_empty() {
+        c.pids = args.pids.clone();
+    }
+    if let Some(p) = &args.cgroup {
+        c.cgroup = p.clone();
+    }
+    if let Some(t) = args.span_threshold {
+        c.span_threshold = t;
+    }
+    if let Some(p) = &args.probes {
+        c.probes = p.clone();
+    }
+    if let Some(i) = args.interval {
+        cfg.metrics.interval = i;
+    }
+    if let Some(t) = &args.temporality {
+        cfg.metrics.temporality = if t == "delta" {
+            Temporality::Delta
+        } else {
+            Temporality::Cumulative
+        };
+    }
+    if let Some(t) = &args.telemetry {
+        cfg.telemetry.listen = t.clone();
+    }
+    if let Some(out) = &args.out {
+        cfg.export.out_dir = out.clone();
+    }
+    if let Some(q) = args.queue_bytes {
+        cfg.export.queue_bytes = q;
+    }
+    cfg.validate()?;
+
+    let e = &cfg.export;
+    let mut export = ExportConfig {
+        endpoint: (!e.endpoint.is_empty()).then(|| e.endpoint.clone()),
+        protocol: if e.protocol == "http/protobuf" {
+            Protocol::HttpProtobuf
+        } else {
+            Protocol::Grpc
+        },
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        timeout: e.timeout,
+        compression: if e.compression == "none" {
+            Compression::None
+        } else {
+            Compression::Gzip
+        },
+        queue_bytes: e.queue_bytes,
+        retry: RetryConfig {
+            initial_interval: e.retry.initial_interval,
+            multiplier: 2,
+            max_interval: e.retry.max_interval,
+            max_elapsed_time: e.retry.max_elapsed,
+        },
+        out_dir: e.out_dir.clone(),
+    };
+    export
+        .apply_env(env)
+        .map_err(|e| RunError::Env(e.to_string()))?;
+    if let Some(ep) = &args.otlp_endpoint {
+        export.endpoint = Some(ep.clone());
+    }
+    if let Some(p) = &args.otlp_protocol {
+        export.protocol = if p == "http/protobuf" {
+            Protocol::HttpProtobuf
+        } else {
+            Protocol::Grpc
+        };
+    }
+    if let Some(q) = args.queue_bytes {
+        export.queue_bytes = q;
+    }
+    if let Some(out) = &args.out {
+        export.out_dir = out.clone();
+    }
+    Ok((cfg, export))
+}
+
+/// What the telemetry endpoints read: counters updated by the main loop and the export queue.
+struct Telemetry {
+    stats: Arc<SelfStats>,
+    export: ExportStats,
+    drops: std::sync::Mutex<DropCounts>,
+}
+
+impl SampleSource for Telemetry {
+    fn samples(&self) -> Vec<Sample> {
+        let drops = self.drops.lock().map(|d| *d).unwrap_or_default();
+        let mut out = Vec::new();
+        let s = |name: &str, help, labels, value| Sample {
+            name: name.to_string(),
+            help,
+            labels,
+            value,
+        };
+        out.push(s(
+            "kotel_events_received_total",
+            "Kernel events decoded",
+            vec![],
+            telemetry::get(&self.stats.events_received),
+        ));
+        for p in Probe::ALL {
+            out.push(s(
+                "kotel_events_lost_total",
+                "Events the ring buffer had no room for",
+                vec![("kind", p.name().to_string())],
+                drops.ringbuf[usize::from(p.kind())],
+            ));
+        }
+        out.push(s(
+            "kotel_histogram_events_dropped_total",
+            "Events not counted: histogram slots full",
+            vec![],
+            drops.hist_full,
+        ));
+        out.push(s(
+            "kotel_task_storage_unavailable_total",
+            "Events missed: no task storage",
+            vec![],
+            drops.task_storage,
+        ));
+        out.push(s(
+            "kotel_stacks_dropped_total",
+            "Off-CPU stacks the stack map could not hold",
+            vec![],
+            drops.stack,
+        ));
+        out.push(s(
+            "kotel_records_undecodable_total",
+            "Ring-buffer records that could not be decoded",
+            vec![],
+            telemetry::get(&self.stats.records_undecodable),
+        ));
+        out.push(s(
+            "kotel_spans_produced_total",
+            "Spans built from kernel events",
+            vec![],
+            telemetry::get(&self.stats.spans_produced),
+        ));
+        for sig in Signal::ALL {
+            let st = self.export.signal(sig);
+            let l = || vec![("signal", sig.as_str().to_string())];
+            out.push(s(
+                "kotel_export_exported_items_total",
+                "Items the receiver accepted",
+                l(),
+                st.exported_items,
+            ));
+            out.push(s(
+                "kotel_export_rejected_items_total",
+                "Items the receiver rejected (partial success)",
+                l(),
+                st.rejected_items,
+            ));
+            out.push(s(
+                "kotel_export_dropped_items_total",
+                "Items dropped before delivery",
+                l(),
+                st.dropped_items,
+            ));
+        }
+        out
+    }
+
+    fn ready(&self) -> bool {
+        self.stats.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Resources per process, from /proc, dropped on exec and exit.
+struct Resources {
+    cache: ProcessCache,
+    host: HostInfo,
+    options: ResourceOptions,
+    comms: HashMap<u32, Comm>,
+}
+
+impl Resources {
+    fn of(&mut self, pid: u32) -> Resource {
+        let hint = self
+            .comms
+            .get(&pid)
+            .map(Comm::to_string_lossy)
+            .unwrap_or_default();
+        self.cache
+            .get(pid, &hint)
+            .resource(&self.host, &self.options)
+    }
+
+    fn agent(&self) -> Resource {
+        let mut a = vec![
+            attrs::string("service.name", "kotel"),
+            attrs::string("service.version", SCOPE_VERSION),
+            attrs::int("process.pid", i64::from(std::process::id())),
+            attrs::string("host.name", self.host.host_name.clone()),
+        ];
+        if let Some(node) = &self.host.node_name {
+            a.push(attrs::string("k8s.node.name", node.clone()));
+        }
+        Resource {
+            attributes: a,
+            ..Default::default()
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the agent until the duration passes or a signal arrives.
+pub fn run(args: &RunArgs) -> Result<(), RunError> {
+    let (cfg, export_cfg) = effective_config(args, &|k| std::env::var(k).ok())?;
+    let cgroup = if cfg.capture.cgroup.as_os_str().is_empty() {
+        None
+    } else {
+        Some(
+            cgroup::resolve(&cfg.capture.cgroup).map_err(|e| ConfigError::Invalid {
+                field: "capture.cgroup",
+                message: e,
+            })?,
+        )
+    };
+    let telemetry_addr: Option<SocketAddr> = match cfg.telemetry.listen.as_str() {
+        "none" => None,
+        a => a.parse().ok(),
+    };
+    let out_dir = export_cfg.out_dir.clone();
+    std::fs::create_dir_all(&out_dir).map_err(io_err(format!("creating {}", out_dir.display())))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("kotel-export")
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the export runtime"))?;
+    let queue = ExportQueue::from_config(&export_cfg, runtime.handle())
+        .map_err(|e| RunError::Export(e.to_string()))?;
+
+    signals::install();
+    let tracer_cfg = TracerConfig {
+        probes: cfg.capture.probes.iter().copied().collect(),
+        min_latency_ns: u64::try_from(cfg.capture.span_threshold.as_nanos()).unwrap_or(u64::MAX),
+        pids: cfg.capture.pids.clone(),
+        cgroup,
+        scale: cfg.capture.scale,
+        ring_buffer_bytes: cfg.capture.ring_buffer_bytes,
+        capture_stacks: cfg.capture.stacks,
+        btf_path: PathBuf::from(kotel_bpf::preflight::SYSFS_BTF),
+        max_histograms: cfg.capture.max_histograms,
+        lifecycle: true,
+    };
+    let mut tracer = Tracer::start(&tracer_cfg)?;
+    report_left_out(tracer_cfg.probes, &tracer);
+
+    let stats = Arc::new(SelfStats::default());
+    let tele = Arc::new(Telemetry {
+        stats: Arc::clone(&stats),
+        export: queue.stats(),
+        drops: Default::default(),
+    });
+    let mut telemetry_task = None;
+    if let Some(addr) = telemetry_addr {
+        match runtime.block_on(telemetry::serve(
+            addr,
+            tele.clone() as Arc<dyn SampleSource>,
+        )) {
+            Ok((bound, task)) => {
+                tracing::info!(address = %bound, "kotel.telemetry.listening");
+                telemetry_task = Some(task);
+            }
+            Err(e) => tracing::warn!(address = %addr, error = %e, "kotel.telemetry.unavailable"),
+        }
+    }
+
+    let started = Instant::now();
+    let start_unix = unix_now();
+    let host = HostInfo::detect(Path::new("/proc"));
+    let mut resources = Resources {
+        cache: ProcessCache::new(PathBuf::from("/proc"), PROCESS_CACHE),
+        host,
+        options: ResourceOptions {
+            include_command_line: cfg.resource.include_command_line,
+            extra: cfg
+                .resource
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        },
+        comms: HashMap::new(),
+    };
+    let mut clock = Clock::new(Duration::from_secs(1));
+    let mut ids = IdGenerator::new();
+    let mut batcher = SpanBatcher::new(MAX_SPANS_PER_BATCH, cfg.export.span_flush);
+    let mut metrics = MetricsBuilder::new(
+        cfg.metrics.temporality,
+        cfg.metrics.cardinality_limit,
+        start_unix,
+    );
+    let interval = cfg.metrics.interval;
+    let mut next_metrics = started + interval;
+    let show_status = io::stderr().is_terminal();
+    let mut last_status = started;
+    let duration = args.duration.filter(|d| !d.is_zero());
+    stats.ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        probes = %tracer.active_probes(),
+        endpoint = export_cfg.endpoint.as_deref().unwrap_or("files"),
+        out = %out_dir.display(),
+        "kotel.run.attached"
+    );
+
+    let mut events: Vec<KernelEvent> = Vec::with_capacity(4096);
+    loop {
+        let done = signals::stop_requested() || duration.is_some_and(|d| started.elapsed() >= d);
+        if done {
+            tracer.detach();
+        }
+        let mut wait = next_metrics.saturating_duration_since(Instant::now());
+        if let Some(left) = batcher.time_left() {
+            wait = wait.min(left);
+        }
+        if let Some(d) = duration {
+            wait = wait.min(d.saturating_sub(started.elapsed()));
+        }
+        if done {
+            wait = Duration::ZERO;
+        }
+        let mut invalidate = Vec::new();
+        tracer.poll(
+            wait.min(Duration::from_millis(100)),
+            |record| match decode_record(record, &clock) {
+                Ok(Record::Event(ev)) => events.push(ev),
+                Ok(Record::Exec { pid } | Record::Exit { pid }) => invalidate.push(pid),
+                Err(e) => {
+                    if telemetry::get(&stats.records_undecodable) == 0 {
+                        tracing::warn!(error = %e, "kotel.decode.failed");
+                    }
+                    telemetry::add(&stats.records_undecodable, 1);
+                }
+            },
+        )?;
+        telemetry::add(&stats.events_received, events.len() as u64);
+        for ev in events.drain(..) {
+            let span_ids = SpanIds {
+                trace_id: ids.trace_id(),
+                span_id: ids.span_id(),
+                parent_span_id: None,
+            };
+            metrics.observe(
+                ev.pid,
+                ev.kind,
+                ExemplarCandidate {
+                    duration_ns: ev.duration_ns,
+                    time_unix_nano: ev.start_unix_nano.saturating_add(ev.duration_ns),
+                    trace_id: span_ids.trace_id,
+                    span_id: span_ids.span_id,
+                },
+            );
+            resources.comms.insert(ev.pid, ev.comm);
+            batcher.push(ev.pid, kernel_span(&ev, span_ids));
+            telemetry::add(&stats.spans_produced, 1);
+        }
+        for pid in invalidate {
+            resources.cache.invalidate(pid);
+            telemetry::add(&stats.process_invalidations, 1);
+        }
+        if batcher.due() || (done && !batcher.is_empty()) {
+            if let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
+                let _ = queue.submit(Batch::Traces(req)); // a refusal is counted by the queue
+            }
+        }
+        let drops = tracer.drops()?;
+        if let Ok(mut d) = tele.drops.lock() {
+            *d = drops;
+        }
+        if done || Instant::now() >= next_metrics {
+            next_metrics = Instant::now() + interval;
+            export_metrics(
+                &tracer,
+                &mut metrics,
+                &mut resources,
+                &queue,
+                &drops,
+                &stats,
+            )?;
+        }
+        clock.refresh();
+        if show_status && last_status.elapsed() >= STATUS_EVERY {
+            last_status = Instant::now();
+            let t = queue.stats().signal(Signal::Traces);
+            let _ = write!(
+                io::stderr(),
+                "\r\x1b[2Kkotel: running {:.1}s  spans {}  exported {}  dropped {}  lost events {}",
+                started.elapsed().as_secs_f64(),
+                telemetry::get(&stats.spans_produced),
+                t.exported_items,
+                t.dropped_items,
+                drops.lost_events()
+            );
+        }
+        if done {
+            break;
+        }
+    }
+    if show_status {
+        eprintln!();
+    }
+
+    // Final summary data, read before the BPF object goes away.
+    let table_ = tracer.bucket_table().clone();
+    let mut summary = Summary {
+        histograms: tracer
+            .histograms()?
+            .iter()
+            .filter_map(|s| decode_histogram(s, &table_))
+            .collect(),
+        drops: tracer.drops()?,
+        undecodable: telemetry::get(&stats.records_undecodable),
+        comms: resources.comms.clone(),
+    };
+    summary.histograms.retain(|h| h.count > 0);
+    drop(tracer);
+    stats.ready.store(false, Ordering::Relaxed);
+
+    runtime.block_on(queue.shutdown(cfg.export.shutdown_grace));
+    if let Some(task) = telemetry_task {
+        task.abort();
+    }
+    let export = queue.stats();
+    write_summary_json(&out_dir, &export, &summary.drops)?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "kotel.run.stopped"
+    );
+
+    let mut out = io::stdout().lock();
+    let w = |e| RunError::Io {
+        what: "writing the summary".into(),
+        source: e,
+    };
+    table::write_summary(&mut out, &summary).map_err(w)?;
+    for sig in [Signal::Traces, Signal::Metrics] {
+        let s = export.signal(sig);
+        writeln!(
+            out,
+            "{:<8} offered {}  exported {}  rejected {}  dropped {} (queue full {}, permanent {}, retries exhausted {}, shutdown {})",
+            sig.as_str(),
+            s.offered_items,
+            s.exported_items,
+            s.rejected_items,
+            s.dropped_items,
+            s.dropped_queue_full,
+            s.dropped_permanent,
+            s.dropped_retries_exhausted,
+            s.dropped_shutdown
+        )
+        .map_err(w)?;
+    }
+    match &export_cfg.endpoint {
+        Some(ep) => writeln!(
+            out,
+            "exported to {ep}; summary in {}",
+            out_dir.join("summary.json").display()
+        ),
+        None => writeln!(
+            out,
+            "wrote {}, {} and {}",
+            out_dir.join("traces.jsonl").display(),
+            out_dir.join("metrics.jsonl").display(),
+            out_dir.join("summary.json").display()
+        ),
+    }
+    .map_err(w)?;
+    Ok(())
+}
+
+/// Reads the kernel histograms and queues one metrics request.
+fn export_metrics(
+    tracer: &Tracer,
+    metrics: &mut MetricsBuilder,
+    resources: &mut Resources,
+    queue: &ExportQueue,
+    drops: &DropCounts,
+    stats: &SelfStats,
+) -> Result<(), RunError> {
+    let table = tracer.bucket_table();
+    let histograms: Vec<_> = tracer
+        .histograms()?
+        .iter()
+        .filter_map(|s| decode_histogram(s, table))
+        .collect();
+    let mut self_metrics: Vec<SelfMetric> = Probe::ALL
+        .iter()
+        .map(|p| SelfMetric {
+            name: "kotel.events.lost",
+            description: "Kernel events the ring buffer had no room for",
+            attributes: vec![attrs::string("kotel.kind", p.name())],
+            value: drops.ringbuf[usize::from(p.kind())],
+        })
+        .collect();
+    let export = queue.stats();
+    for sig in [Signal::Traces, Signal::Metrics] {
+        let s = export.signal(sig);
+        let a = || vec![attrs::string("kotel.signal", sig.as_str())];
+        self_metrics.push(SelfMetric {
+            name: "kotel.export.dropped",
+            description: "Items dropped before delivery",
+            attributes: a(),
+            value: s.dropped_items,
+        });
+        self_metrics.push(SelfMetric {
+            name: "kotel.export.exported",
+            description: "Items the receiver accepted",
+            attributes: a(),
+            value: s.exported_items,
+        });
+    }
+    self_metrics.push(SelfMetric {
+        name: "kotel.histograms.dropped",
+        description: "Events not counted because the histogram slots were full",
+        attributes: vec![],
+        value: drops.hist_full,
+    });
+    self_metrics.push(SelfMetric {
+        name: "kotel.stacks.dropped",
+        description: "Off-CPU stacks the stack map could not hold",
+        attributes: vec![],
+        value: drops.stack,
+    });
+    self_metrics.push(SelfMetric {
+        name: "kotel.records.undecodable",
+        description: "Ring-buffer records that could not be decoded",
+        attributes: vec![],
+        value: telemetry::get(&stats.records_undecodable),
+    });
+    self_metrics.push(SelfMetric {
+        name: "kotel.metric.overflow.series",
+        description: "Series folded into the overflow series",
+        attributes: vec![],
+        value: metrics.overflowed_series(),
+    });
+    let agent = resources.agent();
+    let req = metrics.build(
+        &histograms,
+        unix_now(),
+        &mut |pid| resources.of(pid),
+        agent,
+        &self_metrics,
+    );
+    let _ = queue.submit(Batch::Metrics(req)); // a refusal is counted by the queue
+    telemetry::add(&stats.metric_rounds, 1);
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Counts {
+    produced: u64,
+    exported: u64,
+    rejected: u64,
+    dropped: u64,
+}
+
+fn write_summary_json(
+    dir: &Path,
+    export: &ExportStats,
+    drops: &DropCounts,
+) -> Result<(), RunError> {
+    let counts = |sig| {
+        let s = export.signal(sig);
+        Counts {
+            produced: s.offered_items,
+            exported: s.exported_items,
+            rejected: s.rejected_items,
+            dropped: s.dropped_items,
+        }
+    };
+    let v = serde_json::json!({
+        "spans": counts(Signal::Traces),
+        "metric_points": counts(Signal::Metrics),
+        "events_lost": drops.lost_events(),
+        "histogram_events_dropped": drops.hist_full,
+        "stacks_dropped": drops.stack,
+    });
+    let path = dir.join("summary.json");
+    std::fs::write(&path, format!("{v:#}\n")).map_err(io_err(format!("writing {}", path.display())))
+}
+
+fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
+    for probe in wanted
+        .iter()
+        .filter(|p| !tracer.active_probes().contains(*p))
+    {
+        tracing::warn!(
+            "kotel.probe.skipped: {}",
+            kotel_bpf::preflight::describe_missing(probe, tracer.missing_tracepoints())
+        );
+    }
+}
