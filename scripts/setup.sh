@@ -25,6 +25,12 @@ command -v cargo >/dev/null 2>&1 || {
   exit 1
 }
 
+# Python side of the OTLP conformance tests: the official OpenTelemetry packages.
+if [ "${KOTEL_SETUP_PYTHON:-0}" = 1 ]; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    -r "$(dirname "${BASH_SOURCE[0]}")/../tests/python/requirements.txt"
+fi
+
 # kotel itself uses tp_btf and needs no tracefs, but bpftrace and perf do.
 if [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true

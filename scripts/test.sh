@@ -4,7 +4,7 @@
 # and fail instead of skipping when KOTEL_REQUIRE_BPF=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+KOTEL_SETUP_PYTHON=1 source scripts/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -18,9 +18,12 @@ echo "== unit, property, layout and doc tests"
 cargo test --workspace --exclude kotel-e2e 2>&1 | tee "$log"
 echo "== end-to-end tests (real BPF; one at a time, output shown)"
 cargo test -p kotel-e2e -- --nocapture --test-threads=1 2>&1 | tee -a "$log"
+echo "== OTLP conformance (official Python OTLP packages; real BPF)"
+python3 -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee -a "$log"
 grep -h "KOTEL-E2E" "$log" | sed 's/^test [^ ]* \.\.\. //' | sort | uniq -c || true
 
 # One closing line over every test binary; a real-BPF test that skipped counts as skipped.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     /KOTEL-E2E SKIPPED/ { k += 1 }
+     /^[0-9]+ (passed|failed|skipped)/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^skipped/) s += $i } }
+     /KOTEL-E2E SKIPPED/ && !/::/ { k += 1 }
      END { printf "kotel: %d passed, %d failed, %d skipped\n", p - k, f, s + k }' "$log"

@@ -125,9 +125,10 @@ mod tests {
                 drop::HIST_FULL,
                 drop::TASK_STORAGE,
                 drop::LIFECYCLE,
+                drop::STACK,
                 drop::COUNT
             ),
-            (4, 5, 6, 7)
+            (4, 5, 6, 7, 8)
         );
         assert_eq!((kind::EXEC, kind::EXIT), (16, 17));
     }
