@@ -66,7 +66,7 @@ queue_bytes = 67108864
 # Where JSON lines files and summary.json go.
 out_dir = "kotel-out"
 # Spans wait at most this long before they are sent.
-span_flush = "200ms"
+span_flush = "100ms"
 # On SIGTERM or at the end of a run, how long to keep trying to deliver what is queued.
 shutdown_grace = "5s"
 
@@ -257,7 +257,7 @@ impl Default for ExportSettings {
             compression: "gzip".into(),
             queue_bytes: 64 << 20,
             out_dir: PathBuf::from("kotel-out"),
-            span_flush: Duration::from_millis(200),
+            span_flush: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(5),
             retry: RetrySettings::default(),
         }

@@ -37,6 +37,8 @@ use crate::output::{table, Summary};
 use crate::telemetry::{self, Sample, SampleSource, SelfStats};
 use crate::{cgroup, signals};
 
+/// Longest wait for ring-buffer records (the kernel submits without waking us).
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Most spans in one export request.
 const MAX_SPANS_PER_BATCH: usize = 2048;
 /// How often the status line is redrawn.
@@ -445,7 +447,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         }
         let mut invalidate = Vec::new();
         tracer.poll(
-            wait.min(Duration::from_millis(100)),
+            wait.min(DRAIN_EVERY),
             |record| match decode_record(record, &clock) {
                 Ok(Record::Event(ev)) => events.push(ev),
                 Ok(Record::Exec { pid } | Record::Exit { pid }) => invalidate.push(pid),

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Agent-level benchmarks of `kotel run`, measured against real peers on loopback.
+
+1. Latency: a paced writev workload (1 000 calls/s for 10 s) runs under `kotel run
+   --span-threshold 0` exporting OTLP/gRPC to the official-protos receiver in
+   tests/python/otlp_receiver.py. For every workload span, latency = the receiver's arrival
+   time minus the span's end time; p50/p99/max are reported, with kotel's default flush.
+2. Cost at 100 000 events/s: two threads issue writev at 50 000/s each for 10 s. kotel runs
+   (a) with --span-threshold 0, every event a span written to OTLP JSON lines, and
+   (b) with the default 1 ms threshold, every event counted only in the kernel histograms.
+   kotel's RSS (VmRSS) is sampled every 0.2 s and its CPU time read from /proc at the end.
+
+Run as root after `cargo build --release --workspace --bins`:
+    python3 scripts/bench_agent.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+
+from otlp_receiver import OtlpReceiver  # noqa: E402
+
+KOTEL = ROOT / "target" / "release" / "kotel"
+LOOP = ROOT / "target" / "release" / "kotel-writev-loop"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def start_kotel(args: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [str(KOTEL), "run", "--telemetry", "none", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    for line in proc.stderr:
+        if "kotel.run.attached" in line:
+            threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+            return proc
+        if time.time() > deadline:
+            break
+    proc.kill()
+    raise SystemExit("kotel did not attach")
+
+
+def stop_kotel(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency() -> dict:
+    with OtlpReceiver() as rx, tempfile.TemporaryDirectory() as out:
+        kotel = start_kotel(
+            ["--probes", "writev", "--span-threshold", "0", "--interval", "5s", "--out", out,
+             "--otlp-endpoint", rx.endpoint]
+        )
+        run = subprocess.run(
+            [str(LOOP), "--calls", "10000", "--rate", "1000"], capture_output=True, text=True, check=True
+        )
+        pid = json.loads(run.stdout)["pid"]
+        time.sleep(1.0)
+        stop_kotel(kotel)
+        lat_ms = []
+        for rec in rx.received("traces"):
+            for rs in rec.request.resource_spans:
+                attrs = {kv.key: kv.value.int_value for kv in rs.resource.attributes}
+                if attrs.get("process.pid") != pid:
+                    continue
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        lat_ms.append((rec.arrived_ns - span.end_time_unix_nano) / 1e6)
+    return {
+        "spans": len(lat_ms),
+        "p50_ms": round(statistics.median(lat_ms), 1),
+        "p99_ms": round(percentile(lat_ms, 0.99), 1),
+        "max_ms": round(max(lat_ms), 1),
+    }
+
+
+def cost(threshold: str) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        kotel = start_kotel(["--probes", "writev", "--span-threshold", threshold, "--interval", "1s", "--out", out])
+        cpu0, t0 = cpu_seconds(kotel.pid), time.time()
+        samples: list[float] = []
+        loop = subprocess.Popen(
+            [str(LOOP), "--threads", "2", "--calls", "500000", "--rate", "50000"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        while loop.poll() is None:
+            samples.append(rss_mib(kotel.pid))
+            time.sleep(0.2)
+        made = json.loads(loop.stdout.read())
+        cpu1, t1 = cpu_seconds(kotel.pid), time.time()
+        stop_kotel(kotel)
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    return {
+        "threshold": threshold,
+        "events_per_s": round(made["calls_per_s"]),
+        "rss_max_mib": round(max(samples), 1),
+        "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        "spans_exported": summary["spans"]["exported"],
+        "spans_dropped": summary["spans"]["dropped"],
+        "events_lost": summary["events_lost"],
+    }
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (BPF)")
+    result = {"latency": latency(), "cost": [cost("0"), cost("1ms")]}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
