@@ -34,6 +34,7 @@ use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::traces::SpanBatcher;
 use crate::otlp::{attrs, SCOPE_VERSION};
 use crate::output::{table, Summary};
+use crate::symbolize::{hex_frames, kernel_frames, KernelSymbols};
 use crate::telemetry::{self, Sample, SampleSource, SelfStats};
 use crate::{cgroup, signals};
 
@@ -429,6 +430,11 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         "kotel.run.attached"
     );
 
+    let ksyms = if tracer.active_probes().contains(Probe::Offcpu) && cfg.capture.stacks {
+        KernelSymbols::load()
+    } else {
+        KernelSymbols::default()
+    };
     let mut events: Vec<KernelEvent> = Vec::with_capacity(4096);
     loop {
         let done = signals::stop_requested() || duration.is_some_and(|d| started.elapsed() >= d);
@@ -446,9 +452,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             wait = Duration::ZERO;
         }
         let mut invalidate = Vec::new();
-        tracer.poll(
-            wait.min(DRAIN_EVERY),
-            |record| match decode_record(record, &clock) {
+        tracer.poll(wait.min(DRAIN_EVERY), |record| {
+            match decode_record(record, &clock) {
                 Ok(Record::Event(ev)) => events.push(ev),
                 Ok(Record::Exec { pid } | Record::Exit { pid }) => invalidate.push(pid),
                 Err(e) => {
@@ -457,8 +462,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                     }
                     telemetry::add(&stats.records_undecodable, 1);
                 }
-            },
-        )?;
+            }
+        })?;
         telemetry::add(&stats.events_received, events.len() as u64);
         for ev in events.drain(..) {
             let span_ids = SpanIds {
@@ -477,7 +482,18 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 },
             );
             resources.comms.insert(ev.pid, ev.comm);
-            batcher.push(ev.pid, kernel_span(&ev, span_ids));
+            let mut span = kernel_span(&ev, span_ids);
+            if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
+                span.attributes.push(attrs::strings(
+                    "kotel.stack.kernel",
+                    kernel_frames(&ksyms, &ips),
+                ));
+            }
+            if let Some(ips) = ev.user_stack_id.and_then(|id| tracer.stack(id)) {
+                span.attributes
+                    .push(attrs::strings("kotel.stack.user", hex_frames(&ips)));
+            }
+            batcher.push(ev.pid, span);
             telemetry::add(&stats.spans_produced, 1);
         }
         for pid in invalidate {
@@ -713,6 +729,88 @@ fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
         tracing::warn!(
             "kotel.probe.skipped: {}",
             kotel_bpf::preflight::describe_missing(probe, tracer.missing_tracepoints())
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_file() {
+        let dir = std::env::temp_dir().join(format!("kotel-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kotel.toml");
+        std::fs::write(
+            &file,
+            "[export]\nendpoint = \"http://file:4317\"\nqueue_bytes = 100000\n",
+        )
+        .unwrap();
+        let mut args = RunArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+
+        let (_, e) = effective_config(&args, &env_of(&[])).unwrap();
+        assert_eq!(e.endpoint.as_deref(), Some("http://file:4317"));
+        assert_eq!(e.queue_bytes, 100_000);
+
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=kernel"),
+        ]);
+        let (c, e) = effective_config(&args, &env).unwrap();
+        assert_eq!(e.endpoint.as_deref(), Some("http://env:4317"));
+        assert_eq!(
+            c.resource.attributes.get("team").map(String::as_str),
+            Some("kernel")
+        );
+
+        args.otlp_endpoint = Some("http://flag:4317".into());
+        args.queue_bytes = Some(4096);
+        let (_, e) = effective_config(&args, &env).unwrap();
+        assert_eq!(e.endpoint.as_deref(), Some("http://flag:4317"));
+        assert_eq!(e.queue_bytes, 4096);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_exit_2_naming_what_is_wrong() {
+        let args = RunArgs {
+            interval: Some(Duration::from_millis(1)),
+            ..Default::default()
+        };
+        let err = effective_config(&args, &env_of(&[])).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("metrics.interval"), "{err}");
+        let err = effective_config(
+            &RunArgs::default(),
+            &env_of(&[("OTEL_RESOURCE_ATTRIBUTES", "novalue")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("OTEL_RESOURCE_ATTRIBUTES"),
+            "{err}"
+        );
+        let err = effective_config(
+            &RunArgs::default(),
+            &env_of(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("OTEL_EXPORTER_OTLP_TIMEOUT"),
+            "{err}"
         );
     }
 }

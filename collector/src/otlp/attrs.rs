@@ -23,6 +23,20 @@ pub fn double(key: &str, value: f64) -> KeyValue {
     kv(key, Value::DoubleValue(value))
 }
 
+/// An array-of-strings attribute.
+pub fn strings(key: &str, values: Vec<String>) -> KeyValue {
+    let values = values
+        .into_iter()
+        .map(|v| AnyValue {
+            value: Some(Value::StringValue(v)),
+        })
+        .collect();
+    kv(
+        key,
+        Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue { values }),
+    )
+}
+
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
         key: key.to_string(),
