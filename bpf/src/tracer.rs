@@ -303,6 +303,32 @@ impl Tracer {
         self.links.clear();
     }
 
+    /// Makes process `pid` a link target: from now on every event of it reaches userspace,
+    /// whatever its length, so sums over application spans are complete.
+    pub fn add_link_target(&mut self, pid: u32) -> Result<(), LoadError> {
+        self.skel
+            .maps
+            .link_pids
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .map_err(LoadError::libbpf("adding a link target"))?;
+        self.bump_link_gen();
+        Ok(())
+    }
+
+    /// Stops treating `pid` as a link target (it exited). Unknown pids are fine.
+    pub fn remove_link_target(&mut self, pid: u32) {
+        if self.skel.maps.link_pids.delete(&pid.to_ne_bytes()).is_ok() {
+            self.bump_link_gen();
+        }
+    }
+
+    fn bump_link_gen(&mut self) {
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            // The .bss is mmapped: the programs see this write.
+            bss.link_gen = bss.link_gen.wrapping_add(1).max(1);
+        }
+    }
+
     /// Probes that were loaded and attached.
     pub fn active_probes(&self) -> ProbeSet {
         self.active

@@ -9,6 +9,7 @@ pub mod config;
 pub mod decode;
 pub mod enrich;
 pub mod export;
+pub mod link;
 pub mod model;
 pub mod otlp;
 pub mod output;

@@ -76,6 +76,19 @@ struct {
 /* Next unused slot in `hists`. */
 __u32 hist_next_slot = 0;
 
+/* Processes whose traces kotel links kernel events into: every event of
+ * theirs goes to userspace, whatever its length, so linked sums are
+ * complete. Userspace bumps link_gen after changing link_pids; threads
+ * re-check their cached answer when it moves. 0: no link targets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} link_pids SEC(".maps");
+
+__u32 link_gen = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, KOTEL_DROP_COUNT);
@@ -111,7 +124,9 @@ struct task_state {
 	 * Slots are never reused while the BPF object is loaded. */
 	__u32 hist_slot[KOTEL_KIND_COUNT];
 	__u32 pid;            /* thread group id, set with the state */
-	__u32 reserved2;
+	__u32 link_gen_seen;  /* link_gen when `linked` was decided */
+	__u8 linked;          /* the process is a link target */
+	__u8 reserved2[7];
 };
 
 struct {
@@ -291,6 +306,21 @@ static __always_inline void hist_record(struct task_state *s, __u32 kind, __u64 
 
 	if (b < KOTEL_MAX_BUCKETS)
 		__sync_fetch_and_add(&h->buckets[b], 1);
+}
+
+/* Should an event below the threshold still go to userspace? Only for
+ * link targets; one load when there are none. */
+static __always_inline bool link_target(struct task_state *s)
+{
+	__u32 gen = link_gen;
+
+	if (!gen)
+		return false;
+	if (s->link_gen_seen != gen) {
+		s->link_gen_seen = gen;
+		s->linked = bpf_map_lookup_elem(&link_pids, &s->pid) != NULL;
+	}
+	return s->linked;
 }
 
 /* Reserve a ring-buffer record for a slow event; counts the failure. */

@@ -53,7 +53,7 @@ static __always_inline void emit_syscall(struct task_state *s, __u32 kind, __u64
 	__u64 ns = now - s->sys_start_ns;
 
 	hist_record(s, kind, ns, ret);
-	if (ns < min_latency_ns)
+	if (ns < min_latency_ns && !link_target(s))
 		return;
 
 	__u64 pid_tgid = bpf_get_current_pid_tgid();

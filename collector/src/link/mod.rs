@@ -1,0 +1,347 @@
+//! Links kernel events under the application's own spans. For each received span whose
+//! resource (or connection) names a process kotel sees, the kernel events of that process —
+//! or of that thread, when the span has a native `thread.id` — that overlap the span become
+//! its children (same trace, `parent_span_id` = the span), and the span gains summary
+//! attributes: `kotel.offcpu.duration`, `kotel.runqueue.delay`, `kotel.writev.duration`,
+//! `kotel.tcp.send.duration` (seconds, clipped to the span) and `kotel.kernel.events`.
+
+pub mod buffer;
+pub mod resolve;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kotel_bpf::Probe;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+
+use crate::otlp::ids::IdGenerator;
+use crate::otlp::spans::{kernel_span, SpanIds};
+use crate::otlp::{attrs, scope};
+use buffer::LinkBuffer;
+
+/// How long a connection's resolved sender is trusted.
+const PEER_TTL: Duration = Duration::from_secs(30);
+
+/// What linking did, cumulatively.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Application spans seen.
+    pub app_spans: u64,
+    /// Application spans whose process was identified.
+    pub matched_spans: u64,
+    /// Kernel child spans added.
+    pub child_spans: u64,
+}
+
+/// The linker. Single-threaded; owns the event buffer.
+#[derive(Debug)]
+pub struct Linker {
+    /// Kernel events waiting for their application spans.
+    pub buffer: LinkBuffer,
+    proc_root: PathBuf,
+    peers: HashMap<SocketAddr, (Option<u32>, Instant)>,
+    stats: LinkStats,
+}
+
+fn int_attr(attributes: &[KeyValue], key: &str) -> Option<i64> {
+    match attrs::find(attributes, key)? {
+        Value::IntValue(v) => Some(*v),
+        Value::StringValue(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn str_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attrs::find(attributes, key)? {
+        Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl Linker {
+    /// A linker reading `/proc` at `proc_root`, with its buffer.
+    pub fn new(proc_root: PathBuf, buffer: LinkBuffer) -> Self {
+        Linker {
+            buffer,
+            proc_root,
+            peers: HashMap::new(),
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    fn peer_pid(&mut self, peer: Option<SocketAddr>) -> Option<u32> {
+        let peer = peer?;
+        if let Some((pid, at)) = self.peers.get(&peer) {
+            if at.elapsed() < PEER_TTL {
+                return *pid;
+            }
+        }
+        let pid = resolve::pid_of_peer(&self.proc_root, peer);
+        if self.peers.len() > 4096 {
+            self.peers.retain(|_, (_, at)| at.elapsed() < PEER_TTL);
+        }
+        self.peers.insert(peer, (pid, Instant::now()));
+        pid
+    }
+
+    /// Links `req` in place: summary attributes on every matched application span, and one
+    /// extra `kotel` scope per resource holding the kernel child spans. Returns the host pids
+    /// that were identified (they become link targets).
+    pub fn link(
+        &mut self,
+        req: &mut ExportTraceServiceRequest,
+        peer: Option<SocketAddr>,
+        ids: &mut IdGenerator,
+    ) -> Vec<u32> {
+        let mut seen = Vec::new();
+        for rs in &mut req.resource_spans {
+            let resource_attrs = rs
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or_default();
+            let reported =
+                int_attr(resource_attrs, "process.pid").and_then(|p| u32::try_from(p).ok());
+            let container = str_attr(resource_attrs, "container.id").map(str::to_string);
+            let peer_pid = self.peer_pid(peer);
+            let (pid, source) = match reported {
+                Some(r) => {
+                    match resolve::host_pid(&self.proc_root, r, container.as_deref(), peer_pid) {
+                        Some(p) => (Some(p), "resource"),
+                        None => (peer_pid, "connection"),
+                    }
+                }
+                None => (peer_pid, "connection"),
+            };
+            let span_count: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
+            self.stats.app_spans += span_count as u64;
+            let Some(pid) = pid else { continue };
+            if !seen.contains(&pid) {
+                seen.push(pid);
+            }
+            let mut children = Vec::new();
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    self.stats.matched_spans += 1;
+                    children.extend(self.link_span(span, pid, source, ids));
+                }
+            }
+            if !children.is_empty() {
+                self.stats.child_spans += children.len() as u64;
+                rs.scope_spans.push(ScopeSpans {
+                    scope: Some(scope()),
+                    spans: children,
+                    ..Default::default()
+                });
+            }
+        }
+        seen
+    }
+
+    fn link_span(
+        &self,
+        span: &mut Span,
+        pid: u32,
+        source: &'static str,
+        ids: &mut IdGenerator,
+    ) -> Vec<Span> {
+        let tid = int_attr(&span.attributes, "thread.id")
+            .and_then(|t| u32::try_from(t).ok())
+            .and_then(|t| resolve::host_tid(&self.proc_root, pid, t));
+        let how = if tid.is_some() { "thread" } else { "process" };
+        let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+        let (Ok(trace_id), Ok(parent)) = (
+            <[u8; 16]>::try_from(span.trace_id.as_slice()),
+            <[u8; 8]>::try_from(span.span_id.as_slice()),
+        ) else {
+            return Vec::new();
+        };
+        let mut sums: HashMap<Probe, u64> = HashMap::new();
+        let mut count = 0i64;
+        let mut children = Vec::new();
+        for e in self.buffer.overlapping(pid, tid, start, end) {
+            count += 1;
+            *sums.entry(e.kind).or_default() += e.end.min(end) - e.start.max(start);
+            if let Some(full) = &e.full {
+                let mut child = kernel_span(
+                    full,
+                    SpanIds {
+                        trace_id,
+                        span_id: ids.span_id(),
+                        parent_span_id: Some(parent),
+                    },
+                );
+                child
+                    .attributes
+                    .push(attrs::string("kotel.link.match", how));
+                child
+                    .attributes
+                    .push(attrs::string("kotel.link.pid_source", source));
+                children.push(child);
+            }
+        }
+        let secs = |p| sums.get(&p).copied().unwrap_or(0) as f64 / 1e9;
+        span.attributes
+            .push(attrs::double("kotel.offcpu.duration", secs(Probe::Offcpu)));
+        span.attributes
+            .push(attrs::double("kotel.runqueue.delay", secs(Probe::Runqueue)));
+        span.attributes
+            .push(attrs::double("kotel.writev.duration", secs(Probe::Writev)));
+        span.attributes.push(attrs::double(
+            "kotel.tcp.send.duration",
+            secs(Probe::TcpSend),
+        ));
+        span.attributes
+            .push(attrs::int("kotel.kernel.events", count));
+        span.attributes.push(attrs::string("kotel.link.match", how));
+        span.attributes
+            .push(attrs::string("kotel.link.pid_source", source));
+        children
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Comm, KernelEvent};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+    fn ev(kind: Probe, tid: u32, start: u64, dur: u64) -> KernelEvent {
+        KernelEvent {
+            kind,
+            pid: std::process::id(),
+            tid,
+            comm: Comm::default(),
+            cpu: 0,
+            start_unix_nano: start,
+            duration_ns: dur,
+            bytes: (kind == Probe::Writev).then_some(10),
+            errno: None,
+            fd: None,
+            iovcnt: None,
+            local: None,
+            peer: None,
+            kernel_stack_id: None,
+            user_stack_id: None,
+        }
+    }
+
+    fn request(pid: Option<i64>, thread: Option<i64>) -> ExportTraceServiceRequest {
+        let mut attributes = vec![attrs::string("service.name", "app")];
+        if let Some(p) = pid {
+            attributes.push(attrs::int("process.pid", p));
+        }
+        let mut span = Span {
+            trace_id: vec![7; 16],
+            span_id: vec![8; 8],
+            name: "handle_request".into(),
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 2_000,
+            ..Default::default()
+        };
+        if let Some(t) = thread {
+            span.attributes.push(attrs::int("thread.id", t));
+        }
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn attr_f64(span: &Span, key: &str) -> f64 {
+        match attrs::find(&span.attributes, key) {
+            Some(Value::DoubleValue(v)) => *v,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlapping_events_become_children_and_sums() {
+        let me = std::process::id();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
+        linker
+            .buffer
+            .push(&ev(Probe::Offcpu, tid, 1_100, 300), true); // inside
+        linker
+            .buffer
+            .push(&ev(Probe::Writev, tid, 1_900, 200), false); // straddles the end: 100 ns inside
+        linker
+            .buffer
+            .push(&ev(Probe::Runqueue, tid + 1, 1_200, 100), true); // other thread
+        linker
+            .buffer
+            .push(&ev(Probe::Offcpu, tid, 5_000, 100), true); // outside
+        let mut req = request(Some(i64::from(me)), Some(i64::from(tid)));
+        let pids = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        assert_eq!(pids, vec![me]);
+        let rs = &req.resource_spans[0];
+        let app = &rs.scope_spans[0].spans[0];
+        assert_eq!(app.name, "handle_request", "the application span is kept");
+        assert_eq!(attr_f64(app, "kotel.offcpu.duration"), 300e-9);
+        assert_eq!(
+            attr_f64(app, "kotel.writev.duration"),
+            100e-9,
+            "clipped to the span"
+        );
+        assert_eq!(
+            attr_f64(app, "kotel.runqueue.delay"),
+            0.0,
+            "other threads do not count"
+        );
+        let kids = &rs.scope_spans[1].spans;
+        assert_eq!(kids.len(), 1, "only events kept whole become children");
+        assert_eq!(kids[0].trace_id, vec![7; 16]);
+        assert_eq!(kids[0].parent_span_id, vec![8; 8]);
+        assert_eq!(
+            attrs::find(&kids[0].attributes, "kotel.link.match"),
+            Some(&Value::StringValue("thread".into()))
+        );
+        assert_eq!(
+            attrs::find(&kids[0].attributes, "kotel.link.pid_source"),
+            Some(&Value::StringValue("resource".into()))
+        );
+    }
+
+    #[test]
+    fn without_a_thread_the_whole_process_counts_and_unknown_senders_are_left_alone() {
+        let me = std::process::id();
+        let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
+        linker
+            .buffer
+            .push(&ev(Probe::Runqueue, 1, 1_200, 100), true);
+        linker
+            .buffer
+            .push(&ev(Probe::Runqueue, 2, 1_300, 100), true);
+        let mut req = request(Some(i64::from(me)), None);
+        linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        assert_eq!(req.resource_spans[0].scope_spans[1].spans.len(), 2);
+        let mut unknown = request(None, None);
+        let before = unknown.clone();
+        assert!(linker
+            .link(&mut unknown, None, &mut IdGenerator::with_seed(1))
+            .is_empty());
+        assert_eq!(unknown, before, "no process, no change");
+    }
+}

@@ -1,0 +1,190 @@
+//! Which host process and thread an application span belongs to: from the `process.pid` on
+//! its resource (translated across PID namespaces with the `NSpid` lines of
+//! `/proc/<pid>/status`, checked against `container.id`), or from the OTLP connection itself
+//! (the peer socket's owner, through `/proc/net/tcp{,6}` and `/proc/<pid>/fd`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use crate::enrich::proc::read_process;
+
+/// The `NSpid` list of a task's status file: its ids from the outermost namespace in.
+pub fn ns_pids(status_path: &Path) -> Option<Vec<u32>> {
+    let text = std::fs::read_to_string(status_path).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
+fn pids(proc_root: &Path) -> impl Iterator<Item = u32> {
+    std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+}
+
+/// The host pid of a process that calls itself `reported` in its own PID namespace.
+/// `peer_pid`, the process owning the sending connection, settles ambiguity; `container_id`
+/// must match when given.
+pub fn host_pid(
+    proc_root: &Path,
+    reported: u32,
+    container_id: Option<&str>,
+    peer_pid: Option<u32>,
+) -> Option<u32> {
+    let innermost = |pid: u32| {
+        ns_pids(&proc_root.join(pid.to_string()).join("status")).and_then(|v| v.last().copied())
+    };
+    let container_ok = |pid: u32| match container_id {
+        None => true,
+        Some(want) => read_process(proc_root, pid)
+            .and_then(|f| f.container_id)
+            .is_some_and(|c| c == want),
+    };
+    if let Some(p) = peer_pid {
+        if innermost(p) == Some(reported) && container_ok(p) {
+            return Some(p);
+        }
+    }
+    // A process of the host's own namespace with that pid.
+    if let Some(ns) = ns_pids(&proc_root.join(reported.to_string()).join("status")) {
+        if ns.len() == 1 && container_ok(reported) {
+            return Some(reported);
+        }
+    }
+    // Otherwise a process in a nested namespace that calls itself `reported`.
+    let mut found = None;
+    for pid in pids(proc_root) {
+        let Some(ns) = ns_pids(&proc_root.join(pid.to_string()).join("status")) else {
+            continue;
+        };
+        if ns.len() > 1 && ns.last() == Some(&reported) && container_ok(pid) {
+            if found.is_some() {
+                return None; // ambiguous without the connection or a container id
+            }
+            found = Some(pid);
+        }
+    }
+    found
+}
+
+/// The host tid of thread `reported` (as the process sees it) of host process `pid`, if it is
+/// a thread of that process.
+pub fn host_tid(proc_root: &Path, pid: u32, reported: u32) -> Option<u32> {
+    let task = proc_root.join(pid.to_string()).join("task");
+    if let Some(ns) = ns_pids(&task.join(reported.to_string()).join("status")) {
+        if ns.len() == 1 {
+            return Some(reported);
+        }
+    }
+    std::fs::read_dir(&task).ok()?.flatten().find_map(|e| {
+        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let ns = ns_pids(&e.path().join("status"))?;
+        (ns.last() == Some(&reported)).then_some(tid)
+    })
+}
+
+/// The process owning the local end `peer` of a TCP connection on this host (the sender of an
+/// OTLP request, seen from the receiver). `None` when no local socket has that address.
+pub fn pid_of_peer(proc_root: &Path, peer: SocketAddr) -> Option<u32> {
+    let inode = ["net/tcp", "net/tcp6"]
+        .iter()
+        .find_map(|f| socket_inode(&std::fs::read_to_string(proc_root.join(f)).ok()?, peer))?;
+    let needle = format!("socket:[{inode}]");
+    pids(proc_root).find(|pid| {
+        std::fs::read_dir(proc_root.join(pid.to_string()).join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == needle.as_str()))
+    })
+}
+
+/// The inode of the socket whose local address is `addr`, from `/proc/net/tcp{,6}` text.
+pub fn socket_inode(table: &str, addr: SocketAddr) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local = parse_hex_addr(f.get(1)?)?;
+        (local == addr || same_v4_mapped(local, addr)).then(|| f.get(9)?.parse().ok())?
+    })
+}
+
+fn same_v4_mapped(a: SocketAddr, b: SocketAddr) -> bool {
+    let canon = |s: SocketAddr| match s.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(s, |v4| SocketAddr::new(IpAddr::V4(v4), s.port())),
+        IpAddr::V4(_) => s,
+    };
+    canon(a) == canon(b)
+}
+
+/// `0100007F:1F90` (IPv4, little-endian words) or the 32-hex-digit IPv6 form, as the kernel
+/// prints them.
+fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(ip, 16).ok()?.swap_bytes(),
+        )),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16)
+                    .ok()?
+                    .swap_bytes();
+                chunk.copy_from_slice(&word.to_be_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn kernel_address_forms_parse() {
+        assert_eq!(
+            parse_hex_addr("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_hex_addr("00000000000000000000000001000000:0050"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(parse_hex_addr("zz:1"), None);
+    }
+
+    /// A real loopback connection: the client socket's owner is this very process.
+    #[test]
+    fn the_peer_of_a_local_connection_is_found() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server_side, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert_eq!(
+            pid_of_peer(Path::new("/proc"), peer),
+            Some(std::process::id())
+        );
+        drop(client);
+        let mut buf = Vec::new();
+        let _ = server_side.read_to_end(&mut buf);
+    }
+
+    #[test]
+    fn our_own_pid_and_threads_resolve_to_themselves() {
+        let me = std::process::id();
+        let root = Path::new("/proc");
+        assert_eq!(host_pid(root, me, None, None), Some(me));
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert_eq!(host_tid(root, me, tid), Some(tid));
+        assert_eq!(host_tid(root, me, u32::MAX), None);
+    }
+}
