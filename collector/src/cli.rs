@@ -82,6 +82,18 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_probe)]
     pub probes: Option<Vec<Probe>>,
 
+    /// OTLP/gRPC receiver address for applications' telemetry, or "none".
+    #[arg(long, value_name = "ADDR")]
+    pub receiver_grpc: Option<String>,
+
+    /// OTLP/HTTP receiver address (protobuf and JSON), or "none".
+    #[arg(long, value_name = "ADDR")]
+    pub receiver_http: Option<String>,
+
+    /// How long kernel events wait for the application spans they belong to.
+    #[arg(long, value_parser = parse_duration)]
+    pub link_window: Option<Duration>,
+
     /// Address for /metrics, /healthz and /readyz, or "none".
     #[arg(long, value_name = "ADDR")]
     pub telemetry: Option<String>,

@@ -78,6 +78,21 @@ max_interval = "30s"
 # Give up on a batch (and count it dropped) after retrying this long.
 max_elapsed = "60s"
 
+[receiver]
+# OTLP/gRPC listener for applications' own telemetry ("none" disables). Everything received is
+# forwarded upstream; spans get kernel child spans linked under them.
+grpc = "127.0.0.1:4317"
+# OTLP/HTTP listener (protobuf and JSON), or "none".
+http = "127.0.0.1:4318"
+# Largest request accepted, in bytes (after decompression).
+max_request_bytes = 4194304
+
+[link]
+# How long kernel events wait for the application spans they belong to.
+window = "30s"
+# Most kernel events held for linking; the oldest are evicted (and counted) past it.
+buffer_events = 200000
+
 [telemetry]
 # Loopback address for /metrics (Prometheus text), /healthz and /readyz; "none" disables.
 listen = "127.0.0.1:9464"
@@ -95,8 +110,54 @@ pub struct Config {
     pub resource: ResourceConfig,
     /// Where and how data is exported.
     pub export: ExportSettings,
+    /// The OTLP receiver for applications' telemetry.
+    pub receiver: ReceiverSettings,
+    /// Linking kernel events under application spans.
+    pub link: LinkSettings,
     /// The agent's own HTTP endpoints.
     pub telemetry: TelemetryConfig,
+}
+
+/// `[receiver]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverSettings {
+    /// OTLP/gRPC listen address, or "none".
+    pub grpc: String,
+    /// OTLP/HTTP listen address, or "none".
+    pub http: String,
+    /// Request size limit in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ReceiverSettings {
+    fn default() -> Self {
+        ReceiverSettings {
+            grpc: "127.0.0.1:4317".into(),
+            http: "127.0.0.1:4318".into(),
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
+/// `[link]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkSettings {
+    /// How long events wait for their spans.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Buffer capacity in events.
+    pub buffer_events: usize,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            window: Duration::from_secs(30),
+            buffer_events: 200_000,
+        }
+    }
 }
 
 /// `[capture]`.
@@ -404,6 +465,23 @@ impl Config {
                 "export.retry",
                 "initial_interval must be > 0 and <= max_interval".into(),
             );
+        }
+        for (field, addr) in [
+            ("receiver.grpc", &self.receiver.grpc),
+            ("receiver.http", &self.receiver.http),
+        ] {
+            if addr != "none" && addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad(
+                    field,
+                    format!("{addr:?} is not an address:port or \"none\""),
+                );
+            }
+        }
+        if self.receiver.max_request_bytes < 1024 {
+            return bad("receiver.max_request_bytes", "must be at least 1024".into());
+        }
+        if self.link.buffer_events == 0 {
+            return bad("link.buffer_events", "must be at least 1".into());
         }
         let l = &self.telemetry.listen;
         if l != "none" && l.parse::<std::net::SocketAddr>().is_err() {

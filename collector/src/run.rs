@@ -134,6 +134,15 @@ pub fn effective_config(
     if let Some(t) = &args.telemetry {
         cfg.telemetry.listen = t.clone();
     }
+    if let Some(a) = &args.receiver_grpc {
+        cfg.receiver.grpc = a.clone();
+    }
+    if let Some(a) = &args.receiver_http {
+        cfg.receiver.http = a.clone();
+    }
+    if let Some(w) = args.link_window {
+        cfg.link.window = w;
+    }
     if let Some(out) = &args.out {
         cfg.export.out_dir = out.clone();
     }

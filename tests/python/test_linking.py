@@ -1,0 +1,108 @@
+"""Trace linkage end to end: a real OpenTelemetry SDK application sends its spans to kotel's
+OTLP receiver; kotel forwards them upstream (to the official-protos receiver) with kernel
+child spans linked under them. The application knows what it did inside ``handle_request``
+(writev sizes, one TCP send, a 30 ms sleep) and did the same again outside any span.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from otlp_receiver import any_value, attributes
+
+pytestmark = pytest.mark.bpf
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_app(port: int, *flags: str, pidns: bool = False) -> dict:
+    cmd = [sys.executable, str(HERE / "traced_app.py"), "--endpoint", f"http://127.0.0.1:{port}", *flags]
+    if pidns:
+        cmd = ["unshare", "--pid", "--fork", "--mount-proc", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def linked_run(receiver, kotel_run, tmp_path, *flags: str, pidns: bool = False):
+    port = free_port()
+    kotel = kotel_run(
+        ["--span-threshold", "0", "--out", tmp_path / "out", "--otlp-endpoint", receiver.endpoint,
+         "--receiver-grpc", f"127.0.0.1:{port}", "--receiver-http", "none", "--telemetry", "none"]
+    )
+    truth = run_app(port, *flags, pidns=pidns)
+    ids = {w["span_id"] for w in truth["workers"]}
+    receiver.wait_for(lambda: ids <= {s.span.span_id.hex() for s in receiver.spans()}, timeout=20)
+    code, _, stderr = kotel.interrupt()
+    assert code == 0, stderr
+    return truth, receiver.spans()
+
+
+def check_worker(worker: dict, spans, truth: dict, how: str, source: str) -> None:
+    app = [s for s in spans if s.span.span_id.hex() == worker["span_id"]]
+    assert len(app) == 1, "the application span arrived once"
+    app = app[0].span
+    assert app.name == "handle_request" and app.trace_id.hex() == worker["trace_id"], "unchanged"
+    kids = [s.span for s in spans if s.span.parent_span_id.hex() == worker["span_id"]]
+    assert kids, "kernel child spans under handle_request"
+    for k in kids:
+        a = attributes(k.attributes)
+        assert k.trace_id.hex() == worker["trace_id"]
+        assert a["kotel.link.match"] == how and a["kotel.link.pid_source"] == source, a
+    def by(name, tid_only=True):
+        out = [k for k in kids if k.name == name]
+        if tid_only:
+            out = [k for k in out if attributes(k.attributes)["thread.id"] == worker["tid"] or how == "process"]
+        return out
+    writevs = [k for k in by("writev") if attributes(k.attributes)["thread.id"] == worker["tid"]]
+    assert sorted(attributes(k.attributes)["kotel.bytes"] for k in writevs) == sorted(worker["inside"]["writev_bytes"])
+    sends = [k for k in by("tcp_sendmsg") if attributes(k.attributes).get("network.local.port") == int(worker["inside"]["tcp_local"].rsplit(":", 1)[1])]
+    assert [attributes(k.attributes)["kotel.bytes"] for k in sends] == [truth["tcp_size"]]
+    sleeps = [k for k in by("sched.offcpu") if attributes(k.attributes)["thread.id"] == worker["tid"]
+              and k.end_time_unix_nano - k.start_time_unix_nano >= truth["sleep_s"] * 1e9]
+    assert sleeps, "the 30 ms sleep is an off-CPU child"
+    summary = attributes(app.attributes)
+    assert summary["kotel.offcpu.duration"] >= truth["sleep_s"], summary
+    assert summary["kotel.kernel.events"] >= len(kids)
+    # The same work outside the span is under no span: no writev child carries its sizes
+    # at a time after handle_request ended.
+    late = [s for s in spans if s.span.parent_span_id and s.span.name == "writev"
+            and s.span.start_time_unix_nano > app.end_time_unix_nano]
+    assert not late, "work outside any span is not linked"
+
+
+@pytest.mark.parametrize("with_pid", [True, False], ids=["resource-pid", "connection"])
+def test_kernel_spans_are_linked_under_the_application_span(receiver, kotel_run, tmp_path, with_pid):
+    flags = ["--with-pid"] if with_pid else []
+    truth, spans = linked_run(receiver, kotel_run, tmp_path, *flags, "--thread-id")
+    check_worker(truth["workers"][0], spans, truth, "thread", "resource" if with_pid else "connection")
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) missing")
+def test_an_application_in_its_own_pid_namespace_is_found(receiver, kotel_run, tmp_path):
+    truth, spans = linked_run(receiver, kotel_run, tmp_path, "--with-pid", "--thread-id", pidns=True)
+    assert truth["pid"] < 10, "the application sees a pid of its own namespace"
+    check_worker(truth["workers"][0], spans, truth, "thread", "resource")
+
+
+def test_two_threads_get_only_their_own_events(receiver, kotel_run, tmp_path):
+    truth, spans = linked_run(receiver, kotel_run, tmp_path, "--with-pid", "--threads", "2", "--thread-id")
+    tids = {w["tid"] for w in truth["workers"]}
+    assert len(tids) == 2
+    for w in truth["workers"]:
+        check_worker(w, spans, truth, "thread", "resource")
+        kids = [s.span for s in spans if s.span.parent_span_id.hex() == w["span_id"]]
+        assert {attributes(k.attributes)["thread.id"] for k in kids} == {w["tid"]}, "only its own thread"

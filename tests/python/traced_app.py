@@ -1,0 +1,120 @@
+"""A real application instrumented with the official OpenTelemetry SDK, for kotel's linking tests.
+
+Inside a span ``handle_request`` each worker thread does three things it can account for
+exactly: ``writev`` of known sizes to /dev/null, one TCP send of a known size to a local
+server, and a 30 ms sleep. Outside any span it then does the same again. Spans go over OTLP/gRPC
+to the endpoint given (kotel's receiver). At the end it prints one JSON line of truth: its
+pid (as it sees it), each worker's native thread id, the sizes, and the ids of its spans.
+
+    python3 traced_app.py --endpoint http://127.0.0.1:PORT [--with-pid] [--threads N]
+                          [--thread-id]
+
+``--with-pid`` puts ``process.pid`` on the resource (the SDK's default resource has none);
+``--thread-id`` sets ``thread.id`` on each span to the worker's native thread id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import threading
+import time
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+WRITEV_SIZES = [[100, 200], [300], [1000, 24, 76]]
+TCP_SIZE = 5000
+SLEEP_S = 0.030
+
+
+def work(peer: tuple[str, int]) -> dict:
+    """The three accountable things; returns what was done."""
+    fd = os.open("/dev/null", os.O_WRONLY)
+    written = []
+    for sizes in WRITEV_SIZES:
+        written.append(os.writev(fd, [b"x" * n for n in sizes]))
+    os.close(fd)
+    with socket.create_connection(peer) as s:
+        local = s.getsockname()
+        sent = s.send(b"y" * TCP_SIZE)
+    time.sleep(SLEEP_S)
+    return {"writev_bytes": written, "tcp_sent": sent, "tcp_local": f"{local[0]}:{local[1]}"}
+
+
+def sink_server() -> tuple[socket.socket, tuple[str, int]]:
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def drain() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                while conn.recv(65536):
+                    pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return srv, srv.getsockname()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--with-pid", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--thread-id", action="store_true")
+    args = ap.parse_args()
+
+    attrs = {"service.name": "traced-app"}
+    if args.with_pid:
+        attrs["process.pid"] = os.getpid()
+    provider = TracerProvider(resource=Resource(attrs) if args.with_pid else Resource.create(attrs))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=args.endpoint, insecure=True)))
+    tracer = provider.get_tracer("traced-app")
+    srv, peer = sink_server()
+    barrier = threading.Barrier(args.threads)
+    results: list[dict] = [{} for _ in range(args.threads)]
+
+    def worker(i: int) -> None:
+        tid = threading.get_native_id()
+        barrier.wait()
+        with tracer.start_as_current_span("handle_request") as span:
+            if args.thread_id:
+                span.set_attribute("thread.id", tid)
+            start = time.time_ns()
+            inside = work(peer)
+            end = time.time_ns()
+            ctx = span.get_span_context()
+        time.sleep(0.05)
+        outside = work(peer)
+        results[i] = {
+            "tid": tid,
+            "trace_id": f"{ctx.trace_id:032x}",
+            "span_id": f"{ctx.span_id:016x}",
+            "inside": inside,
+            "inside_window_ns": [start, end],
+            "outside": outside,
+        }
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Give the kernel side a moment to drain its ring buffer before the spans arrive.
+    time.sleep(0.3)
+    provider.force_flush()
+    provider.shutdown()
+    srv.close()
+    print(json.dumps({"pid": os.getpid(), "workers": results, "sleep_s": SLEEP_S, "tcp_size": TCP_SIZE}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
