@@ -12,6 +12,8 @@ echo "== cargo clippy"
 cargo clippy -q --workspace --all-targets -- -D warnings
 echo "== build"
 cargo build -q --workspace --bins
+echo "== deploy manifests (kubernetes-validate, checkov, config, Dockerfile packages)"
+bash scripts/check-deploy.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 echo "== unit, property, layout and doc tests"
