@@ -371,11 +371,11 @@ fn decode(signal: Signal, format: Format, body: &[u8]) -> Result<Batch, String> 
     }
 }
 
-/// The empty `Export*ServiceResponse` (no `partial_success`) in `format`.
+/// The empty `Export*ServiceResponse` (no `partial_success`) in `format`: no bytes in protobuf,
+/// `{}` in OTLP/JSON (serde would write `{"partialSuccess":null}`).
 fn success_body(signal: Signal, format: Format) -> Bytes {
-    let json =
-        |r: Result<Vec<u8>, serde_json::Error>| Bytes::from(r.unwrap_or_else(|_| b"{}".to_vec()));
     match (signal, format) {
+        (_, Format::Json) => Bytes::from_static(b"{}"),
         (Signal::Traces, Format::Protobuf) => {
             ExportTraceServiceResponse::default().encode_to_vec().into()
         }
@@ -384,15 +384,6 @@ fn success_body(signal: Signal, format: Format) -> Bytes {
             .into(),
         (Signal::Logs, Format::Protobuf) => {
             ExportLogsServiceResponse::default().encode_to_vec().into()
-        }
-        (Signal::Traces, Format::Json) => {
-            json(serde_json::to_vec(&ExportTraceServiceResponse::default()))
-        }
-        (Signal::Metrics, Format::Json) => {
-            json(serde_json::to_vec(&ExportMetricsServiceResponse::default()))
-        }
-        (Signal::Logs, Format::Json) => {
-            json(serde_json::to_vec(&ExportLogsServiceResponse::default()))
         }
     }
 }
@@ -568,8 +559,9 @@ mod tests {
         let reply = post(addr, "/v1/traces", &[JSON], body.as_bytes()).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.header("content-type"), Some("application/json"));
-        let _: ExportTraceServiceResponse =
-            serde_json::from_slice(&reply.body).expect("JSON response");
+        assert_eq!(reply.body, b"{}");
+        let decoded: ExportTraceServiceResponse = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(decoded, ExportTraceServiceResponse::default());
         let Some(Received::Traces { request, peer }) = rx.recv().await else {
             panic!("traces");
         };
@@ -709,6 +701,11 @@ mod tests {
         let busy = post(addr, "/v1/traces", &[PROTO], &body).await;
         assert_eq!(busy.status, 429);
         assert_eq!(busy.header("retry-after"), Some("1"));
+        assert!(
+            busy.text().contains("queue of 1 requests"),
+            "{}",
+            busy.text()
+        );
         // Our own exporter, which follows the OTLP spec, reads it as "retry in 1 s".
         let e = classify_http(
             StatusCode::TOO_MANY_REQUESTS,

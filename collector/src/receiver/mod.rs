@@ -110,8 +110,8 @@ pub struct ReceiverConfig {
     pub http: Option<SocketAddr>,
     /// Largest request accepted, in bytes after decompression. Default 4 MiB.
     pub max_request_bytes: usize,
-    /// Capacity of the channel the caller passes to [`start`], in requests; only reported in
-    /// the busy message (the channel itself enforces it). Default 256.
+    /// Capacity of the channel, in requests, when it is made with [`ReceiverConfig::channel`]
+    /// (the channel passed to [`start`] is what bounds memory). Default 256.
     pub queue: usize,
 }
 
@@ -253,7 +253,6 @@ pub async fn start(
         tx,
         stats: Arc::clone(&stats),
         max_request_bytes: cfg.max_request_bytes,
-        queue: cfg.queue,
         logs: std::array::from_fn(|_| RateLimit::new()),
     });
     let grpc = match cfg.grpc {
@@ -327,7 +326,6 @@ struct Intake {
     tx: mpsc::Sender<Received>,
     stats: Arc<ReceiverStats>,
     max_request_bytes: usize,
-    queue: usize,
     logs: [RateLimit; 4],
 }
 
@@ -399,7 +397,7 @@ impl Intake {
     fn busy_message(&self) -> String {
         format!(
             "kotel receiver busy: its queue of {} requests is full; retry after {} s",
-            self.queue,
+            self.tx.max_capacity(),
             RETRY_AFTER.as_secs()
         )
     }
@@ -553,6 +551,47 @@ mod tests {
             let err = start(&cfg, tx).await.expect_err("address in use");
             assert!(err.to_string().contains(&addr.to_string()), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn consumer_gone_is_unavailable_and_counted() {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let cfg = ReceiverConfig {
+            grpc: Some("127.0.0.1:0".parse().unwrap()),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            ..ReceiverConfig::default()
+        };
+        let (tx, rx) = cfg.channel();
+        let handle = start(&cfg, tx).await.unwrap();
+        drop(rx);
+
+        let grpc = handle.grpc_addr().unwrap();
+        let err = TraceServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap()
+            .export(testdata::traces(1, 1, 1))
+            .await
+            .expect_err("nobody reads");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+
+        let mut s = tokio::net::TcpStream::connect(handle.http_addr().unwrap())
+            .await
+            .unwrap();
+        s.write_all(
+            b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+
+        assert_eq!(handle.stats().rejected_closed.load(Ordering::Relaxed), 2);
+        assert_eq!(handle.stats().rejected(), 2);
+        handle.shutdown().await;
     }
 
     #[tokio::test]
