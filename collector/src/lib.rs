@@ -14,6 +14,7 @@ pub mod model;
 pub mod otlp;
 pub mod output;
 pub mod quantile;
+pub mod receiver;
 pub mod run;
 mod signals;
 pub mod symbolize;

@@ -1,0 +1,609 @@
+//! Receiver: an OTLP endpoint in the agent (gRPC on 4317, HTTP protobuf and JSON on 4318) that
+//! takes applications' traces, metrics and logs and hands them, with the sender's address, to a
+//! bounded channel.
+//!
+//! The pieces, by role:
+//!
+//! - [`start`] binds the servers a [`ReceiverConfig`] asks for and returns a [`ReceiverHandle`]
+//!   (bound addresses, [`ReceiverStats`], `shutdown`).
+//! - Each accepted request becomes one [`Received`] on the caller's
+//!   `tokio::sync::mpsc::Sender`, offered with `try_send`: when the channel is full the client
+//!   is told to back off (gRPC `RESOURCE_EXHAUSTED` with a `RetryInfo`, HTTP 429 with
+//!   `Retry-After`) and the refusal is counted, so a flood costs at most `queue` requests of
+//!   memory.
+//! - Bad input never reaches the channel: malformed requests get `INVALID_ARGUMENT` / 400,
+//!   requests larger than [`ReceiverConfig::max_request_bytes`] (after decompression) get
+//!   `RESOURCE_EXHAUSTED` / 413, and the servers keep serving.
+//!
+//! Every refusal increments a counter in [`ReceiverStats`] and logs `kotel.receiver.rejected`
+//! (rate-limited).
+
+mod grpc;
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::sync::mpsc;
+
+use crate::export::{Batch, Signal};
+
+/// How long a client is asked to wait when the channel is full.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One OTLP export request as received, with the address of the connection it came on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// Spans.
+    Traces {
+        /// The request, unchanged.
+        request: ExportTraceServiceRequest,
+        /// The TCP peer of the sending connection (to find the sending process), when known.
+        peer: Option<SocketAddr>,
+    },
+    /// Metrics.
+    Metrics {
+        /// The request, unchanged.
+        request: ExportMetricsServiceRequest,
+        /// The TCP peer of the sending connection, when known.
+        peer: Option<SocketAddr>,
+    },
+    /// Log records.
+    Logs {
+        /// The request, unchanged.
+        request: ExportLogsServiceRequest,
+        /// The TCP peer of the sending connection, when known.
+        peer: Option<SocketAddr>,
+    },
+}
+
+impl Received {
+    /// Wraps an exporter [`Batch`] with the peer it came from.
+    pub fn new(batch: Batch, peer: Option<SocketAddr>) -> Received {
+        match batch {
+            Batch::Traces(request) => Received::Traces { request, peer },
+            Batch::Metrics(request) => Received::Metrics { request, peer },
+            Batch::Logs(request) => Received::Logs { request, peer },
+        }
+    }
+
+    /// Which signal the request carries.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Received::Traces { .. } => Signal::Traces,
+            Received::Metrics { .. } => Signal::Metrics,
+            Received::Logs { .. } => Signal::Logs,
+        }
+    }
+
+    /// The TCP peer of the sending connection, when known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        match self {
+            Received::Traces { peer, .. }
+            | Received::Metrics { peer, .. }
+            | Received::Logs { peer, .. } => *peer,
+        }
+    }
+
+    /// The request as an exporter [`Batch`], to forward upstream unchanged.
+    pub fn into_batch(self) -> Batch {
+        match self {
+            Received::Traces { request, .. } => Batch::Traces(request),
+            Received::Metrics { request, .. } => Batch::Metrics(request),
+            Received::Logs { request, .. } => Batch::Logs(request),
+        }
+    }
+}
+
+/// Where the receiver listens and how much it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverConfig {
+    /// OTLP/gRPC listen address; `None` turns the gRPC server off. Default `127.0.0.1:4317`.
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP (protobuf and JSON) listen address; `None` turns it off. Default
+    /// `127.0.0.1:4318`.
+    pub http: Option<SocketAddr>,
+    /// Largest request accepted, in bytes after decompression. Default 4 MiB.
+    pub max_request_bytes: usize,
+    /// Capacity of the channel, in requests, when it is made with [`ReceiverConfig::channel`]
+    /// (the channel passed to [`start`] is what bounds memory). Default 256.
+    pub queue: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> ReceiverConfig {
+        ReceiverConfig {
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 4317))),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
+            max_request_bytes: 4 * 1024 * 1024,
+            queue: 256,
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// A channel sized as [`ReceiverConfig::queue`] says (at least 1), to pass to [`start`].
+    pub fn channel(&self) -> (mpsc::Sender<Received>, mpsc::Receiver<Received>) {
+        mpsc::channel(self.queue.max(1))
+    }
+}
+
+/// Counters for one signal.
+#[derive(Debug, Default)]
+pub struct SignalCounters {
+    /// Requests handed to the channel.
+    pub accepted_requests: AtomicU64,
+    /// Items (spans, metric data points, log records) in those requests.
+    pub accepted_items: AtomicU64,
+}
+
+/// What the receiver accepted and refused. Relaxed atomics, readable from any thread.
+#[derive(Debug, Default)]
+pub struct ReceiverStats {
+    /// Accepted traces.
+    pub traces: SignalCounters,
+    /// Accepted metrics.
+    pub metrics: SignalCounters,
+    /// Accepted logs.
+    pub logs: SignalCounters,
+    /// Requests refused because they could not be decoded (bad protobuf, JSON or gzip).
+    pub rejected_malformed: AtomicU64,
+    /// Requests refused because they exceeded `max_request_bytes`.
+    pub rejected_oversize: AtomicU64,
+    /// Requests refused because the channel was full (the client was told to retry).
+    pub rejected_busy: AtomicU64,
+    /// Requests refused because the channel's consumer had gone (the agent is stopping).
+    pub rejected_closed: AtomicU64,
+}
+
+impl ReceiverStats {
+    /// The counters of `signal`.
+    pub fn signal(&self, signal: Signal) -> &SignalCounters {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+
+    /// Total requests refused, for any reason.
+    pub fn rejected(&self) -> u64 {
+        [
+            &self.rejected_malformed,
+            &self.rejected_oversize,
+            &self.rejected_busy,
+            &self.rejected_closed,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+}
+
+/// Why the receiver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    /// A listen address could not be bound.
+    #[error(
+        "cannot listen for OTLP/{protocol} on {addr}: {source}; is another collector or agent \
+         already using it? Pick another address, or `none` to turn this receiver off"
+    )]
+    Bind {
+        /// `gRPC` or `HTTP`.
+        protocol: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running receiver. Dropping it without [`ReceiverHandle::shutdown`] leaves the servers
+/// running until the runtime stops.
+#[derive(Debug)]
+pub struct ReceiverHandle {
+    grpc: Option<grpc::GrpcServer>,
+    http: Option<http::HttpServer>,
+    stats: Arc<ReceiverStats>,
+}
+
+impl ReceiverHandle {
+    /// Where the gRPC server listens (port 0 in the config is resolved here).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|s| s.addr)
+    }
+
+    /// Where the HTTP server listens.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|s| s.addr)
+    }
+
+    /// The receiver's counters.
+    pub fn stats(&self) -> Arc<ReceiverStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Stops listening and closes every connection; requests in flight are answered or cut
+    /// off within about a second.
+    pub async fn shutdown(self) {
+        if let Some(s) = self.grpc {
+            s.shutdown().await;
+        }
+        if let Some(s) = self.http {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Binds the servers `cfg` asks for and starts serving on the current tokio runtime. Accepted
+/// requests go to `tx` (see [`ReceiverConfig::channel`]); the caller owns the other end and
+/// should forward what it reads promptly, since a full channel makes clients back off.
+pub async fn start(
+    cfg: &ReceiverConfig,
+    tx: mpsc::Sender<Received>,
+) -> Result<ReceiverHandle, ReceiverError> {
+    let stats = Arc::new(ReceiverStats::default());
+    let intake = Arc::new(Intake {
+        tx,
+        stats: Arc::clone(&stats),
+        max_request_bytes: cfg.max_request_bytes,
+        logs: std::array::from_fn(|_| RateLimit::new()),
+    });
+    let grpc = match cfg.grpc {
+        Some(addr) => Some(grpc::GrpcServer::start(addr, Arc::clone(&intake)).await?),
+        None => None,
+    };
+    let http = match cfg.http {
+        Some(addr) => match http::HttpServer::start(addr, Arc::clone(&intake)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                if let Some(g) = grpc {
+                    g.shutdown().await;
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    if let Some(s) = &grpc {
+        tracing::info!(addr = %s.addr, "kotel.receiver.grpc_listening");
+    }
+    if let Some(s) = &http {
+        tracing::info!(addr = %s.addr, "kotel.receiver.http_listening");
+    }
+    Ok(ReceiverHandle { grpc, http, stats })
+}
+
+/// Which server a request came through, for logs.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reject {
+    Malformed,
+    Oversize,
+    Busy,
+    Closed,
+}
+
+impl Reject {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reject::Malformed => "malformed",
+            Reject::Oversize => "oversize",
+            Reject::Busy => "busy",
+            Reject::Closed => "closed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What both servers share: the channel, the counters and the limits.
+#[derive(Debug)]
+struct Intake {
+    tx: mpsc::Sender<Received>,
+    stats: Arc<ReceiverStats>,
+    max_request_bytes: usize,
+    logs: [RateLimit; 4],
+}
+
+impl Intake {
+    /// Offers a decoded request to the channel without waiting. On success the request is
+    /// counted as accepted; a refusal is counted and logged.
+    fn offer(
+        &self,
+        batch: Batch,
+        peer: Option<SocketAddr>,
+        transport: Transport,
+    ) -> Result<(), Reject> {
+        let signal = batch.signal();
+        let items = batch.items();
+        match self.tx.try_send(Received::new(batch, peer)) {
+            Ok(()) => {
+                let c = self.stats.signal(signal);
+                c.accepted_requests.fetch_add(1, Ordering::Relaxed);
+                c.accepted_items.fetch_add(items, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.reject(Reject::Busy, transport, Some(signal), peer, "queue full");
+                Err(Reject::Busy)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.reject(
+                    Reject::Closed,
+                    transport,
+                    Some(signal),
+                    peer,
+                    "agent stopping",
+                );
+                Err(Reject::Closed)
+            }
+        }
+    }
+
+    /// Counts a refusal and logs `kotel.receiver.rejected`, at most once a second per reason.
+    fn reject(
+        &self,
+        reason: Reject,
+        transport: Transport,
+        signal: Option<Signal>,
+        peer: Option<SocketAddr>,
+        why: &str,
+    ) {
+        let counter = match reason {
+            Reject::Malformed => &self.stats.rejected_malformed,
+            Reject::Oversize => &self.stats.rejected_oversize,
+            Reject::Busy => &self.stats.rejected_busy,
+            Reject::Closed => &self.stats.rejected_closed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.logs[reason.index()].check() {
+            tracing::warn!(
+                reason = reason.as_str(),
+                transport = transport.as_str(),
+                signal = signal.map_or("unknown", Signal::as_str),
+                peer = ?peer,
+                error = why,
+                suppressed,
+                "kotel.receiver.rejected"
+            );
+        }
+    }
+
+    /// The message sent with a busy refusal.
+    fn busy_message(&self) -> String {
+        format!(
+            "kotel receiver busy: its queue of {} requests is full; retry after {} s",
+            self.tx.max_capacity(),
+            RETRY_AFTER.as_secs()
+        )
+    }
+
+    /// The message sent with an oversize refusal.
+    fn oversize_message(&self, detail: &str) -> String {
+        format!(
+            "request exceeds the kotel receiver's limit of {} bytes (max_request_bytes, after \
+             decompression): {detail}",
+            self.max_request_bytes
+        )
+    }
+}
+
+/// Lets one log line through per second and counts the ones held back.
+#[derive(Debug)]
+struct RateLimit {
+    origin: Instant,
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    fn new() -> RateLimit {
+        RateLimit {
+            origin: Instant::now(),
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    fn check(&self) -> Option<u64> {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testdata {
+    //! Small OTLP requests for the receiver tests.
+
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// `n` spans; span `i` has trace id `[tag; 16]` and span id `[i + 1; 8]`, and an attribute
+    /// of `pad` bytes.
+    pub fn traces(tag: u8, n: usize, pad: usize) -> ExportTraceServiceRequest {
+        let spans = (0..n)
+            .map(|i| Span {
+                trace_id: vec![tag; 16],
+                span_id: vec![i as u8 + 1; 8],
+                name: "handle_request".into(),
+                start_time_unix_nano: 1_700_000_000_000_000_000,
+                end_time_unix_nano: 1_700_000_000_030_000_000,
+                attributes: vec![KeyValue {
+                    key: "pad".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("x".repeat(pad))),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// One gauge with `n` data points.
+    pub fn metrics(n: usize) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "app.requests".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint::default(); n],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// `n` log records.
+    pub fn logs(n: usize) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_otlp_ports_on_loopback() {
+        let c = ReceiverConfig::default();
+        assert_eq!(c.grpc, Some("127.0.0.1:4317".parse().unwrap()));
+        assert_eq!(c.http, Some("127.0.0.1:4318".parse().unwrap()));
+        assert_eq!(c.max_request_bytes, 4 << 20);
+        assert_eq!(c.queue, 256);
+    }
+
+    #[tokio::test]
+    async fn binding_a_used_address_names_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        for (grpc, http) in [(Some(addr), None), (None, Some(addr))] {
+            let cfg = ReceiverConfig {
+                grpc,
+                http,
+                ..ReceiverConfig::default()
+            };
+            let (tx, _rx) = cfg.channel();
+            let err = start(&cfg, tx).await.expect_err("address in use");
+            assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn consumer_gone_is_unavailable_and_counted() {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let cfg = ReceiverConfig {
+            grpc: Some("127.0.0.1:0".parse().unwrap()),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            ..ReceiverConfig::default()
+        };
+        let (tx, rx) = cfg.channel();
+        let handle = start(&cfg, tx).await.unwrap();
+        drop(rx);
+
+        let grpc = handle.grpc_addr().unwrap();
+        let err = TraceServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap()
+            .export(testdata::traces(1, 1, 1))
+            .await
+            .expect_err("nobody reads");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+
+        let mut s = tokio::net::TcpStream::connect(handle.http_addr().unwrap())
+            .await
+            .unwrap();
+        s.write_all(
+            b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+
+        assert_eq!(handle.stats().rejected_closed.load(Ordering::Relaxed), 2);
+        assert_eq!(handle.stats().rejected(), 2);
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn both_off_starts_nothing() {
+        let cfg = ReceiverConfig {
+            grpc: None,
+            http: None,
+            ..ReceiverConfig::default()
+        };
+        let (tx, _rx) = cfg.channel();
+        let h = start(&cfg, tx).await.unwrap();
+        assert_eq!((h.grpc_addr(), h.http_addr()), (None, None));
+        h.shutdown().await;
+    }
+}
