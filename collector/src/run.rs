@@ -27,6 +27,8 @@ use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceO
 use crate::export::{
     Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, Signal,
 };
+use crate::link::buffer::LinkBuffer;
+use crate::link::Linker;
 use crate::model::{Comm, KernelEvent};
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::{ExemplarCandidate, MetricsBuilder, SelfMetric, Temporality};
@@ -34,6 +36,7 @@ use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::traces::SpanBatcher;
 use crate::otlp::{attrs, SCOPE_VERSION};
 use crate::output::{table, Summary};
+use crate::receiver::{self, Received, ReceiverConfig};
 use crate::symbolize::{hex_frames, kernel_frames, KernelSymbols};
 use crate::telemetry::{self, Sample, SampleSource, SelfStats};
 use crate::{cgroup, signals};
@@ -62,6 +65,9 @@ pub enum RunError {
     /// The exporter could not be built.
     #[error("export: {0}")]
     Export(String),
+    /// The OTLP receiver could not start.
+    #[error("OTLP receiver: {0}")]
+    Receiver(String),
     /// Local I/O failed.
     #[error("{what}: {source}")]
     Io {
@@ -77,7 +83,10 @@ impl RunError {
     /// Exit code: 2 for what must be fixed before starting, 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Config(_) | RunError::Env(_) | RunError::Export(_) => 2,
+            RunError::Config(_)
+            | RunError::Env(_)
+            | RunError::Export(_)
+            | RunError::Receiver(_) => 2,
             RunError::Load(
                 LoadError::Privileges { .. }
                 | LoadError::NoBtf { .. }
@@ -378,6 +387,19 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         max_histograms: cfg.capture.max_histograms,
         lifecycle: true,
     };
+    let listen = |a: &str| {
+        if a == "none" {
+            None
+        } else {
+            a.parse::<SocketAddr>().ok()
+        }
+    };
+    let receiver_cfg = ReceiverConfig {
+        grpc: listen(&cfg.receiver.grpc),
+        http: listen(&cfg.receiver.http),
+        max_request_bytes: cfg.receiver.max_request_bytes,
+        ..ReceiverConfig::default()
+    };
     let mut tracer = Tracer::start(&tracer_cfg)?;
     report_left_out(tracer_cfg.probes, &tracer);
 
@@ -400,6 +422,31 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             Err(e) => tracing::warn!(address = %addr, error = %e, "kotel.telemetry.unavailable"),
         }
     }
+
+    let threshold_ns = tracer_cfg.min_latency_ns;
+    let mut linker = Linker::new(
+        PathBuf::from("/proc"),
+        LinkBuffer::new(
+            cfg.link.buffer_events,
+            u64::try_from(cfg.link.window.as_nanos()).unwrap_or(u64::MAX),
+        ),
+    );
+    let (mut receiver, mut received) = (None, None);
+    if receiver_cfg.grpc.is_some() || receiver_cfg.http.is_some() {
+        let (tx, rx) = receiver_cfg.channel();
+        let handle = runtime
+            .block_on(receiver::start_with_peers(
+                &receiver_cfg,
+                tx,
+                Some(linker.peers()),
+            ))
+            .map_err(|e| RunError::Receiver(e.to_string()))?;
+        tracing::info!(grpc = ?handle.grpc_addr(), http = ?handle.http_addr(), "kotel.receiver.listening");
+        receiver = Some(handle);
+        received = Some(rx);
+    }
+    let mut link_targets: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    let mut last_expiry = Instant::now();
 
     let started = Instant::now();
     let start_unix = unix_now();
@@ -475,6 +522,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         })?;
         telemetry::add(&stats.events_received, events.len() as u64);
         for ev in events.drain(..) {
+            // Every event can be linked; only those at or above the threshold are spans of
+            // their own (link targets send shorter ones too, for exact sums).
+            let slow = ev.duration_ns >= threshold_ns;
+            linker.buffer.push(&ev, slow);
+            if !slow {
+                continue;
+            }
             let span_ids = SpanIds {
                 trace_id: ids.trace_id(),
                 span_id: ids.span_id(),
@@ -507,7 +561,33 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         }
         for pid in invalidate {
             resources.cache.invalidate(pid);
+            if link_targets.remove(&pid) {
+                tracer.remove_link_target(pid);
+            }
             telemetry::add(&stats.process_invalidations, 1);
+        }
+        if let Some(rx) = received.as_mut() {
+            while let Ok(r) = rx.try_recv() {
+                match r {
+                    Received::Traces { mut request, peer } => {
+                        for pid in linker.link(&mut request, peer, &mut ids) {
+                            if link_targets.insert(pid) {
+                                if let Err(e) = tracer.add_link_target(pid) {
+                                    tracing::warn!(pid, error = %e, "kotel.link.target_failed");
+                                }
+                            }
+                        }
+                        let _ = queue.submit(Batch::Traces(request)); // a refusal is counted
+                    }
+                    other => {
+                        let _ = queue.submit(other.into_batch());
+                    }
+                }
+            }
+        }
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            last_expiry = Instant::now();
+            linker.buffer.expire(unix_now());
         }
         if batcher.due() || (done && !batcher.is_empty()) {
             if let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
@@ -567,6 +647,24 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     drop(tracer);
     stats.ready.store(false, Ordering::Relaxed);
 
+    if let Some(handle) = receiver.take() {
+        runtime.block_on(handle.shutdown());
+    }
+    if let Some(rx) = received.as_mut() {
+        while let Ok(r) = rx.try_recv() {
+            let _ = queue.submit(r.into_batch());
+        }
+    }
+    let ls = linker.stats();
+    let bs = linker.buffer.stats();
+    tracing::info!(
+        app_spans = ls.app_spans,
+        matched = ls.matched_spans,
+        children = ls.child_spans,
+        buffer_expired = bs.expired,
+        buffer_evicted = bs.evicted_full,
+        "kotel.link.summary"
+    );
     runtime.block_on(queue.shutdown(cfg.export.shutdown_grace));
     if let Some(task) = telemetry_task {
         task.abort();

@@ -51,7 +51,7 @@ def linked_run(receiver, kotel_run, tmp_path, *flags: str, pidns: bool = False):
     return truth, receiver.spans()
 
 
-def check_worker(worker: dict, spans, truth: dict, how: str, source: str) -> None:
+def check_worker(worker: dict, spans, truth: dict, how: str, source: str, pidns: bool = False) -> None:
     app = [s for s in spans if s.span.span_id.hex() == worker["span_id"]]
     assert len(app) == 1, "the application span arrived once"
     app = app[0].span
@@ -62,17 +62,19 @@ def check_worker(worker: dict, spans, truth: dict, how: str, source: str) -> Non
         a = attributes(k.attributes)
         assert k.trace_id.hex() == worker["trace_id"]
         assert a["kotel.link.match"] == how and a["kotel.link.pid_source"] == source, a
-    def by(name, tid_only=True):
-        out = [k for k in kids if k.name == name]
-        if tid_only:
-            out = [k for k in out if attributes(k.attributes)["thread.id"] == worker["tid"] or how == "process"]
-        return out
-    writevs = [k for k in by("writev") if attributes(k.attributes)["thread.id"] == worker["tid"]]
+    def mine(k) -> bool:
+        # Child spans carry the kernel's (host) thread id; inside a PID namespace the
+        # application knows another one, and the thread match itself is what ties them.
+        return pidns or attributes(k.attributes)["thread.id"] == worker["tid"]
+
+    def by(name):
+        return [k for k in kids if k.name == name and mine(k)]
+
+    writevs = by("writev")
     assert sorted(attributes(k.attributes)["kotel.bytes"] for k in writevs) == sorted(worker["inside"]["writev_bytes"])
     sends = [k for k in by("tcp_sendmsg") if attributes(k.attributes).get("network.local.port") == int(worker["inside"]["tcp_local"].rsplit(":", 1)[1])]
     assert [attributes(k.attributes)["kotel.bytes"] for k in sends] == [truth["tcp_size"]]
-    sleeps = [k for k in by("sched.offcpu") if attributes(k.attributes)["thread.id"] == worker["tid"]
-              and k.end_time_unix_nano - k.start_time_unix_nano >= truth["sleep_s"] * 1e9]
+    sleeps = [k for k in by("sched.offcpu") if k.end_time_unix_nano - k.start_time_unix_nano >= truth["sleep_s"] * 1e9]
     assert sleeps, "the 30 ms sleep is an off-CPU child"
     summary = attributes(app.attributes)
     assert summary["kotel.offcpu.duration"] >= truth["sleep_s"], summary
@@ -95,7 +97,7 @@ def test_kernel_spans_are_linked_under_the_application_span(receiver, kotel_run,
 def test_an_application_in_its_own_pid_namespace_is_found(receiver, kotel_run, tmp_path):
     truth, spans = linked_run(receiver, kotel_run, tmp_path, "--with-pid", "--thread-id", pidns=True)
     assert truth["pid"] < 10, "the application sees a pid of its own namespace"
-    check_worker(truth["workers"][0], spans, truth, "thread", "resource")
+    check_worker(truth["workers"][0], spans, truth, "thread", "resource", pidns=True)
 
 
 def test_two_threads_get_only_their_own_events(receiver, kotel_run, tmp_path):
@@ -106,3 +108,41 @@ def test_two_threads_get_only_their_own_events(receiver, kotel_run, tmp_path):
         check_worker(w, spans, truth, "thread", "resource")
         kids = [s.span for s in spans if s.span.parent_span_id.hex() == w["span_id"]]
         assert {attributes(k.attributes)["thread.id"] for k in kids} == {w["tid"]}, "only its own thread"
+
+
+def test_bad_input_is_refused_and_kotel_keeps_serving(receiver, kotel_run, tmp_path):
+    """Malformed and oversize requests to kotel's own OTLP/HTTP receiver get 400 and 413; a
+    real application's spans still get through and linked afterwards."""
+    import urllib.error
+    import urllib.request
+
+    grpc_port, http_port = free_port(), free_port()
+    kotel = kotel_run(
+        ["--span-threshold", "0", "--out", tmp_path / "out", "--otlp-endpoint", receiver.endpoint,
+         "--receiver-grpc", f"127.0.0.1:{grpc_port}", "--receiver-http", f"127.0.0.1:{http_port}",
+         "--telemetry", "none"]
+    )
+
+    def post(body: bytes, ctype: str) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/traces", data=body,
+                                     headers={"Content-Type": ctype}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert post(b"\xff\x00garbage", "application/x-protobuf") == 400
+    assert post(b"{not json", "application/json") == 400
+    # Oversize: the receiver answers 413 from the Content-Length alone, before the body.
+    with socket.create_connection(("127.0.0.1", http_port), timeout=10) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (64 << 20))
+        status = s.recv(64).split(b" ")[1]
+    assert status == b"413"
+    truth = run_app(grpc_port, "--with-pid", "--thread-id")
+    w = truth["workers"][0]
+    receiver.wait_for(lambda: w["span_id"] in {s.span.span_id.hex() for s in receiver.spans()}, timeout=20)
+    code, _, stderr = kotel.interrupt()
+    assert code == 0, stderr
+    check_worker(w, receiver.spans(), truth, "thread", "resource")

@@ -80,6 +80,8 @@ def main() -> None:
     tracer = provider.get_tracer("traced-app")
     srv, peer = sink_server()
     barrier = threading.Barrier(args.threads)
+    finished = threading.Barrier(args.threads + 1)
+    flushed = threading.Event()
     results: list[dict] = [{} for _ in range(args.threads)]
 
     def worker(i: int) -> None:
@@ -102,15 +104,22 @@ def main() -> None:
             "inside_window_ns": [start, end],
             "outside": outside,
         }
+        # Like a server's worker, the thread lives on after its request: kotel resolves
+        # thread ids while their spans are exported.
+        finished.wait()
+        flushed.wait()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.threads)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    finished.wait()
     # Give the kernel side a moment to drain its ring buffer before the spans arrive.
     time.sleep(0.3)
     provider.force_flush()
+    time.sleep(0.5)  # the workers stay up a while after their spans were sent, as a server's do
+    flushed.set()
+    for t in threads:
+        t.join()
     provider.shutdown()
     srv.close()
     print(json.dumps({"pid": os.getpid(), "workers": results, "sleep_s": SLEEP_S, "tcp_size": TCP_SIZE}), flush=True)

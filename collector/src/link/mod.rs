@@ -11,7 +11,7 @@ pub mod resolve;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -23,9 +23,7 @@ use crate::otlp::ids::IdGenerator;
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::{attrs, scope};
 use buffer::LinkBuffer;
-
-/// How long a connection's resolved sender is trusted.
-const PEER_TTL: Duration = Duration::from_secs(30);
+use resolve::PeerCache;
 
 /// What linking did, cumulatively.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,7 +42,7 @@ pub struct Linker {
     /// Kernel events waiting for their application spans.
     pub buffer: LinkBuffer,
     proc_root: PathBuf,
-    peers: HashMap<SocketAddr, (Option<u32>, Instant)>,
+    peers: Arc<PeerCache>,
     stats: LinkStats,
 }
 
@@ -66,12 +64,18 @@ fn str_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
 impl Linker {
     /// A linker reading `/proc` at `proc_root`, with its buffer.
     pub fn new(proc_root: PathBuf, buffer: LinkBuffer) -> Self {
+        let peers = Arc::new(PeerCache::new(proc_root.clone()));
         Linker {
             buffer,
             proc_root,
-            peers: HashMap::new(),
+            peers,
             stats: LinkStats::default(),
         }
+    }
+
+    /// The connection-owner cache, to share with the receiver.
+    pub fn peers(&self) -> Arc<PeerCache> {
+        Arc::clone(&self.peers)
     }
 
     /// Counters.
@@ -80,18 +84,7 @@ impl Linker {
     }
 
     fn peer_pid(&mut self, peer: Option<SocketAddr>) -> Option<u32> {
-        let peer = peer?;
-        if let Some((pid, at)) = self.peers.get(&peer) {
-            if at.elapsed() < PEER_TTL {
-                return *pid;
-            }
-        }
-        let pid = resolve::pid_of_peer(&self.proc_root, peer);
-        if self.peers.len() > 4096 {
-            self.peers.retain(|_, (_, at)| at.elapsed() < PEER_TTL);
-        }
-        self.peers.insert(peer, (pid, Instant::now()));
-        pid
+        self.peers.resolve(peer?)
     }
 
     /// Links `req` in place: summary attributes on every matched application span, and one
@@ -123,6 +116,14 @@ impl Linker {
                 }
                 None => (peer_pid, "connection"),
             };
+            tracing::debug!(
+                ?reported,
+                ?peer,
+                ?peer_pid,
+                ?pid,
+                source,
+                "kotel.link.resolved"
+            );
             let span_count: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
             self.stats.app_spans += span_count as u64;
             let Some(pid) = pid else { continue };
@@ -159,6 +160,7 @@ impl Linker {
             .and_then(|t| u32::try_from(t).ok())
             .and_then(|t| resolve::host_tid(&self.proc_root, pid, t));
         let how = if tid.is_some() { "thread" } else { "process" };
+        tracing::debug!(pid, reported_tid = ?int_attr(&span.attributes, "thread.id"), ?tid, "kotel.link.thread");
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
         let (Ok(trace_id), Ok(parent)) = (
             <[u8; 16]>::try_from(span.trace_id.as_slice()),

@@ -3,10 +3,58 @@
 //! `/proc/<pid>/status`, checked against `container.id`), or from the OTLP connection itself
 //! (the peer socket's owner, through `/proc/net/tcp{,6}` and `/proc/<pid>/fd`).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::enrich::proc::read_process;
+
+/// How long a connection's resolved sender is trusted.
+const PEER_TTL: Duration = Duration::from_secs(30);
+/// Most connections remembered.
+const PEER_CACHE: usize = 4096;
+
+/// Which process owns each OTLP connection's far end, remembered per peer address. Shared by
+/// the receiver (which resolves while the request is in flight) and the linker. Thread-safe.
+#[derive(Debug)]
+pub struct PeerCache {
+    proc_root: PathBuf,
+    peers: Mutex<HashMap<SocketAddr, (Option<u32>, Instant)>>,
+}
+
+impl PeerCache {
+    /// A cache reading `/proc` at `proc_root`.
+    pub fn new(proc_root: PathBuf) -> Self {
+        PeerCache {
+            proc_root,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The owner of `peer`, from the cache or from /proc.
+    pub fn resolve(&self, peer: SocketAddr) -> Option<u32> {
+        if let Ok(map) = self.peers.lock() {
+            if let Some((pid, at)) = map.get(&peer) {
+                if at.elapsed() < PEER_TTL && pid.is_some() {
+                    return *pid;
+                }
+            }
+        }
+        let pid = pid_of_peer(&self.proc_root, peer);
+        if let Ok(mut map) = self.peers.lock() {
+            if map.len() >= PEER_CACHE {
+                map.retain(|_, (_, at)| at.elapsed() < PEER_TTL);
+                if map.len() >= PEER_CACHE {
+                    map.clear();
+                }
+            }
+            map.insert(peer, (pid, Instant::now()));
+        }
+        pid
+    }
+}
 
 /// The `NSpid` list of a task's status file: its ids from the outermost namespace in.
 pub fn ns_pids(status_path: &Path) -> Option<Vec<u32>> {
@@ -67,8 +115,8 @@ pub fn host_pid(
     found
 }
 
-/// The host tid of thread `reported` (as the process sees it) of host process `pid`, if it is
-/// a thread of that process.
+/// The host tid of thread `reported` (as the process sees it) of host process `pid`: a live
+/// thread of that process, or, for a process of the host's own namespace, the id itself.
 pub fn host_tid(proc_root: &Path, pid: u32, reported: u32) -> Option<u32> {
     let task = proc_root.join(pid.to_string()).join("task");
     if let Some(ns) = ns_pids(&task.join(reported.to_string()).join("status")) {
@@ -76,10 +124,16 @@ pub fn host_tid(proc_root: &Path, pid: u32, reported: u32) -> Option<u32> {
             return Some(reported);
         }
     }
-    std::fs::read_dir(&task).ok()?.flatten().find_map(|e| {
+    let found = std::fs::read_dir(&task).ok()?.flatten().find_map(|e| {
         let tid: u32 = e.file_name().to_str()?.parse().ok()?;
         let ns = ns_pids(&e.path().join("status"))?;
         (ns.last() == Some(&reported)).then_some(tid)
+    });
+    // The thread may have ended before its span arrived: in the host's own namespace its id
+    // is still the kernel's, so it still names the right events.
+    found.or_else(|| {
+        let ns = ns_pids(&proc_root.join(pid.to_string()).join("status"))?;
+        (ns.len() == 1).then_some(reported)
     })
 }
 
@@ -185,6 +239,7 @@ mod tests {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         assert_eq!(host_tid(root, me, tid), Some(tid));
-        assert_eq!(host_tid(root, me, u32::MAX), None);
+        // A thread that is gone keeps its id in the host namespace.
+        assert_eq!(host_tid(root, me, u32::MAX), Some(u32::MAX));
     }
 }

@@ -22,6 +22,8 @@ mod grpc;
 mod http;
 
 use std::net::SocketAddr;
+
+pub use crate::link::resolve::PeerCache;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,12 +250,24 @@ pub async fn start(
     cfg: &ReceiverConfig,
     tx: mpsc::Sender<Received>,
 ) -> Result<ReceiverHandle, ReceiverError> {
+    start_with_peers(cfg, tx, None).await
+}
+
+/// [`start`], and before a request is answered, its connection's owner is looked up in
+/// `peers` while the sending process surely still exists (a short-lived application may
+/// exit right after its last export is acknowledged).
+pub async fn start_with_peers(
+    cfg: &ReceiverConfig,
+    tx: mpsc::Sender<Received>,
+    peers: Option<Arc<PeerCache>>,
+) -> Result<ReceiverHandle, ReceiverError> {
     let stats = Arc::new(ReceiverStats::default());
     let intake = Arc::new(Intake {
         tx,
         stats: Arc::clone(&stats),
         max_request_bytes: cfg.max_request_bytes,
         logs: std::array::from_fn(|_| RateLimit::new()),
+        peers,
     });
     let grpc = match cfg.grpc {
         Some(addr) => Some(grpc::GrpcServer::start(addr, Arc::clone(&intake)).await?),
@@ -327,6 +341,7 @@ struct Intake {
     stats: Arc<ReceiverStats>,
     max_request_bytes: usize,
     logs: [RateLimit; 4],
+    peers: Option<Arc<PeerCache>>,
 }
 
 impl Intake {
@@ -340,6 +355,16 @@ impl Intake {
     ) -> Result<(), Reject> {
         let signal = batch.signal();
         let items = batch.items();
+        if let (Some(peers), Some(addr), Signal::Traces) = (&self.peers, peer, signal) {
+            // A /proc scan on a cache miss: let the runtime move other tasks off this thread.
+            let multi = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if multi {
+                tokio::task::block_in_place(|| peers.resolve(addr));
+            } else {
+                peers.resolve(addr);
+            }
+        }
         match self.tx.try_send(Received::new(batch, peer)) {
             Ok(()) => {
                 let c = self.stats.signal(signal);
