@@ -9,8 +9,10 @@ use kotel_bpf::Probe;
 
 use crate::model::KernelEvent;
 
-/// How far out of end-time order events may arrive (they come from per-CPU buffers).
-const SKEW_NS: u64 = 1_000_000_000;
+/// How far out of end-time order events may arrive: one ring buffer is shared by all CPUs and
+/// records are reserved when an event ends, so only the gap between reading the clock and
+/// reserving separates them.
+const SKEW_NS: u64 = 1_000_000;
 
 /// One buffered kernel event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,9 @@ pub struct BufferStats {
 #[derive(Debug)]
 pub struct LinkBuffer {
     per_pid: HashMap<u32, VecDeque<LinkedEvent>>,
+    /// Longest event seen per process: bounds how far past a span's end an overlapping
+    /// event can end, and so how far a search must look.
+    longest: HashMap<u32, u64>,
     /// Arrival order across processes, for evicting the oldest when full.
     order: VecDeque<u32>,
     capacity: usize,
@@ -54,6 +59,7 @@ impl LinkBuffer {
     pub fn new(capacity: usize, window_ns: u64) -> Self {
         LinkBuffer {
             per_pid: HashMap::new(),
+            longest: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
             window_ns,
@@ -73,6 +79,8 @@ impl LinkBuffer {
             end: ev.start_unix_nano.saturating_add(ev.duration_ns),
             full: child.then(|| Box::new(ev.clone())),
         };
+        let longest = self.longest.entry(ev.pid).or_default();
+        *longest = (*longest).max(ev.duration_ns);
         self.per_pid.entry(ev.pid).or_default().push_back(linked);
         self.order.push_back(ev.pid);
         self.stats.held += 1;
@@ -89,6 +97,7 @@ impl LinkBuffer {
             }
             if q.is_empty() {
                 self.per_pid.remove(&pid);
+                self.longest.remove(&pid);
             }
         }
     }
@@ -104,6 +113,8 @@ impl LinkBuffer {
             }
             !q.is_empty()
         });
+        let per_pid = &self.per_pid;
+        self.longest.retain(|pid, _| per_pid.contains_key(pid));
         if removed > 0 {
             self.stats.held -= removed;
             self.stats.expired += removed as u64;
@@ -134,9 +145,12 @@ impl LinkBuffer {
         let Some(q) = self.per_pid.get(&pid) else {
             return Vec::new();
         };
+        let longest = self.longest.get(&pid).copied().unwrap_or(0);
         let from = q.partition_point(|e| e.end.saturating_add(SKEW_NS) < start);
+        // Past this end time an event started after the span ended.
+        let stop = end.saturating_add(longest).saturating_add(SKEW_NS);
         q.range(from..)
-            .take_while(|e| e.end < end.saturating_add(SKEW_NS))
+            .take_while(|e| e.end < stop)
             .filter(|e| e.start < end && e.end > start && tid.is_none_or(|t| t == e.tid))
             .collect()
     }
@@ -194,6 +208,19 @@ mod tests {
         );
         assert!(b.overlapping(1, None, 0, 1000)[0].full.is_some());
         assert!(b.overlapping(9, None, 0, 1000).is_empty());
+    }
+
+    #[test]
+    fn a_long_event_ending_far_after_the_span_is_found() {
+        let mut b = LinkBuffer::new(100, u64::MAX);
+        for i in 0..50 {
+            b.push(&ev(1, 1, 1_000_000_000 + i * 1_000_000, 1_000), false);
+        }
+        // Started inside [2.0 s, 2.1 s), blocked for 5 s.
+        b.push(&ev(1, 1, 2_050_000_000, 5_000_000_000), true);
+        let found = b.overlapping(1, None, 2_000_000_000, 2_100_000_000);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].end, 7_050_000_000);
     }
 
     #[test]

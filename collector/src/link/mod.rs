@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -43,7 +44,34 @@ pub struct Linker {
     pub buffer: LinkBuffer,
     proc_root: PathBuf,
     peers: Arc<PeerCache>,
+    /// (host pid, reported tid) → host tid, and (reported pid, peer pid) → host pid: /proc
+    /// reads are far slower than linking itself.
+    threads: HashMap<(u32, u32), (Option<u32>, Instant)>,
+    processes: HashMap<(u32, Option<u32>, Option<String>), (Option<u32>, Instant)>,
     stats: LinkStats,
+}
+
+/// How long a resolved process or thread id is trusted.
+const RESOLVED_TTL: Duration = Duration::from_secs(10);
+/// Most resolutions remembered of each kind.
+const RESOLVED_CACHE: usize = 16_384;
+
+fn cached<K: std::hash::Hash + Eq + Clone>(
+    map: &mut HashMap<K, (Option<u32>, Instant)>,
+    key: K,
+    resolve: impl FnOnce() -> Option<u32>,
+) -> Option<u32> {
+    if let Some((v, at)) = map.get(&key) {
+        if at.elapsed() < RESOLVED_TTL {
+            return *v;
+        }
+    }
+    if map.len() >= RESOLVED_CACHE {
+        map.clear();
+    }
+    let v = resolve();
+    map.insert(key, (v, Instant::now()));
+    v
 }
 
 fn int_attr(attributes: &[KeyValue], key: &str) -> Option<i64> {
@@ -69,6 +97,8 @@ impl Linker {
             buffer,
             proc_root,
             peers,
+            threads: HashMap::new(),
+            processes: HashMap::new(),
             stats: LinkStats::default(),
         }
     }
