@@ -60,10 +60,16 @@ pub fn flame_svg(req: &RenderFlameRequest) -> Result<String, RenderError> {
     Ok(make_static(&svg))
 }
 
-/// Removes inferno's `<script>` element, the `onload` hook and the UI texts that only the
+/// Removes inferno's DOCTYPE and `<script>` element, the `onload` hook and the UI texts that only the
 /// script drives (search, reset zoom, details), leaving a static picture.
 fn make_static(svg: &str) -> String {
     let mut s = svg.replacen(r#" onload="init(evt)""#, "", 1);
+    // The SVG 1.1 DOCTYPE only makes strict XML parsers refuse the file.
+    if let Some(a) = s.find("<!DOCTYPE") {
+        if let Some(len) = s[a..].find('>') {
+            s.replace_range(a..a + len + 1, "");
+        }
+    }
     if let (Some(a), Some(b)) = (s.find("<script"), s.find("</script>")) {
         if a < b {
             s.replace_range(a..b + "</script>".len(), "");
