@@ -4,7 +4,8 @@
 //!
 //! Errors: malformed or over-limit requests get gRPC INVALID_ARGUMENT / HTTP 400 with the
 //! message naming the limit; a gRPC message larger than `max_request_bytes` is refused by
-//! tonic's decoder with RESOURCE_EXHAUSTED; an HTTP body larger than it gets 413.
+//! tonic's decoder with OUT_OF_RANGE (tonic 0.14's code for it); an HTTP body larger than it gets
+//! 413.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
