@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Maps iterate in key order, so renders of the same request are byte-identical.
         .btree_map(".")
         .compile_protos(&["kotel/render/v1/render.proto"], &["."])
-        .map_err(|e| format!("compiling render.proto failed (is protoc installed? run scripts/setup.sh): {e}"))?;
+        .map_err(|e| {
+            format!(
+                "compiling render.proto failed (is protoc installed? run scripts/setup.sh): {e}"
+            )
+        })?;
     Ok(())
 }

@@ -34,7 +34,11 @@ fn main() -> anyhow::Result<()> {
         let (png, w, h) = svg_to_png(&svg)?;
         std::fs::write(dir.join(format!("{name}.png")), &png)?;
         std::fs::write(dir.join(format!("{name}.svg")), &svg)?;
-        println!("{name}: {w}x{h}, PNG {} bytes, SVG {} bytes", png.len(), svg.len());
+        println!(
+            "{name}: {w}x{h}, PNG {} bytes, SVG {} bytes",
+            png.len(),
+            svg.len()
+        );
     }
     Ok(())
 }

@@ -45,7 +45,10 @@ impl HeatmapOptions {
     /// no marker link can carry a `javascript:` or `data:` URL.
     pub fn validate(&self) -> Result<(), RenderError> {
         let t = self.trace_url_template.trim_start().to_ascii_lowercase();
-        if t.is_empty() || t.starts_with("http://") || t.starts_with("https://") || t.starts_with('/')
+        if t.is_empty()
+            || t.starts_with("http://")
+            || t.starts_with("https://")
+            || t.starts_with('/')
         {
             Ok(())
         } else {
@@ -59,7 +62,11 @@ impl HeatmapOptions {
 
 /// The picture size a request asks for, with defaults filled in.
 pub fn heatmap_size(req: &RenderHeatmapRequest) -> (u32, u32) {
-    let w = if req.width == 0 { DEFAULT_WIDTH } else { req.width };
+    let w = if req.width == 0 {
+        DEFAULT_WIDTH
+    } else {
+        req.width
+    };
     let h = if req.height == 0 {
         DEFAULT_HEIGHT
     } else {
@@ -307,11 +314,11 @@ pub fn heatmap_svg(
     let mut p99 = Vec::with_capacity(ncols);
     let mut rates = Vec::with_capacity(ncols);
     for (i, col) in req.columns.iter().enumerate() {
-        let total = col.zero_count as f64
-            + col.bucket_counts.iter().map(|&c| c as f64).sum::<f64>();
+        let total =
+            col.zero_count as f64 + col.bucket_counts.iter().map(|&c| c as f64).sum::<f64>();
         rates.push(total / column_secs);
-        p50.push(quantile(req, i, total, 0.50).map(|v| y_of(v)));
-        p99.push(quantile(req, i, total, 0.99).map(|v| y_of(v)));
+        p50.push(quantile(req, i, total, 0.50).map(&y_of));
+        p99.push(quantile(req, i, total, 0.99).map(&y_of));
     }
     let rate_max = nice_ceil(rates.iter().copied().fold(0.0f64, f64::max));
     let rate_y: Vec<Option<f64>> = rates
@@ -486,7 +493,7 @@ fn decade_label(e: f64) -> &'static str {
 
 /// Rounds up to 1, 2 or 5 × 10^k (at least 1).
 fn nice_ceil(v: f64) -> f64 {
-    if !(v > 1.0) {
+    if v.is_nan() || v <= 1.0 {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
@@ -669,7 +676,9 @@ mod tests {
     #[test]
     fn empty_and_extreme_inputs_render() {
         let opts = HeatmapOptions::default();
-        assert!(heatmap_svg(&req(vec![]), &opts).unwrap().contains("no events"));
+        assert!(heatmap_svg(&req(vec![]), &opts)
+            .unwrap()
+            .contains("no events"));
         let mut r = req(vec![HeatmapColumn {
             zero_count: 5,
             offset: i32::MAX - 2,

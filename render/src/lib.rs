@@ -113,7 +113,10 @@ impl Renderer {
     }
 
     /// Checks, renders and stores a heatmap; one artifact per requested format (SVG when none).
-    pub fn render_heatmap(&self, req: &RenderHeatmapRequest) -> Result<RenderResponse, RenderError> {
+    pub fn render_heatmap(
+        &self,
+        req: &RenderHeatmapRequest,
+    ) -> Result<RenderResponse, RenderError> {
         limits::check_heatmap(req, &self.limits)?;
         let svg = heatmap_svg(req, &self.heatmap)?;
         let (w, h) = heatmap::heatmap_size(req);

@@ -80,8 +80,16 @@ pub fn check_formats(formats: &[i32]) -> Result<(), RenderError> {
 }
 
 fn check_size(limits: &Limits, width: u32, height: u32) -> Result<(), RenderError> {
-    bound("picture width", limits.max_pixels_per_side, u64::from(width))?;
-    bound("picture height", limits.max_pixels_per_side, u64::from(height))?;
+    bound(
+        "picture width",
+        limits.max_pixels_per_side,
+        u64::from(width),
+    )?;
+    bound(
+        "picture height",
+        limits.max_pixels_per_side,
+        u64::from(height),
+    )?;
     if (width != 0 && width < 200) || (height != 0 && height < 120) {
         return Err(RenderError::Invalid(format!(
             "picture size {width}x{height} is too small: use at least 200x120, or 0 for the default"
@@ -92,13 +100,25 @@ fn check_size(limits: &Limits, width: u32, height: u32) -> Result<(), RenderErro
 
 /// Checks a heatmap request against `limits` and for malformed values.
 pub fn check_heatmap(req: &RenderHeatmapRequest, limits: &Limits) -> Result<(), RenderError> {
-    bound("request bytes", limits.max_request_bytes, len(req.encoded_len()))?;
+    bound(
+        "request bytes",
+        limits.max_request_bytes,
+        len(req.encoded_len()),
+    )?;
     bound("title bytes", limits.max_title_bytes, len(req.title.len()))?;
     bound("labels", limits.max_labels, len(req.labels.len()))?;
     for (k, v) in &req.labels {
-        bound("label bytes", limits.max_label_bytes, len(k.len().max(v.len())))?;
+        bound(
+            "label bytes",
+            limits.max_label_bytes,
+            len(k.len().max(v.len())),
+        )?;
     }
-    bound("heatmap columns", limits.max_columns, len(req.columns.len()))?;
+    bound(
+        "heatmap columns",
+        limits.max_columns,
+        len(req.columns.len()),
+    )?;
     for c in &req.columns {
         bound(
             "buckets per heatmap column",
@@ -106,7 +126,11 @@ pub fn check_heatmap(req: &RenderHeatmapRequest, limits: &Limits) -> Result<(), 
             len(c.bucket_counts.len()),
         )?;
     }
-    bound("exemplar markers", limits.max_markers, len(req.markers.len()))?;
+    bound(
+        "exemplar markers",
+        limits.max_markers,
+        len(req.markers.len()),
+    )?;
     check_size(limits, req.width, req.height)?;
     validate_heatmap(req)
 }
@@ -166,11 +190,19 @@ pub fn validate_heatmap(req: &RenderHeatmapRequest) -> Result<(), RenderError> {
 
 /// Checks a flame graph request against `limits` and for malformed values.
 pub fn check_flame(req: &RenderFlameRequest, limits: &Limits) -> Result<(), RenderError> {
-    bound("request bytes", limits.max_request_bytes, len(req.encoded_len()))?;
+    bound(
+        "request bytes",
+        limits.max_request_bytes,
+        len(req.encoded_len()),
+    )?;
     bound("title bytes", limits.max_title_bytes, len(req.title.len()))?;
     bound("folded stacks", limits.max_stacks, len(req.stacks.len()))?;
     for s in &req.stacks {
-        bound("folded stack bytes", limits.max_stack_bytes, len(s.stack.len()))?;
+        bound(
+            "folded stack bytes",
+            limits.max_stack_bytes,
+            len(s.stack.len()),
+        )?;
         let depth = s.stack.split(';').count();
         bound("folded stack depth", limits.max_stack_depth, len(depth))?;
     }
@@ -230,7 +262,9 @@ mod tests {
                 got: 1_001
             }
         ));
-        assert!(err.to_string().contains("heatmap columns is 1001, over the limit of 1000"));
+        assert!(err
+            .to_string()
+            .contains("heatmap columns is 1001, over the limit of 1000"));
     }
 
     #[test]
@@ -238,7 +272,10 @@ mod tests {
         let mut req = heatmap();
         req.columns[0].bucket_counts = vec![1; 401];
         let err = check_heatmap(&req, &Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("buckets per heatmap column"), "{err}");
+        assert!(
+            err.to_string().contains("buckets per heatmap column"),
+            "{err}"
+        );
         let mut req = heatmap();
         req.title = "x".repeat(257);
         assert!(check_heatmap(&req, &Limits::default())
@@ -264,22 +301,35 @@ mod tests {
         let limits = Limits::default();
         let mut req = heatmap();
         req.scale = 21;
-        assert!(matches!(check_heatmap(&req, &limits), Err(RenderError::Invalid(m)) if m.contains("scale 21")));
+        assert!(
+            matches!(check_heatmap(&req, &limits), Err(RenderError::Invalid(m)) if m.contains("scale 21"))
+        );
         let mut req = heatmap();
         req.column_width_nanos = 0;
-        assert!(matches!(check_heatmap(&req, &limits), Err(RenderError::Invalid(_))));
+        assert!(matches!(
+            check_heatmap(&req, &limits),
+            Err(RenderError::Invalid(_))
+        ));
         let mut req = heatmap();
         req.markers.push(ExemplarMarker {
             value_seconds: f64::NAN,
             ..Default::default()
         });
-        assert!(matches!(check_heatmap(&req, &limits), Err(RenderError::Invalid(m)) if m.contains("NaN")));
+        assert!(
+            matches!(check_heatmap(&req, &limits), Err(RenderError::Invalid(m)) if m.contains("NaN"))
+        );
         let mut req = heatmap();
         req.formats = vec![7];
-        assert!(matches!(check_heatmap(&req, &limits), Err(RenderError::Invalid(_))));
+        assert!(matches!(
+            check_heatmap(&req, &limits),
+            Err(RenderError::Invalid(_))
+        ));
         let mut req = heatmap();
         req.start_unix_nano = u64::MAX;
-        assert!(matches!(check_heatmap(&req, &limits), Err(RenderError::Invalid(_))));
+        assert!(matches!(
+            check_heatmap(&req, &limits),
+            Err(RenderError::Invalid(_))
+        ));
         assert!(check_heatmap(&heatmap(), &limits).is_ok());
     }
 
@@ -295,15 +345,27 @@ mod tests {
             ..Default::default()
         };
         let err = check_flame(&req, &limits).unwrap_err();
-        assert!(err.to_string().contains("folded stack depth is 513"), "{err}");
+        assert!(
+            err.to_string().contains("folded stack depth is 513"),
+            "{err}"
+        );
         req.stacks = vec![stack("a".repeat(20_000))];
-        assert!(check_flame(&req, &limits).unwrap_err().to_string().contains("folded stack bytes"));
+        assert!(check_flame(&req, &limits)
+            .unwrap_err()
+            .to_string()
+            .contains("folded stack bytes"));
         req.stacks = vec![stack("a".into()); 100_001];
-        assert!(check_flame(&req, &limits).unwrap_err().to_string().contains("folded stacks is 100001"));
+        assert!(check_flame(&req, &limits)
+            .unwrap_err()
+            .to_string()
+            .contains("folded stacks is 100001"));
         req.stacks = vec![FoldedStack {
             stack: "a".into(),
             weight_nanos: 0,
         }];
-        assert!(matches!(check_flame(&req, &limits), Err(RenderError::Invalid(_))));
+        assert!(matches!(
+            check_flame(&req, &limits),
+            Err(RenderError::Invalid(_))
+        ));
     }
 }

@@ -43,7 +43,11 @@ pub fn svg_to_png(svg: &str) -> Result<(Vec<u8>, u32, u32), RenderError> {
     let (w, h) = (size.width(), size.height());
     let mut pixmap = tiny_skia::Pixmap::new(w, h)
         .ok_or_else(|| RenderError::Raster(format!("cannot allocate a {w}x{h} pixmap")))?;
-    resvg::render(&tree, tiny_skia::Transform::identity(), &mut pixmap.as_mut());
+    resvg::render(
+        &tree,
+        tiny_skia::Transform::identity(),
+        &mut pixmap.as_mut(),
+    );
     let png = encode(&mut pixmap)?;
     Ok((png, w, h))
 }

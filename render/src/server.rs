@@ -176,7 +176,9 @@ impl RendererRpc for GrpcService {
     ) -> Result<tonic::Response<RenderResponse>, tonic::Status> {
         let r = Arc::clone(&self.renderer);
         let req = request.into_inner();
-        let resp = blocking(move || r.render_heatmap(&req)).await.map_err(status)?;
+        let resp = blocking(move || r.render_heatmap(&req))
+            .await
+            .map_err(status)?;
         Ok(tonic::Response::new(resp))
     }
 
@@ -186,7 +188,9 @@ impl RendererRpc for GrpcService {
     ) -> Result<tonic::Response<RenderResponse>, tonic::Status> {
         let r = Arc::clone(&self.renderer);
         let req = request.into_inner();
-        let resp = blocking(move || r.render_flame(&req)).await.map_err(status)?;
+        let resp = blocking(move || r.render_flame(&req))
+            .await
+            .map_err(status)?;
         Ok(tonic::Response::new(resp))
     }
 }
@@ -281,7 +285,10 @@ fn artifact(renderer: &Renderer, name: &str) -> Response<Full<Bytes>> {
             );
             resp
         }
-        Ok(None) => text(StatusCode::NOT_FOUND, format!("no artifact {name} (expired or never stored)")),
+        Ok(None) => text(
+            StatusCode::NOT_FOUND,
+            format!("no artifact {name} (expired or never stored)"),
+        ),
         Err(e @ crate::StoreError::BadName(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -312,11 +319,20 @@ where
                 format!("request bytes is over the limit of {max}"),
             )
         }
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body failed: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("reading the body failed: {e}"),
+            )
+        }
     };
     let r = Arc::clone(&renderer);
     match blocking(move || f(&r, body)).await {
-        Ok(resp) => respond(StatusCode::OK, "application/x-protobuf", resp.encode_to_vec()),
+        Ok(resp) => respond(
+            StatusCode::OK,
+            "application/x-protobuf",
+            resp.encode_to_vec(),
+        ),
         Err(e) if e.is_client_error() => text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -370,7 +386,9 @@ fn gallery(renderer: &Renderer) -> Response<Full<Bytes>> {
     let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", s);
     resp.headers_mut().insert(
         "content-security-policy",
-        hyper::header::HeaderValue::from_static("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
+        hyper::header::HeaderValue::from_static(
+            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+        ),
     );
     resp
 }

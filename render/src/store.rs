@@ -176,9 +176,11 @@ impl Store {
                 .map_err(io("touching", &path))?;
         } else {
             let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-            let tmp = self
-                .dir
-                .join(format!(".tmp-{}-{seq}-{id}.{}", std::process::id(), ext.as_str()));
+            let tmp = self.dir.join(format!(
+                ".tmp-{}-{seq}-{id}.{}",
+                std::process::id(),
+                ext.as_str()
+            ));
             let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
             f.write_all(bytes).map_err(io("writing", &tmp))?;
             drop(f);
@@ -299,7 +301,7 @@ mod tests {
     use super::*;
 
     fn id(c: char) -> String {
-        std::iter::repeat(c).take(64).collect()
+        c.to_string().repeat(64)
     }
 
     fn store(cfg: StoreConfig) -> (tempfile::TempDir, Store) {

@@ -9,7 +9,9 @@ use kotel_proto::render::v1::{FoldedStack, RenderFlameRequest};
 use kotel_render::{flame_svg, heatmap_svg, HeatmapOptions};
 
 fn compare(case: &str, actual: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(case);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(case);
     let path = dir.join("expected.svg");
     if std::env::var_os("KOTEL_BLESS").is_some() {
         std::fs::create_dir_all(&dir).unwrap();

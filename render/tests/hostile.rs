@@ -25,7 +25,9 @@ fn assert_clean(svg: &str, what: &str) {
     );
     let attrs = common::attribute_names(svg);
     assert!(
-        !attrs.iter().any(|a| a.to_ascii_lowercase().starts_with("on")),
+        !attrs
+            .iter()
+            .any(|a| a.to_ascii_lowercase().starts_with("on")),
         "{what}: event handler attribute in {attrs:?}"
     );
     let opts = roxmltree::ParsingOptions {

@@ -66,7 +66,11 @@ async fn grpc_render_then_http_get() {
 
     let mut req = common::heatmap_request(60, 64);
     req.formats = vec![Format::Svg as i32, Format::Png as i32];
-    let resp = client.render_heatmap(req.clone()).await.unwrap().into_inner();
+    let resp = client
+        .render_heatmap(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resp.artifacts.len(), 2);
     let (svg, png) = (&resp.artifacts[0], &resp.artifacts[1]);
     assert_eq!(svg.id, png.id);
@@ -113,10 +117,17 @@ async fn grpc_render_then_http_get() {
 
     // Unknown and bad ids.
     let unknown = "0".repeat(64);
-    assert_eq!(http("GET", &format!("{base}/artifacts/{unknown}.svg"), vec![]).await.0, 404);
+    assert_eq!(
+        http("GET", &format!("{base}/artifacts/{unknown}.svg"), vec![])
+            .await
+            .0,
+        404
+    );
     for bad in ["..%2F..%2Fetc%2Fpasswd", "abc.svg", "x.png", "%2e%2e.svg"] {
         assert_eq!(
-            http("GET", &format!("{base}/artifacts/{bad}"), vec![]).await.0,
+            http("GET", &format!("{base}/artifacts/{bad}"), vec![])
+                .await
+                .0,
             400,
             "{bad}"
         );
@@ -127,7 +138,11 @@ async fn grpc_render_then_http_get() {
     big.formats.clear();
     let err = client.render_heatmap(big).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("heatmap columns is 1001"), "{}", err.message());
+    assert!(
+        err.message().contains("heatmap columns is 1001"),
+        "{}",
+        err.message()
+    );
     let mut bad = common::heatmap_request(2, 4);
     bad.scale = 99;
     let err = client.render_heatmap(bad).await.unwrap_err();
@@ -144,7 +159,8 @@ async fn http_post_bodies_and_limits() {
 
     let mut req = common::heatmap_request(10, 40);
     req.formats = vec![Format::Png as i32];
-    let (status, ctype, body) = http("POST", &format!("{base}/v1/heatmap"), req.encode_to_vec()).await;
+    let (status, ctype, body) =
+        http("POST", &format!("{base}/v1/heatmap"), req.encode_to_vec()).await;
     assert_eq!((status, ctype.as_str()), (200, "application/x-protobuf"));
     let resp = RenderResponse::decode(body).unwrap();
     let (status, _, png) = http("GET", &resp.artifacts[0].url, vec![]).await;
@@ -154,19 +170,25 @@ async fn http_post_bodies_and_limits() {
     // Malformed protobuf.
     let (status, _, body) = http("POST", &format!("{base}/v1/flame"), vec![0xff, 0xff, 0xff]).await;
     assert_eq!(status, 400);
-    assert!(std::str::from_utf8(&body).unwrap().contains("not a valid protobuf"));
+    assert!(std::str::from_utf8(&body)
+        .unwrap()
+        .contains("not a valid protobuf"));
     // Over a content limit: 400 with the limit's name.
     let mut flame = common::flame_request(3);
     flame.stacks[0].stack = vec!["f"; 600].join(";");
     let (status, _, body) = http("POST", &format!("{base}/v1/flame"), flame.encode_to_vec()).await;
     assert_eq!(status, 400);
-    assert!(std::str::from_utf8(&body).unwrap().contains("folded stack depth"));
+    assert!(std::str::from_utf8(&body)
+        .unwrap()
+        .contains("folded stack depth"));
     // Oversize body: 413.
     let huge = common::flame_request(5_000).encode_to_vec();
     assert!(huge.len() > 64 << 10);
     let (status, _, body) = http("POST", &format!("{base}/v1/flame"), huge.clone()).await;
     assert_eq!(status, 413);
-    assert!(std::str::from_utf8(&body).unwrap().contains("request bytes"));
+    assert!(std::str::from_utf8(&body)
+        .unwrap()
+        .contains("request bytes"));
     // Oversize gRPC message: OUT_OF_RANGE from tonic's decoder.
     let mut client = RendererClient::connect(format!("http://{}", srv.grpc_addr))
         .await

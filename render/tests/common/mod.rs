@@ -90,7 +90,11 @@ pub fn flame_request(n: usize) -> RenderFlameRequest {
         "writev;entry_SYSCALL_64;do_syscall_64;do_writev;sock_write_iter;tcp_sendmsg;sk_stream_wait_memory",
         "fsync;entry_SYSCALL_64;do_syscall_64;do_fsync;ext4_sync_file;jbd2_log_wait_commit",
     ];
-    let leaves = ["schedule_hrtimeout_range;schedule", "io_schedule;schedule", "schedule"];
+    let leaves = [
+        "schedule_hrtimeout_range;schedule",
+        "io_schedule;schedule",
+        "schedule",
+    ];
     let mut rng = Rng::new(7);
     let mut stacks = Vec::with_capacity(n);
     for i in 0..n {
@@ -137,6 +141,10 @@ pub fn attribute_names(svg: &str) -> Vec<String> {
     };
     let doc = roxmltree::Document::parse_with_options(svg, opts).expect("well-formed SVG");
     doc.descendants()
-        .flat_map(|n| n.attributes().map(|a| a.name().to_string()).collect::<Vec<_>>())
+        .flat_map(|n| {
+            n.attributes()
+                .map(|a| a.name().to_string())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
