@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and running kotel needs on Debian, as root: clang for the BPF
-# programs, libelf and zlib for libbpf, bpftool, and tracefs mounted. Idempotent and quiet
-# when everything is already there.
+# programs, libelf and zlib for libbpf, bpftool, protoc for kotel-proto, and tracefs mounted.
+# Idempotent and quiet when everything is already there.
 set -euo pipefail
 
 need=()
-for pkg in clang llvm libelf-dev zlib1g-dev pkg-config make bpftool util-linux; do
+for pkg in clang llvm libelf-dev zlib1g-dev pkg-config make bpftool util-linux protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

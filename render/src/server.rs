@@ -1,0 +1,394 @@
+//! The sidecar's network side: the `kotel.render.v1.Renderer` gRPC service (tonic) and an HTTP
+//! server (hyper) with `GET /artifacts/<id>.svg|png`, a gallery at `GET /`, and
+//! `POST /v1/heatmap` / `POST /v1/flame` taking protobuf request bodies.
+//!
+//! Errors: malformed or over-limit requests get gRPC INVALID_ARGUMENT / HTTP 400 with the
+//! message naming the limit; a gRPC message larger than `max_request_bytes` is refused by
+//! tonic's decoder with OUT_OF_RANGE (tonic 0.14's code for it); an HTTP body larger than it gets
+//! 413.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use kotel_proto::render::v1::renderer_server::{Renderer as RendererRpc, RendererServer};
+use kotel_proto::render::v1::{RenderFlameRequest, RenderHeatmapRequest, RenderResponse};
+use prost::Message;
+
+use crate::escape::escape;
+use crate::{HeatmapOptions, Limits, RenderError, Renderer, RendererConfig, StoreConfig};
+
+/// What can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source} (is the port in use?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The renderer could not be built (store directory, options).
+    #[error(transparent)]
+    Renderer(#[from] RenderError),
+}
+
+/// Where and how the sidecar serves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// gRPC listen address (port 0 picks one).
+    pub grpc: SocketAddr,
+    /// HTTP listen address (port 0 picks one).
+    pub http: SocketAddr,
+    /// Artifact store directory.
+    pub store_dir: PathBuf,
+    /// Base of artifact URLs; `http://<bound http addr>` when `None`.
+    pub public_url: Option<String>,
+    /// Store cap and TTL.
+    pub store: StoreConfig,
+    /// Request bounds.
+    pub limits: Limits,
+    /// Heatmap options.
+    pub heatmap: HeatmapOptions,
+}
+
+/// A running sidecar. Dropping it leaves the tasks running; call [`Server::shutdown`].
+#[derive(Debug)]
+pub struct Server {
+    /// Bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// Base of artifact URLs.
+    pub public_url: String,
+    /// The renderer both servers use.
+    pub renderer: Arc<Renderer>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Stops serving (aborts the server tasks).
+    pub fn shutdown(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds both listeners and starts serving on the current tokio runtime.
+pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })
+    };
+    let http = bind(cfg.http).await?;
+    let grpc = bind(cfg.grpc).await?;
+    let local = |l: &tokio::net::TcpListener, addr| {
+        l.local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })
+    };
+    let http_addr = local(&http, cfg.http)?;
+    let grpc_addr = local(&grpc, cfg.grpc)?;
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"))
+        .trim_end_matches('/')
+        .to_string();
+    let renderer = Arc::new(Renderer::new(RendererConfig {
+        store_dir: cfg.store_dir.clone(),
+        url_prefix: format!("{public_url}/artifacts"),
+        store: cfg.store,
+        limits: cfg.limits.clone(),
+        heatmap: cfg.heatmap.clone(),
+    })?);
+
+    let max = usize::try_from(cfg.limits.max_request_bytes).unwrap_or(usize::MAX);
+    let svc = RendererServer::new(GrpcService {
+        renderer: Arc::clone(&renderer),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(usize::MAX);
+    let grpc_task = tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc);
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    let http_task = tokio::spawn(serve_http(http, Arc::clone(&renderer)));
+    let sweeper = {
+        let renderer = Arc::clone(&renderer);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let r = Arc::clone(&renderer);
+                let _ = tokio::task::spawn_blocking(move || r.store().sweep()).await;
+            }
+        })
+    };
+    Ok(Server {
+        grpc_addr,
+        http_addr,
+        public_url,
+        renderer,
+        tasks: vec![grpc_task, http_task, sweeper],
+    })
+}
+
+struct GrpcService {
+    renderer: Arc<Renderer>,
+}
+
+fn status(e: RenderError) -> tonic::Status {
+    if e.is_client_error() {
+        tonic::Status::invalid_argument(e.to_string())
+    } else {
+        tonic::Status::internal(e.to_string())
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, RenderError>
+where
+    F: FnOnce() -> Result<T, RenderError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RenderError::Raster(format!("render task failed: {e}")))?
+}
+
+#[tonic::async_trait]
+impl RendererRpc for GrpcService {
+    async fn render_heatmap(
+        &self,
+        request: tonic::Request<RenderHeatmapRequest>,
+    ) -> Result<tonic::Response<RenderResponse>, tonic::Status> {
+        let r = Arc::clone(&self.renderer);
+        let req = request.into_inner();
+        let resp = blocking(move || r.render_heatmap(&req))
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(resp))
+    }
+
+    async fn render_flame(
+        &self,
+        request: tonic::Request<RenderFlameRequest>,
+    ) -> Result<tonic::Response<RenderResponse>, tonic::Status> {
+        let r = Arc::clone(&self.renderer);
+        let req = request.into_inner();
+        let resp = blocking(move || r.render_flame(&req))
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(resp))
+    }
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, renderer: Arc<Renderer>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let renderer = Arc::clone(&renderer);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let renderer = Arc::clone(&renderer);
+                async move { Ok::<_, Infallible>(route(req, renderer).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+fn respond(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .header("x-content-type-options", "nosniff")
+        .body(Full::new(body.into()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut m = msg.into();
+    m.push('\n');
+    respond(status, "text/plain; charset=utf-8", m)
+}
+
+async fn route(req: Request<Incoming>, renderer: Arc<Renderer>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/") => gallery(&renderer),
+        (&Method::GET, p) if p.starts_with("/artifacts/") => {
+            artifact(&renderer, &p["/artifacts/".len()..])
+        }
+        (&Method::POST, "/v1/heatmap") => {
+            post(req, renderer, |r, body| {
+                let req = RenderHeatmapRequest::decode(body).map_err(decode_err)?;
+                r.render_heatmap(&req)
+            })
+            .await
+        }
+        (&Method::POST, "/v1/flame") => {
+            post(req, renderer, |r, body| {
+                let req = RenderFlameRequest::decode(body).map_err(decode_err)?;
+                r.render_flame(&req)
+            })
+            .await
+        }
+        (_, "/" | "/v1/heatmap" | "/v1/flame") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        (_, p) if p.starts_with("/artifacts/") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /artifacts/<id>.svg|png, POST /v1/heatmap, POST /v1/flame",
+        ),
+    }
+}
+
+fn decode_err(e: prost::DecodeError) -> RenderError {
+    RenderError::Invalid(format!("body is not a valid protobuf request: {e}"))
+}
+
+fn artifact(renderer: &Renderer, name: &str) -> Response<Full<Bytes>> {
+    match renderer.store().get(name) {
+        Ok(Some((bytes, ext))) => {
+            let mut resp = respond(StatusCode::OK, ext.media_type(), bytes);
+            let h = resp.headers_mut();
+            h.insert(
+                "cache-control",
+                hyper::header::HeaderValue::from_static("public, max-age=3600, immutable"),
+            );
+            h.insert(
+                "content-security-policy",
+                hyper::header::HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:",
+                ),
+            );
+            resp
+        }
+        Ok(None) => text(
+            StatusCode::NOT_FOUND,
+            format!("no artifact {name} (expired or never stored)"),
+        ),
+        Err(e @ crate::StoreError::BadName(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn post<F>(req: Request<Incoming>, renderer: Arc<Renderer>, f: F) -> Response<Full<Bytes>>
+where
+    F: FnOnce(&Renderer, Bytes) -> Result<RenderResponse, RenderError> + Send + 'static,
+{
+    let max = renderer.limits().max_request_bytes;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > max) {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request bytes is {n}, over the limit of {max}"),
+        );
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request bytes is over the limit of {max}"),
+            )
+        }
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("reading the body failed: {e}"),
+            )
+        }
+    };
+    let r = Arc::clone(&renderer);
+    match blocking(move || f(&r, body)).await {
+        Ok(resp) => respond(
+            StatusCode::OK,
+            "application/x-protobuf",
+            resp.encode_to_vec(),
+        ),
+        Err(e) if e.is_client_error() => text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The gallery page: the newest artifacts (up to 200 pictures), each linking to its SVG.
+fn gallery(renderer: &Renderer) -> Response<Full<Bytes>> {
+    let entries = renderer.store().list();
+    let mut ids: Vec<&str> = Vec::new();
+    for e in &entries {
+        if !ids.contains(&e.id.as_str()) {
+            ids.push(&e.id);
+        }
+        if ids.len() >= 200 {
+            break;
+        }
+    }
+    let mut s = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kotel-render artifacts</title>\
+         <style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:.5em;vertical-align:top}\
+         img{max-width:600px;border:1px solid #ccc}figcaption{font-size:12px;color:#555}</style></head><body>\n\
+         <h1>kotel-render artifacts</h1>\n",
+    );
+    if ids.is_empty() {
+        s.push_str("<p>No artifacts yet.</p>\n");
+    }
+    for id in ids {
+        let of = |ext| entries.iter().find(|e| e.id == id && e.ext == ext);
+        let svg = of(crate::Ext::Svg);
+        let png = of(crate::Ext::Png);
+        let Some(show) = png.or(svg) else { continue };
+        let link = svg.unwrap_or(show);
+        let when = show
+            .modified
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "<figure><a href=\"artifacts/{}\"><img src=\"artifacts/{}\" loading=\"lazy\" alt=\"{}\"></a>\
+             <figcaption>{} · {} bytes · stored at {} (Unix s)</figcaption></figure>",
+            escape(&link.file_name()),
+            escape(&show.file_name()),
+            escape(id),
+            escape(&id[..12.min(id.len())]),
+            show.size,
+            when
+        );
+    }
+    s.push_str("</body></html>\n");
+    let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", s);
+    resp.headers_mut().insert(
+        "content-security-policy",
+        hyper::header::HeaderValue::from_static(
+            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+        ),
+    );
+    resp
+}
