@@ -139,7 +139,11 @@ impl Linker {
             let peer_pid = self.peer_pid(peer);
             let (pid, source) = match reported {
                 Some(r) => {
-                    match resolve::host_pid(&self.proc_root, r, container.as_deref(), peer_pid) {
+                    let root = &self.proc_root;
+                    let key = (r, peer_pid, container.clone());
+                    match cached(&mut self.processes, key, || {
+                        resolve::host_pid(root, r, container.as_deref(), peer_pid)
+                    }) {
                         Some(p) => (Some(p), "resource"),
                         None => (peer_pid, "connection"),
                     }
@@ -180,17 +184,18 @@ impl Linker {
     }
 
     fn link_span(
-        &self,
+        &mut self,
         span: &mut Span,
         pid: u32,
         source: &'static str,
         ids: &mut IdGenerator,
     ) -> Vec<Span> {
+        let root = &self.proc_root;
+        let threads = &mut self.threads;
         let tid = int_attr(&span.attributes, "thread.id")
             .and_then(|t| u32::try_from(t).ok())
-            .and_then(|t| resolve::host_tid(&self.proc_root, pid, t));
+            .and_then(|t| cached(threads, (pid, t), || resolve::host_tid(root, pid, t)));
         let how = if tid.is_some() { "thread" } else { "process" };
-        tracing::debug!(pid, reported_tid = ?int_attr(&span.attributes, "thread.id"), ?tid, "kotel.link.thread");
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
         let (Ok(trace_id), Ok(parent)) = (
             <[u8; 16]>::try_from(span.trace_id.as_slice()),
