@@ -94,6 +94,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub link_window: Option<Duration>,
 
+    /// kotel-render sidecar (gRPC URL); without it pictures are rendered in-process into --out.
+    #[arg(long, value_name = "URL")]
+    pub renderer: Option<String>,
+
     /// Address for /metrics, /healthz and /readyz, or "none".
     #[arg(long, value_name = "ADDR")]
     pub telemetry: Option<String>,

@@ -93,6 +93,15 @@ window = "30s"
 # Most kernel events held for linking; the oldest are evicted (and counted) past it.
 buffer_events = 200000
 
+[render]
+# kotel-render sidecar (gRPC), e.g. "http://127.0.0.1:4320". Empty: render in-process into
+# export.out_dir (heatmap-<pid>-<kind>.svg|png, offcpu-flame.svg|png, index.html).
+renderer = ""
+# Exemplar markers on heatmaps link here; {trace_id} and {span_id} are replaced (hex).
+trace_url_template = "http://localhost:16686/trace/{trace_id}"
+# Draw pictures at all.
+enabled = true
+
 [telemetry]
 # Loopback address for /metrics (Prometheus text), /healthz and /readyz; "none" disables.
 listen = "127.0.0.1:9464"
@@ -114,8 +123,32 @@ pub struct Config {
     pub receiver: ReceiverSettings,
     /// Linking kernel events under application spans.
     pub link: LinkSettings,
+    /// Heatmaps and flame graphs.
+    pub render: RenderSettings,
     /// The agent's own HTTP endpoints.
     pub telemetry: TelemetryConfig,
+}
+
+/// `[render]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderSettings {
+    /// Sidecar gRPC endpoint; empty for in-process rendering.
+    pub renderer: String,
+    /// Trace link template for exemplar markers.
+    pub trace_url_template: String,
+    /// Draw pictures.
+    pub enabled: bool,
+}
+
+impl Default for RenderSettings {
+    fn default() -> Self {
+        RenderSettings {
+            renderer: String::new(),
+            trace_url_template: "http://localhost:16686/trace/{trace_id}".into(),
+            enabled: true,
+        }
+    }
 }
 
 /// `[receiver]`.

@@ -1,6 +1,7 @@
 //! kotel-collector: turns what kotel's BPF probes capture into domain events and histograms,
 //! and the commands that present and export them.
 
+pub mod artifacts;
 pub mod capture;
 pub mod cgroup;
 pub mod cli;

@@ -152,6 +152,9 @@ pub fn effective_config(
     if let Some(w) = args.link_window {
         cfg.link.window = w;
     }
+    if let Some(r) = &args.renderer {
+        cfg.render.renderer = r.clone();
+    }
     if let Some(out) = &args.out {
         cfg.export.out_dir = out.clone();
     }
@@ -492,6 +495,25 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         KernelSymbols::default()
     };
     let mut events: Vec<KernelEvent> = Vec::with_capacity(4096);
+    let mut held: HashMap<(u32, Probe), (u64, opentelemetry_proto::tonic::trace::v1::Span)> =
+        HashMap::new();
+    let mut artifacts = if !cfg.render.enabled {
+        None
+    } else if cfg.render.renderer.is_empty() {
+        match crate::artifacts::Artifacts::in_process(&out_dir, &cfg.render.trace_url_template) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "kotel.artifact.renderer_unavailable");
+                None
+            }
+        }
+    } else {
+        Some(crate::artifacts::Artifacts::sidecar(
+            &cfg.render.renderer,
+            runtime.handle().clone(),
+        ))
+    };
+    let mut next_column = Instant::now();
     loop {
         let done = signals::stop_requested() || duration.is_some_and(|d| started.elapsed() >= d);
         if done {
@@ -556,7 +578,30 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 span.attributes
                     .push(attrs::strings("kotel.stack.user", hex_frames(&ips)));
             }
-            batcher.push(ev.pid, span);
+            if ev.kind == Probe::Offcpu {
+                if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
+                    let mut frames = kernel_frames(&ksyms, &ips);
+                    frames.reverse();
+                    let folded = std::iter::once(ev.comm.to_string_lossy())
+                        .chain(frames)
+                        .collect::<Vec<_>>()
+                        .join(";");
+                    if let Some(a) = artifacts.as_mut() {
+                        a.add_offcpu_stack(folded, ev.duration_ns);
+                    }
+                }
+            }
+            // The slowest span of each series waits for the interval's picture, so that it
+            // carries the same artifact as its exemplar; the others go at once.
+            let key = (ev.pid, ev.kind);
+            match held.get(&key) {
+                Some((d, _)) if *d >= ev.duration_ns => batcher.push(ev.pid, span),
+                _ => {
+                    if let Some((_, previous)) = held.insert(key, (ev.duration_ns, span)) {
+                        batcher.push(ev.pid, previous);
+                    }
+                }
+            }
             telemetry::add(&stats.spans_produced, 1);
         }
         for pid in invalidate {
@@ -598,8 +643,59 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         if let Ok(mut d) = tele.drops.lock() {
             *d = drops;
         }
+        if let Some(a) = artifacts.as_mut() {
+            if done || Instant::now() >= next_column {
+                next_column = Instant::now() + a.column_width();
+                let table = tracer.bucket_table();
+                let hs: Vec<_> = tracer
+                    .histograms()?
+                    .iter()
+                    .filter_map(|s| decode_histogram(s, table))
+                    .collect();
+                a.sample(&hs, unix_now());
+            }
+        }
         if done || Instant::now() >= next_metrics {
             next_metrics = Instant::now() + interval;
+            if let Some(a) = artifacts.as_mut() {
+                let names = |pid: u32| {
+                    resources
+                        .comms
+                        .get(&pid)
+                        .map(Comm::to_string_lossy)
+                        .unwrap_or_default()
+                };
+                let refs = a.render_heatmaps(metrics.slowest(), &names);
+                for (key, r) in &refs {
+                    metrics.attach(*key, artifact_attrs(r));
+                }
+                if let Some(flame) = a.render_flame() {
+                    tracing::debug!(url = %flame.url, "kotel.artifact.flame");
+                }
+                for (key, (_, mut span)) in held.drain() {
+                    if let Some(r) = refs.get(&key) {
+                        span.attributes.extend(artifact_attrs(r));
+                    }
+                    batcher.push(key.0, span);
+                }
+                telemetry::add(
+                    &stats.artifacts_made,
+                    a.made - telemetry::get(&stats.artifacts_made),
+                );
+                telemetry::add(
+                    &stats.artifacts_skipped,
+                    a.skipped - telemetry::get(&stats.artifacts_skipped),
+                );
+            } else {
+                for (key, (_, span)) in held.drain() {
+                    batcher.push(key.0, span);
+                }
+            }
+            if done {
+                if let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
+                    let _ = queue.submit(Batch::Traces(req));
+                }
+            }
             export_metrics(
                 &tracer,
                 &mut metrics,
@@ -777,6 +873,12 @@ fn export_metrics(
         value: telemetry::get(&stats.records_undecodable),
     });
     self_metrics.push(SelfMetric {
+        name: "kotel.artifacts.skipped",
+        description: "Pictures skipped because rendering failed or the renderer was unreachable",
+        attributes: vec![],
+        value: telemetry::get(&stats.artifacts_skipped),
+    });
+    self_metrics.push(SelfMetric {
         name: "kotel.metric.overflow.series",
         description: "Series folded into the overflow series",
         attributes: vec![],
@@ -793,6 +895,17 @@ fn export_metrics(
     let _ = queue.submit(Batch::Metrics(req)); // a refusal is counted by the queue
     telemetry::add(&stats.metric_rounds, 1);
     Ok(())
+}
+
+/// The exemplar/span attributes that point at a picture.
+fn artifact_attrs(
+    r: &crate::artifacts::ArtifactRef,
+) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
+    vec![
+        attrs::string("kotel.artifact.url", r.url.clone()),
+        attrs::string("kotel.artifact.id", r.id.clone()),
+        attrs::string("kotel.artifact.media_type", r.media_type.clone()),
+    ]
 }
 
 #[derive(serde::Serialize)]

@@ -27,6 +27,10 @@ pub struct SelfStats {
     pub metric_rounds: AtomicU64,
     /// Processes whose cached metadata was dropped on exec or exit.
     pub process_invalidations: AtomicU64,
+    /// Pictures rendered.
+    pub artifacts_made: AtomicU64,
+    /// Pictures skipped (renderer failed or unreachable).
+    pub artifacts_skipped: AtomicU64,
     /// Set once the probes are attached and the exporter runs.
     pub ready: AtomicBool,
 }

@@ -76,6 +76,7 @@ pub struct MetricsBuilder {
     slowest: HashMap<(u32, Probe), ExemplarCandidate>,
     admitted: HashMap<Probe, HashSet<u32>>,
     overflowed: u64,
+    artifacts: HashMap<(u32, Probe), Vec<KeyValue>>,
 }
 
 impl MetricsBuilder {
@@ -91,6 +92,7 @@ impl MetricsBuilder {
             slowest: HashMap::new(),
             admitted: HashMap::new(),
             overflowed: 0,
+            artifacts: HashMap::new(),
         }
     }
 
@@ -100,6 +102,16 @@ impl MetricsBuilder {
         if candidate.duration_ns > slot.duration_ns {
             *slot = candidate;
         }
+    }
+
+    /// This interval's exemplar candidates, by series.
+    pub fn slowest(&self) -> &HashMap<(u32, Probe), ExemplarCandidate> {
+        &self.slowest
+    }
+
+    /// Attributes (artifact URL and id) for the exemplar of series `key` in the next build.
+    pub fn attach(&mut self, key: (u32, Probe), attributes: Vec<KeyValue>) {
+        self.artifacts.insert(key, attributes);
     }
 
     /// Series folded into the overflow point so far (one per process and probe).
@@ -143,13 +155,21 @@ impl MetricsBuilder {
             };
             let exemplar = self.slowest.get(&key).copied();
             if self.admit(h.pid, h.kind) {
-                per_pid.entry(h.pid).or_default().extend(self.series(
-                    &point,
-                    start,
-                    now,
-                    exemplar,
-                    Vec::new(),
-                ));
+                let mut series = self.series(&point, start, now, exemplar, Vec::new());
+                if let Some(extra) = self.artifacts.get(&key) {
+                    if let Some(Data::ExponentialHistogram(eh)) =
+                        series.first_mut().and_then(|m| m.data.as_mut())
+                    {
+                        for ex in eh
+                            .data_points
+                            .iter_mut()
+                            .flat_map(|dp| dp.exemplars.iter_mut())
+                        {
+                            ex.filtered_attributes.extend(extra.iter().cloned());
+                        }
+                    }
+                }
+                per_pid.entry(h.pid).or_default().extend(series);
             } else {
                 let (acc, ex) = overflow.entry(h.kind).or_insert_with(|| {
                     (
@@ -168,6 +188,7 @@ impl MetricsBuilder {
             }
         }
         self.slowest.clear();
+        self.artifacts.clear();
         self.last_unix_nano = now;
 
         let mut resource_metrics: Vec<ResourceMetrics> = per_pid
@@ -455,6 +476,37 @@ mod tests {
             3,
             "cumulative"
         );
+    }
+
+    #[test]
+    fn attached_artifacts_ride_on_that_series_exemplar_only() {
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 10, 0);
+        let ex = ExemplarCandidate {
+            duration_ns: 9,
+            time_unix_nano: 5,
+            trace_id: [1; 16],
+            span_id: [2; 8],
+        };
+        b.observe(7, Probe::Writev, ex);
+        b.observe(8, Probe::Writev, ex);
+        b.attach(
+            (7, Probe::Writev),
+            vec![attrs::string("kotel.artifact.url", "file:///x.png")],
+        );
+        let hs = [
+            hist(7, Probe::Writev, &[9], 0),
+            hist(8, Probe::Writev, &[9], 0),
+        ];
+        let req = b.build(&hs, 10, &mut resource, Resource::default(), &[]);
+        for (r, dp) in points(&req, "kotel.writev.duration") {
+            let pid = attrs::find(&r.attributes, "process.pid").cloned();
+            let has =
+                attrs::find(&dp.exemplars[0].filtered_attributes, "kotel.artifact.url").is_some();
+            assert_eq!(
+                has,
+                pid == Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(7))
+            );
+        }
     }
 
     #[test]

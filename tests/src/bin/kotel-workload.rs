@@ -145,6 +145,13 @@ fn do_spinners() -> serde_json::Value {
 }
 
 fn main() {
+    // KOTEL_WORKLOAD_NAME renames the process (and so every thread it starts): the tests use
+    // hostile names to check that everything reaching SVG and HTML is escaped.
+    if let Ok(name) = std::env::var("KOTEL_WORKLOAD_NAME") {
+        let c = std::ffi::CString::new(name).expect("no NUL in the name");
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel truncates to 15 bytes).
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0) };
+    }
     let mut out = std::io::stdout();
     writeln!(out, "{}", json!({"pid": std::process::id()})).expect("stdout");
     out.flush().expect("stdout");

@@ -1,0 +1,400 @@
+//! Pictures for the metrics: a rolling latency heatmap per (process, probe) series that had
+//! slow events, and an off-CPU flame graph, rendered in-process (files in the output folder
+//! plus `index.html`) or by the `kotel-render` sidecar over gRPC. Their URLs ride on the
+//! exemplars and on the exemplars' spans. Rendering is rate-limited and never blocks export:
+//! when the renderer fails or is unreachable the picture is skipped and counted.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kotel_bpf::Probe;
+use kotel_proto::render::v1::renderer_client::RendererClient;
+use kotel_proto::render::v1::{
+    Artifact, ExemplarMarker, FoldedStack, Format, HeatmapColumn, RenderFlameRequest,
+    RenderHeatmapRequest, RenderResponse,
+};
+use kotel_render::{Renderer, RendererConfig};
+
+use crate::model::Histogram;
+use crate::otlp::expo;
+use crate::otlp::metrics::ExemplarCandidate;
+
+/// Columns in a heatmap's rolling window.
+pub const WINDOW_COLUMNS: usize = 60;
+/// Most heatmaps rendered per export interval.
+const MAX_RENDERS_PER_INTERVAL: usize = 16;
+/// Most distinct folded stacks kept for the flame graph.
+const MAX_STACKS: usize = 20_000;
+/// Deadline of one sidecar call.
+const SIDECAR_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a picture lives, as the exemplar and span attributes carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRef {
+    /// URL of the PNG (or SVG when no PNG was made).
+    pub url: String,
+    /// sha256 of the SVG.
+    pub id: String,
+    /// `image/png` or `image/svg+xml`.
+    pub media_type: String,
+}
+
+/// How pictures get rendered.
+pub enum Backend {
+    /// The renderer library, writing into the output folder.
+    InProcess {
+        /// The renderer.
+        renderer: Renderer,
+        /// The output folder.
+        dir: PathBuf,
+    },
+    /// The `kotel-render` sidecar.
+    Sidecar {
+        /// Its gRPC endpoint.
+        endpoint: String,
+        /// A runtime to call it on.
+        runtime: tokio::runtime::Handle,
+    },
+}
+
+/// Heatmap history and rendering state. Single-threaded.
+pub struct Artifacts {
+    backend: Backend,
+    column_width: Duration,
+    previous: HashMap<(u32, Probe), Histogram>,
+    columns: HashMap<(u32, Probe), VecDeque<(u64, Histogram)>>,
+    rendered: HashMap<(u32, Probe), u64>,
+    stacks: HashMap<String, u64>,
+    flame_rendered_weight: u64,
+    pictures: BTreeMap<String, (String, String)>,
+    /// Pictures made.
+    pub made: u64,
+    /// Pictures skipped because rendering failed or the renderer was unreachable.
+    pub skipped: u64,
+}
+
+fn hash_request(req: &RenderHeatmapRequest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    req.title.hash(&mut h);
+    for c in &req.columns {
+        (c.zero_count, c.offset, &c.bucket_counts).hash(&mut h);
+    }
+    for m in &req.markers {
+        (m.time_unix_nano, &m.span_id).hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Artifacts {
+    /// In-process rendering into `dir`; `trace_url_template` makes exemplar markers links.
+    pub fn in_process(dir: &Path, trace_url_template: &str) -> Result<Artifacts, String> {
+        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut cfg = RendererConfig::new(
+            abs.join("artifacts"),
+            format!("file://{}/artifacts", abs.display()),
+        );
+        cfg.heatmap.trace_url_template = trace_url_template.to_string();
+        let renderer = Renderer::new(cfg).map_err(|e| e.to_string())?;
+        Ok(Self::new(Backend::InProcess { renderer, dir: abs }))
+    }
+
+    /// Rendering by the sidecar at `endpoint`.
+    pub fn sidecar(endpoint: &str, runtime: tokio::runtime::Handle) -> Artifacts {
+        Self::new(Backend::Sidecar {
+            endpoint: endpoint.to_string(),
+            runtime,
+        })
+    }
+
+    fn new(backend: Backend) -> Artifacts {
+        Artifacts {
+            backend,
+            column_width: Duration::from_secs(1),
+            previous: HashMap::new(),
+            columns: HashMap::new(),
+            rendered: HashMap::new(),
+            stacks: HashMap::new(),
+            flame_rendered_weight: 0,
+            pictures: BTreeMap::new(),
+            made: 0,
+            skipped: 0,
+        }
+    }
+
+    /// How often [`Artifacts::sample`] should run.
+    pub fn column_width(&self) -> Duration {
+        self.column_width
+    }
+
+    /// Adds one column per series: what the cumulative kernel histograms gained since the
+    /// last sample, ending at `now` (Unix ns).
+    pub fn sample(&mut self, histograms: &[Histogram], now: u64) {
+        for h in histograms {
+            let key = (h.pid, h.kind);
+            let delta = match self.previous.get(&key) {
+                Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
+                None => h.clone(),
+            };
+            self.previous.insert(key, h.clone());
+            let q = self.columns.entry(key).or_default();
+            q.push_back((now, delta));
+            while q.len() > WINDOW_COLUMNS {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Adds an off-CPU stack (root first, `;`-joined) with its blocked time.
+    pub fn add_offcpu_stack(&mut self, folded: String, weight_ns: u64) {
+        if self.stacks.len() < MAX_STACKS || self.stacks.contains_key(&folded) {
+            *self.stacks.entry(folded).or_default() += weight_ns;
+        }
+    }
+
+    /// Renders the heatmaps of the series in `slowest` (those with slow events this
+    /// interval), at most a few per call, skipping unchanged pictures. Returns their refs.
+    pub fn render_heatmaps(
+        &mut self,
+        slowest: &HashMap<(u32, Probe), ExemplarCandidate>,
+        names: &dyn Fn(u32) -> String,
+    ) -> HashMap<(u32, Probe), ArtifactRef> {
+        let mut out = HashMap::new();
+        // The slowest series first: with a per-interval cap, those are the pictures worth most.
+        let mut keys: Vec<_> = slowest.keys().copied().collect();
+        keys.sort_by_key(|k| (std::cmp::Reverse(slowest[k].duration_ns), *k));
+        for key in keys.into_iter().take(MAX_RENDERS_PER_INTERVAL) {
+            let Some(cols) = self.columns.get(&key) else {
+                continue;
+            };
+            let Some((first_end, _)) = cols.front() else {
+                continue;
+            };
+            let width = self.column_width.as_nanos() as u64;
+            let (pid, probe) = key;
+            let e = slowest[&key];
+            let scale = cols.back().map(|(_, h)| h.scale).unwrap_or(3);
+            let req = RenderHeatmapRequest {
+                title: format!("{} (pid {pid}) {} latency", names(pid), probe.name()),
+                labels: [
+                    ("process.pid".to_string(), pid.to_string()),
+                    ("kotel.kind".to_string(), probe.name().to_string()),
+                ]
+                .into_iter()
+                .collect(),
+                scale,
+                start_unix_nano: first_end.saturating_sub(width),
+                column_width_nanos: width,
+                columns: cols
+                    .iter()
+                    .map(|(_, h)| HeatmapColumn {
+                        zero_count: h.zero_count,
+                        offset: h.offset,
+                        bucket_counts: h.bucket_counts.clone(),
+                    })
+                    .collect(),
+                markers: vec![ExemplarMarker {
+                    time_unix_nano: e.time_unix_nano,
+                    value_seconds: e.duration_ns as f64 / 1e9,
+                    trace_id: e.trace_id.to_vec(),
+                    span_id: e.span_id.to_vec(),
+                }],
+                formats: vec![Format::Svg as i32, Format::Png as i32],
+                width: 1000,
+                height: 400,
+                include_bytes: matches!(self.backend, Backend::InProcess { .. }),
+            };
+            let digest = hash_request(&req);
+            if self.rendered.get(&key) == Some(&digest) {
+                continue;
+            }
+            let stem = format!("heatmap-{pid}-{}", probe.name());
+            if let Some(r) = self.render(|b| b.heatmap(&req), &stem, &req.title) {
+                self.rendered.insert(key, digest);
+                out.insert(key, r);
+            }
+        }
+        out
+    }
+
+    /// Renders the off-CPU flame graph when new blocked time was added.
+    pub fn render_flame(&mut self) -> Option<ArtifactRef> {
+        let total: u64 = self.stacks.values().sum();
+        if total == 0 || total == self.flame_rendered_weight {
+            return None;
+        }
+        let mut stacks: Vec<FoldedStack> = self
+            .stacks
+            .iter()
+            .map(|(s, w)| FoldedStack {
+                stack: s.clone(),
+                weight_nanos: *w,
+            })
+            .collect();
+        stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
+        let req = RenderFlameRequest {
+            title: "Off-CPU time by stack".into(),
+            stacks,
+            formats: vec![Format::Svg as i32, Format::Png as i32],
+            include_bytes: matches!(self.backend, Backend::InProcess { .. }),
+            width: 1200,
+        };
+        let r = self.render(|b| b.flame(&req), "offcpu-flame", &req.title);
+        if r.is_some() {
+            self.flame_rendered_weight = total;
+        }
+        r
+    }
+
+    fn render(
+        &mut self,
+        call: impl FnOnce(&Backend) -> Result<RenderResponse, String>,
+        stem: &str,
+        title: &str,
+    ) -> Option<ArtifactRef> {
+        let resp = match call(&self.backend) {
+            Ok(r) => r,
+            Err(e) => {
+                self.skipped += 1;
+                if self.skipped == 1 || self.skipped.is_power_of_two() {
+                    tracing::warn!(error = %e, skipped = self.skipped, "kotel.artifact.skipped");
+                }
+                return None;
+            }
+        };
+        self.made += 1;
+        let pick = |media: &str| resp.artifacts.iter().find(|a| a.media_type == media);
+        let best: &Artifact = pick("image/png").or_else(|| pick("image/svg+xml"))?;
+        let mut url = best.url.clone();
+        if let Backend::InProcess { dir, .. } = &self.backend {
+            // Stable, readable names next to the OTLP files; the URL points at them.
+            for a in &resp.artifacts {
+                let ext = if a.media_type == "image/png" {
+                    "png"
+                } else {
+                    "svg"
+                };
+                let path = dir.join(format!("{stem}.{ext}"));
+                if std::fs::write(&path, &a.content).is_err() {
+                    self.skipped += 1;
+                    return None;
+                }
+                if std::ptr::eq(a, best) {
+                    url = format!("file://{}", path.display());
+                }
+            }
+            self.pictures
+                .insert(stem.to_string(), (title.to_string(), format!("{stem}.png")));
+            let _ = self.write_index();
+        }
+        Some(ArtifactRef {
+            url,
+            id: best.id.clone(),
+            media_type: best.media_type.clone(),
+        })
+    }
+
+    /// Writes `index.html` listing every picture with its (escaped) title.
+    fn write_index(&self) -> std::io::Result<()> {
+        let Backend::InProcess { dir, .. } = &self.backend else {
+            return Ok(());
+        };
+        let mut html = String::from(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kotel pictures</title>\
+             <style>body{font-family:sans-serif;background:#fafafa}figure{margin:1em 0}img{max-width:100%;border:1px solid #ccc}</style>\
+             </head><body><h1>kotel pictures</h1>\n",
+        );
+        for (title, file) in self.pictures.values() {
+            html.push_str(&format!(
+                "<figure><a href=\"{f}\"><img src=\"{f}\" alt=\"{t}\"></a><figcaption>{t}</figcaption></figure>\n",
+                f = escape_html(file),
+                t = escape_html(title)
+            ));
+        }
+        html.push_str("</body></html>\n");
+        std::fs::write(dir.join("index.html"), html)
+    }
+}
+
+impl Backend {
+    fn heatmap(&self, req: &RenderHeatmapRequest) -> Result<RenderResponse, String> {
+        match self {
+            Backend::InProcess { renderer, .. } => {
+                renderer.render_heatmap(req).map_err(|e| e.to_string())
+            }
+            Backend::Sidecar { endpoint, runtime } => {
+                let (endpoint, req) = (endpoint.clone(), req.clone());
+                runtime.block_on(async move {
+                    let call = async {
+                        let mut c = RendererClient::connect(endpoint)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        c.render_heatmap(req)
+                            .await
+                            .map(|r| r.into_inner())
+                            .map_err(|e| e.to_string())
+                    };
+                    tokio::time::timeout(SIDECAR_TIMEOUT, call)
+                        .await
+                        .map_err(|_| "renderer timed out".to_string())?
+                })
+            }
+        }
+    }
+
+    fn flame(&self, req: &RenderFlameRequest) -> Result<RenderResponse, String> {
+        match self {
+            Backend::InProcess { renderer, .. } => {
+                renderer.render_flame(req).map_err(|e| e.to_string())
+            }
+            Backend::Sidecar { endpoint, runtime } => {
+                let (endpoint, req) = (endpoint.clone(), req.clone());
+                runtime.block_on(async move {
+                    let call = async {
+                        let mut c = RendererClient::connect(endpoint)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        c.render_flame(req)
+                            .await
+                            .map(|r| r.into_inner())
+                            .map_err(|e| e.to_string())
+                    };
+                    tokio::time::timeout(SIDECAR_TIMEOUT, call)
+                        .await
+                        .map_err(|_| "renderer timed out".to_string())?
+                })
+            }
+        }
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escaping_neutralises_markup() {
+        assert_eq!(
+            escape_html("</text><script>a\"b'&"),
+            "&lt;/text&gt;&lt;script&gt;a&quot;b&#39;&amp;"
+        );
+    }
+}
