@@ -21,7 +21,7 @@ pub enum Command {
     /// Capture kernel latency events for a while and print them.
     Capture(CaptureArgs),
     /// Run the agent: kernel spans and metrics exported as OTLP (files by default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -47,9 +47,12 @@ pub struct Linker {
     /// (host pid, reported tid) → host tid, and (reported pid, peer pid) → host pid: /proc
     /// reads are far slower than linking itself.
     threads: HashMap<(u32, u32), (Option<u32>, Instant)>,
-    processes: HashMap<(u32, Option<u32>, Option<String>), (Option<u32>, Instant)>,
+    processes: HashMap<ProcessKey, (Option<u32>, Instant)>,
     stats: LinkStats,
 }
+
+/// (reported pid, connection owner, container id): what a host pid is resolved from.
+type ProcessKey = (u32, Option<u32>, Option<String>);
 
 /// How long a resolved process or thread id is trusted.
 const RESOLVED_TTL: Duration = Duration::from_secs(10);

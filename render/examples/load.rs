@@ -1,0 +1,74 @@
+//! Sidecar throughput under concurrent requests: N concurrent gRPC clients each ask a running
+//! `kotel-render` for distinct 1000×400 heatmaps (60×64 cells, SVG + PNG) and the renders per
+//! second and the latency percentiles are printed.
+//!
+//! `cargo run --release -p kotel-render --example load -- http://127.0.0.1:4320 [clients] [per_client]`
+
+use std::time::{Duration, Instant};
+
+use kotel_proto::render::v1::renderer_client::RendererClient;
+use kotel_proto::render::v1::{Format, HeatmapColumn, RenderHeatmapRequest};
+
+fn request(seed: u64) -> RenderHeatmapRequest {
+    let columns = (0..60u64)
+        .map(|c| HeatmapColumn {
+            zero_count: 0,
+            offset: -170,
+            bucket_counts: (0..64u64)
+                .map(|b| (seed * 31 + c * 7 + b * 13) % 97)
+                .collect(),
+        })
+        .collect();
+    RenderHeatmapRequest {
+        title: format!("load test {seed}"),
+        scale: 3,
+        start_unix_nano: 1_795_000_000_000_000_000,
+        column_width_nanos: 1_000_000_000,
+        columns,
+        formats: vec![Format::Svg as i32, Format::Png as i32],
+        width: 1000,
+        height: 400,
+        ..Default::default()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let endpoint = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:4320".into());
+    let clients: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4);
+    let per_client: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = RendererClient::connect(endpoint).await?;
+            let mut latencies = Vec::new();
+            for i in 0..per_client {
+                let t = Instant::now();
+                client.render_heatmap(request(c * 1_000_000 + i)).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all: Vec<Duration> = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    let pct = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    println!(
+        "{} renders by {clients} clients in {:.2}s: {:.0} renders/s, p50 {:.1} ms, p99 {:.1} ms",
+        all.len(),
+        elapsed.as_secs_f64(),
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
