@@ -582,8 +582,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
                     let mut frames = kernel_frames(&ksyms, &ips);
                     frames.reverse();
+                    // Function names only: offsets would split one function into many frames.
                     let folded = std::iter::once(ev.comm.to_string_lossy())
-                        .chain(frames)
+                        .chain(
+                            frames
+                                .into_iter()
+                                .map(|f| f.split('+').next().unwrap_or_default().to_string()),
+                        )
                         .collect::<Vec<_>>()
                         .join(";");
                     if let Some(a) = artifacts.as_mut() {
