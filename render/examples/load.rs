@@ -9,13 +9,30 @@ use std::time::{Duration, Instant};
 use kotel_proto::render::v1::renderer_client::RendererClient;
 use kotel_proto::render::v1::{Format, HeatmapColumn, RenderHeatmapRequest};
 
+/// A realistic picture: a fast mode around 20 µs and a slow mode around 4 ms, with noise
+/// (varied per request so the sidecar's cache never answers).
 fn request(seed: u64) -> RenderHeatmapRequest {
-    let columns = (0..60u64)
-        .map(|c| HeatmapColumn {
+    let offset = -160; // about 1 µs at scale 3
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut noise = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        0.7 + 0.6 * ((x >> 11) as f64 / (1u64 << 53) as f64)
+    };
+    let columns = (0..60)
+        .map(|_| HeatmapColumn {
             zero_count: 0,
-            offset: -170,
-            bucket_counts: (0..64u64)
-                .map(|b| (seed * 31 + c * 7 + b * 13) % 97)
+            offset,
+            bucket_counts: (0..64)
+                .map(|j| {
+                    let log2 = f64::from(offset + j) / 8.0;
+                    let fast = 400.0 * (-(log2 + 15.6).powi(2) / 0.8).exp();
+                    let slow = 30.0 * (-(log2 + 8.0).powi(2) / 1.5).exp();
+                    ((fast + slow) * noise()) as u64
+                })
                 .collect(),
         })
         .collect();

@@ -119,7 +119,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
     .max_decoding_message_size(max)
     .max_encoding_message_size(usize::MAX);
     let grpc_task = tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc);
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         let _ = tonic::transport::Server::builder()
             .add_service(svc)
             .serve_with_incoming(incoming)

@@ -87,7 +87,8 @@ impl GrpcServer {
                 .max_decoding_message_size(limit),
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .max_concurrent_streams(MAX_STREAMS)
