@@ -102,6 +102,11 @@ trace_url_template = "http://localhost:16686/trace/{trace_id}"
 # Draw pictures at all.
 enabled = true
 
+[kubernetes]
+# Pod metadata (k8s.pod.name, k8s.namespace.name, k8s.container.name, k8s.deployment.name)
+# from the API server: "auto" (when KUBERNETES_SERVICE_HOST is set), "true" or "false".
+enabled = "auto"
+
 [telemetry]
 # Loopback address for /metrics (Prometheus text), /healthz and /readyz; "none" disables.
 listen = "127.0.0.1:9464"
@@ -127,6 +132,41 @@ pub struct Config {
     pub render: RenderSettings,
     /// The agent's own HTTP endpoints.
     pub telemetry: TelemetryConfig,
+    /// Pod metadata from the Kubernetes API.
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[kubernetes]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Whether to watch this node's pods for `k8s.*` resource attributes: `"auto"` (when
+    /// `KUBERNETES_SERVICE_HOST` is set), `"true"` or `"false"`.
+    pub enabled: KubernetesMode,
+}
+
+/// `[kubernetes] enabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KubernetesMode {
+    /// On when `KUBERNETES_SERVICE_HOST` is set, i.e. inside a pod.
+    #[default]
+    Auto,
+    /// Always on; without a cluster, a warning and no metadata.
+    True,
+    /// Off.
+    False,
+}
+
+impl KubernetesMode {
+    /// Whether to watch pods, given whether `KUBERNETES_SERVICE_HOST` is set.
+    pub fn wanted(self, in_cluster: bool) -> bool {
+        match self {
+            KubernetesMode::Auto => in_cluster,
+            KubernetesMode::True => true,
+            KubernetesMode::False => false,
+        }
+    }
 }
 
 /// `[render]`.
@@ -550,6 +590,24 @@ mod tests {
         let parsed = Config::parse(DEFAULT_TOML, Path::new("default.toml")).unwrap();
         assert_eq!(parsed, Config::default());
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn kubernetes_modes() {
+        for (text, mode) in [
+            ("auto", KubernetesMode::Auto),
+            ("true", KubernetesMode::True),
+            ("false", KubernetesMode::False),
+        ] {
+            let toml = format!("[kubernetes]\nenabled = \"{text}\"\n");
+            let cfg = Config::parse(&toml, Path::new("k.toml")).unwrap();
+            assert_eq!(cfg.kubernetes.enabled, mode);
+        }
+        assert!(KubernetesMode::Auto.wanted(true));
+        assert!(!KubernetesMode::Auto.wanted(false));
+        assert!(KubernetesMode::True.wanted(false));
+        assert!(!KubernetesMode::False.wanted(true));
+        assert!(Config::parse("[kubernetes]\nenabled = \"yes\"\n", Path::new("k.toml")).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod decode;
 pub mod enrich;
 pub mod export;
+pub mod k8s;
 pub mod link;
 pub mod model;
 pub mod otlp;

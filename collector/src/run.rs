@@ -27,6 +27,7 @@ use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceO
 use crate::export::{
     Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, Signal,
 };
+use crate::k8s::{self, PodMetadata};
 use crate::link::buffer::LinkBuffer;
 use crate::link::Linker;
 use crate::model::{Comm, KernelEvent};
@@ -310,6 +311,8 @@ struct Resources {
     host: HostInfo,
     options: ResourceOptions,
     comms: HashMap<u32, Comm>,
+    /// This node's pods, when `[kubernetes]` is on and the API client could be built.
+    pods: Option<PodMetadata>,
 }
 
 impl Resources {
@@ -319,9 +322,16 @@ impl Resources {
             .get(&pid)
             .map(Comm::to_string_lossy)
             .unwrap_or_default();
-        self.cache
-            .get(pid, &hint)
-            .resource(&self.host, &self.options)
+        let info = self.cache.get(pid, &hint);
+        let mut resource = info.resource(&self.host, &self.options);
+        let pod = self
+            .pods
+            .as_ref()
+            .and_then(|pods| pods.lookup(info.pod_uid.as_deref(), info.container_id.as_deref()));
+        if let Some(pod) = pod {
+            k8s::extend_resource(&mut resource, &pod);
+        }
+        resource
     }
 
     fn agent(&self) -> Resource {
@@ -337,6 +347,29 @@ impl Resources {
         Resource {
             attributes: a,
             ..Default::default()
+        }
+    }
+}
+
+/// This node's pod metadata when `mode` asks for it; the agent runs on without it when the
+/// client cannot be built.
+fn pod_metadata(
+    mode: crate::config::KubernetesMode,
+    runtime: &tokio::runtime::Handle,
+) -> Option<PodMetadata> {
+    let in_cluster = std::env::var_os(k8s::SERVICE_HOST_VAR).is_some();
+    if !mode.wanted(in_cluster) {
+        return None;
+    }
+    match PodMetadata::from_env(runtime) {
+        Ok(Some(pods)) => Some(pods),
+        Ok(None) => {
+            tracing::warn!(var = k8s::SERVICE_HOST_VAR, "kotel.k8s.not_in_cluster");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "kotel.k8s.unavailable");
+            None
         }
     }
 }
@@ -454,6 +487,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let started = Instant::now();
     let start_unix = unix_now();
     let host = HostInfo::detect(Path::new("/proc"));
+    let pods = pod_metadata(cfg.kubernetes.enabled, runtime.handle());
     let mut resources = Resources {
         cache: ProcessCache::new(PathBuf::from("/proc"), PROCESS_CACHE),
         host,
@@ -467,6 +501,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 .collect(),
         },
         comms: HashMap::new(),
+        pods,
     };
     let mut clock = Clock::new(Duration::from_secs(1));
     let mut ids = IdGenerator::new();
