@@ -912,6 +912,21 @@ fn export_metrics(
         attributes: vec![],
         value: telemetry::get(&stats.records_undecodable),
     });
+    if let Some(pods) = &resources.pods {
+        let st = pods.stats();
+        self_metrics.push(SelfMetric {
+            name: "kotel.k8s.api_errors",
+            description: "Kubernetes API calls that failed (pod metadata is missing meanwhile)",
+            attributes: vec![],
+            value: st.api_errors,
+        });
+        self_metrics.push(SelfMetric {
+            name: "kotel.k8s.evictions",
+            description: "Pods dropped from the metadata cache because it was full",
+            attributes: vec![],
+            value: st.evictions,
+        });
+    }
     self_metrics.push(SelfMetric {
         name: "kotel.artifacts.skipped",
         description: "Pictures skipped because rendering failed or the renderer was unreachable",
