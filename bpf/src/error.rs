@@ -40,6 +40,18 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// Whether the user must fix something before kotel can start (privileges, kernel
+    /// support, settings), as opposed to a failure while loading or running: exit 2 vs 1.
+    pub fn is_precondition(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Privileges { .. }
+                | LoadError::NoBtf { .. }
+                | LoadError::NothingToAttach { .. }
+                | LoadError::Config(_)
+        )
+    }
+
     pub(crate) fn libbpf(step: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Self {
         move |source| Self::Libbpf { step, source }
     }

@@ -324,20 +324,9 @@ impl Backend {
                 renderer.render_heatmap(req).map_err(|e| e.to_string())
             }
             Backend::Sidecar { endpoint, runtime } => {
-                let (endpoint, req) = (endpoint.clone(), req.clone());
-                runtime.block_on(async move {
-                    let call = async {
-                        let mut c = RendererClient::connect(endpoint)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        c.render_heatmap(req)
-                            .await
-                            .map(|r| r.into_inner())
-                            .map_err(|e| e.to_string())
-                    };
-                    tokio::time::timeout(SIDECAR_TIMEOUT, call)
-                        .await
-                        .map_err(|_| "renderer timed out".to_string())?
+                let req = req.clone();
+                sidecar_call(endpoint, runtime, |mut c| async move {
+                    c.render_heatmap(req).await
                 })
             }
         }
@@ -349,24 +338,41 @@ impl Backend {
                 renderer.render_flame(req).map_err(|e| e.to_string())
             }
             Backend::Sidecar { endpoint, runtime } => {
-                let (endpoint, req) = (endpoint.clone(), req.clone());
-                runtime.block_on(async move {
-                    let call = async {
-                        let mut c = RendererClient::connect(endpoint)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        c.render_flame(req)
-                            .await
-                            .map(|r| r.into_inner())
-                            .map_err(|e| e.to_string())
-                    };
-                    tokio::time::timeout(SIDECAR_TIMEOUT, call)
-                        .await
-                        .map_err(|_| "renderer timed out".to_string())?
+                let req = req.clone();
+                sidecar_call(endpoint, runtime, |mut c| async move {
+                    c.render_flame(req).await
                 })
             }
         }
     }
+}
+
+/// One call to the sidecar, connection included, within [`SIDECAR_TIMEOUT`].
+fn sidecar_call<F, Fut>(
+    endpoint: &str,
+    runtime: &tokio::runtime::Handle,
+    call: F,
+) -> Result<RenderResponse, String>
+where
+    F: FnOnce(RendererClient<tonic::transport::Channel>) -> Fut + Send + 'static,
+    Fut:
+        std::future::Future<Output = Result<tonic::Response<RenderResponse>, tonic::Status>> + Send,
+{
+    let endpoint = endpoint.to_string();
+    runtime.block_on(async move {
+        let attempt = async {
+            let client = RendererClient::connect(endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            call(client)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(SIDECAR_TIMEOUT, attempt)
+            .await
+            .map_err(|_| "renderer timed out".to_string())?
+    })
 }
 
 /// Escapes text for HTML element content and attribute values.

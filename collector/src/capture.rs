@@ -43,12 +43,7 @@ impl CaptureError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CaptureError::Flag { .. } => 2,
-            CaptureError::Load(
-                LoadError::Privileges { .. }
-                | LoadError::NoBtf { .. }
-                | LoadError::NothingToAttach { .. }
-                | LoadError::Config(_),
-            ) => 2,
+            CaptureError::Load(e) if e.is_precondition() => 2,
             _ => 1,
         }
     }

@@ -88,12 +88,7 @@ impl RunError {
             | RunError::Env(_)
             | RunError::Export(_)
             | RunError::Receiver(_) => 2,
-            RunError::Load(
-                LoadError::Privileges { .. }
-                | LoadError::NoBtf { .. }
-                | LoadError::NothingToAttach { .. }
-                | LoadError::Config(_),
-            ) => 2,
+            RunError::Load(e) if e.is_precondition() => 2,
             _ => 1,
         }
     }

@@ -34,7 +34,7 @@ mod otlp_file;
 mod otlp_grpc;
 mod otlp_http;
 mod queue;
-mod retry;
+pub(crate) mod retry;
 
 #[cfg(test)]
 mod fake;

@@ -6,6 +6,7 @@
 //! parse. A small router in front of the generated servers turns those into
 //! `RESOURCE_EXHAUSTED` (naming the limit) and `INVALID_ARGUMENT`, and counts them.
 
+use crate::export::retry::rpc;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -282,59 +283,6 @@ fn rewrite_decode_failure(
     };
     intake.reject(reason, Transport::Grpc, Some(signal), peer, message);
     rewritten.into_http()
-}
-
-/// The few `google.rpc` / `google.protobuf` messages a `RetryInfo` needs, by hand so no extra
-/// crate is pulled in (the exporter decodes the same layout). Field numbers follow
-/// `google/rpc/status.proto`, `google/rpc/error_details.proto`, `google/protobuf/any.proto`
-/// and `duration.proto`.
-mod rpc {
-    /// The type URL of [`RetryInfo`] inside an `Any`.
-    pub const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-    /// `google.rpc.Status`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Status {
-        /// The gRPC status code.
-        #[prost(int32, tag = "1")]
-        pub code: i32,
-        /// A developer-facing message.
-        #[prost(string, tag = "2")]
-        pub message: String,
-        /// Typed details.
-        #[prost(message, repeated, tag = "3")]
-        pub details: Vec<Any>,
-    }
-
-    /// `google.protobuf.Any`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Any {
-        /// Names the type of `value`.
-        #[prost(string, tag = "1")]
-        pub type_url: String,
-        /// The encoded message.
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-    }
-
-    /// `google.rpc.RetryInfo`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RetryInfo {
-        /// How long the client should wait before retrying.
-        #[prost(message, optional, tag = "1")]
-        pub retry_delay: Option<ProtoDuration>,
-    }
-
-    /// `google.protobuf.Duration`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ProtoDuration {
-        /// Whole seconds.
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        /// Nanoseconds.
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
-    }
 }
 
 #[cfg(test)]
