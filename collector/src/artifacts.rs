@@ -27,7 +27,7 @@ const MAX_RENDERS_PER_INTERVAL: usize = 16;
 /// Most distinct folded stacks kept for the flame graph.
 const MAX_STACKS: usize = 20_000;
 /// Deadline of one sidecar call.
-const SIDECAR_TIMEOUT: Duration = Duration::from_secs(2);
+const SIDECAR_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Where a picture lives, as the exemplar and span attributes carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +68,7 @@ pub struct Artifacts {
     stacks: HashMap<String, u64>,
     flame_rendered_weight: u64,
     pictures: BTreeMap<String, (String, String)>,
+    failed_this_interval: bool,
     /// Pictures made.
     pub made: u64,
     /// Pictures skipped because rendering failed or the renderer was unreachable.
@@ -118,6 +119,7 @@ impl Artifacts {
             stacks: HashMap::new(),
             flame_rendered_weight: 0,
             pictures: BTreeMap::new(),
+            failed_this_interval: false,
             made: 0,
             skipped: 0,
         }
@@ -146,6 +148,13 @@ impl Artifacts {
         }
     }
 
+    /// Forgets the series of a process that exited (their pictures stay on disk).
+    pub fn forget(&mut self, pid: u32) {
+        self.previous.retain(|k, _| k.0 != pid);
+        self.columns.retain(|k, _| k.0 != pid);
+        self.rendered.retain(|k, _| k.0 != pid);
+    }
+
     /// Adds an off-CPU stack (root first, `;`-joined) with its blocked time.
     pub fn add_offcpu_stack(&mut self, folded: String, weight_ns: u64) {
         if self.stacks.len() < MAX_STACKS || self.stacks.contains_key(&folded) {
@@ -161,6 +170,7 @@ impl Artifacts {
         names: &dyn Fn(u32) -> String,
     ) -> HashMap<(u32, Probe), ArtifactRef> {
         let mut out = HashMap::new();
+        self.failed_this_interval = false;
         // The slowest series first: with a per-interval cap, those are the pictures worth most.
         let mut keys: Vec<_> = slowest.keys().copied().collect();
         keys.sort_by_key(|k| (std::cmp::Reverse(slowest[k].duration_ns), *k));
@@ -210,9 +220,17 @@ impl Artifacts {
                 continue;
             }
             let stem = format!("heatmap-{pid}-{}", probe.name());
-            if let Some(r) = self.render(|b| b.heatmap(&req), &stem, &req.title) {
-                self.rendered.insert(key, digest);
-                out.insert(key, r);
+            match self.render(|b| b.heatmap(&req), &stem, &req.title) {
+                Some(r) => {
+                    self.rendered.insert(key, digest);
+                    out.insert(key, r);
+                }
+                // One failure skips the rest of this interval: an unreachable renderer must
+                // not hold up the loop that drains the kernel's ring buffer.
+                None => {
+                    self.failed_this_interval = true;
+                    break;
+                }
             }
         }
         out
@@ -220,6 +238,9 @@ impl Artifacts {
 
     /// Renders the off-CPU flame graph when new blocked time was added.
     pub fn render_flame(&mut self) -> Option<ArtifactRef> {
+        if self.failed_this_interval {
+            return None;
+        }
         let total: u64 = self.stacks.values().sum();
         if total == 0 || total == self.flame_rendered_weight {
             return None;
@@ -284,8 +305,15 @@ impl Artifacts {
                     url = format!("file://{}", path.display());
                 }
             }
-            self.pictures
-                .insert(stem.to_string(), (title.to_string(), format!("{stem}.png")));
+            let shown = if best.media_type == "image/png" {
+                "png"
+            } else {
+                "svg"
+            };
+            self.pictures.insert(
+                stem.to_string(),
+                (title.to_string(), format!("{stem}.{shown}")),
+            );
             let _ = self.write_index();
         }
         Some(ArtifactRef {

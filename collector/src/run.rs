@@ -48,6 +48,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 const MAX_SPANS_PER_BATCH: usize = 2048;
 /// How often the status line is redrawn.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
+/// Most process names remembered for the summary.
+const MAX_NAMES: usize = 65_536;
 /// Cached processes.
 const PROCESS_CACHE: usize = 4096;
 
@@ -563,7 +565,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         tracer.poll(wait.min(DRAIN_EVERY), |record| {
             match decode_record(record, &clock) {
                 Ok(Record::Event(ev)) => events.push(ev),
-                Ok(Record::Exec { pid } | Record::Exit { pid }) => invalidate.push(pid),
+                Ok(Record::Exec { pid }) => invalidate.push((pid, false)),
+                Ok(Record::Exit { pid }) => invalidate.push((pid, true)),
                 Err(e) => {
                     if telemetry::get(&stats.records_undecodable) == 0 {
                         tracing::warn!(error = %e, "kotel.decode.failed");
@@ -639,12 +642,20 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             }
             telemetry::add(&stats.spans_produced, 1);
         }
-        for pid in invalidate {
+        for (pid, exited) in invalidate {
             resources.cache.invalidate(pid);
-            if link_targets.remove(&pid) {
-                tracer.remove_link_target(pid);
+            if exited {
+                if link_targets.remove(&pid) {
+                    tracer.remove_link_target(pid);
+                }
+                if let Some(a) = artifacts.as_mut() {
+                    a.forget(pid);
+                }
             }
             telemetry::add(&stats.process_invalidations, 1);
+        }
+        if resources.comms.len() > MAX_NAMES {
+            resources.comms.clear(); // names only label the summary; /proc fills in
         }
         if let Some(rx) = received.as_mut() {
             while let Ok(r) = rx.try_recv() {
@@ -670,7 +681,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             linker.buffer.expire(unix_now());
         }
         if batcher.due() || (done && !batcher.is_empty()) {
-            if let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
+            while let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
                 let _ = queue.submit(Batch::Traces(req)); // a refusal is counted by the queue
             }
         }
@@ -727,7 +738,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 }
             }
             if done {
-                if let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
+                while let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
                     let _ = queue.submit(Batch::Traces(req));
                 }
             }
@@ -782,8 +793,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         runtime.block_on(handle.shutdown());
     }
     if let Some(rx) = received.as_mut() {
+        // What arrived while stopping is still linked (the buffer is all there), then forwarded.
         while let Ok(r) = rx.try_recv() {
-            let _ = queue.submit(r.into_batch());
+            let batch = match r {
+                Received::Traces { mut request, peer } => {
+                    linker.link(&mut request, peer, &mut ids);
+                    Batch::Traces(request)
+                }
+                other => other.into_batch(),
+            };
+            let _ = queue.submit(batch);
         }
     }
     let ls = linker.stats();

@@ -35,7 +35,12 @@ pub struct LinkStats {
     pub matched_spans: u64,
     /// Kernel child spans added.
     pub child_spans: u64,
+    /// Child spans not added because a span already had the most allowed.
+    pub children_capped: u64,
 }
+
+/// Most kernel child spans under one application span; the sums still count every event.
+const MAX_CHILDREN_PER_SPAN: usize = 256;
 
 /// The linker. Single-threaded; owns the event buffer.
 #[derive(Debug)]
@@ -200,6 +205,9 @@ impl Linker {
             .and_then(|t| cached(threads, (pid, t), || resolve::host_tid(root, pid, t)));
         let how = if tid.is_some() { "thread" } else { "process" };
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+        if end <= start {
+            return Vec::new(); // an empty or inverted span overlaps nothing
+        }
         let (Ok(trace_id), Ok(parent)) = (
             <[u8; 16]>::try_from(span.trace_id.as_slice()),
             <[u8; 8]>::try_from(span.span_id.as_slice()),
@@ -211,7 +219,11 @@ impl Linker {
         let mut children = Vec::new();
         for e in self.buffer.overlapping(pid, tid, start, end) {
             count += 1;
-            *sums.entry(e.kind).or_default() += e.end.min(end) - e.start.max(start);
+            *sums.entry(e.kind).or_default() += e.end.min(end).saturating_sub(e.start.max(start));
+            if children.len() >= MAX_CHILDREN_PER_SPAN {
+                self.stats.children_capped += 1;
+                continue;
+            }
             if let Some(full) = &e.full {
                 let mut child = kernel_span(
                     full,
@@ -361,6 +373,44 @@ mod tests {
         assert_eq!(
             attrs::find(&kids[0].attributes, "kotel.link.pid_source"),
             Some(&Value::StringValue("resource".into()))
+        );
+    }
+
+    #[test]
+    fn inverted_spans_link_nothing_and_children_are_capped() {
+        let me = std::process::id();
+        let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(1_000, u64::MAX));
+        linker.buffer.push(&ev(Probe::Offcpu, 1, 0, 10_000), true); // covers everything
+        let mut req = request(Some(i64::from(me)), None);
+        let span = &mut req.resource_spans[0].scope_spans[0].spans[0];
+        (span.start_time_unix_nano, span.end_time_unix_nano) = (2_000, 1_000);
+        linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        assert_eq!(
+            req.resource_spans[0].scope_spans.len(),
+            1,
+            "no children under an inverted span"
+        );
+
+        for i in 0..300 {
+            linker
+                .buffer
+                .push(&ev(Probe::Runqueue, 1, 1_100 + i, 1), true);
+        }
+        let mut req = request(Some(i64::from(me)), None);
+        linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        assert_eq!(
+            req.resource_spans[0].scope_spans[1].spans.len(),
+            MAX_CHILDREN_PER_SPAN
+        );
+        assert_eq!(
+            linker.stats().children_capped,
+            301 - MAX_CHILDREN_PER_SPAN as u64
+        );
+        let app = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(
+            attrs::find(&app.attributes, "kotel.kernel.events"),
+            Some(&Value::IntValue(301)),
+            "sums count every event"
         );
     }
 

@@ -13,6 +13,8 @@ use crate::enrich::proc::read_process;
 
 /// How long a connection's resolved sender is trusted.
 const PEER_TTL: Duration = Duration::from_secs(30);
+/// How long a connection whose owner was not found is left alone.
+const PEER_MISS_TTL: Duration = Duration::from_secs(2);
 /// Most connections remembered.
 const PEER_CACHE: usize = 4096;
 
@@ -37,7 +39,13 @@ impl PeerCache {
     pub fn resolve(&self, peer: SocketAddr) -> Option<u32> {
         if let Ok(map) = self.peers.lock() {
             if let Some((pid, at)) = map.get(&peer) {
-                if at.elapsed() < PEER_TTL && pid.is_some() {
+                // A miss is remembered briefly: a scan of /proc per request would be costly.
+                let ttl = if pid.is_some() {
+                    PEER_TTL
+                } else {
+                    PEER_MISS_TTL
+                };
+                if at.elapsed() < ttl {
                     return *pid;
                 }
             }
@@ -93,26 +101,29 @@ pub fn host_pid(
             return Some(p);
         }
     }
-    // A process of the host's own namespace with that pid.
-    if let Some(ns) = ns_pids(&proc_root.join(reported.to_string()).join("status")) {
-        if ns.len() == 1 && container_ok(reported) {
-            return Some(reported);
-        }
-    }
-    // Otherwise a process in a nested namespace that calls itself `reported`.
-    let mut found = None;
+    // A process of the host's own namespace with that pid, and processes in nested
+    // namespaces that call themselves that: only an unambiguous answer is taken (a container's
+    // `process.pid=1` must not become the host's init).
+    let host = ns_pids(&proc_root.join(reported.to_string()).join("status"))
+        .is_some_and(|ns| ns.len() == 1 && container_ok(reported))
+        .then_some(reported);
+    let mut nested = Vec::new();
     for pid in pids(proc_root) {
         let Some(ns) = ns_pids(&proc_root.join(pid.to_string()).join("status")) else {
             continue;
         };
         if ns.len() > 1 && ns.last() == Some(&reported) && container_ok(pid) {
-            if found.is_some() {
-                return None; // ambiguous without the connection or a container id
+            nested.push(pid);
+            if nested.len() > 1 {
+                return None;
             }
-            found = Some(pid);
         }
     }
-    found
+    match (host, nested.as_slice()) {
+        (Some(h), []) => Some(h),
+        (None, [n]) => Some(*n),
+        _ => None,
+    }
 }
 
 /// The host tid of thread `reported` (as the process sees it) of host process `pid`: a live

@@ -60,20 +60,28 @@ impl SpanBatcher {
             .map(|t| self.max_wait.saturating_sub(t.elapsed()))
     }
 
-    /// Takes everything waiting as one request; `resource_of` names each process.
+    /// Takes up to `max_spans` waiting spans as one request, lowest pids first;
+    /// `resource_of` names each process. Call again while spans remain.
     pub fn take(
         &mut self,
         resource_of: &mut dyn FnMut(u32) -> Resource,
     ) -> Option<ExportTraceServiceRequest> {
-        if self.len == 0 {
-            return None;
-        }
-        let pending = std::mem::take(&mut self.pending);
-        self.len = 0;
-        self.oldest = None;
-        let resource_spans = pending
-            .into_iter()
-            .map(|(pid, spans)| ResourceSpans {
+        let mut budget = self.max_spans;
+        let mut resource_spans = Vec::new();
+        while budget > 0 {
+            let Some(mut entry) = self.pending.first_entry() else {
+                break;
+            };
+            let pid = *entry.key();
+            let spans = if entry.get().len() <= budget {
+                entry.remove()
+            } else {
+                let rest = entry.get_mut().split_off(budget);
+                std::mem::replace(entry.get_mut(), rest)
+            };
+            budget -= spans.len();
+            self.len -= spans.len();
+            resource_spans.push(ResourceSpans {
                 resource: Some(resource_of(pid)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope()),
@@ -81,9 +89,12 @@ impl SpanBatcher {
                     ..Default::default()
                 }],
                 ..Default::default()
-            })
-            .collect();
-        Some(ExportTraceServiceRequest { resource_spans })
+            });
+        }
+        if self.len == 0 {
+            self.oldest = None;
+        }
+        (!resource_spans.is_empty()).then_some(ExportTraceServiceRequest { resource_spans })
     }
 }
 
@@ -117,6 +128,25 @@ mod tests {
             .unwrap();
         assert_eq!(pid2.scope_spans[0].spans.len(), 2);
         assert!(b.is_empty() && b.take(&mut |_| Resource::default()).is_none());
+    }
+
+    #[test]
+    fn a_request_holds_at_most_max_spans() {
+        let mut b = SpanBatcher::new(2, Duration::from_secs(60));
+        for pid in [1, 1, 1, 2] {
+            b.push(pid, Span::default());
+        }
+        let mut sizes = Vec::new();
+        while let Some(req) = b.take(&mut |_| Resource::default()) {
+            sizes.push(
+                req.resource_spans
+                    .iter()
+                    .map(|r| r.scope_spans[0].spans.len())
+                    .sum::<usize>(),
+            );
+        }
+        assert_eq!(sizes, vec![2, 2]);
+        assert!(b.is_empty());
     }
 
     #[test]
