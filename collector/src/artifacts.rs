@@ -145,14 +145,13 @@ impl Artifacts {
             while q.len() > WINDOW_COLUMNS {
                 q.pop_front();
             }
+            // A series whose whole window is empty (its process went quiet or exited) is
+            // dropped; only its last cumulative snapshot stays, bounded by the kernel's slots.
+            if q.iter().all(|(_, h)| h.count == 0) {
+                self.columns.remove(&key);
+                self.rendered.remove(&key);
+            }
         }
-    }
-
-    /// Forgets the series of a process that exited (their pictures stay on disk).
-    pub fn forget(&mut self, pid: u32) {
-        self.previous.retain(|k, _| k.0 != pid);
-        self.columns.retain(|k, _| k.0 != pid);
-        self.rendered.retain(|k, _| k.0 != pid);
     }
 
     /// Adds an off-CPU stack (root first, `;`-joined) with its blocked time.

@@ -648,9 +648,6 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 if link_targets.remove(&pid) {
                     tracer.remove_link_target(pid);
                 }
-                if let Some(a) = artifacts.as_mut() {
-                    a.forget(pid);
-                }
             }
             telemetry::add(&stats.process_invalidations, 1);
         }
