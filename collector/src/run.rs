@@ -644,10 +644,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         }
         for (pid, exited) in invalidate {
             resources.cache.invalidate(pid);
-            if exited {
-                if link_targets.remove(&pid) {
-                    tracer.remove_link_target(pid);
-                }
+            if exited && link_targets.remove(&pid) {
+                tracer.remove_link_target(pid);
             }
             telemetry::add(&stats.process_invalidations, 1);
         }
