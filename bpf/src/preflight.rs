@@ -139,3 +139,78 @@ mod tests {
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"));
     }
 }
+
+/// Capabilities the agent keeps once its programs are attached: CAP_BPF for every map
+/// operation (the bpf() syscall checks it on each call), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH
+/// to read other processes' `/proc/<pid>/environ`, `exe` and `fd` (service names, linking by
+/// connection). Everything else — CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYSLOG, … — is only needed
+/// to load and attach, or to read kallsyms once at start.
+pub const STEADY_STATE_CAPS: [u32; 3] = [CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH];
+
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability but `keep` from this process (all threads share nothing here: call
+/// it before starting other threads that matter, or accept they keep theirs): the bounding set,
+/// the ambient set, inheritable, permitted and effective. Returns the effective set after.
+pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<u64> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData structs for version 3, which we own.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let wanted: u64 = keep.iter().fold(0, |m, c| m | (1u64 << c));
+    for cap in 0..64u32 {
+        if wanted & (1u64 << cap) == 0 {
+            // SAFETY: prctl with integer arguments; EINVAL past the last capability is fine.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let permitted = (u64::from(data[1].permitted) << 32 | u64::from(data[0].permitted)) & wanted;
+    let set = [
+        CapData {
+            effective: permitted as u32,
+            permitted: permitted as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (permitted >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads two CapData structs for version 3.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, set.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(permitted)
+}

@@ -98,6 +98,12 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
     } else {
         KernelSymbols::default()
     };
+    // Attached and kallsyms read: keep only what reading the maps needs.
+    if let Err(e) =
+        kotel_bpf::preflight::drop_capabilities(&kotel_bpf::preflight::STEADY_STATE_CAPS)
+    {
+        tracing::warn!(error = %e, "kotel.privileges.drop_failed");
+    }
 
     loop {
         let done = signals::stop_requested()

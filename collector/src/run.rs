@@ -398,15 +398,6 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let out_dir = export_cfg.out_dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(io_err(format!("creating {}", out_dir.display())))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("kotel-export")
-        .enable_all()
-        .build()
-        .map_err(io_err("starting the export runtime"))?;
-    let queue = ExportQueue::from_config(&export_cfg, runtime.handle())
-        .map_err(|e| RunError::Export(e.to_string()))?;
-
     signals::install();
     let tracer_cfg = TracerConfig {
         probes: cfg.capture.probes.iter().copied().collect(),
@@ -435,6 +426,25 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     };
     let mut tracer = Tracer::start(&tracer_cfg)?;
     report_left_out(tracer_cfg.probes, &tracer);
+    // kallsyms is read once, while CAP_SYSLOG is still held.
+    let ksyms = if tracer.active_probes().contains(Probe::Offcpu) && cfg.capture.stacks {
+        KernelSymbols::load()
+    } else {
+        KernelSymbols::default()
+    };
+    // Attached: keep only what the steady state needs, before any other thread starts.
+    match kotel_bpf::preflight::drop_capabilities(&kotel_bpf::preflight::STEADY_STATE_CAPS) {
+        Ok(kept) => tracing::info!(effective = format!("{kept:#x}"), "kotel.privileges.dropped"),
+        Err(e) => tracing::warn!(error = %e, "kotel.privileges.drop_failed"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("kotel-export")
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the export runtime"))?;
+    let queue = ExportQueue::from_config(&export_cfg, runtime.handle())
+        .map_err(|e| RunError::Export(e.to_string()))?;
 
     let stats = Arc::new(SelfStats::default());
     let tele = Arc::new(Telemetry {
@@ -521,11 +531,6 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         "kotel.run.attached"
     );
 
-    let ksyms = if tracer.active_probes().contains(Probe::Offcpu) && cfg.capture.stacks {
-        KernelSymbols::load()
-    } else {
-        KernelSymbols::default()
-    };
     let mut events: Vec<KernelEvent> = Vec::with_capacity(4096);
     let mut held: HashMap<(u32, Probe), (u64, opentelemetry_proto::tonic::trace::v1::Span)> =
         HashMap::new();

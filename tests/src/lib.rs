@@ -110,6 +110,11 @@ impl Kotel {
         }
     }
 
+    /// The kotel process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGINT (as Ctrl-C would), waits, and returns (exit code, stdout, stderr).
     pub fn interrupt(mut self) -> (i32, String, String) {
         // SAFETY: signals a child we own.

@@ -152,3 +152,44 @@ fn ctrl_c_detaches_every_program_and_still_prints_the_summary() {
         "programs still loaded after exit: {remaining:?}"
     );
 }
+
+/// Once attached, kotel keeps only the capabilities its steady state needs: CAP_BPF (every map
+/// read is a bpf() call), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (reading /proc of other
+/// processes). CAP_PERFMON, CAP_SYS_ADMIN and the rest are gone, from the bounding set too.
+#[test]
+fn capabilities_are_dropped_after_attach() {
+    if skip_without_bpf("capabilities_are_dropped_after_attach") {
+        return;
+    }
+    let kotel = Kotel::start(&["capture", "--duration", "0", "--format", "table"]);
+    // The drop follows the attach line closely; give it a bounded moment.
+    let read = |field: &str| -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", kotel.pid())).expect("status");
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .expect("field")
+            .trim()
+            .to_string();
+        u64::from_str_radix(&hex, 16).expect("hex")
+    };
+    let want: u64 = (1 << 39) | (1 << 19) | (1 << 2);
+    let mut eff = read("CapEff:");
+    for _ in 0..50 {
+        if eff == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        eff = read("CapEff:");
+    }
+    assert_eq!(eff, want, "effective capabilities {eff:#x}");
+    assert_eq!(read("CapPrm:"), want, "permitted");
+    assert_eq!(read("CapBnd:") & !want, 0, "bounding set");
+    let (code, stdout, stderr) = kotel.interrupt();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("lost events"),
+        "it still reads its maps: {stdout}"
+    );
+}
