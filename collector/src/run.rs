@@ -661,7 +661,18 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             while let Ok(r) = rx.try_recv() {
                 match r {
                     Received::Traces { mut request, peer } => {
-                        for pid in linker.link(&mut request, peer, &mut ids) {
+                        let pids = linker.link(&mut request, peer, &mut ids);
+                        for c in linker.linked.drain(..) {
+                            metrics.prefer_linked(
+                                c.pid,
+                                c.kind,
+                                c.end,
+                                c.duration_ns,
+                                c.trace_id,
+                                c.span_id,
+                            );
+                        }
+                        for pid in pids {
                             if link_targets.insert(pid) {
                                 if let Err(e) = tracer.add_link_target(pid) {
                                     tracing::warn!(pid, error = %e, "kotel.link.target_failed");
@@ -798,6 +809,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             let batch = match r {
                 Received::Traces { mut request, peer } => {
                     linker.link(&mut request, peer, &mut ids);
+                    linker.linked.clear();
                     Batch::Traces(request)
                 }
                 other => other.into_batch(),

@@ -39,6 +39,24 @@ pub struct LinkStats {
     pub children_capped: u64,
 }
 
+/// A kernel event that became a child span of an application span, so that exemplars can
+/// point into the application's trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkedChild {
+    /// The process.
+    pub pid: u32,
+    /// The probe.
+    pub kind: Probe,
+    /// When the event ended (Unix ns).
+    pub end: u64,
+    /// Its length.
+    pub duration_ns: u64,
+    /// The application's trace.
+    pub trace_id: [u8; 16],
+    /// The child span's id.
+    pub span_id: [u8; 8],
+}
+
 /// Most kernel child spans under one application span; the sums still count every event.
 const MAX_CHILDREN_PER_SPAN: usize = 256;
 
@@ -54,6 +72,8 @@ pub struct Linker {
     threads: HashMap<(u32, u32), (Option<u32>, Instant)>,
     processes: HashMap<ProcessKey, (Option<u32>, Instant)>,
     stats: LinkStats,
+    /// Child spans made since the caller last drained this.
+    pub linked: Vec<LinkedChild>,
 }
 
 /// (reported pid, connection owner, container id): what a host pid is resolved from.
@@ -108,6 +128,7 @@ impl Linker {
             threads: HashMap::new(),
             processes: HashMap::new(),
             stats: LinkStats::default(),
+            linked: Vec::new(),
         }
     }
 
@@ -239,6 +260,16 @@ impl Linker {
                 child
                     .attributes
                     .push(attrs::string("kotel.link.pid_source", source));
+                if let Ok(span_id) = <[u8; 8]>::try_from(child.span_id.as_slice()) {
+                    self.linked.push(LinkedChild {
+                        pid,
+                        kind: e.kind,
+                        end: e.end,
+                        duration_ns: full.duration_ns,
+                        trace_id,
+                        span_id,
+                    });
+                }
                 children.push(child);
             }
         }
