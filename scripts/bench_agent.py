@@ -6,8 +6,10 @@
    tests/python/otlp_receiver.py. For every workload span, latency = the receiver's arrival
    time minus the span's end time; p50/p99/max are reported, with kotel's default flush.
 2. Cost at 100 000 events/s: two threads issue writev at 50 000/s each for 10 s. kotel runs
-   (a) with --span-threshold 0, every event a span written to OTLP JSON lines, and
-   (b) with the default 1 ms threshold, every event counted only in the kernel histograms.
+   (a) with --span-threshold 0, every event a span written to OTLP JSON lines, with its OTLP
+   receiver on (so every event also waits in the link buffer), (b) the same without the
+   receiver, and (c) with the default 1 ms threshold, every event counted only in the kernel
+   histograms.
    kotel's RSS (VmRSS) is sampled every 0.2 s and its CPU time read from /proc at the end.
 
 Run as root after `cargo build --release --workspace --bins`:
@@ -106,9 +108,10 @@ def latency() -> dict:
     }
 
 
-def cost(threshold: str) -> dict:
+def cost(threshold: str, receiver: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        kotel = start_kotel(["--probes", "writev", "--span-threshold", threshold, "--interval", "1s", "--out", out])
+        extra = [] if receiver else ["--receiver-grpc", "none", "--receiver-http", "none"]
+        kotel = start_kotel(["--probes", "writev", "--span-threshold", threshold, "--interval", "1s", "--out", out, *extra])
         cpu0, t0 = cpu_seconds(kotel.pid), time.time()
         samples: list[float] = []
         loop = subprocess.Popen(
@@ -124,6 +127,7 @@ def cost(threshold: str) -> dict:
         summary = json.loads((Path(out) / "summary.json").read_text())
     return {
         "threshold": threshold,
+        "receiver_and_link_buffer": receiver,
         "events_per_s": round(made["calls_per_s"]),
         "rss_max_mib": round(max(samples), 1),
         "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
@@ -136,7 +140,7 @@ def cost(threshold: str) -> dict:
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root (BPF)")
-    result = {"latency": latency(), "cost": [cost("0"), cost("1ms")]}
+    result = {"latency": latency(), "cost": [cost("0", True), cost("0", False), cost("1ms", True)]}
     print(json.dumps(result, indent=2))
 
 

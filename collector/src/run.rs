@@ -488,6 +488,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         receiver = Some(handle);
         received = Some(rx);
     }
+    // Without a receiver nothing can be linked: no buffer either.
+    let linking = receiver_cfg.grpc.is_some() || receiver_cfg.http.is_some();
     let mut link_targets: std::collections::HashSet<u32> = std::collections::HashSet::new();
     let mut last_expiry = Instant::now();
 
@@ -585,7 +587,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             // Every event can be linked; only those at or above the threshold are spans of
             // their own (link targets send shorter ones too, for exact sums).
             let slow = ev.duration_ns >= threshold_ns;
-            linker.buffer.push(&ev, slow);
+            if linking {
+                linker.buffer.push(&ev, slow);
+            }
             if !slow {
                 continue;
             }
