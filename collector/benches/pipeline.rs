@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use kotel_bpf::abi::{self, RawEvent};
+use kotel_bpf::abi;
 use kotel_collector::clock::Clock;
 use kotel_collector::decode::decode_event;
 use kotel_collector::enrich::{HostInfo, ProcessCache, ResourceOptions};
@@ -16,44 +16,28 @@ use kotel_collector::otlp::spans::{kernel_span, SpanIds};
 use kotel_collector::otlp::traces::SpanBatcher;
 use prost::Message;
 
+mod common;
+
 const BATCH: usize = 4096;
 
 fn records() -> Vec<Vec<u8>> {
     let pid = std::process::id();
+    let kinds = [
+        abi::kind::WRITEV,
+        abi::kind::TCP_SEND,
+        abi::kind::RUNQUEUE,
+        abi::kind::OFFCPU,
+    ];
     (0..BATCH)
         .map(|i| {
-            let mut e = RawEvent {
-                kind: [
-                    abi::kind::WRITEV,
-                    abi::kind::TCP_SEND,
-                    abi::kind::RUNQUEUE,
-                    abi::kind::OFFCPU,
-                ][i % 4],
-                start_ns: 1_000_000 + i as u64,
-                duration_ns: 1_500_000 + (i as u64 * 7919) % 3_000_000,
-                bytes: 1448,
+            let (i, n) = (i as u64, i);
+            common::record(
+                kinds[n % 4],
                 pid,
-                tid: pid + (i % 8) as u32,
-                cpu: (i % 2) as u32,
-                fd: 7,
-                iovcnt: 2,
-                kstack_id: -1,
-                ustack_id: -1,
-                family: 2,
-                lport: 40_000,
-                dport: 443,
-                ..Default::default()
-            };
-            e.laddr[..4].copy_from_slice(&[10, 0, 0, 2]);
-            e.daddr[..4].copy_from_slice(&[10, 0, 0, 3]);
-            for (d, s) in e.comm.iter_mut().zip(b"bench-worker") {
-                *d = *s as i8;
-            }
-            // SAFETY: RawEvent is plain old data without padding.
-            unsafe {
-                std::slice::from_raw_parts((&e as *const RawEvent).cast::<u8>(), abi::EVENT_SIZE)
-            }
-            .to_vec()
+                pid + (n % 8) as u32,
+                1_000_000 + i,
+                1_500_000 + (i * 7919) % 3_000_000,
+            )
         })
         .collect()
 }

@@ -189,7 +189,8 @@ fn remaining(duration: Duration, started: Instant) -> Duration {
     duration.saturating_sub(started.elapsed())
 }
 
-fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
+/// Warns once for every wanted probe the kernel could not run, naming the missing tracepoints.
+pub(crate) fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
     for probe in wanted
         .iter()
         .filter(|p| !tracer.active_probes().contains(*p))

@@ -101,3 +101,40 @@ pub struct Histogram {
     /// Positive bucket counts from `offset` on, trimmed of empty buckets at both ends.
     pub bucket_counts: Vec<u64>,
 }
+
+#[cfg(test)]
+impl Histogram {
+    /// For tests: the histogram of `values` (ns) at `scale`, each put in its bucket through the
+    /// kernel's table, built directly (not through `expo::merge`, which tests compare with it).
+    pub(crate) fn of(kind: Probe, pid: u32, scale: i32, values: &[u64]) -> Histogram {
+        let table = kotel_bpf::buckets::BucketTable::new(scale).expect("a supported scale");
+        let indexes: Vec<i32> = values
+            .iter()
+            .filter(|&&v| v > 0)
+            .map(|&v| table.index_of(v))
+            .collect();
+        let (offset, bucket_counts) = match (indexes.iter().min(), indexes.iter().max()) {
+            (Some(&lo), Some(&hi)) => {
+                let mut counts = vec![0u64; (hi - lo + 1) as usize];
+                for i in &indexes {
+                    counts[(i - lo) as usize] += 1;
+                }
+                (lo, counts)
+            }
+            _ => (0, Vec::new()),
+        };
+        Histogram {
+            kind,
+            pid,
+            count: values.len() as u64,
+            sum_ns: values.iter().sum(),
+            max_ns: values.iter().copied().max().unwrap_or(0),
+            zero_count: values.iter().filter(|&&v| v == 0).count() as u64,
+            bytes: 0,
+            clamped: 0,
+            scale,
+            offset,
+            bucket_counts,
+        }
+    }
+}

@@ -28,30 +28,10 @@ pub fn quantile_ns(h: &Histogram, q: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kotel_bpf::buckets::BucketTable;
     use kotel_bpf::Probe;
 
     fn hist(values: &[u64]) -> Histogram {
-        let table = BucketTable::new(3).unwrap();
-        let first = values.iter().map(|&v| table.index_of(v)).min().unwrap();
-        let last = values.iter().map(|&v| table.index_of(v)).max().unwrap();
-        let mut counts = vec![0u64; (last - first + 1) as usize];
-        for &v in values {
-            counts[(table.index_of(v) - first) as usize] += 1;
-        }
-        Histogram {
-            kind: Probe::Writev,
-            pid: 1,
-            count: values.len() as u64,
-            sum_ns: values.iter().sum(),
-            max_ns: *values.iter().max().unwrap(),
-            zero_count: 0,
-            bytes: 0,
-            clamped: 0,
-            scale: 3,
-            offset: first,
-            bucket_counts: counts,
-        }
+        Histogram::of(Probe::Writev, 1, 3, values)
     }
 
     #[test]

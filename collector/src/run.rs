@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kotel_bpf::{DropCounts, LoadError, Probe, ProbeSet, Tracer, TracerConfig};
+use kotel_bpf::{DropCounts, LoadError, Probe, Tracer, TracerConfig};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::cli::RunArgs;
@@ -425,7 +425,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         ..ReceiverConfig::default()
     };
     let mut tracer = Tracer::start(&tracer_cfg)?;
-    report_left_out(tracer_cfg.probes, &tracer);
+    crate::capture::report_left_out(tracer_cfg.probes, &tracer);
     // kallsyms is read once, while CAP_SYSLOG is still held.
     let ksyms = if tracer.active_probes().contains(Probe::Offcpu) && cfg.capture.stacks {
         KernelSymbols::load()
@@ -1024,18 +1024,6 @@ fn write_summary_json(
     });
     let path = dir.join("summary.json");
     std::fs::write(&path, format!("{v:#}\n")).map_err(io_err(format!("writing {}", path.display())))
-}
-
-fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
-    for probe in wanted
-        .iter()
-        .filter(|p| !tracer.active_probes().contains(*p))
-    {
-        tracing::warn!(
-            "kotel.probe.skipped: {}",
-            kotel_bpf::preflight::describe_missing(probe, tracer.missing_tracepoints())
-        );
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -61,6 +62,13 @@ def target_dir() -> Path:
     """Cargo's target directory: ``$CARGO_TARGET_DIR`` if set, else ``<repo>/target``."""
     env = os.environ.get("CARGO_TARGET_DIR")
     return Path(env) if env else REPO_ROOT / "target"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def built_binary(name: str) -> Path:

@@ -16,17 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 from otlp_receiver import any_value, attributes
 
 pytestmark = pytest.mark.bpf
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_app(port: int, *flags: str, pidns: bool = False) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import built_binary
+from conftest import built_binary, free_port
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otlp_json import read_jsonl
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.bpf
 
 HOSTILE = "</text><script>alert(1)</script>"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def no_script(svg: bytes) -> None:

@@ -95,46 +95,11 @@ pub fn subtract(current: &Histogram, previous: &Histogram) -> Option<Histogram> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kotel_bpf::buckets::BucketTable;
     use kotel_bpf::Probe;
     use proptest::prelude::*;
 
     fn hist(scale: i32, values: &[u64]) -> Histogram {
-        let table = BucketTable::new(scale).unwrap();
-        let empty = Histogram {
-            kind: Probe::Writev,
-            pid: 1,
-            count: 0,
-            sum_ns: 0,
-            max_ns: 0,
-            zero_count: 0,
-            bytes: 0,
-            clamped: 0,
-            scale,
-            offset: 0,
-            bucket_counts: Vec::new(),
-        };
-        let mut h = empty.clone();
-        for &v in values {
-            let one = if v == 0 {
-                Histogram {
-                    count: 1,
-                    zero_count: 1,
-                    ..empty.clone()
-                }
-            } else {
-                Histogram {
-                    count: 1,
-                    sum_ns: v,
-                    max_ns: v,
-                    offset: table.index_of(v),
-                    bucket_counts: vec![1],
-                    ..empty.clone()
-                }
-            };
-            merge(&mut h, &one);
-        }
-        h
+        Histogram::of(Probe::Writev, 1, scale, values)
     }
 
     fn total(h: &Histogram) -> u64 {

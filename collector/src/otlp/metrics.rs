@@ -377,48 +377,11 @@ fn empty_like(h: &Histogram) -> Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kotel_bpf::buckets::BucketTable;
 
     fn hist(pid: u32, kind: Probe, values: &[u64], bytes: u64) -> Histogram {
-        let table = BucketTable::new(3).unwrap();
-        let mut h = Histogram {
-            pid,
-            kind,
-            bytes,
-            ..empty_like(&Histogram {
-                kind,
-                scale: 3,
-                ..dummy()
-            })
-        };
-        for &v in values {
-            let one = Histogram {
-                count: 1,
-                sum_ns: v,
-                max_ns: v,
-                offset: table.index_of(v),
-                bucket_counts: vec![1],
-                ..empty_like(&h)
-            };
-            expo::merge(&mut h, &one);
-        }
-        h.pid = pid;
-        h
-    }
-
-    fn dummy() -> Histogram {
         Histogram {
-            kind: Probe::Writev,
-            pid: 0,
-            count: 0,
-            sum_ns: 0,
-            max_ns: 0,
-            zero_count: 0,
-            bytes: 0,
-            clamped: 0,
-            scale: 3,
-            offset: 0,
-            bucket_counts: Vec::new(),
+            bytes,
+            ..Histogram::of(kind, pid, 3, values)
         }
     }
 
