@@ -831,6 +831,11 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         buffer_evicted = bs.evicted_full,
         "kotel.link.summary"
     );
+    tracing::info!(
+        grace_ms = cfg.export.shutdown_grace.as_millis() as u64,
+        second_signal = "exits at once, unflushed",
+        "kotel.run.flushing"
+    );
     runtime.block_on(queue.shutdown(cfg.export.shutdown_grace));
     if let Some(task) = telemetry_task {
         task.abort();
