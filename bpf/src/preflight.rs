@@ -22,7 +22,34 @@ pub fn check_privileges() -> Result<(), LoadError> {
     let effective = effective_caps(&status).unwrap_or(0);
     match missing_caps(effective) {
         None => Ok(()),
-        Some(missing) => Err(LoadError::Privileges { missing }),
+        Some(mut missing) => {
+            if effective & (1u64 << CAP_PERFMON) == 0 {
+                let level = std::fs::read_to_string(PERF_EVENT_PARANOID).ok();
+                missing.push_str(&paranoid_note(level.as_deref()));
+            }
+            Err(LoadError::Privileges { missing })
+        }
+    }
+}
+
+/// The sysctl that limits perf events (and, on some kernels, tracing) for processes without
+/// CAP_PERFMON.
+pub const PERF_EVENT_PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
+
+/// Why CAP_PERFMON cannot be done without, given the `perf_event_paranoid` level: kotel opens
+/// no perf events, and the kernel checks CAP_PERFMON for tracing programs at every level, so no
+/// level makes up for it; a level above 2 (Debian's and Android's "no perf events at all
+/// without the capability") is named so an administrator sees both knobs.
+pub fn paranoid_note(level: Option<&str>) -> String {
+    match level.map(str::trim).and_then(|l| l.parse::<i32>().ok()) {
+        Some(l) if l > 2 => format!(
+            " (kernel.perf_event_paranoid is {l}, too high for anything but CAP_PERFMON or \
+             CAP_SYS_ADMIN; kotel needs the capability at any level)"
+        ),
+        Some(l) => format!(
+            " (kernel.perf_event_paranoid is {l}; tracing programs need CAP_PERFMON at any level)"
+        ),
+        None => String::new(),
     }
 }
 
@@ -130,6 +157,15 @@ mod tests {
         assert_eq!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON)), None);
         assert_eq!(missing_caps(1 << CAP_SYS_ADMIN), None);
         assert_eq!(effective_caps("nothing here"), None);
+    }
+
+    #[test]
+    fn the_paranoid_level_is_named_and_a_high_one_called_too_high() {
+        assert!(paranoid_note(Some("3\n")).contains("perf_event_paranoid is 3, too high"));
+        let normal = paranoid_note(Some("2"));
+        assert!(normal.contains("perf_event_paranoid is 2") && !normal.contains("too high"));
+        assert_eq!(paranoid_note(Some("junk")), "");
+        assert_eq!(paranoid_note(None), "");
     }
 
     #[test]

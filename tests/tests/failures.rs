@@ -44,30 +44,119 @@ fn a_bad_cgroup_path_exits_2_naming_the_flag() {
     );
 }
 
-/// Without CAP_BPF and CAP_PERFMON (dropped from the bounding set when run as root), kotel
-/// refuses before loading anything and names both.
-#[test]
-fn missing_capabilities_exit_2_naming_them() {
+/// kotel as a child of `capsh --drop=<caps> --`: run as root, the dropped capabilities leave
+/// the bounding set, so the exec'd kotel can never hold them. Not root: kotel runs as is (it
+/// then has no capabilities at all).
+fn without_caps(drop: &str, args: &[&str]) -> (i32, String) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let kotel = built_binary("kotel");
     let mut cmd = if root {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--bounding-set=-bpf,-perfmon,-sys_admin",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(&kotel);
+        let mut c = Command::new("capsh");
+        c.arg(format!("--drop={drop}"))
+            .arg(format!("--shell={}", kotel.display()))
+            .arg("--");
         c
     } else {
         Command::new(&kotel)
     };
-    let (code, stderr) = run(cmd.args(["capture", "--duration", "1s"]));
+    run(cmd.args(args))
+}
+
+/// `kernel.perf_event_paranoid` set for the life of the guard, restored when it drops (also on
+/// a failed assertion). The e2e tests run one at a time, so nothing else sees the change.
+struct Paranoid(String);
+
+impl Paranoid {
+    const PATH: &'static str = "/proc/sys/kernel/perf_event_paranoid";
+
+    fn set(level: &str) -> Option<Paranoid> {
+        let old = std::fs::read_to_string(Self::PATH).ok()?;
+        std::fs::write(Self::PATH, level).ok()?;
+        Some(Paranoid(old))
+    }
+}
+
+impl Drop for Paranoid {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
+    }
+}
+
+/// Without CAP_BPF or CAP_PERFMON (CAP_SYS_ADMIN, which implies both, dropped too), both
+/// `capture` and the agent's `run` refuse before loading anything, exit 2 and name exactly what
+/// is missing.
+#[test]
+fn missing_capabilities_exit_2_naming_each() {
+    for (drop, named, not_named) in [
+        ("cap_bpf,cap_sys_admin", "CAP_BPF", "CAP_PERFMON"),
+        ("cap_perfmon,cap_sys_admin", "CAP_PERFMON", "CAP_BPF"),
+        (
+            "cap_bpf,cap_perfmon,cap_sys_admin",
+            "CAP_BPF, CAP_PERFMON",
+            "nothing",
+        ),
+    ] {
+        for args in [
+            &["capture", "--duration", "1s"][..],
+            &[
+                "run",
+                "--duration",
+                "1s",
+                "--telemetry",
+                "none",
+                "--out",
+                "/tmp",
+            ][..],
+        ] {
+            let (code, stderr) = without_caps(drop, args);
+            assert_eq!(code, 2, "{drop} {args:?}: {stderr}");
+            // "missing privileges: <what> (<why>); <how to fix>": the part before the advice.
+            let line = stderr.lines().find(|l| l.contains("missing")).unwrap_or("");
+            let first = line.split(';').next().unwrap_or("");
+            assert!(first.contains(named), "{drop}: {named} named in {stderr}");
+            if unsafe { libc::geteuid() } == 0 {
+                assert!(
+                    !first.contains(not_named),
+                    "{drop}: only what is missing: {first}"
+                );
+            }
+        }
+    }
+}
+
+/// A `perf_event_paranoid` level above 2 (Debian's "no perf events without the capability")
+/// with CAP_PERFMON dropped: exit 2 naming both the capability and the level. With CAP_PERFMON
+/// held the level does not matter: kotel opens no perf events and its capture works.
+#[test]
+fn a_high_perf_event_paranoid_is_named_and_needs_cap_perfmon() {
+    if skip_without_bpf("a_high_perf_event_paranoid_is_named_and_needs_cap_perfmon") {
+        return;
+    }
+    let Some(_guard) = Paranoid::set("3") else {
+        panic!("cannot set {} as root", Paranoid::PATH);
+    };
+    let (code, stderr) = without_caps(
+        "cap_perfmon,cap_sys_admin",
+        &["capture", "--duration", "1s"],
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
+        stderr.contains("CAP_PERFMON") && stderr.contains("perf_event_paranoid is 3, too high"),
         "{stderr}"
+    );
+    let (code, stderr) = run(Command::new(built_binary("kotel")).args([
+        "capture",
+        "--duration",
+        "1s",
+        "--probes",
+        "writev",
+        "--format",
+        "table",
+    ]));
+    assert_eq!(
+        code, 0,
+        "with CAP_PERFMON, paranoid 3 is no obstacle: {stderr}"
     );
 }
 
