@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 KOTEL_SETUP_PYTHON=1 source scripts/setup.sh
 # Test-only tools, not needed to build or run kotel: capsh for the privilege tests.
 if ! command -v capsh >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2-bin >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2-bin >/dev/null
 fi
 
 echo "== cargo fmt --check"
