@@ -9,6 +9,7 @@ pub mod abi;
 pub mod buckets;
 mod error;
 pub mod floor;
+mod libbpf_log;
 pub mod preflight;
 pub mod probe;
 mod tracer;

@@ -12,6 +12,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuild
 
 use crate::abi::{self, RawHistogram, RawHistogramKey, EVENT_SIZE};
 use crate::buckets::BucketTable;
+use crate::libbpf_log;
 use crate::preflight;
 use crate::skel::{KotelSkel, KotelSkelBuilder};
 use crate::{LoadError, Probe, ProbeSet};
@@ -104,6 +105,9 @@ impl DropCounts {
     }
 }
 
+/// Wanted probes that are not running, each with why.
+type LeftOut = Vec<(Probe, String)>;
+
 /// A loaded and attached set of kotel probes. Dropping it detaches every program.
 pub struct Tracer {
     // Field order is drop order: stop reading, detach, then close the object.
@@ -115,6 +119,7 @@ pub struct Tracer {
     table: BucketTable,
     active: ProbeSet,
     missing: Vec<&'static str>,
+    left_out: LeftOut,
 }
 
 impl Tracer {
@@ -142,80 +147,9 @@ impl Tracer {
             });
         }
 
-        // The skeleton borrows its object storage for its whole life; the tracer lives as long
-        // as it likes, so the (pointer-sized) storage is leaked once per tracer.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut builder = KotelSkelBuilder::default();
-        if cfg.btf_path.as_path() != std::path::Path::new(preflight::SYSFS_BTF) {
-            builder
-                .obj_builder
-                .btf_custom_path(&cfg.btf_path)
-                .map_err(LoadError::libbpf("setting the BTF path"))?;
-        }
-        let mut open = builder
-            .open(storage)
-            .map_err(LoadError::libbpf("opening the BPF object"))?;
-
-        let ro = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("the BPF object has a .rodata section");
-        ro.enable_writev = active.contains(Probe::Writev);
-        ro.enable_tcp_send = active.contains(Probe::TcpSend);
-        ro.enable_runqueue = active.contains(Probe::Runqueue);
-        ro.enable_offcpu = active.contains(Probe::Offcpu);
-        ro.capture_stacks = cfg.capture_stacks;
-        ro.enable_lifecycle = cfg.lifecycle;
-        ro.min_latency_ns = cfg.min_latency_ns;
-        ro.self_pid = std::process::id();
-        ro.filter_pids = !cfg.pids.is_empty();
-        ro.filter_cgroup_id = cfg.cgroup.map_or(0, |c| c.id);
-        ro.filter_cgroup_level = cfg.cgroup.map_or(0, |c| c.level);
-        ro.nr_write = libc::SYS_write;
-        ro.nr_writev = libc::SYS_writev;
-        ro.nr_sendto = libc::SYS_sendto;
-        ro.nr_sendmsg = libc::SYS_sendmsg;
-        ro.n_buckets = table.bounds().len() as u32;
-        ro.bucket_bounds[..table.bounds().len()].copy_from_slice(table.bounds());
-        ro.wakeup_bytes = u64::from(ring / 4);
-        ro.hist_capacity = cfg.max_histograms;
-
-        open.maps
-            .events
-            .set_max_entries(ring)
-            .map_err(LoadError::libbpf("sizing the ring buffer"))?;
-        for map in [&mut open.maps.hists, &mut open.maps.hist_slots] {
-            map.set_max_entries(cfg.max_histograms)
-                .map_err(LoadError::libbpf("sizing the histogram maps"))?;
-        }
-        if !(active.contains(Probe::Offcpu) && cfg.capture_stacks) {
-            open.maps
-                .stacks
-                .set_max_entries(1)
-                .map_err(LoadError::libbpf("sizing the stack map"))?;
-        }
+        let (skel, active, left_out) = Self::load_what_loads(cfg, active, &missing, &table)?;
         let syscalls = active.contains(Probe::Writev) || active.contains(Probe::TcpSend);
         let sched = active.contains(Probe::Runqueue) || active.contains(Probe::Offcpu);
-        open.progs.sys_enter.set_autoload(syscalls);
-        open.progs.sys_exit.set_autoload(syscalls);
-        open.progs
-            .tcp_sendmsg_locked
-            .set_autoload(active.contains(Probe::TcpSend));
-        open.progs
-            .sched_wakeup
-            .set_autoload(active.contains(Probe::Runqueue));
-        open.progs
-            .sched_wakeup_new
-            .set_autoload(active.contains(Probe::Runqueue));
-        open.progs.sched_switch.set_autoload(sched);
-        open.progs.sched_process_exec.set_autoload(cfg.lifecycle);
-        open.progs.sched_process_exit.set_autoload(cfg.lifecycle);
-
-        let skel = open
-            .load()
-            .map_err(LoadError::libbpf("loading the BPF programs"))?;
         for pid in &cfg.pids {
             skel.maps
                 .pid_filter
@@ -294,7 +228,136 @@ impl Tracer {
             table,
             active,
             missing,
+            left_out,
         })
+    }
+
+    /// Loads the probes in `active`. A kernel may refuse one probe's program (a BTF field it
+    /// reads is absent, or the verifier of an older kernel rejects it); then each probe is tried
+    /// alone, those the kernel refuses are left out with the reason, and the rest load together.
+    /// Fails only when no probe loads.
+    fn load_what_loads(
+        cfg: &TracerConfig,
+        active: ProbeSet,
+        missing: &[&'static str],
+        table: &BucketTable,
+    ) -> Result<(KotelSkel<'static>, ProbeSet, LeftOut), LoadError> {
+        let mut left_out: LeftOut = cfg
+            .probes
+            .iter()
+            .filter(|p| !active.contains(*p))
+            .map(|p| (p, preflight::describe_missing(p, missing)))
+            .collect();
+        let (all, log) = match libbpf_log::captured(|| Self::load(cfg, active, table)) {
+            (Ok(skel), _) => return Ok((skel, active, left_out)),
+            (Err(e), log) => (e, log),
+        };
+        if active.iter().count() == 1 {
+            eprint!("{log}");
+            return Err(all);
+        }
+        let mut loadable = ProbeSet::default();
+        for probe in active.iter() {
+            let alone = [probe].into_iter().collect();
+            match libbpf_log::captured(|| Self::load(cfg, alone, table)) {
+                (Ok(_), _) => loadable.insert(probe),
+                (Err(e), log) => {
+                    let why = libbpf_log::why_refused(&log).unwrap_or_else(|| e.to_string());
+                    left_out.push((
+                        probe,
+                        format!("probe {probe} left out: this kernel refused its program: {why}"),
+                    ));
+                }
+            }
+        }
+        if loadable.is_empty() {
+            eprint!("{log}");
+            return Err(all);
+        }
+        let skel = Self::load(cfg, loadable, table)?;
+        Ok((skel, loadable, left_out))
+    }
+
+    /// Opens the BPF object, configures it for `active` and loads it.
+    fn load(
+        cfg: &TracerConfig,
+        active: ProbeSet,
+        table: &BucketTable,
+    ) -> Result<KotelSkel<'static>, LoadError> {
+        let ring = cfg.ring_buffer_bytes;
+        // The skeleton borrows its object storage for its whole life; the tracer lives as long
+        // as it likes, so the (pointer-sized) storage is leaked once per tracer.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut builder = KotelSkelBuilder::default();
+        if cfg.btf_path.as_path() != std::path::Path::new(preflight::SYSFS_BTF) {
+            builder
+                .obj_builder
+                .btf_custom_path(&cfg.btf_path)
+                .map_err(LoadError::libbpf("setting the BTF path"))?;
+        }
+        let mut open = builder
+            .open(storage)
+            .map_err(LoadError::libbpf("opening the BPF object"))?;
+
+        let ro = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has a .rodata section");
+        ro.enable_writev = active.contains(Probe::Writev);
+        ro.enable_tcp_send = active.contains(Probe::TcpSend);
+        ro.enable_runqueue = active.contains(Probe::Runqueue);
+        ro.enable_offcpu = active.contains(Probe::Offcpu);
+        ro.capture_stacks = cfg.capture_stacks;
+        ro.enable_lifecycle = cfg.lifecycle;
+        ro.min_latency_ns = cfg.min_latency_ns;
+        ro.self_pid = std::process::id();
+        ro.filter_pids = !cfg.pids.is_empty();
+        ro.filter_cgroup_id = cfg.cgroup.map_or(0, |c| c.id);
+        ro.filter_cgroup_level = cfg.cgroup.map_or(0, |c| c.level);
+        ro.nr_write = libc::SYS_write;
+        ro.nr_writev = libc::SYS_writev;
+        ro.nr_sendto = libc::SYS_sendto;
+        ro.nr_sendmsg = libc::SYS_sendmsg;
+        ro.n_buckets = table.bounds().len() as u32;
+        ro.bucket_bounds[..table.bounds().len()].copy_from_slice(table.bounds());
+        ro.wakeup_bytes = u64::from(ring / 4);
+        ro.hist_capacity = cfg.max_histograms;
+
+        open.maps
+            .events
+            .set_max_entries(ring)
+            .map_err(LoadError::libbpf("sizing the ring buffer"))?;
+        for map in [&mut open.maps.hists, &mut open.maps.hist_slots] {
+            map.set_max_entries(cfg.max_histograms)
+                .map_err(LoadError::libbpf("sizing the histogram maps"))?;
+        }
+        if !(active.contains(Probe::Offcpu) && cfg.capture_stacks) {
+            open.maps
+                .stacks
+                .set_max_entries(1)
+                .map_err(LoadError::libbpf("sizing the stack map"))?;
+        }
+        let syscalls = active.contains(Probe::Writev) || active.contains(Probe::TcpSend);
+        let sched = active.contains(Probe::Runqueue) || active.contains(Probe::Offcpu);
+        open.progs.sys_enter.set_autoload(syscalls);
+        open.progs.sys_exit.set_autoload(syscalls);
+        open.progs
+            .tcp_sendmsg_locked
+            .set_autoload(active.contains(Probe::TcpSend));
+        open.progs
+            .sched_wakeup
+            .set_autoload(active.contains(Probe::Runqueue));
+        open.progs
+            .sched_wakeup_new
+            .set_autoload(active.contains(Probe::Runqueue));
+        open.progs.sched_switch.set_autoload(sched);
+        open.progs.sched_process_exec.set_autoload(cfg.lifecycle);
+        open.progs.sched_process_exit.set_autoload(cfg.lifecycle);
+
+        open.load()
+            .map_err(LoadError::libbpf("loading the BPF programs"))
     }
 
     /// Detaches every program: nothing new enters the ring buffer or the histograms, while
@@ -337,6 +400,12 @@ impl Tracer {
     /// Tracepoints the kernel lacks (their probes were left out).
     pub fn missing_tracepoints(&self) -> &[&'static str] {
         &self.missing
+    }
+
+    /// Each wanted probe that is not running, with why: the kernel lacks its tracepoint, or
+    /// refused its program.
+    pub fn left_out(&self) -> &[(Probe, String)] {
+        &self.left_out
     }
 
     /// Names of the attached programs.

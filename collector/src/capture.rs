@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use kotel_bpf::{preflight, LoadError, ProbeSet, Tracer, TracerConfig};
+use kotel_bpf::{LoadError, Tracer, TracerConfig};
 
 use crate::cli::{CaptureArgs, Format};
 use crate::clock::Clock;
@@ -78,7 +78,7 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
     let cfg = tracer_config(args)?;
     signals::install();
     let mut tracer = Tracer::start(&cfg)?;
-    report_left_out(cfg.probes, &tracer);
+    report_left_out(&tracer);
     tracing::info!(
         probes = %tracer.active_probes(),
         programs = ?tracer.attached_programs(),
@@ -190,14 +190,8 @@ fn remaining(duration: Duration, started: Instant) -> Duration {
 }
 
 /// Warns once for every wanted probe the kernel could not run, naming the missing tracepoints.
-pub(crate) fn report_left_out(wanted: ProbeSet, tracer: &Tracer) {
-    for probe in wanted
-        .iter()
-        .filter(|p| !tracer.active_probes().contains(*p))
-    {
-        tracing::warn!(
-            "kotel.probe.skipped: {}",
-            preflight::describe_missing(probe, tracer.missing_tracepoints())
-        );
+pub(crate) fn report_left_out(tracer: &Tracer) {
+    for (_, why) in tracer.left_out() {
+        tracing::warn!("kotel.probe.skipped: {why}");
     }
 }

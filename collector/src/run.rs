@@ -425,7 +425,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         ..ReceiverConfig::default()
     };
     let mut tracer = Tracer::start(&tracer_cfg)?;
-    crate::capture::report_left_out(tracer_cfg.probes, &tracer);
+    crate::capture::report_left_out(&tracer);
     // kallsyms is read once, while CAP_SYSLOG is still held.
     let ksyms = if tracer.active_probes().contains(Probe::Offcpu) && cfg.capture.stacks {
         KernelSymbols::load()
