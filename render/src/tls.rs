@@ -52,6 +52,8 @@ pub enum TlsFile {
     Key,
     /// The CA bundle client certificates are checked against.
     ClientCa,
+    /// The CA bundle a client checks a server's certificate against.
+    Ca,
 }
 
 impl TlsFile {
@@ -61,6 +63,7 @@ impl TlsFile {
             TlsFile::Cert => "cert_file",
             TlsFile::Key => "key_file",
             TlsFile::ClientCa => "client_ca_file",
+            TlsFile::Ca => "ca_file",
         }
     }
 
@@ -70,6 +73,7 @@ impl TlsFile {
             TlsFile::Cert => "certificate file",
             TlsFile::Key => "private key file",
             TlsFile::ClientCa => "client CA file",
+            TlsFile::Ca => "CA file",
         }
     }
 }

@@ -59,7 +59,7 @@ fn tls_flag(file: kotel_render::tls::TlsFile) -> &'static str {
     match file {
         kotel_render::tls::TlsFile::Cert => "--tls-cert",
         kotel_render::tls::TlsFile::Key => "--tls-key",
-        kotel_render::tls::TlsFile::ClientCa => "--tls-client-ca",
+        kotel_render::tls::TlsFile::ClientCa | kotel_render::tls::TlsFile::Ca => "--tls-client-ca",
     }
 }
 
