@@ -752,6 +752,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bearer_token_is_required_on_both_listeners() {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let cfg = ReceiverConfig {
+            grpc: Some("127.0.0.1:0".parse().unwrap()),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            bearer_token: Some(auth::BearerToken::new("t0ken", "test").unwrap()),
+            ..ReceiverConfig::default()
+        };
+        let (tx, mut rx) = cfg.channel();
+        let handle = start(&cfg, tx).await.unwrap();
+        let grpc = format!("http://{}", handle.grpc_addr().unwrap());
+        let mut client = TraceServiceClient::connect(grpc).await.unwrap();
+        for token in [None, Some("Bearer t0ken-not")] {
+            let mut req = tonic::Request::new(testdata::traces(1, 1, 1));
+            if let Some(t) = token {
+                req.metadata_mut()
+                    .insert("authorization", t.parse().unwrap());
+            }
+            let err = client.export(req).await.expect_err("no or wrong token");
+            assert_eq!(err.code(), tonic::Code::Unauthenticated);
+            assert!(!err.message().contains("t0ken"), "{}", err.message());
+        }
+        let mut req = tonic::Request::new(testdata::traces(2, 1, 1));
+        req.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        client.export(req).await.unwrap();
+
+        let http = handle.http_addr().unwrap();
+        let post = |auth: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+            let req = format!(
+                "POST /v1/traces HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            reply
+        };
+        let reply = post("").await;
+        assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+        assert!(reply
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"));
+        assert!(post("Authorization: Bearer nope\r\n")
+            .await
+            .starts_with("HTTP/1.1 401"));
+        assert!(post("Authorization: Bearer t0ken\r\n")
+            .await
+            .starts_with("HTTP/1.1 200"));
+
+        let stats = handle.stats();
+        assert_eq!(stats.rejected_unauthenticated.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.traces.accepted_requests.load(Ordering::Relaxed), 2);
+        assert_eq!(rx.recv().await.unwrap().signal(), Signal::Traces);
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn both_off_starts_nothing() {
         let cfg = ReceiverConfig {
             grpc: None,
