@@ -27,8 +27,10 @@ pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// Longest a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once per listener; further connections wait in the backlog.
-pub const MAX_PENDING_HANDSHAKES: usize = 128;
+/// Most handshakes in progress at once per listener (a few KiB each); further connections
+/// wait in the listen backlog until one finishes or times out. A storm of silent clients can
+/// thus delay new clients by at most [`HANDSHAKE_TIMEOUT`], never stall the listener.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// The PEM files a TLS server needs. `client_ca` turns on mutual TLS: clients must then
 /// present a certificate signed by it.

@@ -340,3 +340,90 @@ async fn mtls_requires_a_valid_client_certificate() {
     }
     srv.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_garbage_clients_do_not_stall_the_listener() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pki) = pki(
+        dir.path(),
+        "silent_and_garbage_clients_do_not_stall_the_listener",
+    ) else {
+        return;
+    };
+    const SILENT: usize = 200;
+    const GARBAGE: usize = 50;
+    let files = ServerTlsFiles {
+        cert: pki.server.0.clone(),
+        key: pki.server.1.clone(),
+        client_ca: None,
+    };
+    let config = kotel_render::tls::server_config(&files, &[b"http/1.1"]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&failures);
+    // A short deadline so the test sees the silent clients time out.
+    let (mut conns, task) = kotel_render::tls::spawn_handshakes(
+        listener,
+        config,
+        Duration::from_secs(5),
+        move |_, f| seen.lock().unwrap().push(f.kind),
+    );
+
+    // Clients that connect and say nothing, and clients that send junk.
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    for _ in 0..GARBAGE {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        silent.push(s);
+    }
+    // Meanwhile a real client completes its handshake and comes out of the channel, while
+    // every silent handshake is still pending (none has reached its deadline yet).
+    let good = tokio::spawn({
+        let ca = pki.ca.clone();
+        async move {
+            let url = format!("https://127.0.0.1:{}/x", addr.port());
+            https_get(&url, &ca, None).await
+        }
+    });
+    let (stream, _) = conns.recv().await.expect("the real client's connection");
+    let timeouts_so_far = failures
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| **k == "timeout")
+        .count();
+    assert_eq!(
+        timeouts_so_far, 0,
+        "served while the silent handshakes were pending"
+    );
+    drop(stream);
+    let _ = good.await;
+
+    // Every bad client is refused and counted: the junk at once, the silent at the deadline.
+    for _ in 0..200 {
+        if failures.lock().unwrap().len() >= SILENT + GARBAGE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds = failures.lock().unwrap().clone();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "timeout").count(),
+        SILENT,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "not_tls").count(),
+        GARBAGE,
+        "{kinds:?}"
+    );
+    drop(silent);
+    task.abort();
+}
