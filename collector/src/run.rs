@@ -793,6 +793,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 &queue,
                 &drops,
                 &stats,
+                tele.receiver.get().map(|r| &**r),
             )?;
         }
         clock.refresh();
@@ -920,6 +921,7 @@ fn export_metrics(
     queue: &ExportQueue,
     drops: &DropCounts,
     stats: &SelfStats,
+    receiver: Option<&receiver::ReceiverStats>,
 ) -> Result<(), RunError> {
     let table = tracer.bucket_table();
     let histograms: Vec<_> = tracer
@@ -992,6 +994,21 @@ fn export_metrics(
         attributes: vec![],
         value: telemetry::get(&stats.artifacts_skipped),
     });
+    if let Some(r) = receiver {
+        for sample in receiver_samples(r)
+            .into_iter()
+            .filter(|s| s.name == "kotel_receiver_rejected_total")
+        {
+            let reason = sample.labels[0].1.clone();
+            self_metrics.push(SelfMetric {
+                name: "kotel.receiver.rejected",
+                description:
+                    "Requests (or, for tls_handshake, connections) the OTLP receiver refused",
+                attributes: vec![attrs::string("kotel.reason", reason)],
+                value: sample.value,
+            });
+        }
+    }
     self_metrics.push(SelfMetric {
         name: "kotel.metric.overflow.series",
         description: "Series folded into the overflow series",
