@@ -27,7 +27,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 import tls_certs
 from conftest import built_binary, free_port
-from test_linking import check_worker, run_app
+from otlp_receiver import attributes
+from test_linking import check_worker
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "kotel-test-T0ken-7f3a9c"
@@ -222,6 +223,13 @@ def test_bad_clients_are_refused_and_counted(receiver, kotel_run, tmp_path):
     assert code == 0, stderr
     assert "kotel.receiver.tls_handshake_failed" in stderr
     assert TOKEN not in stdout + stderr, "the token must never be printed"
+    # The same counts go upstream as the self metric kotel.receiver.rejected.
+    exported = {}
+    for p in receiver.metrics():
+        if p.metric.name == "kotel.receiver.rejected":
+            exported[attributes(p.point.attributes)["kotel.reason"]] = p.point.as_int
+    assert exported.get("unauthenticated") == 4, exported
+    assert exported.get("tls_handshake", 0) >= handshakes + 5, exported
 
 
 # --------------------------------------------------------------------------------------------
