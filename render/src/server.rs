@@ -213,8 +213,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
     })
 }
 
-/// Counts a failed handshake and logs `kotel_render.tls.handshake_failed`, the first time and
-/// then at every power of two, so a storm of bad clients cannot flood the log.
+/// Counts a failed handshake and logs `kotel_render.tls.handshake_failed` (through `tracing`;
+/// the binary prints it to stderr), the first time and then at every power of two, so a storm
+/// of bad clients cannot flood the log.
 fn handshake_failed(
     listener: &'static str,
     failures: Arc<AtomicU64>,
@@ -229,11 +230,6 @@ fn handshake_failed(
                 error = %failure.message,
                 failures = n,
                 "kotel_render.tls.handshake_failed"
-            );
-            eprintln!(
-                "kotel-render: TLS handshake from {peer} on the {listener} listener failed \
-                 ({}): {} [{n} so far]",
-                failure.kind, failure.message
             );
         }
     }

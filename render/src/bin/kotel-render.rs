@@ -66,6 +66,14 @@ fn tls_flag(file: kotel_render::tls::TlsFile) -> &'static str {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KOTEL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(ServerTlsFiles {
             cert,
