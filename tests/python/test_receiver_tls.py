@@ -22,11 +22,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.trace.v1 import trace_pb2
-
 import tls_certs
 from conftest import built_binary, free_port
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
+from opentelemetry.proto.trace.v1 import trace_pb2
 from otlp_receiver import attributes
 from test_linking import check_worker
 
@@ -80,7 +82,7 @@ def _run_tls_app(port: int, *flags: str) -> dict:
     import json
 
     cmd = [sys.executable, str(HERE / "traced_app.py"), "--endpoint", f"https://127.0.0.1:{port}", *flags]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -205,7 +207,7 @@ def test_bad_clients_are_refused_and_counted(receiver, kotel_run, tmp_path):
     assert _wait_rejected(tele_port, "tls_handshake", before + 5) == before + 5
 
     # Token refusals: exact counts, gRPC UNAUTHENTICATED and HTTP 401.
-    good = dict(ca=pki.ca, client=pki.client)
+    good = {"ca": pki.ca, "client": pki.client}
     assert _grpc_export(grpc_port, token=None, **good) == grpc.StatusCode.UNAUTHENTICATED
     assert _grpc_export(grpc_port, token="wrong-" + TOKEN, **good) == grpc.StatusCode.UNAUTHENTICATED
     assert _https_post(http_port, token=None, **good) == 401
@@ -242,25 +244,27 @@ def test_bad_tls_and_token_files_exit_2_naming_the_field(tmp_path):
     kotel = built_binary("kotel")
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    def tls(cert, key, client_ca=None) -> str:
+        text = f'[receiver.tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+        return text + (f'client_ca_file = "{client_ca}"\n' if client_ca else "")
+
+    def render(scheme: str, ca) -> str:
+        return f'[render]\nrenderer = "{scheme}://127.0.0.1:1"\n[render.tls]\nca_file = "{ca}"\n'
+
     cases = [
-        ("[receiver.tls]\ncert_file = \"%s\"\nkey_file = \"%s\"\n" % (pki.server.cert, pki.client.key),
-         "receiver.tls.key_file", "does not belong"),
-        ("[receiver.tls]\ncert_file = \"%s\"\nkey_file = \"%s\"\n" % (tmp_path / "missing.crt", pki.server.key),
-         "receiver.tls.cert_file", "missing.crt"),
-        ("[receiver.tls]\ncert_file = \"%s\"\nkey_file = \"%s\"\nclient_ca_file = \"%s\"\n"
-         % (pki.server.cert, pki.server.key, empty), "receiver.tls.client_ca_file", "no PEM certificate"),
-        ("[receiver]\nbearer_token_file = \"%s\"\n" % empty, "receiver.bearer_token_file", "empty"),
-        ("[render]\nrenderer = \"https://127.0.0.1:1\"\n[render.tls]\nca_file = \"%s\"\n" % empty,
-         "render.tls.ca_file", "no PEM certificate"),
-        ("[render]\nrenderer = \"http://127.0.0.1:1\"\n[render.tls]\nca_file = \"%s\"\n" % pki.ca,
-         "render.tls", "not https://"),
+        (tls(pki.server.cert, pki.client.key), "receiver.tls.key_file", "does not belong"),
+        (tls(tmp_path / "missing.crt", pki.server.key), "receiver.tls.cert_file", "missing.crt"),
+        (tls(pki.server.cert, pki.server.key, empty), "receiver.tls.client_ca_file", "no PEM certificate"),
+        (f'[receiver]\nbearer_token_file = "{empty}"\n', "receiver.bearer_token_file", "empty"),
+        (render("https", empty), "render.tls.ca_file", "no PEM certificate"),
+        (render("http", pki.ca), "render.tls", "not https://"),
     ]
     for text, field, detail in cases:
         config = tmp_path / "bad.toml"
         config.write_text(text)
         out = subprocess.run([str(kotel), "run", "--config", str(config), "--duration", "1s",
                               "--out", str(tmp_path / "out"), "--telemetry", "none"],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 2, (text, out.stderr)
         assert field in out.stderr and detail in out.stderr, (field, out.stderr)
         assert "PRIVATE KEY" not in out.stderr
@@ -273,7 +277,8 @@ def test_config_check_shows_the_token_file_not_the_token(tmp_path):
     config = tmp_path / "kotel.toml"
     config.write_text(f'[receiver]\nbearer_token_file = "{token_file}"\n')
     out = subprocess.run([str(built_binary("kotel")), "config", "check", str(config)],
-                         capture_output=True, text=True, timeout=30, env={"KOTEL_RECEIVER_BEARER_TOKEN": TOKEN})
+                         capture_output=True, text=True, timeout=30, check=False,
+                         env={"KOTEL_RECEIVER_BEARER_TOKEN": TOKEN})
     assert out.returncode == 0, out.stderr
     assert str(token_file) in out.stdout
     assert TOKEN not in out.stdout + out.stderr

@@ -44,7 +44,7 @@ def test_kotel_render_tls_flags(tmp_path):
     bad = subprocess.run(
         [str(built_binary("kotel-render")), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
          "--store", str(tmp_path / "store"), "--tls-cert", pki.server.cert, "--tls-key", pki.client.key],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=30, check=False,
     )
     assert bad.returncode == 2, bad.stderr
     assert "--tls-key" in bad.stderr and "does not belong" in bad.stderr, bad.stderr

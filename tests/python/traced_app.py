@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import grpc
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -75,7 +74,10 @@ def exporter(args: argparse.Namespace) -> OTLPSpanExporter:
     headers = {"authorization": f"Bearer {args.token}"} if args.token else None
     if not args.endpoint.startswith("https://"):
         return OTLPSpanExporter(endpoint=args.endpoint, insecure=True, headers=headers)
-    read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
+
+    def read(p: str | None) -> bytes | None:
+        return Path(p).read_bytes() if p else None
+
     credentials = grpc.ssl_channel_credentials(
         root_certificates=read(args.ca),
         private_key=read(args.client_key),
