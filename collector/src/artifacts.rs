@@ -3,6 +3,11 @@
 //! plus `index.html`) or by the `kotel-render` sidecar over gRPC. Their URLs ride on the
 //! exemplars and on the exemplars' spans. Rendering is rate-limited and never blocks export:
 //! when the renderer fails or is unreachable the picture is skipped and counted.
+//!
+//! An `https://` sidecar is reached over TLS only ([`sidecar_tls`], from `[render.tls]`): its
+//! certificate is verified against `ca_file` (or the system's roots), and a client
+//! certificate is presented when the sidecar requires mutual TLS. There is no plaintext
+//! fallback: a failed handshake skips the picture, counted, with the reason in the log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -53,6 +58,8 @@ pub enum Backend {
     Sidecar {
         /// Its gRPC endpoint.
         endpoint: String,
+        /// TLS settings for an `https://` endpoint.
+        tls: Option<tonic::transport::ClientTlsConfig>,
         /// A runtime to call it on.
         runtime: tokio::runtime::Handle,
     },
@@ -101,10 +108,15 @@ impl Artifacts {
         Ok(Self::new(Backend::InProcess { renderer, dir: abs }))
     }
 
-    /// Rendering by the sidecar at `endpoint`.
-    pub fn sidecar(endpoint: &str, runtime: tokio::runtime::Handle) -> Artifacts {
+    /// Rendering by the sidecar at `endpoint`, over TLS with `tls` (see [`sidecar_tls`]).
+    pub fn sidecar(
+        endpoint: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        runtime: tokio::runtime::Handle,
+    ) -> Artifacts {
         Self::new(Backend::Sidecar {
             endpoint: endpoint.to_string(),
+            tls,
             runtime,
         })
     }
@@ -350,9 +362,13 @@ impl Backend {
             Backend::InProcess { renderer, .. } => {
                 renderer.render_heatmap(req).map_err(|e| e.to_string())
             }
-            Backend::Sidecar { endpoint, runtime } => {
+            Backend::Sidecar {
+                endpoint,
+                tls,
+                runtime,
+            } => {
                 let req = req.clone();
-                sidecar_call(endpoint, runtime, |mut c| async move {
+                sidecar_call(endpoint, tls, runtime, |mut c| async move {
                     c.render_heatmap(req).await
                 })
             }
@@ -364,9 +380,13 @@ impl Backend {
             Backend::InProcess { renderer, .. } => {
                 renderer.render_flame(req).map_err(|e| e.to_string())
             }
-            Backend::Sidecar { endpoint, runtime } => {
+            Backend::Sidecar {
+                endpoint,
+                tls,
+                runtime,
+            } => {
                 let req = req.clone();
-                sidecar_call(endpoint, runtime, |mut c| async move {
+                sidecar_call(endpoint, tls, runtime, |mut c| async move {
                     c.render_flame(req).await
                 })
             }
@@ -374,9 +394,66 @@ impl Backend {
     }
 }
 
-/// One call to the sidecar, connection included, within [`SIDECAR_TIMEOUT`].
+/// The TLS settings for the sidecar from `[render]`: `None` for an `http://` (or no)
+/// renderer, else its CA (or the system's roots) and, for mutual TLS, the client certificate.
+/// The files are read and checked now, so a bad one stops the agent at startup; the error
+/// names the field and the file, never a key.
+pub fn sidecar_tls(
+    render: &crate::config::RenderSettings,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    use kotel_render::tls::{read_certs, read_key, TlsFile};
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if !render.renderer.starts_with("https://") {
+        return Ok(None);
+    }
+    kotel_render::tls::install_crypto_provider();
+    let t = &render.tls;
+    let named =
+        |e: kotel_render::tls::TlsError| format!("render.tls.{}: {e}", e.file().config_key());
+    let read = |p: &Path, file| {
+        std::fs::read(p).map_err(|e| {
+            named(kotel_render::tls::TlsError::File {
+                file,
+                path: p.to_path_buf(),
+                message: format!("cannot read it: {e}"),
+            })
+        })
+    };
+    let mut tls = ClientTlsConfig::new();
+    if t.ca_file.as_os_str().is_empty() {
+        tls = tls.with_native_roots();
+    } else {
+        read_certs(TlsFile::Ca, &t.ca_file).map_err(named)?;
+        tls = tls.ca_certificate(Certificate::from_pem(read(&t.ca_file, TlsFile::Ca)?));
+    }
+    if !t.cert_file.as_os_str().is_empty() {
+        read_certs(TlsFile::Cert, &t.cert_file).map_err(named)?;
+        read_key(&t.key_file).map_err(named)?;
+        tls = tls.identity(Identity::from_pem(
+            read(&t.cert_file, TlsFile::Cert)?,
+            read(&t.key_file, TlsFile::Key)?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// An error with its causes, e.g. "transport error: invalid peer certificate: UnknownIssuer".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// One call to the sidecar, connection (and TLS handshake) included, within
+/// [`SIDECAR_TIMEOUT`].
 fn sidecar_call<F, Fut>(
     endpoint: &str,
+    tls: &Option<tonic::transport::ClientTlsConfig>,
     runtime: &tokio::runtime::Handle,
     call: F,
 ) -> Result<RenderResponse, String>
@@ -385,16 +462,24 @@ where
     Fut:
         std::future::Future<Output = Result<tonic::Response<RenderResponse>, tonic::Status>> + Send,
 {
+    let mut target = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("renderer {endpoint}: {}", error_chain(&e)))?;
+    if let Some(tls) = tls {
+        target = target
+            .tls_config(tls.clone())
+            .map_err(|e| format!("renderer {endpoint}: TLS: {}", error_chain(&e)))?;
+    }
     let endpoint = endpoint.to_string();
     runtime.block_on(async move {
         let attempt = async {
-            let client = RendererClient::connect(endpoint)
+            let channel = target
+                .connect()
                 .await
-                .map_err(|e| e.to_string())?;
-            call(client)
+                .map_err(|e| format!("renderer {endpoint}: {}", error_chain(&e)))?;
+            call(RendererClient::new(channel))
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(|e| e.to_string())
+                .map_err(|e| format!("renderer {endpoint}: {}", error_chain(&e)))
         };
         tokio::time::timeout(SIDECAR_TIMEOUT, attempt)
             .await

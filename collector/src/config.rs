@@ -86,6 +86,20 @@ grpc = "127.0.0.1:4317"
 http = "127.0.0.1:4318"
 # Largest request accepted, in bytes (after decompression).
 max_request_bytes = 4194304
+# File holding a bearer token (one line). When set, every OTLP request must carry
+# "authorization: Bearer <token>" (gRPC metadata or HTTP header), or it is refused with
+# UNAUTHENTICATED / 401 and counted. The environment variable KOTEL_RECEIVER_BEARER_TOKEN is
+# used when this is empty. The token is never logged or printed.
+bearer_token_file = ""
+
+[receiver.tls]
+# Serve both listeners over TLS with this certificate chain and private key (PEM files);
+# both empty: plaintext (fine on loopback, the default address).
+cert_file = ""
+key_file = ""
+# CA bundle (PEM) client certificates must chain to: turns on mutual TLS. Empty: no client
+# certificates asked for.
+client_ca_file = ""
 
 [link]
 # How long kernel events wait for the application spans they belong to.
@@ -101,6 +115,14 @@ renderer = ""
 trace_url_template = "http://localhost:16686/trace/{trace_id}"
 # Draw pictures at all.
 enabled = true
+
+[render.tls]
+# For an https:// renderer: CA bundle (PEM) to verify the sidecar's certificate with (empty:
+# the system's roots), and a client certificate and key (PEM) when the sidecar requires
+# mutual TLS. An http:// renderer with any of these set is refused.
+ca_file = ""
+cert_file = ""
+key_file = ""
 
 [kubernetes]
 # Pod metadata (k8s.pod.name, k8s.namespace.name, k8s.container.name, k8s.deployment.name)
@@ -179,6 +201,8 @@ pub struct RenderSettings {
     pub trace_url_template: String,
     /// Draw pictures.
     pub enabled: bool,
+    /// TLS towards an `https://` sidecar.
+    pub tls: RenderTlsSettings,
 }
 
 impl Default for RenderSettings {
@@ -187,7 +211,29 @@ impl Default for RenderSettings {
             renderer: String::new(),
             trace_url_template: "http://localhost:16686/trace/{trace_id}".into(),
             enabled: true,
+            tls: RenderTlsSettings::default(),
         }
+    }
+}
+
+/// `[render.tls]`: the agent as a TLS client of the sidecar. Empty paths are unset.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderTlsSettings {
+    /// CA bundle to verify the sidecar with; empty: the system's roots.
+    pub ca_file: PathBuf,
+    /// Client certificate for mutual TLS.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+}
+
+impl RenderTlsSettings {
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .iter()
+            .any(|p| !p.as_os_str().is_empty())
     }
 }
 
@@ -201,6 +247,11 @@ pub struct ReceiverSettings {
     pub http: String,
     /// Request size limit in bytes.
     pub max_request_bytes: usize,
+    /// File holding the bearer token every request must carry; empty: none (or
+    /// `KOTEL_RECEIVER_BEARER_TOKEN`). Only the path is kept here, never the token.
+    pub bearer_token_file: PathBuf,
+    /// TLS on both listeners.
+    pub tls: ReceiverTlsSettings,
 }
 
 impl Default for ReceiverSettings {
@@ -209,7 +260,35 @@ impl Default for ReceiverSettings {
             grpc: "127.0.0.1:4317".into(),
             http: "127.0.0.1:4318".into(),
             max_request_bytes: 4 << 20,
+            bearer_token_file: PathBuf::new(),
+            tls: ReceiverTlsSettings::default(),
         }
+    }
+}
+
+/// `[receiver.tls]`. Empty paths are unset; `cert_file` and `key_file` go together.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverTlsSettings {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CA bundle client certificates must chain to (mutual TLS).
+    pub client_ca_file: PathBuf,
+}
+
+impl ReceiverTlsSettings {
+    /// The files, when TLS is on (call after [`Config::validate`]).
+    pub fn files(&self) -> Option<kotel_render::tls::ServerTlsFiles> {
+        if self.cert_file.as_os_str().is_empty() {
+            return None;
+        }
+        Some(kotel_render::tls::ServerTlsFiles {
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+            client_ca: Some(self.client_ca_file.clone()).filter(|p| !p.as_os_str().is_empty()),
+        })
     }
 }
 
@@ -553,6 +632,53 @@ impl Config {
         if self.receiver.max_request_bytes < 1024 {
             return bad("receiver.max_request_bytes", "must be at least 1024".into());
         }
+        let set = |p: &Path| !p.as_os_str().is_empty();
+        let t = &self.receiver.tls;
+        match (set(&t.cert_file), set(&t.key_file)) {
+            (true, false) => {
+                return bad(
+                    "receiver.tls.key_file",
+                    "cert_file is set: the matching private key file is needed too".into(),
+                )
+            }
+            (false, true) => {
+                return bad(
+                    "receiver.tls.cert_file",
+                    "key_file is set: the certificate file is needed too".into(),
+                )
+            }
+            _ => {}
+        }
+        if set(&t.client_ca_file) && !set(&t.cert_file) {
+            return bad(
+                "receiver.tls.client_ca_file",
+                "mutual TLS needs TLS: set cert_file and key_file too".into(),
+            );
+        }
+        let r = &self.render;
+        let https = r.renderer.starts_with("https://");
+        if !r.renderer.is_empty() && !https && !r.renderer.starts_with("http://") {
+            return bad(
+                "render.renderer",
+                format!("{:?} must start with http:// or https://", r.renderer),
+            );
+        }
+        if r.tls.is_set() && !https {
+            return bad(
+                "render.tls",
+                format!(
+                    "TLS files are set but render.renderer {:?} is not https://; use an \
+                     https:// renderer (kotel never falls back to plaintext)",
+                    r.renderer
+                ),
+            );
+        }
+        if set(&r.tls.cert_file) != set(&r.tls.key_file) {
+            return bad(
+                "render.tls.cert_file",
+                "cert_file and key_file go together (mutual TLS)".into(),
+            );
+        }
         if self.link.buffer_events == 0 {
             return bad("link.buffer_events", "must be at least 1".into());
         }
@@ -635,6 +761,27 @@ mod tests {
             ("[export]\nprotocol = \"http/json\"\n", "export.protocol"),
             ("[telemetry]\nlisten = \"everywhere\"\n", "telemetry.listen"),
             ("[metrics]\ninterval = \"1ms\"\n", "metrics.interval"),
+            (
+                "[receiver.tls]\ncert_file = \"/x.crt\"\n",
+                "receiver.tls.key_file",
+            ),
+            (
+                "[receiver.tls]\nkey_file = \"/x.key\"\n",
+                "receiver.tls.cert_file",
+            ),
+            (
+                "[receiver.tls]\nclient_ca_file = \"/ca.crt\"\n",
+                "receiver.tls.client_ca_file",
+            ),
+            (
+                "[render]\nrenderer = \"http://r:4320\"\n[render.tls]\nca_file = \"/ca.crt\"\n",
+                "render.tls",
+            ),
+            (
+                "[render]\nrenderer = \"https://r:4320\"\n[render.tls]\ncert_file = \"/c.crt\"\n",
+                "render.tls.cert_file",
+            ),
+            ("[render]\nrenderer = \"r:4320\"\n", "render.renderer"),
         ] {
             let cfg = Config::parse(text, Path::new("k.toml")).unwrap();
             let err = cfg.validate().unwrap_err();

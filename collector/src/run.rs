@@ -216,6 +216,8 @@ struct Telemetry {
     stats: Arc<SelfStats>,
     export: ExportStats,
     drops: std::sync::Mutex<DropCounts>,
+    /// The OTLP receiver's counters, once it runs.
+    receiver: std::sync::OnceLock<Arc<receiver::ReceiverStats>>,
 }
 
 impl SampleSource for Telemetry {
@@ -294,12 +296,44 @@ impl SampleSource for Telemetry {
                 st.dropped_items,
             ));
         }
+        if let Some(r) = self.receiver.get() {
+            out.extend(receiver_samples(r));
+        }
         out
     }
 
     fn ready(&self) -> bool {
         self.stats.ready.load(Ordering::Relaxed)
     }
+}
+
+/// `/metrics` lines for the OTLP receiver: what it accepted, and what it refused, by reason.
+fn receiver_samples(r: &receiver::ReceiverStats) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for sig in Signal::ALL {
+        out.push(Sample {
+            name: "kotel_receiver_accepted_items_total".into(),
+            help: "Items applications sent that the OTLP receiver accepted",
+            labels: vec![("signal", sig.as_str().to_string())],
+            value: r.signal(sig).accepted_items.load(Ordering::Relaxed),
+        });
+    }
+    for (reason, counter) in [
+        ("malformed", &r.rejected_malformed),
+        ("oversize", &r.rejected_oversize),
+        ("busy", &r.rejected_busy),
+        ("closed", &r.rejected_closed),
+        ("unauthenticated", &r.rejected_unauthenticated),
+        ("tls_handshake", &r.rejected_handshake),
+    ] {
+        out.push(Sample {
+            name: "kotel_receiver_rejected_total".into(),
+            help: "Requests (or, for tls_handshake, connections) the OTLP receiver refused",
+            labels: vec![("reason", reason.to_string())],
+            value: counter.load(Ordering::Relaxed),
+        });
+    }
+    out
 }
 
 /// Resources per process, from /proc, dropped on exec and exit.
@@ -411,19 +445,11 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         max_histograms: cfg.capture.max_histograms,
         lifecycle: true,
     };
-    let listen = |a: &str| {
-        if a == "none" {
-            None
-        } else {
-            a.parse::<SocketAddr>().ok()
-        }
-    };
-    let receiver_cfg = ReceiverConfig {
-        grpc: listen(&cfg.receiver.grpc),
-        http: listen(&cfg.receiver.http),
-        max_request_bytes: cfg.receiver.max_request_bytes,
-        ..ReceiverConfig::default()
-    };
+    // Token and TLS files are read before anything loads: a bad one exits 2 naming the field.
+    let receiver_cfg = ReceiverConfig::from_settings(&cfg.receiver, &|k| std::env::var(k).ok())
+        .map_err(|e| RunError::Receiver(e.to_string()))?;
+    let sidecar_tls = crate::artifacts::sidecar_tls(&cfg.render)
+        .map_err(|e| RunError::Receiver(e.to_string()))?;
     let mut tracer = Tracer::start(&tracer_cfg)?;
     crate::capture::report_left_out(&tracer);
     // kallsyms is read once, while CAP_SYSLOG is still held.
@@ -451,6 +477,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         stats: Arc::clone(&stats),
         export: queue.stats(),
         drops: Default::default(),
+        receiver: Default::default(),
     });
     let mut telemetry_task = None;
     if let Some(addr) = telemetry_addr {
@@ -485,6 +512,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             ))
             .map_err(|e| RunError::Receiver(e.to_string()))?;
         tracing::info!(grpc = ?handle.grpc_addr(), http = ?handle.http_addr(), "kotel.receiver.listening");
+        let _ = tele.receiver.set(handle.stats());
         receiver = Some(handle);
         received = Some(rx);
     }
@@ -549,6 +577,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     } else {
         Some(crate::artifacts::Artifacts::sidecar(
             &cfg.render.renderer,
+            sidecar_tls.clone(),
             runtime.handle().clone(),
         ))
     };
@@ -764,6 +793,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 &queue,
                 &drops,
                 &stats,
+                tele.receiver.get().map(|r| &**r),
             )?;
         }
         clock.refresh();
@@ -896,6 +926,7 @@ fn export_metrics(
     queue: &ExportQueue,
     drops: &DropCounts,
     stats: &SelfStats,
+    receiver: Option<&receiver::ReceiverStats>,
 ) -> Result<(), RunError> {
     let table = tracer.bucket_table();
     let histograms: Vec<_> = tracer
@@ -968,6 +999,21 @@ fn export_metrics(
         attributes: vec![],
         value: telemetry::get(&stats.artifacts_skipped),
     });
+    if let Some(r) = receiver {
+        for sample in receiver_samples(r)
+            .into_iter()
+            .filter(|s| s.name == "kotel_receiver_rejected_total")
+        {
+            let reason = sample.labels[0].1.clone();
+            self_metrics.push(SelfMetric {
+                name: "kotel.receiver.rejected",
+                description:
+                    "Requests (or, for tls_handshake, connections) the OTLP receiver refused",
+                attributes: vec![attrs::string("kotel.reason", reason)],
+                value: sample.value,
+            });
+        }
+    }
     self_metrics.push(SelfMetric {
         name: "kotel.metric.overflow.series",
         description: "Series folded into the overflow series",

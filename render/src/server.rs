@@ -6,11 +6,17 @@
 //! message naming the limit; a gRPC message larger than `max_request_bytes` is refused by
 //! tonic's decoder with OUT_OF_RANGE (tonic 0.14's code for it); an HTTP body larger than it gets
 //! 413.
+//!
+//! TLS is optional ([`ServerConfig::tls`]): both listeners then speak only TLS (gRPC with ALPN
+//! `h2`), handshakes run off the accept loop within a deadline (see [`crate::tls`]), artifact
+//! URLs default to `https://`, and with a client CA every client must present a certificate
+//! signed by it. Failed handshakes are counted in [`Server::tls_failures`] and logged.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -23,6 +29,7 @@ use kotel_proto::render::v1::{RenderFlameRequest, RenderHeatmapRequest, RenderRe
 use prost::Message;
 
 use crate::escape::escape;
+use crate::tls::{self, ServerTlsFiles, TlsError};
 use crate::{HeatmapOptions, Limits, RenderError, Renderer, RendererConfig, StoreConfig};
 
 /// What can stop the server from starting.
@@ -39,6 +46,9 @@ pub enum ServerError {
     /// The renderer could not be built (store directory, options).
     #[error(transparent)]
     Renderer(#[from] RenderError),
+    /// The TLS certificate, key or client CA could not be used; the message names the file.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Where and how the sidecar serves.
@@ -58,6 +68,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Heatmap options.
     pub heatmap: HeatmapOptions,
+    /// Serve TLS (and require client certificates when a client CA is given); `None`:
+    /// plaintext.
+    pub tls: Option<ServerTlsFiles>,
 }
 
 /// A running sidecar. Dropping it leaves the tasks running; call [`Server::shutdown`].
@@ -71,6 +84,9 @@ pub struct Server {
     pub public_url: String,
     /// The renderer both servers use.
     pub renderer: Arc<Renderer>,
+    /// TLS handshakes that failed (wrong CA, expired or missing client certificate, a
+    /// plaintext client, a timeout), on both listeners.
+    pub tls_failures: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -98,10 +114,23 @@ pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
     };
     let http_addr = local(&http, cfg.http)?;
     let grpc_addr = local(&grpc, cfg.grpc)?;
+    // Both TLS configurations are built before anything is served: a bad file stops startup.
+    let tls_configs = match &cfg.tls {
+        Some(files) => Some((
+            tls::server_config(files, &[tls::ALPN_H2])?,
+            tls::server_config(files, &[tls::ALPN_HTTP1])?,
+        )),
+        None => None,
+    };
+    let scheme = if tls_configs.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let public_url = cfg
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"))
+        .unwrap_or_else(|| format!("{scheme}://{http_addr}"))
         .trim_end_matches('/')
         .to_string();
     let renderer = Arc::new(Renderer::new(RendererConfig {
@@ -118,14 +147,48 @@ pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(usize::MAX);
-    let grpc_task = tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(incoming)
-            .await;
-    });
-    let http_task = tokio::spawn(serve_http(http, Arc::clone(&renderer)));
+    let tls_failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    match tls_configs {
+        None => {
+            tasks.push(tokio::spawn(async move {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+                let _ = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(incoming)
+                    .await;
+            }));
+            tasks.push(tokio::spawn(serve_http(http, Arc::clone(&renderer))));
+        }
+        Some((grpc_tls, http_tls)) => {
+            let (grpc_conns, grpc_handshakes) = tls::spawn_handshakes(
+                grpc,
+                grpc_tls,
+                tls::HANDSHAKE_TIMEOUT,
+                handshake_failed("grpc", Arc::clone(&tls_failures)),
+            );
+            let (http_conns, http_handshakes) = tls::spawn_handshakes(
+                http,
+                http_tls,
+                tls::HANDSHAKE_TIMEOUT,
+                handshake_failed("http", Arc::clone(&tls_failures)),
+            );
+            tasks.push(grpc_handshakes);
+            tasks.push(http_handshakes);
+            tasks.push(tokio::spawn(async move {
+                let incoming = futures_util::stream::unfold(grpc_conns, |mut rx| async move {
+                    let (stream, _) = rx.recv().await?;
+                    Some((Ok::<_, std::io::Error>(stream), rx))
+                });
+                let _ = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(incoming)
+                    .await;
+            }));
+            tasks.push(tokio::spawn(serve_https(http_conns, Arc::clone(&renderer))));
+        }
+    }
     let sweeper = {
         let renderer = Arc::clone(&renderer);
         tokio::spawn(async move {
@@ -142,8 +205,34 @@ pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         http_addr,
         public_url,
         renderer,
-        tasks: vec![grpc_task, http_task, sweeper],
+        tls_failures,
+        tasks: {
+            tasks.push(sweeper);
+            tasks
+        },
     })
+}
+
+/// Counts a failed handshake and logs `kotel_render.tls.handshake_failed` (through `tracing`;
+/// the binary prints it to stderr), the first time and then at every power of two, so a storm
+/// of bad clients cannot flood the log.
+fn handshake_failed(
+    listener: &'static str,
+    failures: Arc<AtomicU64>,
+) -> impl Fn(SocketAddr, tls::HandshakeFailure) + Send + Sync + 'static {
+    move |peer, failure| {
+        let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                listener,
+                %peer,
+                reason = failure.kind,
+                error = %failure.message,
+                failures = n,
+                "kotel_render.tls.handshake_failed"
+            );
+        }
+    }
 }
 
 struct GrpcService {
@@ -201,18 +290,32 @@ async fn serve_http(listener: tokio::net::TcpListener, renderer: Arc<Renderer>) 
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let renderer = Arc::clone(&renderer);
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let renderer = Arc::clone(&renderer);
-                async move { Ok::<_, Infallible>(route(req, renderer).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
-        });
+        tokio::spawn(serve_connection(stream, Arc::clone(&renderer)));
     }
+}
+
+/// The HTTP server over connections whose TLS handshake already finished.
+async fn serve_https(
+    mut conns: tokio::sync::mpsc::Receiver<tls::Accepted>,
+    renderer: Arc<Renderer>,
+) {
+    while let Some((stream, _)) = conns.recv().await {
+        tokio::spawn(serve_connection(stream, Arc::clone(&renderer)));
+    }
+}
+
+async fn serve_connection<IO>(stream: IO, renderer: Arc<Renderer>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let renderer = Arc::clone(&renderer);
+        async move { Ok::<_, Infallible>(route(req, renderer).await) }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
 }
 
 fn respond(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

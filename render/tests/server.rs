@@ -30,6 +30,7 @@ async fn server(dir: &std::path::Path, max_request_bytes: u64) -> kotel_render::
         heatmap: HeatmapOptions {
             trace_url_template: "http://localhost:16686/trace/{trace_id}".into(),
         },
+        tls: None,
     })
     .await
     .unwrap()

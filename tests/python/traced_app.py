@@ -11,6 +11,10 @@ pid (as it sees it), each worker's native thread id, the sizes, and the ids of i
 
 ``--with-pid`` puts ``process.pid`` on the resource (the SDK's default resource has none);
 ``--thread-id`` sets ``thread.id`` on each span to the worker's native thread id.
+
+TLS (``https://`` endpoint): ``--ca FILE`` is the CA the exporter trusts, ``--client-cert``
+and ``--client-key`` a client certificate for mutual TLS (grpcio's SSL credentials);
+``--token T`` sends ``authorization: Bearer T``.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
-from opentelemetry import trace
+import grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -64,19 +69,40 @@ def sink_server() -> tuple[socket.socket, tuple[str, int]]:
     return srv, srv.getsockname()
 
 
+def exporter(args: argparse.Namespace) -> OTLPSpanExporter:
+    """Plaintext for an http:// endpoint; TLS (and mTLS with a client certificate) for https://."""
+    headers = {"authorization": f"Bearer {args.token}"} if args.token else None
+    if not args.endpoint.startswith("https://"):
+        return OTLPSpanExporter(endpoint=args.endpoint, insecure=True, headers=headers)
+
+    def read(p: str | None) -> bytes | None:
+        return Path(p).read_bytes() if p else None
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca),
+        private_key=read(args.client_key),
+        certificate_chain=read(args.client_cert),
+    )
+    return OTLPSpanExporter(endpoint=args.endpoint, credentials=credentials, headers=headers)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--with-pid", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--thread-id", action="store_true")
+    ap.add_argument("--ca")
+    ap.add_argument("--client-cert")
+    ap.add_argument("--client-key")
+    ap.add_argument("--token")
     args = ap.parse_args()
 
     attrs = {"service.name": "traced-app"}
     if args.with_pid:
         attrs["process.pid"] = os.getpid()
     provider = TracerProvider(resource=Resource(attrs) if args.with_pid else Resource.create(attrs))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=args.endpoint, insecure=True)))
+    provider.add_span_processor(BatchSpanProcessor(exporter(args)))
     tracer = provider.get_tracer("traced-app")
     srv, peer = sink_server()
     barrier = threading.Barrier(args.threads)

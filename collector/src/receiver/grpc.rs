@@ -4,7 +4,12 @@
 //! tonic decodes the request before our handler runs, and answers bad input with its own
 //! codes: `OUT_OF_RANGE` for a message over the size limit, `INTERNAL` for protobuf it cannot
 //! parse. A small router in front of the generated servers turns those into
-//! `RESOURCE_EXHAUSTED` (naming the limit) and `INVALID_ARGUMENT`, and counts them.
+//! `RESOURCE_EXHAUSTED` (naming the limit) and `INVALID_ARGUMENT`, and counts them. The same
+//! router checks the bearer token, when one is configured, before any decoding.
+//!
+//! With TLS, connections come from `kotel_render::tls::spawn_handshakes` (handshakes off the
+//! accept loop, each within a deadline) and carry tonic's `TlsConnectInfo`, from which the
+//! peer address is read just as from a plain TCP connection.
 
 use crate::export::retry::rpc;
 use std::convert::Infallible;
@@ -39,7 +44,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::Service;
-use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Code;
 
 use super::{Intake, ReceiverError, Reject, Transport, RETRY_AFTER};
@@ -63,6 +68,7 @@ impl GrpcServer {
     pub(super) async fn start(
         addr: SocketAddr,
         intake: Arc<Intake>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<GrpcServer, ReceiverError> {
         let bind_err = |source| ReceiverError::Bind {
             protocol: "gRPC",
@@ -75,6 +81,12 @@ impl GrpcServer {
         let local = listener.local_addr().map_err(bind_err)?;
         let limit = intake.max_request_bytes;
         let svc = Handler(Arc::clone(&intake));
+        let on_handshake_failure = {
+            let intake = Arc::clone(&intake);
+            move |peer, failure: kotel_render::tls::HandshakeFailure| {
+                intake.handshake_failed(Transport::Grpc, peer, &failure)
+            }
+        };
         let router = Router {
             intake,
             traces: TraceServiceServer::new(svc.clone())
@@ -88,20 +100,47 @@ impl GrpcServer {
                 .max_decoding_message_size(limit),
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let task = tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .max_concurrent_streams(MAX_STREAMS)
-                .timeout(CALL_TIMEOUT)
-                .serve_with_incoming_shutdown(router, incoming, async {
-                    let _ = stopped.await;
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(MAX_STREAMS)
+            .timeout(CALL_TIMEOUT);
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let task = match tls {
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(async move {
+                    let served = server
+                        .serve_with_incoming_shutdown(router, incoming, stopped)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::warn!(error = %e, "kotel.receiver.grpc_stopped");
+                    }
                 })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "kotel.receiver.grpc_stopped");
             }
-        });
+            Some(config) => {
+                let (conns, handshakes) = kotel_render::tls::spawn_handshakes(
+                    listener,
+                    config,
+                    kotel_render::tls::HANDSHAKE_TIMEOUT,
+                    on_handshake_failure,
+                );
+                let incoming = futures_util::stream::unfold(conns, |mut rx| async move {
+                    let (stream, _) = rx.recv().await?;
+                    Some((Ok::<_, std::io::Error>(stream), rx))
+                });
+                tokio::spawn(async move {
+                    let served = server
+                        .serve_with_incoming_shutdown(router, incoming, stopped)
+                        .await;
+                    handshakes.abort();
+                    if let Err(e) = served {
+                        tracing::warn!(error = %e, "kotel.receiver.grpc_stopped");
+                    }
+                })
+            }
+        };
         Ok(GrpcServer {
             addr: local,
             stop,
@@ -218,19 +257,21 @@ impl Service<http::Request<tonic::body::Body>> for Router {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> RouterFuture {
-        let peer = req
-            .extensions()
+        let ext = req.extensions();
+        let peer = ext
             .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+            .and_then(TcpConnectInfo::remote_addr)
+            .or_else(|| {
+                ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|t| t.get_ref().remote_addr())
+            });
         let path = req.uri().path();
-        let (signal, inner): (Signal, RouterFuture) = if path
-            .starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/")
-        {
-            (Signal::Traces, Box::pin(self.traces.call(req)))
+        let signal = if path.starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/") {
+            Signal::Traces
         } else if path.starts_with("/opentelemetry.proto.collector.metrics.v1.MetricsService/") {
-            (Signal::Metrics, Box::pin(self.metrics.call(req)))
+            Signal::Metrics
         } else if path.starts_with("/opentelemetry.proto.collector.logs.v1.LogsService/") {
-            (Signal::Logs, Box::pin(self.logs.call(req)))
+            Signal::Logs
         } else {
             return Box::pin(async {
                 Ok(tonic::Status::unimplemented(
@@ -238,6 +279,26 @@ impl Service<http::Request<tonic::body::Body>> for Router {
                 )
                 .into_http())
             });
+        };
+        let authorization = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes);
+        if !self
+            .intake
+            .authorized(authorization, Transport::Grpc, Some(signal), peer)
+        {
+            return Box::pin(async {
+                Ok(
+                    tonic::Status::unauthenticated(super::auth::UNAUTHENTICATED_MESSAGE)
+                        .into_http(),
+                )
+            });
+        }
+        let inner: RouterFuture = match signal {
+            Signal::Traces => Box::pin(self.traces.call(req)),
+            Signal::Metrics => Box::pin(self.metrics.call(req)),
+            Signal::Logs => Box::pin(self.logs.call(req)),
         };
         let intake = Arc::clone(&self.intake);
         Box::pin(async move {
@@ -311,6 +372,7 @@ mod tests {
             http: None,
             max_request_bytes,
             queue,
+            ..ReceiverConfig::default()
         };
         let (tx, rx) = cfg.channel();
         let handle = start(&cfg, tx).await.unwrap();

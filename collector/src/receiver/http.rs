@@ -5,7 +5,11 @@
 //! body that cannot be decoded; 404 wrong path; 405 wrong method; 413 over the size limit
 //! (compressed or decompressed); 415 unsupported `Content-Type` or `Content-Encoding`; 429 with
 //! `Retry-After` when the channel is full; 503 when the agent is stopping. Errors carry a
-//! plain-text message.
+//! plain-text message. With a bearer token configured, a request without it (or with a wrong
+//! one) gets 401 with `WWW-Authenticate: Bearer` before its body is read.
+//!
+//! With TLS, the accept loop takes connections whose handshake already finished from
+//! `kotel_render::tls::spawn_handshakes` (off the loop, each within a deadline).
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -54,6 +58,7 @@ impl HttpServer {
     pub(super) async fn start(
         addr: SocketAddr,
         intake: Arc<Intake>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<HttpServer, ReceiverError> {
         let bind_err = |source| ReceiverError::Bind {
             protocol: "HTTP",
@@ -64,34 +69,23 @@ impl HttpServer {
             .await
             .map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    Some(_) = connections.join_next() => {}
-                    accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => {
-                        match accepted {
-                            Ok((stream, peer)) => {
-                                connections.spawn(serve_connection(
-                                    stream,
-                                    peer,
-                                    Arc::clone(&intake),
-                                ));
-                            }
-                            Err(e) => {
-                                // Out of file descriptors, usually: back off instead of spinning.
-                                tracing::warn!(error = %e, "kotel.receiver.accept_failed");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                        }
-                    }
-                }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = match tls {
+            None => tokio::spawn(serve_plain(listener, intake, stopped)),
+            Some(config) => {
+                let failed = Arc::clone(&intake);
+                let (conns, handshakes) = kotel_render::tls::spawn_handshakes(
+                    listener,
+                    config,
+                    kotel_render::tls::HANDSHAKE_TIMEOUT,
+                    move |peer, failure| failed.handshake_failed(Transport::Http, peer, &failure),
+                );
+                tokio::spawn(async move {
+                    serve_tls(conns, intake, stopped).await;
+                    handshakes.abort();
+                })
             }
-            // Down means down: close every connection, idle or not.
-            connections.shutdown().await;
-        });
+        };
         Ok(HttpServer {
             addr: local,
             stop,
@@ -113,7 +107,62 @@ impl HttpServer {
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, intake: Arc<Intake>) {
+/// The accept loop over plain TCP: at most [`MAX_CONNECTIONS`] served at once.
+async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    intake: Arc<Intake>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            Some(_) = connections.join_next() => {}
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => {
+                match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(serve_connection(stream, peer, Arc::clone(&intake)));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off instead of spinning.
+                        tracing::warn!(error = %e, "kotel.receiver.accept_failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    }
+    // Down means down: close every connection, idle or not.
+    connections.shutdown().await;
+}
+
+/// The same over connections whose TLS handshake finished; while [`MAX_CONNECTIONS`] are
+/// served, no more are taken, which in turn stops the handshakes.
+async fn serve_tls(
+    mut conns: tokio::sync::mpsc::Receiver<kotel_render::tls::Accepted>,
+    intake: Arc<Intake>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            Some(_) = connections.join_next() => {}
+            accepted = conns.recv(), if connections.len() < MAX_CONNECTIONS => match accepted {
+                Some((stream, peer)) => {
+                    connections.spawn(serve_connection(stream, peer, Arc::clone(&intake)));
+                }
+                None => break,
+            },
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn serve_connection<IO>(stream: IO, peer: SocketAddr, intake: Arc<Intake>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req| {
         let intake = Arc::clone(&intake);
         async move { Ok::<_, Infallible>(handle(&intake, req, peer).await) }
@@ -176,6 +225,19 @@ async fn handle(
             )
         }
     };
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if !intake.authorized(authorization, Transport::Http, Some(signal), Some(peer)) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            super::auth::UNAUTHENTICATED_MESSAGE.into(),
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     if req.method() != Method::POST {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -411,6 +473,7 @@ mod tests {
             http: Some("127.0.0.1:0".parse().unwrap()),
             max_request_bytes,
             queue,
+            ..ReceiverConfig::default()
         };
         let (tx, rx) = cfg.channel();
         let handle = start(&cfg, tx).await.unwrap();

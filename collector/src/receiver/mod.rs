@@ -15,9 +15,16 @@
 //!   requests larger than [`ReceiverConfig::max_request_bytes`] (after decompression) get
 //!   `RESOURCE_EXHAUSTED` / 413, and the servers keep serving.
 //!
+//! - Optional TLS on both listeners ([`ReceiverConfig::tls`], mutual TLS with a client CA):
+//!   handshakes run off the accept loop within a deadline (see `kotel_render::tls`), and a
+//!   failed handshake (wrong CA, expired or missing client certificate, a plaintext client)
+//!   is counted as `rejected_handshake`. An optional bearer token ([`auth`]) is checked on
+//!   every request before anything is decoded: gRPC `UNAUTHENTICATED`, HTTP 401.
+//!
 //! Every refusal increments a counter in [`ReceiverStats`] and logs `kotel.receiver.rejected`
-//! (rate-limited).
+//! (rate-limited). Tokens are never logged.
 
+pub mod auth;
 mod grpc;
 mod http;
 
@@ -102,7 +109,7 @@ impl Received {
     }
 }
 
-/// Where the receiver listens and how much it takes.
+/// Where the receiver listens, how much it takes, and whom it lets in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiverConfig {
     /// OTLP/gRPC listen address; `None` turns the gRPC server off. Default `127.0.0.1:4317`.
@@ -115,6 +122,10 @@ pub struct ReceiverConfig {
     /// Capacity of the channel, in requests, when it is made with [`ReceiverConfig::channel`]
     /// (the channel passed to [`start`] is what bounds memory). Default 256.
     pub queue: usize,
+    /// TLS on both listeners (mutual TLS when a client CA is given); `None`: plaintext.
+    pub tls: Option<kotel_render::tls::ServerTlsFiles>,
+    /// The bearer token every request must carry; `None`: no authentication.
+    pub bearer_token: Option<auth::BearerToken>,
 }
 
 impl Default for ReceiverConfig {
@@ -124,11 +135,43 @@ impl Default for ReceiverConfig {
             http: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
             max_request_bytes: 4 * 1024 * 1024,
             queue: 256,
+            tls: None,
+            bearer_token: None,
         }
     }
 }
 
 impl ReceiverConfig {
+    /// The receiver `[receiver]` describes, with its token loaded (from the file, else from
+    /// `KOTEL_RECEIVER_BEARER_TOKEN` through `env`) and its TLS files checked, so that a bad
+    /// file stops the agent before anything is loaded or bound. Call after
+    /// [`crate::config::Config::validate`].
+    pub fn from_settings(
+        settings: &crate::config::ReceiverSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ReceiverConfig, ReceiverError> {
+        let listen = |a: &str| {
+            if a == "none" {
+                None
+            } else {
+                a.parse::<SocketAddr>().ok()
+            }
+        };
+        let tls = settings.tls.files();
+        if let Some(files) = &tls {
+            kotel_render::tls::server_config(files, &[])
+                .map_err(|source| ReceiverError::Tls { source })?;
+        }
+        Ok(ReceiverConfig {
+            grpc: listen(&settings.grpc),
+            http: listen(&settings.http),
+            max_request_bytes: settings.max_request_bytes,
+            tls,
+            bearer_token: auth::BearerToken::load(&settings.bearer_token_file, env)?,
+            ..ReceiverConfig::default()
+        })
+    }
+
     /// A channel sized as [`ReceiverConfig::queue`] says (at least 1), to pass to [`start`].
     pub fn channel(&self) -> (mpsc::Sender<Received>, mpsc::Receiver<Received>) {
         mpsc::channel(self.queue.max(1))
@@ -161,6 +204,11 @@ pub struct ReceiverStats {
     pub rejected_busy: AtomicU64,
     /// Requests refused because the channel's consumer had gone (the agent is stopping).
     pub rejected_closed: AtomicU64,
+    /// Requests refused because they lacked the bearer token, or carried a wrong one.
+    pub rejected_unauthenticated: AtomicU64,
+    /// Connections refused because their TLS handshake failed (untrusted or expired client
+    /// certificate, none when one is required, a plaintext client, a timeout).
+    pub rejected_handshake: AtomicU64,
 }
 
 impl ReceiverStats {
@@ -180,6 +228,8 @@ impl ReceiverStats {
             &self.rejected_oversize,
             &self.rejected_busy,
             &self.rejected_closed,
+            &self.rejected_unauthenticated,
+            &self.rejected_handshake,
         ]
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
@@ -203,6 +253,16 @@ pub enum ReceiverError {
         /// What the operating system said.
         #[source]
         source: std::io::Error,
+    },
+    /// The bearer token could not be loaded (the message never carries the token).
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
+    /// A TLS file could not be used; names the config field and the file.
+    #[error("receiver.tls.{}: {source}", .source.file().config_key())]
+    Tls {
+        /// What was wrong.
+        #[source]
+        source: kotel_render::tls::TlsError,
     },
 }
 
@@ -261,6 +321,18 @@ pub async fn start_with_peers(
     tx: mpsc::Sender<Received>,
     peers: Option<Arc<PeerCache>>,
 ) -> Result<ReceiverHandle, ReceiverError> {
+    // Both TLS configurations are built before anything listens: a bad file stops startup.
+    let tls = |alpn: &[u8]| {
+        cfg.tls
+            .as_ref()
+            .map(|files| kotel_render::tls::server_config(files, &[alpn]))
+            .transpose()
+            .map_err(|source| ReceiverError::Tls { source })
+    };
+    let (grpc_tls, http_tls) = (
+        tls(kotel_render::tls::ALPN_H2)?,
+        tls(kotel_render::tls::ALPN_HTTP1)?,
+    );
     let stats = Arc::new(ReceiverStats::default());
     let intake = Arc::new(Intake {
         tx,
@@ -268,13 +340,14 @@ pub async fn start_with_peers(
         max_request_bytes: cfg.max_request_bytes,
         logs: std::array::from_fn(|_| RateLimit::new()),
         peers,
+        token: cfg.bearer_token.clone(),
     });
     let grpc = match cfg.grpc {
-        Some(addr) => Some(grpc::GrpcServer::start(addr, Arc::clone(&intake)).await?),
+        Some(addr) => Some(grpc::GrpcServer::start(addr, Arc::clone(&intake), grpc_tls).await?),
         None => None,
     };
     let http = match cfg.http {
-        Some(addr) => match http::HttpServer::start(addr, Arc::clone(&intake)).await {
+        Some(addr) => match http::HttpServer::start(addr, Arc::clone(&intake), http_tls).await {
             Ok(s) => Some(s),
             Err(e) => {
                 if let Some(g) = grpc {
@@ -285,11 +358,17 @@ pub async fn start_with_peers(
         },
         None => None,
     };
+    let security = match &cfg.tls {
+        None => "plaintext",
+        Some(f) if f.client_ca.is_some() => "mtls",
+        Some(_) => "tls",
+    };
+    let token = cfg.bearer_token.is_some();
     if let Some(s) = &grpc {
-        tracing::info!(addr = %s.addr, "kotel.receiver.grpc_listening");
+        tracing::info!(addr = %s.addr, security, bearer_token = token, "kotel.receiver.grpc_listening");
     }
     if let Some(s) = &http {
-        tracing::info!(addr = %s.addr, "kotel.receiver.http_listening");
+        tracing::info!(addr = %s.addr, security, bearer_token = token, "kotel.receiver.http_listening");
     }
     Ok(ReceiverHandle { grpc, http, stats })
 }
@@ -317,6 +396,8 @@ enum Reject {
     Oversize,
     Busy,
     Closed,
+    Unauthenticated,
+    Handshake,
 }
 
 impl Reject {
@@ -326,6 +407,8 @@ impl Reject {
             Reject::Oversize => "oversize",
             Reject::Busy => "busy",
             Reject::Closed => "closed",
+            Reject::Unauthenticated => "unauthenticated",
+            Reject::Handshake => "tls_handshake",
         }
     }
 
@@ -340,11 +423,58 @@ struct Intake {
     tx: mpsc::Sender<Received>,
     stats: Arc<ReceiverStats>,
     max_request_bytes: usize,
-    logs: [RateLimit; 4],
+    logs: [RateLimit; 6],
     peers: Option<Arc<PeerCache>>,
+    token: Option<auth::BearerToken>,
 }
 
 impl Intake {
+    /// Whether a request with this `authorization` value may come in; a refusal is counted
+    /// and logged (without the value).
+    fn authorized(
+        &self,
+        authorization: Option<&[u8]>,
+        transport: Transport,
+        signal: Option<Signal>,
+        peer: Option<SocketAddr>,
+    ) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        if token.accepts(authorization) {
+            return true;
+        }
+        let why = if authorization.is_some() {
+            "wrong bearer token"
+        } else {
+            "no authorization header"
+        };
+        self.reject(Reject::Unauthenticated, transport, signal, peer, why);
+        false
+    }
+
+    /// Counts a failed TLS handshake and logs it (rate-limited).
+    fn handshake_failed(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        failure: &kotel_render::tls::HandshakeFailure,
+    ) {
+        self.stats
+            .rejected_handshake
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.logs[Reject::Handshake.index()].check() {
+            tracing::warn!(
+                reason = failure.kind,
+                transport = transport.as_str(),
+                peer = %peer,
+                error = %failure.message,
+                suppressed,
+                "kotel.receiver.tls_handshake_failed"
+            );
+        }
+    }
+
     /// Offers a decoded request to the channel without waiting. On success the request is
     /// counted as accepted; a refusal is counted and logged.
     fn offer(
@@ -403,6 +533,8 @@ impl Intake {
             Reject::Oversize => &self.stats.rejected_oversize,
             Reject::Busy => &self.stats.rejected_busy,
             Reject::Closed => &self.stats.rejected_closed,
+            Reject::Unauthenticated => &self.stats.rejected_unauthenticated,
+            Reject::Handshake => &self.stats.rejected_handshake,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = self.logs[reason.index()].check() {
@@ -616,6 +748,67 @@ mod tests {
 
         assert_eq!(handle.stats().rejected_closed.load(Ordering::Relaxed), 2);
         assert_eq!(handle.stats().rejected(), 2);
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_is_required_on_both_listeners() {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let cfg = ReceiverConfig {
+            grpc: Some("127.0.0.1:0".parse().unwrap()),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            bearer_token: Some(auth::BearerToken::new("t0ken", "test").unwrap()),
+            ..ReceiverConfig::default()
+        };
+        let (tx, mut rx) = cfg.channel();
+        let handle = start(&cfg, tx).await.unwrap();
+        let grpc = format!("http://{}", handle.grpc_addr().unwrap());
+        let mut client = TraceServiceClient::connect(grpc).await.unwrap();
+        for token in [None, Some("Bearer t0ken-not")] {
+            let mut req = tonic::Request::new(testdata::traces(1, 1, 1));
+            if let Some(t) = token {
+                req.metadata_mut()
+                    .insert("authorization", t.parse().unwrap());
+            }
+            let err = client.export(req).await.expect_err("no or wrong token");
+            assert_eq!(err.code(), tonic::Code::Unauthenticated);
+            assert!(!err.message().contains("t0ken"), "{}", err.message());
+        }
+        let mut req = tonic::Request::new(testdata::traces(2, 1, 1));
+        req.metadata_mut()
+            .insert("authorization", "Bearer t0ken".parse().unwrap());
+        client.export(req).await.unwrap();
+
+        let http = handle.http_addr().unwrap();
+        let post = |auth: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+            let req = format!(
+                "POST /v1/traces HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            reply
+        };
+        let reply = post("").await;
+        assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+        assert!(reply
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"));
+        assert!(post("Authorization: Bearer nope\r\n")
+            .await
+            .starts_with("HTTP/1.1 401"));
+        assert!(post("Authorization: Bearer t0ken\r\n")
+            .await
+            .starts_with("HTTP/1.1 200"));
+
+        let stats = handle.stats();
+        assert_eq!(stats.rejected_unauthenticated.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.traces.accepted_requests.load(Ordering::Relaxed), 2);
+        assert_eq!(rx.recv().await.unwrap().signal(), Signal::Traces);
         handle.shutdown().await;
     }
 

@@ -1,5 +1,7 @@
 //! `kotel-render`: the renderer sidecar. Serves the `kotel.render.v1.Renderer` gRPC service and
-//! the artifact HTTP server, both on loopback by default.
+//! the artifact HTTP server, both on loopback by default. With `--tls-cert` and `--tls-key`
+//! both speak TLS only; `--tls-client-ca` also requires client certificates (mutual TLS).
+//! A bad certificate or key file stops startup with exit code 2, naming the flag and file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use kotel_render::server::{self, ServerConfig};
+use kotel_render::tls::ServerTlsFiles;
 use kotel_render::{HeatmapOptions, Limits, StoreConfig};
 
 /// Renders latency heatmaps and off-CPU flame graphs (SVG, PNG) and serves them.
@@ -39,11 +42,46 @@ struct Args {
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_request_bytes)]
     max_request_bytes: u64,
+    /// TLS certificate chain (PEM) for both listeners; needs --tls-key. Artifact URLs then
+    /// start with https://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) client certificates must chain to: turns on mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+/// The flag a TLS file came from, for error messages.
+fn tls_flag(file: kotel_render::tls::TlsFile) -> &'static str {
+    match file {
+        kotel_render::tls::TlsFile::Cert => "--tls-cert",
+        kotel_render::tls::TlsFile::Key => "--tls-key",
+        kotel_render::tls::TlsFile::ClientCa | kotel_render::tls::TlsFile::Ca => "--tls-client-ca",
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KOTEL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }),
+        _ => None,
+    };
     let store_dir = args
         .store
         .unwrap_or_else(|| std::env::temp_dir().join("kotel-render"));
@@ -63,11 +101,27 @@ async fn main() -> anyhow::Result<()> {
         heatmap: HeatmapOptions {
             trace_url_template: args.trace_url_template,
         },
+        tls: tls.clone(),
     })
-    .await
-    .context("starting kotel-render")?;
+    .await;
+    let srv = match srv {
+        Ok(srv) => srv,
+        Err(server::ServerError::Tls(e)) => {
+            // A configuration problem: exit 2, naming the flag and the file.
+            eprintln!("kotel-render: {}: {e}", tls_flag(e.file()));
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e).context("starting kotel-render"),
+    };
+    let mode = match &tls {
+        None => "plaintext",
+        Some(ServerTlsFiles {
+            client_ca: Some(_), ..
+        }) => "TLS, client certificates required",
+        Some(_) => "TLS",
+    };
     eprintln!(
-        "kotel-render: gRPC on {}, HTTP on {}, artifacts in {} served as {}/artifacts/",
+        "kotel-render: gRPC on {}, HTTP on {} ({mode}), artifacts in {} served as {}/artifacts/",
         srv.grpc_addr,
         srv.http_addr,
         store_dir.display(),
