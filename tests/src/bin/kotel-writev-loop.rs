@@ -10,7 +10,7 @@
 //! `{"pid":N}`, waits for a line on stdin, then every thread calls writev (unpaced, or paced
 //! to `--rate`) until stdin reaches end of file, and the JSON line counts exactly the calls
 //! made after that first line (the warm-up is not in it). `--slow-every K` makes every K-th
-//! call of a thread a 64 KiB write to a memfd, slow enough to cross a span threshold of a few
+//! call of a thread a 256 KiB write to a memfd, slow enough to cross a span threshold of a few
 //! microseconds, so the span rate is chosen rather than left to chance.
 
 use std::io::{BufRead, Read};
@@ -82,7 +82,7 @@ fn pin(cpu: usize) {
 
 /// Bytes of each deliberately slow writev (`--slow-every`): copying them into a memfd takes
 /// microseconds, far above a 1-byte write to /dev/null.
-const SLOW_BYTES: usize = 64 << 10;
+const SLOW_BYTES: usize = 256 << 10;
 
 /// writev calls until `stop` is set (checked every 256 calls): 1-byte writes to /dev/null,
 /// and with `slow_every` > 0 every `slow_every`-th call a [`SLOW_BYTES`] write to a memfd
