@@ -25,8 +25,8 @@ use crate::config::{Config, ConfigError};
 use crate::decode::{decode_histogram, decode_record, Record};
 use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
 use crate::export::{
-    Batch, Compression, DropReason, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig,
-    RunSummary, Signal,
+    Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, RunSummary,
+    Signal,
 };
 use crate::k8s::{self, PodMetadata};
 use crate::link::buffer::LinkBuffer;
@@ -288,12 +288,16 @@ impl SampleSource for Telemetry {
                 l(),
                 st.rejected_items,
             ));
-            out.push(s(
-                "kotel_export_dropped_items_total",
-                "Items dropped before delivery",
-                l(),
-                st.dropped_items,
-            ));
+            for (reason, value) in st.dropped_by_reason() {
+                let mut labels = l();
+                labels.push(("reason", reason.as_str().to_string()));
+                out.push(s(
+                    "kotel_export_dropped_items_total",
+                    "Items dropped before delivery, by reason",
+                    labels,
+                    value,
+                ));
+            }
         }
         out
     }
@@ -922,13 +926,7 @@ fn export_metrics(
     for sig in [Signal::Traces, Signal::Metrics] {
         let s = export.signal(sig);
         let a = || vec![attrs::string("kotel.signal", sig.as_str())];
-        let by_reason = [
-            (DropReason::QueueFull, s.dropped_queue_full),
-            (DropReason::Permanent, s.dropped_permanent),
-            (DropReason::RetriesExhausted, s.dropped_retries_exhausted),
-            (DropReason::Shutdown, s.dropped_shutdown),
-        ];
-        for (reason, value) in by_reason {
+        for (reason, value) in s.dropped_by_reason() {
             let mut attributes = a();
             attributes.push(attrs::string("kotel.reason", reason.as_str()));
             self_metrics.push(SelfMetric {

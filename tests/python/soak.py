@@ -166,6 +166,9 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
                 p.wait()
         receiver.down(grace=0)
 
+    (cfg.workdir / "rss.csv").write_text(
+        "second,rss_kib\n" + "".join(f"{i},{v}\n" for i, v in enumerate(rss.samples_kib))
+    )
     stderr = stderr_path.read_text(errors="replace")
     stdout = stdout_path.read_text(errors="replace")
     summary = json.loads((out_dir / "summary.json").read_text())

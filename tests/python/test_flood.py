@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import built_binary
 from kotel_checks import read_summary
 from otlp_receiver import OtlpReceiver, Received, attributes, iter_metric_points
@@ -64,6 +63,11 @@ def self_metric(request, name: str, **attrs: str) -> int | None:
     return None
 
 
+def exported_lost(request) -> int | None:
+    """``kotel.events.lost{kotel.kind=writev}`` in a metrics request, or None."""
+    return self_metric(request, "kotel.events.lost", **{"kotel.kind": "writev"})
+
+
 def writev_count(request, pid: int) -> int:
     """The cumulative ``kotel.writev.duration`` count of one process in a metrics request."""
     return sum(
@@ -74,7 +78,9 @@ def writev_count(request, pid: int) -> int:
     )
 
 
-def test_flood_every_event_is_received_or_counted_lost(tmp_path: Path, kotel_run) -> None:
+def test_flood_every_event_is_received_or_counted_lost(
+    tmp_path: Path, kotel_run, capsys: pytest.CaptureFixture
+) -> None:
     lock = threading.Lock()
     metrics: list[Received] = []
     spans = [0]
@@ -123,9 +129,7 @@ def test_flood_every_event_is_received_or_counted_lost(tmp_path: Path, kotel_run
         def exports_showing_loss() -> int:
             with lock:
                 during = metrics[before:]
-            return sum(
-                1 for r in during if (self_metric(r.request, "kotel.events.lost", **{"kotel.kind": "writev"}) or 0) > 0
-            )
+            return sum(1 for r in during if (exported_lost(r.request) or 0) > 0)
 
         seen = receiver.wait_for(
             lambda: exports_showing_loss() >= EXPORTS_DURING_FLOOD, timeout=FLOOD_TIMEOUT
@@ -160,23 +164,21 @@ def test_flood_every_event_is_received_or_counted_lost(tmp_path: Path, kotel_run
     )
     cores = (cpu1 - cpu0) / (t1 - t0)
     with lock:
-        exported_lost = [
-            self_metric(r.request, "kotel.events.lost", **{"kotel.kind": "writev"})
-            for r in metrics
-        ]
-    exported_lost = [v for v in exported_lost if v is not None]
-    print(
-        f"\nFLOOD: made {made} writev in {truth['loop_ns'] / 1e9:.2f} s on {truth['threads']} "
-        f"threads = {truth['calls_per_s'] / 1e6:.2f} M calls/s; kotel received {received} + "
-        f"lost {lost} = {received + lost}; error {received + lost - made}; histogram counted "
-        f"{counted}; kotel CPU {cores:.2f} cores; {spans[0]} spans and {len(metrics)} metric "
-        f"exports delivered, last exported kotel.events.lost {max(exported_lost, default=0)}"
-    )
+        lost_seen = [v for v in (exported_lost(r.request) for r in metrics) if v is not None]
+    with capsys.disabled():
+        print(
+            f"\nFLOOD: made {made} writev in {truth['loop_ns'] / 1e9:.2f} s on "
+            f"{truth['threads']} threads = {truth['calls_per_s'] / 1e6:.2f} M calls/s; kotel "
+            f"received {received} + lost {lost} = {received + lost}; error "
+            f"{received + lost - made}; histogram counted {counted}; kotel CPU {cores:.2f} "
+            f"cores; {spans[0]} spans and {len(metrics)} metric exports delivered, last "
+            f"exported kotel.events.lost {max(lost_seen, default=0)}"
+        )
     assert lost > 0, "a 64 KiB ring buffer must overflow under this flood"
     assert received + lost == made, "every event is received or counted as lost"
     assert counted == made, "the kernel histogram counts every call"
-    assert exported_lost == sorted(exported_lost), "kotel.events.lost is cumulative"
-    assert 0 < max(exported_lost) <= lost, (exported_lost, lost)
+    assert lost_seen == sorted(lost_seen), "kotel.events.lost is cumulative"
+    assert 0 < max(lost_seen) <= lost, (lost_seen, lost)
     assert summary["kernel_spans"] == received, "threshold 0: every received event is a span"
     t = summary["spans"]
     assert t["produced"] == t["exported"] + t["rejected"] + t["dropped"], summary
