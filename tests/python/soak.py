@@ -57,7 +57,7 @@ class SoakConfig:
     outage: float = 30.0  #: for this long
     slow_every: int = 100  #: every N-th call of a thread is slow (a span)
     span_threshold: str = "5us"
-    rss_bound_mib: float = 160.0
+    rss_bound_mib: float = 256.0
     binaries: Path = field(default_factory=lambda: REPO_ROOT / "target" / "debug")
     workdir: Path = field(default_factory=lambda: Path("/tmp/kotel-soak"))
 

@@ -3,7 +3,8 @@ stored, only counted, so it can run for many minutes at thousands of spans per s
 
 * Spans are counted by **unique span id** (kept as Python ints in a set: about 70 bytes per
   span), because kotel retries and a batch whose response was lost arrives twice; the raw
-  number of spans received, duplicates included, is counted too.
+  number of spans received, duplicates included, and their encoded (uncompressed protobuf)
+  request bytes are counted too.
 * Metric exports are counted, and kotel's own self metrics in the latest one are kept.
 * ``down()`` really stops listening (new connections are refused; calls in flight get a short
   grace so their responses reach kotel), ``up()`` listens again on the same port.
@@ -23,6 +24,7 @@ class SoakReceiver:
         self._lock = threading.Lock()
         self._ids: set[int] = set()
         self.spans_received = 0
+        self.span_request_bytes = 0
         self.metric_exports = 0
         self.outages = 0
         self.last_self_metrics: dict[str, int] = {}
@@ -56,8 +58,10 @@ class SoakReceiver:
                     for span in ss.spans:
                         ids.append(int.from_bytes(span.span_id, "big"))
                         n += 1
+            size = r.request.ByteSize()
             with self._lock:
                 self.spans_received += n
+                self.span_request_bytes += size
                 self._ids.update(ids)
         elif r.signal == "metrics":
             mine = {}
@@ -83,6 +87,9 @@ class SoakReceiver:
                 "unique_spans": len(self._ids),
                 "spans_received": self.spans_received,
                 "duplicate_spans": self.spans_received - len(self._ids),
+                "encoded_bytes_per_span": round(
+                    self.span_request_bytes / max(self.spans_received, 1), 1
+                ),
                 "metric_exports": self.metric_exports,
                 "outages": self.outages,
             }

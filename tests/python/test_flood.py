@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import built_binary
 from kotel_checks import read_summary
 from otlp_receiver import OtlpReceiver, Received, attributes, iter_metric_points
@@ -40,6 +41,10 @@ RING_BYTES = 65536
 
 #: Metric exports that must arrive while the flood runs (kotel exports every second).
 EXPORTS_DURING_FLOOD = 3
+
+#: Workload threads: more than the 2 cores, so that the flood keeps its share of a machine
+#: shared with other work.
+THREADS = int(os.environ.get("KOTEL_FLOOD_THREADS", "4"))
 
 #: Bounded waits.
 FLOOD_TIMEOUT = 90.0
@@ -97,7 +102,7 @@ def test_flood_every_event_is_received_or_counted_lost(
     receiver = OtlpReceiver(store=False, on_request=on_request)
     receiver.start()
     loop = subprocess.Popen(
-        [str(built_binary("kotel-writev-loop")), "--threads", "2", "--until-eof", "1"],
+        [str(built_binary("kotel-writev-loop")), "--threads", str(THREADS), "--until-eof", "1"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

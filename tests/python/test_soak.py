@@ -1,7 +1,8 @@
 """The soak with a flapping collector, 60-second CI version (real BPF): 200 000 writev/s for
 60 s, about 2 000 spans/s, the receiver down (connection refused) from 20 s to 40 s. Every span
 is delivered (unique span ids) or counted as dropped, the kernel histogram counts every call,
-kotel's RSS sampled every second stays under 160 MiB (debug build), no panic, exit 0 on SIGTERM.
+kotel's RSS sampled every second stays under 256 MiB (debug build; about 60 MiB steady, plus
+the spans queued during the outage), no panic, exit 0 on SIGTERM.
 The full 10-minute run with a 30 s outage every 2 minutes is ``scripts/soak.sh``; both are
 ``soak.run_soak``.
 """
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import built_binary
 from soak import SoakConfig, run_soak
 
@@ -23,7 +25,7 @@ def test_soak_with_a_flapping_collector(tmp_path: Path, capsys: pytest.CaptureFi
         duration=60.0,
         outage_every=20.0,
         outage=20.0,
-        rss_bound_mib=160.0,
+        rss_bound_mib=256.0,
         binaries=built_binary("kotel").parent,
         workdir=tmp_path,
     )
