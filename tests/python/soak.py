@@ -58,6 +58,10 @@ class SoakConfig:
     slow_every: int = 100  #: every N-th call of a thread is slow (a span)
     span_threshold: str = "5us"
     rss_bound_mib: float = 256.0
+    #: kotel's export queue bound (``export.queue_bytes``); None keeps the default (64 MiB).
+    queue_bytes: int | None = None
+    #: kotel's retry budget per batch (``export.retry.max_elapsed``); None keeps the default.
+    retry_max_elapsed: str | None = None
     binaries: Path = field(default_factory=lambda: REPO_ROOT / "target" / "debug")
     workdir: Path = field(default_factory=lambda: Path("/tmp/kotel-soak"))
 
@@ -113,6 +117,13 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
     out_dir = cfg.workdir / "out"
     stderr_path, stdout_path = cfg.workdir / "kotel.stderr", cfg.workdir / "kotel.stdout"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    config = cfg.workdir / "kotel.toml"
+    toml = "[export]\n"
+    if cfg.queue_bytes is not None:
+        toml += f"queue_bytes = {cfg.queue_bytes}\n"
+    if cfg.retry_max_elapsed is not None:
+        toml += f'[export.retry]\nmax_elapsed = "{cfg.retry_max_elapsed}"\n'
+    config.write_text(toml)
     receiver = SoakReceiver()
     receiver.up()
     loop = subprocess.Popen(
@@ -129,7 +140,8 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         with open(stderr_path, "w") as err, open(stdout_path, "w") as out:
             kotel = subprocess.Popen(
                 [
-                    str(cfg.binaries / "kotel"), "run", "--pid", str(pid), "--probes", "writev",
+                    str(cfg.binaries / "kotel"), "run", "--config", str(config),
+                    "--pid", str(pid), "--probes", "writev",
                     "--span-threshold", cfg.span_threshold, "--duration", "0",
                     "--otlp-endpoint", receiver.endpoint, "--out", str(out_dir),
                     "--receiver-grpc", "none", "--receiver-http", "none", "--telemetry", "none",
@@ -244,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow-every", type=int, default=d.slow_every)
     p.add_argument("--span-threshold", default=d.span_threshold)
     p.add_argument("--rss-bound-mib", type=float, default=d.rss_bound_mib)
+    p.add_argument("--queue-bytes", type=int, default=d.queue_bytes)
+    p.add_argument("--retry-max-elapsed", default=d.retry_max_elapsed)
     p.add_argument("--binaries", type=Path, default=d.binaries)
     p.add_argument("--workdir", type=Path, default=d.workdir)
     a = p.parse_args(argv)
