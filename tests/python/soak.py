@@ -114,6 +114,7 @@ def _wait_for_line(path: Path, marker: str, proc: subprocess.Popen, timeout: flo
 def run_soak(cfg: SoakConfig, log=print) -> dict:
     """Runs one soak; returns its figures, with ``failures`` listing every broken invariant."""
     cfg.workdir.mkdir(parents=True, exist_ok=True)
+    bins = cfg.binaries.resolve()  # kotel runs in workdir
     out_dir = cfg.workdir / "out"
     stderr_path, stdout_path = cfg.workdir / "kotel.stderr", cfg.workdir / "kotel.stdout"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -128,7 +129,7 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
     receiver.up()
     loop = subprocess.Popen(
         [
-            str(cfg.binaries / "kotel-writev-loop"),
+            str(bins / "kotel-writev-loop"),
             "--threads", str(cfg.threads), "--rate", str(cfg.rate // cfg.threads),
             "--until-eof", "1", "--slow-every", str(cfg.slow_every),
         ],
@@ -140,7 +141,7 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         with open(stderr_path, "w") as err, open(stdout_path, "w") as out:
             kotel = subprocess.Popen(
                 [
-                    str(cfg.binaries / "kotel"), "run", "--config", str(config),
+                    str(bins / "kotel"), "run", "--config", str(config),
                     "--pid", str(pid), "--probes", "writev",
                     "--span-threshold", cfg.span_threshold, "--duration", "0",
                     "--otlp-endpoint", receiver.endpoint, "--out", str(out_dir),
