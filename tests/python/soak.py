@@ -218,6 +218,7 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         },
         "delivered_unique": delivered,
         "receiver": receiver.counts(),
+        "last_exported_self_metrics": receiver.last_self_metrics,
         "difference": delivered + t["rejected"] + t["dropped"] - t["produced"],
         "rss_max_mib": round(max(rss.samples_kib, default=0) / 1024, 1),
         "rss_first_mib": round((rss.samples_kib or [0])[0] / 1024, 1),
