@@ -110,7 +110,7 @@ mod tests {
 
     type Reply = Result<ExportOutcome, ExportError>;
 
-    /// Answers each call from a per-batch script keyed by the batch's first span id byte tag;
+    /// Answers each call from a script keyed by the tag the batch was built with ([`traces`]);
     /// a batch without a script hangs until the shutdown deadline.
     struct ByTag {
         replies: Arc<Mutex<VecDeque<(u64, Reply)>>>,
