@@ -25,7 +25,8 @@ use crate::config::{Config, ConfigError};
 use crate::decode::{decode_histogram, decode_record, Record};
 use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
 use crate::export::{
-    Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, Signal,
+    Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, RunSummary,
+    Signal,
 };
 use crate::k8s::{self, PodMetadata};
 use crate::link::buffer::LinkBuffer;
@@ -289,12 +290,16 @@ impl SampleSource for Telemetry {
                 l(),
                 st.rejected_items,
             ));
-            out.push(s(
-                "kotel_export_dropped_items_total",
-                "Items dropped before delivery",
-                l(),
-                st.dropped_items,
-            ));
+            for (reason, value) in st.dropped_by_reason() {
+                let mut labels = l();
+                labels.push(("reason", reason.as_str().to_string()));
+                out.push(s(
+                    "kotel_export_dropped_items_total",
+                    "Items dropped before delivery, by reason",
+                    labels,
+                    value,
+                ));
+            }
         }
         if let Some(r) = self.receiver.get() {
             out.extend(receiver_samples(r));
@@ -871,7 +876,17 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         task.abort();
     }
     let export = queue.stats();
-    write_summary_json(&out_dir, &export, &summary.drops)?;
+    RunSummary::new(
+        &export,
+        &summary.drops,
+        telemetry::get(&stats.spans_produced),
+        telemetry::get(&stats.events_received),
+    )
+    .write(&out_dir)
+    .map_err(io_err(format!(
+        "writing {}",
+        out_dir.join("summary.json").display()
+    )))?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "kotel.run.stopped"
@@ -947,11 +962,21 @@ fn export_metrics(
     for sig in [Signal::Traces, Signal::Metrics] {
         let s = export.signal(sig);
         let a = || vec![attrs::string("kotel.signal", sig.as_str())];
+        for (reason, value) in s.dropped_by_reason() {
+            let mut attributes = a();
+            attributes.push(attrs::string("kotel.reason", reason.as_str()));
+            self_metrics.push(SelfMetric {
+                name: "kotel.export.dropped",
+                description: "Items dropped before delivery, by reason",
+                attributes,
+                value,
+            });
+        }
         self_metrics.push(SelfMetric {
-            name: "kotel.export.dropped",
-            description: "Items dropped before delivery",
+            name: "kotel.export.offered",
+            description: "Items submitted for export (exported + rejected + dropped + queued)",
             attributes: a(),
-            value: s.dropped_items,
+            value: s.offered_items,
         });
         self_metrics.push(SelfMetric {
             name: "kotel.export.exported",
@@ -960,6 +985,18 @@ fn export_metrics(
             value: s.exported_items,
         });
     }
+    self_metrics.push(SelfMetric {
+        name: "kotel.events.received",
+        description: "Ring-buffer events decoded",
+        attributes: vec![],
+        value: telemetry::get(&stats.events_received),
+    });
+    self_metrics.push(SelfMetric {
+        name: "kotel.spans.produced",
+        description: "Spans built from kernel events",
+        attributes: vec![],
+        value: telemetry::get(&stats.spans_produced),
+    });
     self_metrics.push(SelfMetric {
         name: "kotel.histograms.dropped",
         description: "Events not counted because the histogram slots were full",
@@ -1042,39 +1079,6 @@ fn artifact_attrs(
         attrs::string("kotel.artifact.id", r.id.clone()),
         attrs::string("kotel.artifact.media_type", r.media_type.clone()),
     ]
-}
-
-#[derive(serde::Serialize)]
-struct Counts {
-    produced: u64,
-    exported: u64,
-    rejected: u64,
-    dropped: u64,
-}
-
-fn write_summary_json(
-    dir: &Path,
-    export: &ExportStats,
-    drops: &DropCounts,
-) -> Result<(), RunError> {
-    let counts = |sig| {
-        let s = export.signal(sig);
-        Counts {
-            produced: s.offered_items,
-            exported: s.exported_items,
-            rejected: s.rejected_items,
-            dropped: s.dropped_items,
-        }
-    };
-    let v = serde_json::json!({
-        "spans": counts(Signal::Traces),
-        "metric_points": counts(Signal::Metrics),
-        "events_lost": drops.lost_events(),
-        "histogram_events_dropped": drops.hist_full,
-        "stacks_dropped": drops.stack,
-    });
-    let path = dir.join("summary.json");
-    std::fs::write(&path, format!("{v:#}\n")).map_err(io_err(format!("writing {}", path.display())))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod queue;
 pub(crate) mod retry;
+mod summary;
 
 #[cfg(test)]
 mod fake;
@@ -56,6 +57,7 @@ pub use otlp_grpc::OtlpGrpcExporter;
 pub use otlp_http::OtlpHttpExporter;
 pub use queue::{DropReason, ExportQueue, ExportStats, SignalStats, SubmitError};
 pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
+pub use summary::{RunSummary, SignalCounts};
 
 /// The three OTLP signals kotel exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

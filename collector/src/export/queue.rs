@@ -112,6 +112,16 @@ pub struct SignalStats {
 }
 
 impl SignalStats {
+    /// Each drop reason with its count, in [`DropReason::ALL`] order.
+    pub fn dropped_by_reason(&self) -> [(DropReason, u64); 4] {
+        [
+            (DropReason::QueueFull, self.dropped_queue_full),
+            (DropReason::Permanent, self.dropped_permanent),
+            (DropReason::RetriesExhausted, self.dropped_retries_exhausted),
+            (DropReason::Shutdown, self.dropped_shutdown),
+        ]
+    }
+
     /// Whether every offered item is accounted for:
     /// offered == exported + rejected + dropped + queued.
     pub fn is_balanced(&self) -> bool {
