@@ -26,6 +26,7 @@ use crate::decode::{decode_histogram, decode_record, Record};
 use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
 use crate::export::{
     Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, Signal,
+    TlsFile, TlsSettings,
 };
 use crate::k8s::{self, PodMetadata};
 use crate::link::buffer::LinkBuffer;
@@ -188,6 +189,7 @@ pub fn effective_config(
             max_elapsed_time: e.retry.max_elapsed,
         },
         out_dir: e.out_dir.clone(),
+        tls: export_tls(&e.tls),
     };
     export
         .apply_env(env)
@@ -209,6 +211,19 @@ pub fn effective_config(
         export.out_dir = out.clone();
     }
     Ok((cfg, export))
+}
+
+/// `[export.tls]` as the exporter takes it: empty paths unset, each named by its field.
+pub fn export_tls(t: &crate::config::ExportTlsSettings) -> TlsSettings {
+    let file = |path: &PathBuf, field: &'static str| {
+        (!path.as_os_str().is_empty()).then(|| TlsFile::new(path.clone(), field))
+    };
+    TlsSettings {
+        ca_file: file(&t.ca_file, "export.tls.ca_file"),
+        cert_file: file(&t.cert_file, "export.tls.cert_file"),
+        key_file: file(&t.key_file, "export.tls.key_file"),
+        insecure: t.insecure,
+    }
 }
 
 /// What the telemetry endpoints read: counters updated by the main loop and the export queue.

@@ -35,6 +35,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod queue;
 pub(crate) mod retry;
+pub mod tls;
 
 #[cfg(test)]
 mod fake;
@@ -56,6 +57,7 @@ pub use otlp_grpc::OtlpGrpcExporter;
 pub use otlp_http::OtlpHttpExporter;
 pub use queue::{DropReason, ExportQueue, ExportStats, SignalStats, SubmitError};
 pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
+pub use tls::{Security, TlsFile, TlsSettings};
 
 /// The three OTLP signals kotel exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,14 +255,15 @@ impl<E: Exporter + ?Sized> Exporter for Box<E> {
 /// Why an exporter could not be built from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExportBuildError {
-    /// The endpoint asks for TLS, which kotel does not speak yet.
-    #[error(
-        "endpoint {endpoint} uses https://, but this kotel build cannot do TLS yet; use an \
-         http:// endpoint (for example a local OpenTelemetry Collector that forwards over TLS)"
-    )]
-    TlsUnsupported {
-        /// The endpoint as configured.
-        endpoint: String,
+    /// A TLS file or setting is unusable. Names the setting and the file; never shows a key.
+    #[error("{setting}: {path}{sep}{problem}", sep = if path.is_empty() { "" } else { ": " })]
+    Tls {
+        /// The config field or environment variable, e.g. `export.tls.ca_file`.
+        setting: &'static str,
+        /// The file, when one is involved.
+        path: String,
+        /// What is wrong and what to do.
+        problem: String,
     },
     /// The endpoint is not a usable URL.
     #[error("invalid OTLP endpoint {endpoint:?}: {reason}")]
@@ -284,53 +287,99 @@ pub enum ExportBuildError {
 }
 
 /// Builds the exporter the configuration asks for: OTLP JSON files in `out_dir` when no endpoint
-/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint. A gRPC exporter must be built inside a
-/// tokio runtime (see [`ExportQueue::from_config`], which takes care of that).
+/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint, over TLS when [`security`] says so. A
+/// gRPC exporter must be built inside a tokio runtime (see [`ExportQueue::from_config`], which
+/// takes care of that).
 pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, ExportBuildError> {
     let Some(endpoint) = config.endpoint.as_deref() else {
         return Ok(Box::new(OtlpFileExporter::new(config.out_dir.clone())));
     };
+    let (_, security) = parse_endpoint(endpoint, config.protocol, config.tls.insecure)?;
+    let alpn: &[&[u8]] = match config.protocol {
+        Protocol::Grpc => &[b"h2"],
+        // The HTTP connector sets http/1.1 itself.
+        Protocol::HttpProtobuf => &[],
+    };
+    let tls = match security {
+        Security::Tls => Some(tls::client_config(&config.tls, alpn)?),
+        Security::Plain => {
+            if config.tls.has_files() {
+                tracing::warn!(
+                    endpoint,
+                    "kotel.export.tls_unused: TLS files are configured but the endpoint is \
+                     plaintext (http://); sending without TLS, as the endpoint says"
+                );
+            }
+            None
+        }
+    };
+    if security == Security::Tls && config.tls.insecure && endpoint.contains("://") {
+        tracing::warn!(
+            endpoint,
+            "kotel.export.insecure_ignored: insecure is set but the endpoint says https://; \
+             using TLS, as the OTLP specification says the scheme decides"
+        );
+    }
     Ok(match config.protocol {
         Protocol::Grpc => Box::new(OtlpGrpcExporter::new(
             endpoint,
             &config.headers,
             config.timeout,
             config.compression,
+            tls,
         )?),
         Protocol::HttpProtobuf => Box::new(OtlpHttpExporter::new(
             endpoint,
             &config.headers,
             config.timeout,
             config.compression,
+            tls,
         )?),
     })
 }
 
-/// Checks that `endpoint` is an absolute `http://` URL and returns it parsed. Shared by the
-/// gRPC and HTTP exporters so both refuse `https://` the same way.
-fn parse_http_endpoint(endpoint: &str) -> Result<hyper::Uri, ExportBuildError> {
+/// Parses an endpoint and decides whether it uses TLS, as the OTLP exporter specification
+/// says: `https://` is TLS and `http://` plaintext, whatever `insecure` says; an OTLP/gRPC
+/// endpoint may also be a bare `host:port`, which is TLS unless `insecure`. OTLP/HTTP needs a
+/// scheme. The returned URI always has a scheme (`https` for TLS). Shared by both exporters.
+pub fn parse_endpoint(
+    endpoint: &str,
+    protocol: Protocol,
+    insecure: bool,
+) -> Result<(hyper::Uri, Security), ExportBuildError> {
     let invalid = |reason: &str| ExportBuildError::InvalidEndpoint {
         endpoint: endpoint.to_string(),
         reason: reason.to_string(),
     };
-    let uri: hyper::Uri = endpoint
-        .trim()
+    let trimmed = endpoint.trim();
+    let (with_scheme, security) = match trimmed.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => {
+            (trimmed.to_string(), Security::Plain)
+        }
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
+            (format!("https://{rest}"), Security::Tls)
+        }
+        Some(_) => return Err(invalid("the scheme must be http:// or https://")),
+        None if protocol == Protocol::Grpc && !trimmed.is_empty() => {
+            if insecure {
+                (format!("http://{trimmed}"), Security::Plain)
+            } else {
+                (format!("https://{trimmed}"), Security::Tls)
+            }
+        }
+        None => {
+            return Err(invalid(
+                "it needs a scheme, e.g. http://localhost:4318 or https://collector:4318",
+            ))
+        }
+    };
+    let uri: hyper::Uri = with_scheme
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| invalid(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(s) if s.eq_ignore_ascii_case("https") => {
-            return Err(ExportBuildError::TlsUnsupported {
-                endpoint: endpoint.to_string(),
-            })
-        }
-        Some(_) => return Err(invalid("the scheme must be http://")),
-        None => return Err(invalid("it needs a scheme, e.g. http://localhost:4317")),
-    }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(invalid("it has no host"));
     }
-    Ok(uri)
+    Ok((uri, security))
 }
 
 /// Clamps an OTLP `rejected_*` count (an int64 on the wire) to what a batch can hold.
@@ -509,24 +558,51 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_must_be_plain_http() {
-        assert!(parse_http_endpoint("http://127.0.0.1:4317").is_ok());
-        assert!(matches!(
-            parse_http_endpoint("https://collector:4317"),
-            Err(ExportBuildError::TlsUnsupported { .. })
-        ));
-        assert!(matches!(
-            parse_http_endpoint("localhost:4317"),
-            Err(ExportBuildError::InvalidEndpoint { .. })
-        ));
-        assert!(matches!(
-            parse_http_endpoint("ftp://x"),
-            Err(ExportBuildError::InvalidEndpoint { .. })
-        ));
-        let msg = parse_http_endpoint("https://c:4317")
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("TLS"), "{msg}");
+    fn the_scheme_decides_tls_and_insecure_only_matters_without_one() {
+        let security = |endpoint: &str, protocol, insecure| {
+            parse_endpoint(endpoint, protocol, insecure).map(|(u, s)| (u.to_string(), s))
+        };
+        let grpc = Protocol::Grpc;
+        let http = Protocol::HttpProtobuf;
+        for insecure in [false, true] {
+            assert_eq!(
+                security("http://127.0.0.1:4317", grpc, insecure).unwrap().1,
+                Security::Plain
+            );
+            assert_eq!(
+                security("https://collector:4317", grpc, insecure)
+                    .unwrap()
+                    .1,
+                Security::Tls,
+                "https:// is TLS even with insecure"
+            );
+            assert_eq!(
+                security("HTTPS://collector:4318/base", http, insecure).unwrap(),
+                ("https://collector:4318/base".to_string(), Security::Tls)
+            );
+        }
+        assert_eq!(
+            security("collector:4317", grpc, false).unwrap(),
+            ("https://collector:4317/".to_string(), Security::Tls)
+        );
+        assert_eq!(
+            security("collector:4317", grpc, true).unwrap().1,
+            Security::Plain
+        );
+        for (endpoint, protocol) in [
+            ("collector:4318", http),
+            ("ftp://x", grpc),
+            ("http://", grpc),
+            ("", grpc),
+        ] {
+            assert!(
+                matches!(
+                    parse_endpoint(endpoint, protocol, false),
+                    Err(ExportBuildError::InvalidEndpoint { .. })
+                ),
+                "{endpoint}"
+            );
+        }
     }
 
     #[test]
@@ -537,18 +613,25 @@ mod tests {
     }
 
     #[test]
-    fn https_endpoint_is_refused_for_both_protocols() {
+    fn https_without_a_usable_ca_fails_closed_at_build_time() {
         for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
             let config = ExportConfig {
                 endpoint: Some("https://collector.example:4317".into()),
                 protocol,
+                tls: TlsSettings {
+                    ca_file: Some(TlsFile::new("/nonexistent/ca.pem", "export.tls.ca_file")),
+                    ..TlsSettings::default()
+                },
                 ..ExportConfig::default()
             };
-            let err = build_exporter(&config).err().expect("https must fail");
+            let err = build_exporter(&config)
+                .err()
+                .expect("a missing CA must fail");
             assert!(
-                matches!(err, ExportBuildError::TlsUnsupported { .. }),
+                matches!(err, ExportBuildError::Tls { .. }),
                 "{protocol:?}: {err}"
             );
+            assert!(err.to_string().contains("export.tls.ca_file"), "{err}");
         }
     }
 }

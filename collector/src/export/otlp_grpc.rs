@@ -1,7 +1,14 @@
-//! OTLP/gRPC exporter: the trace, metrics and logs services over one tonic channel, gzip by
-//! default, configured headers sent as gRPC metadata, one bounded attempt per call.
+//! OTLP/gRPC exporter: the trace, metrics and logs services over one tonic channel (plaintext
+//! or TLS through rustls), gzip by default, configured headers sent as gRPC metadata, one
+//! bounded attempt per call.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper::Uri;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -11,15 +18,16 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
-    classify_grpc, outcome, parse_http_endpoint, Batch, Compression, ExportBuildError, ExportError,
-    ExportFuture, Exporter,
+    classify_grpc, outcome, parse_endpoint, tls, Batch, Compression, ExportBuildError, ExportError,
+    ExportFuture, Exporter, Protocol, Security,
 };
 
 /// Sends batches to an OTLP/gRPC receiver (e.g. an OpenTelemetry Collector on port 4317).
 ///
 /// The connection is made lazily on the first export and re-made after failures; an
-/// unreachable receiver shows up as a retryable `UNAVAILABLE`. Only plain-text `http://`
-/// endpoints are supported for now; `https://` is refused when building.
+/// unreachable receiver shows up as a retryable `UNAVAILABLE`. With TLS every connection is
+/// TLS: a failed handshake is a retryable error that names its cause, never a reason to try
+/// plaintext.
 #[derive(Debug)]
 pub struct OtlpGrpcExporter {
     traces: TraceServiceClient<Channel>,
@@ -27,35 +35,58 @@ pub struct OtlpGrpcExporter {
     logs: LogsServiceClient<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
+    /// The endpoint, for messages.
+    endpoint: String,
 }
 
 impl OtlpGrpcExporter {
-    /// An exporter for `endpoint` (`http://host:port`; any path is ignored, as gRPC routes by
-    /// service name). Each export attempt, connecting included, is bounded by `timeout`, which
-    /// is also sent to the receiver as `grpc-timeout`. Must be called inside a tokio runtime.
+    /// An exporter for `endpoint` (`http://host:port`, `https://host:port`, or `host:port`,
+    /// which is TLS when `tls` is given; any path is ignored, as gRPC routes by service name).
+    /// `tls` is the client configuration (ALPN `h2`) from [`tls::client_config`]; it is
+    /// required for a TLS endpoint and unused for an `http://` one. Each export attempt,
+    /// connecting included, is bounded by `timeout`, which is also sent to the receiver as
+    /// `grpc-timeout`. Must be called inside a tokio runtime.
     pub fn new(
         endpoint: &str,
         headers: &[(String, String)],
         timeout: Duration,
         compression: Compression,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<OtlpGrpcExporter, ExportBuildError> {
-        let uri = parse_http_endpoint(endpoint)?;
+        let (uri, security) = parse_endpoint(endpoint, Protocol::Grpc, tls.is_none())?;
         let metadata = metadata(headers)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ExportBuildError::NoRuntime);
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let invalid = |e: tonic::transport::Error| ExportBuildError::InvalidEndpoint {
+        let invalid = |reason: String| ExportBuildError::InvalidEndpoint {
             endpoint: endpoint.to_string(),
-            reason: e.to_string(),
+            reason,
         };
-        let channel = Endpoint::from_shared(format!("http://{authority}"))
-            .map_err(invalid)?
+        // tonic is always given an http:// URI, so that its own TLS layer stays out of the way;
+        // with TLS, the connector below does the handshake and the origin says https.
+        let target = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| invalid(e.to_string()))?
             .user_agent(concat!("kotel/", env!("CARGO_PKG_VERSION")))
-            .map_err(invalid)?
+            .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = match (security, tls) {
+            (Security::Plain, _) => target.connect_lazy(),
+            (Security::Tls, Some(config)) => {
+                let origin: Uri = format!("https://{authority}")
+                    .parse()
+                    .map_err(|e: hyper::http::uri::InvalidUri| invalid(e.to_string()))?;
+                target
+                    .origin(origin)
+                    .connect_with_connector_lazy(TlsConnector::new(config, timeout))
+            }
+            (Security::Tls, None) => {
+                return Err(invalid(
+                    "it uses TLS, but no TLS configuration was given".into(),
+                ))
+            }
+        };
         let mut traces = TraceServiceClient::new(channel.clone());
         let mut metrics = MetricsServiceClient::new(channel.clone());
         let mut logs = LogsServiceClient::new(channel);
@@ -76,7 +107,52 @@ impl OtlpGrpcExporter {
             logs,
             metadata,
             timeout,
+            endpoint: endpoint.to_string(),
         })
+    }
+}
+
+/// Connects over TCP, then always does a TLS handshake (whatever scheme tonic asks for), with
+/// the server name taken from the URI's host.
+#[derive(Clone)]
+struct TlsConnector {
+    inner: HttpsConnector<HttpConnector>,
+}
+
+impl TlsConnector {
+    fn new(config: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> TlsConnector {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        TlsConnector {
+            inner: HttpsConnector::from((http, config)),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for TlsConnector {
+    type Response = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let mut parts = uri.into_parts();
+        parts.scheme = Some(hyper::http::uri::Scheme::HTTPS);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+        }
+        // Cannot fail: the parts came from a valid URI with an authority. Should it ever, the
+        // URI without a scheme makes the inner connector fail the connection (never plaintext).
+        let uri = Uri::from_parts(parts).unwrap_or_default();
+        self.inner.call(uri)
     }
 }
 
@@ -145,7 +221,14 @@ impl Exporter for OtlpGrpcExporter {
                     "OTLP/gRPC {} export got no answer within {timeout:?}",
                     batch.signal()
                 ))),
-                Ok(Err(status)) => Err(classify_grpc(&status)),
+                Ok(Err(status)) => match tls::describe_failure(&status) {
+                    Some(why) => Err(ExportError::retryable(format!(
+                        "OTLP/gRPC {} export to {}: {why}",
+                        batch.signal(),
+                        self.endpoint
+                    ))),
+                    None => Err(classify_grpc(&status)),
+                },
                 Ok(Ok(outcome)) => Ok(outcome),
             }
         })
@@ -174,6 +257,7 @@ mod tests {
             &[("x-api-key".into(), "s3cret".into())],
             Duration::from_secs(3),
             compression,
+            None,
         )
         .unwrap()
     }
@@ -210,6 +294,7 @@ mod tests {
             &[],
             Duration::from_secs(1),
             Compression::Gzip,
+            None,
         )
         .unwrap_err();
         assert_eq!(err, ExportBuildError::NoRuntime);
@@ -223,6 +308,7 @@ mod tests {
                 &[(name.into(), value.into())],
                 Duration::from_secs(1),
                 Compression::Gzip,
+                None,
             )
             .unwrap_err();
             assert!(
@@ -319,6 +405,7 @@ mod tests {
             &[],
             Duration::from_millis(200),
             Compression::Gzip,
+            None,
         )
         .unwrap();
         let err = e.export(&traces(1, 1)).await.unwrap_err();
