@@ -396,6 +396,8 @@ fn unix_now() -> u64 {
 /// Runs the agent until the duration passes or a signal arrives.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let (cfg, export_cfg) = effective_config(args, &|k| std::env::var(k).ok())?;
+    // Endpoint and TLS files are checked before any BPF program loads.
+    crate::export::check_config(&export_cfg).map_err(|e| RunError::Export(e.to_string()))?;
     let cgroup = if cfg.capture.cgroup.as_os_str().is_empty() {
         None
     } else {

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cert_validity;
 mod env;
 mod otlp_file;
 mod otlp_grpc;
@@ -336,6 +337,20 @@ pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, Export
             tls,
         )?),
     })
+}
+
+/// Checks what [`build_exporter`] would check, TLS files included, without building anything
+/// that needs a runtime: the agent calls it before loading any BPF program, so a bad endpoint
+/// or an unreadable certificate stops it at once.
+pub fn check_config(config: &ExportConfig) -> Result<(), ExportBuildError> {
+    let Some(endpoint) = config.endpoint.as_deref() else {
+        return Ok(());
+    };
+    let (_, security) = parse_endpoint(endpoint, config.protocol, config.tls.insecure)?;
+    if security == Security::Tls {
+        tls::client_config(&config.tls, &[])?;
+    }
+    Ok(())
 }
 
 /// Parses an endpoint and decides whether it uses TLS, as the OTLP exporter specification

@@ -37,6 +37,10 @@ pub struct OtlpGrpcExporter {
     timeout: Duration,
     /// The endpoint, for messages.
     endpoint: String,
+    /// Whether kotel presents a client certificate (mTLS).
+    client_auth: bool,
+    /// Plaintext or TLS.
+    security: Security,
 }
 
 impl OtlpGrpcExporter {
@@ -71,6 +75,9 @@ impl OtlpGrpcExporter {
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
+        let client_auth = tls
+            .as_ref()
+            .is_some_and(|c| c.client_auth_cert_resolver.has_certs());
         let channel = match (security, tls) {
             (Security::Plain, _) => target.connect_lazy(),
             (Security::Tls, Some(config)) => {
@@ -108,8 +115,92 @@ impl OtlpGrpcExporter {
             metadata,
             timeout,
             endpoint: endpoint.to_string(),
+            client_auth,
+            security,
         })
     }
+
+    /// A connection that failed without a gRPC status from the receiver: retryable. Over TLS,
+    /// a connection closed right after the handshake is how a TLS 1.3 receiver refuses a
+    /// client certificate, or the lack of one (its alert often arrives after kotel's first
+    /// write has already failed), so the message says what to check.
+    fn transport_failure(&self, batch: &Batch, status: &tonic::Status) -> ExportError {
+        let cause = match std::error::Error::source(status) {
+            Some(source) => format!("{}: {}", status.message(), error_chain(source)),
+            None => status.message().to_string(),
+        };
+        let signal = batch.signal();
+        let endpoint = &self.endpoint;
+        let what = match self.security {
+            Security::Tls => "the TLS connection failed",
+            Security::Plain => "the connection failed",
+        };
+        let hint = match (self.security, self.client_auth, closed_by_peer(status)) {
+            (Security::Tls, true, true) => {
+                "; the receiver may have refused kotel's client certificate: check \
+                 export.tls.cert_file / OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and the \
+                 receiver's client CA"
+            }
+            (Security::Tls, false, true) => {
+                "; the receiver may require a client certificate (mTLS), which kotel does not \
+                 present: set export.tls.cert_file and key_file (or \
+                 OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY)"
+            }
+            _ => "",
+        };
+        if !hint.is_empty() {
+            tls::count_failure();
+        }
+        ExportError::retryable(format!(
+            "OTLP/gRPC {signal} export to {endpoint}: {what}: {cause}{hint}"
+        ))
+    }
+}
+
+/// Whether the connection was closed or reset by the peer after it was made (not refused).
+fn closed_by_peer(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+            ) {
+                return true;
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() || h.is_closed() || h.is_incomplete_message() {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Whether the status was made by tonic from a failed connection (no receiver answered it).
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status)
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
+}
+
+/// An error's message and its sources', `: `-joined, repeated messages skipped.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Connects over TCP, then always does a TLS handshake (whatever scheme tonic asks for), with
@@ -227,6 +318,9 @@ impl Exporter for OtlpGrpcExporter {
                         batch.signal(),
                         self.endpoint
                     ))),
+                    None if is_transport_failure(&status) => {
+                        Err(self.transport_failure(batch, &status))
+                    }
                     None => Err(classify_grpc(&status)),
                 },
                 Ok(Ok(outcome)) => Ok(outcome),

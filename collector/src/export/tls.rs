@@ -106,6 +106,7 @@ pub fn client_config(
         }
         (Some(cert), Some(key)) => {
             let chain = certificates(cert)?;
+            check_validity(cert, &chain[0])?;
             let private = private_key(key)?;
             builder.with_client_auth_cert(chain, private).map_err(|e| {
                 let why = match e {
@@ -139,6 +140,42 @@ fn read(file: &TlsFile) -> Result<Vec<u8>, ExportBuildError> {
             format!("cannot read it: {e}"),
         )
     })
+}
+
+/// Refuses kotel's own client certificate when it has expired or is not valid yet: every
+/// handshake would fail, and a TLS 1.3 receiver does not always say why.
+fn check_validity(file: &TlsFile, cert: &CertificateDer<'_>) -> Result<(), ExportBuildError> {
+    let Some(period) = super::cert_validity::validity(cert) else {
+        return Ok(()); // unreadable here; the receiver will judge it
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let at = |secs: i64| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+        humantime::format_rfc3339_seconds(t).to_string()
+    };
+    if now > period.not_after {
+        return Err(tls_error(
+            file.source,
+            Some(&file.path),
+            format!(
+                "the client certificate expired at {}; renew it",
+                at(period.not_after)
+            ),
+        ));
+    }
+    if now < period.not_before {
+        return Err(tls_error(
+            file.source,
+            Some(&file.path),
+            format!(
+                "the client certificate is not valid until {}",
+                at(period.not_before)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Every certificate in a PEM file; at least one.
@@ -221,6 +258,11 @@ pub fn failures() -> u64 {
     FAILURES.load(Ordering::Relaxed)
 }
 
+/// Counts a TLS failure that was recognised some other way than by its rustls error.
+pub fn count_failure() {
+    FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
 /// If `error` (or any error it was caused by) is a TLS failure, counts it and describes it in
 /// plain words ("the receiver's certificate has expired", …) with the setting to check.
 pub fn describe_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
@@ -237,9 +279,13 @@ fn find_rustls_error<'a>(
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        // io::Error hides its inner error from `source()` in some wrappers; look inside.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        // An io::Error's `source()` skips the error it wraps (and connectors wrap tokio-rustls'
+        // io::Error in another one), so look inside each layer too.
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(tls) = find_rustls_error(inner) {
                 return Some(tls);
             }
         }
@@ -328,7 +374,8 @@ mod tests {
     #[test]
     fn rustls_errors_are_found_through_io_errors_and_sources() {
         let inner = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
+        // As hyper-rustls hands it on: tokio-rustls' io::Error inside another io::Error.
+        let io = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, inner));
         let before = failures();
         let text = describe_failure(&io).expect("a TLS failure");
         assert!(text.contains("unknown issuer"), "{text}");
