@@ -343,7 +343,7 @@ pub struct ExportTlsSettings {
 impl std::fmt::Debug for ExportSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExportSettings")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &crate::export::redact_endpoint(&self.endpoint))
             .field("protocol", &self.protocol)
             .field(
                 "headers",
@@ -548,7 +548,7 @@ impl Config {
                 format!(
                     "{:?} must start with http:// or https:// (for grpc, host:port is also \
                      accepted: TLS unless export.tls.insecure)",
-                    e.endpoint
+                    crate::export::redact_endpoint(&e.endpoint)
                 ),
             );
         }

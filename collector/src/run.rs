@@ -545,7 +545,10 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     stats.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         probes = %tracer.active_probes(),
-        endpoint = export_cfg.endpoint.as_deref().unwrap_or("files"),
+        endpoint = export_cfg
+            .endpoint
+            .as_deref()
+            .map_or_else(|| "files".to_string(), crate::export::redact_endpoint),
         out = %out_dir.display(),
         "kotel.run.attached"
     );
@@ -885,7 +888,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     match &export_cfg.endpoint {
         Some(ep) => writeln!(
             out,
-            "exported to {ep}; summary in {}",
+            "exported to {}; summary in {}",
+            crate::export::redact_endpoint(ep),
             out_dir.join("summary.json").display()
         ),
         None => writeln!(

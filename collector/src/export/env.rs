@@ -97,7 +97,10 @@ impl fmt::Debug for ExportConfig {
             .map(|(k, _)| (k.as_str(), "<redacted>"))
             .collect();
         f.debug_struct("ExportConfig")
-            .field("endpoint", &self.endpoint)
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(super::redact_endpoint),
+            )
             .field("protocol", &self.protocol)
             .field("headers", &headers)
             .field("timeout", &self.timeout)
@@ -187,7 +190,7 @@ impl ExportConfig {
             if !scheme_ok || !has_host {
                 return Err(ExportConfigError::Invalid {
                     var: ENDPOINT,
-                    value,
+                    value: super::redact_endpoint(&value),
                     expected: "an http:// or https:// URL such as https://collector:4317",
                 });
             }

@@ -363,7 +363,7 @@ pub fn parse_endpoint(
     insecure: bool,
 ) -> Result<(hyper::Uri, Security), ExportBuildError> {
     let invalid = |reason: &str| ExportBuildError::InvalidEndpoint {
-        endpoint: endpoint.to_string(),
+        endpoint: redact_endpoint(endpoint),
         reason: reason.to_string(),
     };
     let trimmed = endpoint.trim();
@@ -394,7 +394,34 @@ pub fn parse_endpoint(
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(invalid("it has no host"));
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid(
+            "credentials in the URL are not supported (they would end up in logs); send them \
+             as a header (export.headers or OTEL_EXPORTER_OTLP_HEADERS)",
+        ));
+    }
     Ok((uri, security))
+}
+
+/// An endpoint as it may be shown in logs, errors and `kotel config` output: user
+/// information (`user:password@`) and the query string are replaced by `<redacted>`, since
+/// either may carry credentials.
+pub fn redact_endpoint(endpoint: &str) -> String {
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), endpoint),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, _)) => format!("{path}?<redacted>"),
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
 }
 
 /// Clamps an OTLP `rejected_*` count (an int64 on the wire) to what a batch can hold.
@@ -618,6 +645,32 @@ mod tests {
                 "{endpoint}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_endpoints_are_refused_and_never_shown() {
+        let secret = "pa55w0rd-x";
+        for endpoint in [
+            format!("https://kotel:{secret}@collector:4317"),
+            format!("http://collector:4318/v1?api_key={secret}"),
+        ] {
+            for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+                let config = ExportConfig {
+                    endpoint: Some(endpoint.clone()),
+                    protocol,
+                    ..ExportConfig::default()
+                };
+                if let Err(e) = build_exporter(&config) {
+                    let shown = format!("{e} {e:?}");
+                    assert!(!shown.contains(secret), "{shown}");
+                }
+            }
+        }
+        assert_eq!(
+            redact_endpoint(&format!("https://u:{secret}@c:4317/p?k={secret}")),
+            "https://<redacted>@c:4317/p?<redacted>"
+        );
+        assert_eq!(redact_endpoint("c:4317"), "c:4317");
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl OtlpGrpcExporter {
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         let invalid = |reason: String| ExportBuildError::InvalidEndpoint {
-            endpoint: endpoint.to_string(),
+            endpoint: super::redact_endpoint(endpoint),
             reason,
         };
         // tonic is always given an http:// URI, so that its own TLS layer stays out of the way;
@@ -114,7 +114,7 @@ impl OtlpGrpcExporter {
             logs,
             metadata,
             timeout,
-            endpoint: endpoint.to_string(),
+            endpoint: super::redact_endpoint(endpoint),
             client_auth,
             security,
         })
@@ -259,8 +259,10 @@ fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, ExportBuildErro
             AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
                 invalid("not a valid gRPC metadata name (binary \"-bin\" names are not supported)")
             })?;
-        let value = AsciiMetadataValue::try_from(value.as_str())
+        let mut value = AsciiMetadataValue::try_from(value.as_str())
             .map_err(|_| invalid("the value must be visible ASCII"))?;
+        // Hidden from Debug output, and never indexed by HPACK.
+        value.set_sensitive(true);
         map.append(key, value);
     }
     Ok(map)
@@ -411,6 +413,16 @@ mod tests {
             );
             assert!(!format!("{err} {err:?}").contains("s3cret"));
         }
+    }
+
+    #[tokio::test]
+    async fn header_values_never_show_in_debug_output() {
+        let e = exporter("127.0.0.1:4317".parse().unwrap(), Compression::Gzip);
+        let shown = format!("{e:?}");
+        assert!(
+            shown.contains("x-api-key") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,7 @@ impl OtlpHttpExporter {
         let (base, security) = parse_endpoint(endpoint, Protocol::HttpProtobuf, false)?;
         if base.query().is_some() {
             return Err(ExportBuildError::InvalidEndpoint {
-                endpoint: endpoint.to_string(),
+                endpoint: super::redact_endpoint(endpoint),
                 reason: "it must not have a query string".into(),
             });
         }
@@ -70,7 +70,7 @@ impl OtlpHttpExporter {
         let url = |signal: Signal| -> Result<Uri, ExportBuildError> {
             format!("{base}/v1/{}", signal.as_str()).parse().map_err(
                 |e: hyper::http::uri::InvalidUri| ExportBuildError::InvalidEndpoint {
-                    endpoint: endpoint.to_string(),
+                    endpoint: super::redact_endpoint(endpoint),
                     reason: e.to_string(),
                 },
             )
@@ -113,7 +113,7 @@ impl OtlpHttpExporter {
             }
             (Security::Tls, None) => {
                 return Err(ExportBuildError::InvalidEndpoint {
-                    endpoint: endpoint.to_string(),
+                    endpoint: super::redact_endpoint(endpoint),
                     reason: "it uses TLS, but no TLS configuration was given".into(),
                 })
             }
@@ -357,6 +357,23 @@ mod tests {
             let s = stats.signal(signal);
             assert!(s.is_balanced() && s.queued_items == 0, "{signal}: {s:?}");
         }
+    }
+
+    #[test]
+    fn header_values_never_show_in_debug_output() {
+        let e = OtlpHttpExporter::new(
+            "http://127.0.0.1:4318",
+            &[("X-Api-Key".into(), "s3cret".into())],
+            Duration::from_secs(1),
+            Compression::None,
+            None,
+        )
+        .unwrap();
+        let shown = format!("{e:?}");
+        assert!(
+            shown.contains("x-api-key") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]
