@@ -309,6 +309,12 @@ impl SampleSource for Telemetry {
                 st.dropped_items,
             ));
         }
+        out.push(s(
+            "kotel_export_tls_failures_total",
+            "Export attempts that failed in TLS (handshake refused either way)",
+            vec![],
+            crate::export::tls::failures(),
+        ));
         out
     }
 

@@ -15,15 +15,17 @@ made on the spot (``tls_certs.make_pki``); nothing is checked in.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import tls_certs
-from conftest import built_binary
+from conftest import built_binary, free_port
 from kotel_checks import Window, check_export, check_summary_all_delivered, kotel_args, read_summary
 from otlp_http_receiver import OtlpHttpsReceiver
 from otlp_receiver import OtlpReceiver, ServerTls
@@ -80,16 +82,29 @@ def _config(
 
 def _run(workload, kotel_run, out_dir: Path, config: Path, env: dict[str, str] | None = None):
     """Runs the workload under ``kotel run --config config``; returns (pid, truth, stdout,
-    stderr, window) once kotel has exited 0."""
+    stderr, window) once kotel has exited 0. kotel's ``/metrics`` text, read just before it
+    was interrupted, is left in ``out_dir / "metrics.prom"``."""
     w = workload()
     start = time.time_ns()
-    kotel = kotel_run(kotel_args(w.pid, out_dir, None, "--config", str(config)), env)
+    port = free_port()
+    args = kotel_args(w.pid, out_dir, None, "--config", str(config), "--telemetry", f"127.0.0.1:{port}")
+    kotel = kotel_run(args, env)
     truth = w.run()
     time.sleep(1.5)  # a metrics interval, so that metric exports are attempted too
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        (out_dir / "metrics.prom").write_bytes(r.read())
     code, stdout, stderr = kotel.interrupt()
     window = Window(start, time.time_ns())
     assert code == 0, f"kotel exit code {code}; stderr:\n{stderr}"
     return w.pid, truth, stdout, stderr, window
+
+
+def _tls_failures(out_dir: Path) -> int:
+    """``kotel_export_tls_failures_total`` from the /metrics text ``_run`` saved."""
+    prom = (out_dir / "metrics.prom").read_text()
+    found = re.search(r"^kotel_export_tls_failures_total (\d+)$", prom, re.M)
+    assert found, prom
+    return int(found.group(1))
 
 
 def _tap(taps: list[TcpTap], port: int) -> TcpTap:
@@ -114,6 +129,7 @@ def test_grpc_tls_round_trip(pki, taps, workload, kotel_run, tmp_path: Path) -> 
         )
     check_summary_all_delivered(read_summary(tmp_path / "out"), len(spans), len(points))
     assert tap.all_tls(), tap.first_bytes()
+    assert _tls_failures(tmp_path / "out") == 0
 
 
 @pytest.mark.bpf
@@ -140,6 +156,7 @@ def test_grpc_mtls_round_trip_from_the_environment(
         assert receiver.last_metadata().get("authorization") == f"Bearer {SECRET}"
     check_summary_all_delivered(read_summary(tmp_path / "out"), len(spans), len(points))
     assert tap.all_tls(), tap.first_bytes()
+    assert _tls_failures(tmp_path / "out") == 0
     assert SECRET not in stdout + stderr
 
 
@@ -167,6 +184,7 @@ def test_http_mtls_round_trip(pki, taps, workload, kotel_run, tmp_path: Path) ->
         receiver.close()
     check_summary_all_delivered(read_summary(tmp_path / "out"), len(spans), len(points))
     assert tap.all_tls(), tap.first_bytes()
+    assert _tls_failures(tmp_path / "out") == 0
     assert SECRET not in stdout + stderr
 
 
@@ -192,6 +210,7 @@ def _assert_rejected(out_dir: Path, stderr: str, tap: TcpTap, cause: str) -> Non
     assert cause in stderr, f"kotel's log does not say {cause!r}:\n{stderr}"
     assert "TLS" in stderr, stderr
     assert tap.all_tls(), f"a connection did not start with TLS: {tap.first_bytes()}"
+    assert _tls_failures(out_dir) > 0
 
 
 @pytest.mark.bpf
