@@ -145,6 +145,8 @@ def test_grpc_mtls_round_trip_from_the_environment(
             "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": pki.client.cert,
             "OTEL_EXPORTER_OTLP_CLIENT_KEY": pki.client.key,
             "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{SECRET}",
+            # Every log of kotel and its libraries (hyper, h2, tonic): still no secret.
+            "KOTEL_LOG": "trace",
         }
         config = _config(tmp_path / "k.toml", None)
         pid, truth, stdout, stderr, window = _run(
@@ -157,7 +159,9 @@ def test_grpc_mtls_round_trip_from_the_environment(
     check_summary_all_delivered(read_summary(tmp_path / "out"), len(spans), len(points))
     assert tap.all_tls(), tap.first_bytes()
     assert _tls_failures(tmp_path / "out") == 0
+    assert "TRACE" in stderr, "trace logging was not on"
     assert SECRET not in stdout + stderr
+    assert not any(line in stderr for line in _key_body(pki.client.key))
 
 
 @pytest.mark.bpf
