@@ -64,6 +64,7 @@ def _config(
     cert: str | None = None,
     key: str | None = None,
     headers: dict[str, str] | None = None,
+    insecure: bool | None = None,
 ) -> Path:
     """Writes a kotel config file with an [export] section and returns its path."""
     lines = ["[export]", f"protocol = {_toml_str(protocol)}", f'shutdown_grace = "{SHUTDOWN_GRACE}"']
@@ -76,6 +77,8 @@ def _config(
     for field, value in (("ca_file", ca), ("cert_file", cert), ("key_file", key)):
         if value is not None:
             lines.append(f"{field} = {_toml_str(value)}")
+    if insecure is not None:
+        lines.append(f"insecure = {'true' if insecure else 'false'}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -130,6 +133,51 @@ def test_grpc_tls_round_trip(pki, taps, workload, kotel_run, tmp_path: Path) -> 
     check_summary_all_delivered(read_summary(tmp_path / "out"), len(spans), len(points))
     assert tap.all_tls(), tap.first_bytes()
     assert _tls_failures(tmp_path / "out") == 0
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize(
+    "endpoint,insecure",
+    [("https://127.0.0.1:{port}", True), ("127.0.0.1:{port}", False)],
+    ids=["https-with-insecure", "bare-host-port"],
+)
+def test_grpc_scheme_decides(
+    pki, taps, workload, kotel_run, tmp_path: Path, endpoint: str, insecure: bool
+) -> None:
+    """As the OTLP exporter specification says: ``insecure`` does not turn an ``https://``
+    endpoint into plaintext (kotel warns that it is ignored), and a gRPC endpoint without a
+    scheme is TLS unless ``insecure``."""
+    with OtlpReceiver(tls=ServerTls(pki.server.cert, pki.server.key)) as receiver:
+        tap = _tap(taps, receiver.port)
+        config = _config(
+            tmp_path / "k.toml", endpoint.format(port=tap.port), ca=pki.ca, insecure=insecure
+        )
+        pid, truth, _, stderr, window = _run(workload, kotel_run, tmp_path / "out", config)
+        spans, points = check_export(
+            pid, truth, receiver.requests("traces"), receiver.requests("metrics"), window
+        )
+    check_summary_all_delivered(read_summary(tmp_path / "out"), len(spans), len(points))
+    assert tap.all_tls(), tap.first_bytes()
+    assert ("kotel.export.insecure_ignored" in stderr) == insecure, stderr
+
+
+@pytest.mark.bpf
+def test_bare_host_port_with_insecure_is_plaintext_and_the_tap_sees_it(
+    taps, workload, kotel_run, tmp_path: Path
+) -> None:
+    """The plaintext counterpart: the tap recognises plaintext HTTP/2 (so its "all TLS"
+    verdicts elsewhere can fail), and ``insecure`` is what a bare host:port needs for it."""
+    with OtlpReceiver() as receiver:
+        tap = _tap(taps, receiver.port)
+        config = _config(tmp_path / "k.toml", f"127.0.0.1:{tap.port}", insecure=True)
+        pid, truth, _, _, window = _run(workload, kotel_run, tmp_path / "out", config)
+        spans, points = check_export(
+            pid, truth, receiver.requests("traces"), receiver.requests("metrics"), window
+        )
+    check_summary_all_delivered(read_summary(tmp_path / "out"), len(spans), len(points))
+    first = tap.first_bytes()
+    assert first and all(b.startswith(b"PRI * HTTP/2.0") for b in first), first
+    assert not tap.all_tls()
 
 
 @pytest.mark.bpf
