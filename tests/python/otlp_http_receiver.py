@@ -62,7 +62,7 @@ class OtlpHttpsReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 service = _SERVICES.get(self.path)
                 if service is None:
                     self._reply(404, b"")
@@ -106,7 +106,9 @@ class OtlpHttpsReceiver:
         class TlsServer(Server):
             def get_request(self) -> Any:
                 sock, addr = self.socket.accept()
-                return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+                return context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                ), addr
 
             def finish_request(self, request: Any, client_address: Any) -> None:
                 request.do_handshake()

@@ -67,7 +67,11 @@ def _config(
     insecure: bool | None = None,
 ) -> Path:
     """Writes a kotel config file with an [export] section and returns its path."""
-    lines = ["[export]", f"protocol = {_toml_str(protocol)}", f'shutdown_grace = "{SHUTDOWN_GRACE}"']
+    lines = [
+        "[export]",
+        f"protocol = {_toml_str(protocol)}",
+        f'shutdown_grace = "{SHUTDOWN_GRACE}"',
+    ]
     if endpoint is not None:
         lines.append(f"endpoint = {_toml_str(endpoint)}")
     if headers:
@@ -90,7 +94,9 @@ def _run(workload, kotel_run, out_dir: Path, config: Path, env: dict[str, str] |
     w = workload()
     start = time.time_ns()
     port = free_port()
-    args = kotel_args(w.pid, out_dir, None, "--config", str(config), "--telemetry", f"127.0.0.1:{port}")
+    args = kotel_args(
+        w.pid, out_dir, None, "--config", str(config), "--telemetry", f"127.0.0.1:{port}"
+    )
     kotel = kotel_run(args, env)
     truth = w.run()
     time.sleep(1.5)  # a metrics interval, so that metric exports are attempted too
@@ -105,7 +111,7 @@ def _run(workload, kotel_run, out_dir: Path, config: Path, env: dict[str, str] |
 def _tls_failures(out_dir: Path) -> int:
     """``kotel_export_tls_failures_total`` from the /metrics text ``_run`` saved."""
     prom = (out_dir / "metrics.prom").read_text()
-    found = re.search(r"^kotel_export_tls_failures_total (\d+)$", prom, re.M)
+    found = re.search(r"^kotel_export_tls_failures_total (\d+)$", prom, re.MULTILINE)
     assert found, prom
     return int(found.group(1))
 
@@ -272,10 +278,21 @@ def _assert_rejected(out_dir: Path, stderr: str, tap: TcpTap, cause: str) -> Non
     ids=[c[0] for c in GRPC_REJECTIONS],
 )
 def test_grpc_rejections(
-    pki, taps, workload, kotel_run, tmp_path: Path, server_cert, client_ca, kotel_ca, kotel_client, cause
+    pki,
+    taps,
+    workload,
+    kotel_run,
+    tmp_path: Path,
+    server_cert,
+    client_ca,
+    kotel_ca,
+    kotel_client,
+    cause,
 ) -> None:
     pair = getattr(pki, server_cert)
-    server = ServerTls(pair.cert, pair.key, client_ca=getattr(pki, client_ca) if client_ca else None)
+    server = ServerTls(
+        pair.cert, pair.key, client_ca=getattr(pki, client_ca) if client_ca else None
+    )
     client = getattr(pki, kotel_client) if kotel_client else None
     with OtlpReceiver(tls=server) as receiver:
         tap = _tap(taps, receiver.port)
@@ -357,6 +374,7 @@ def test_expired_client_certificate_stops_kotel_before_sending(pki, taps, tmp_pa
 def _kotel(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None):
     return subprocess.run(
         [str(built_binary("kotel")), *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
