@@ -31,6 +31,7 @@
 
 mod cert_validity;
 mod env;
+mod grpc_tls;
 mod otlp_file;
 mod otlp_grpc;
 mod otlp_http;

@@ -6,9 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -84,9 +81,9 @@ impl OtlpGrpcExporter {
                 let origin: Uri = format!("https://{authority}")
                     .parse()
                     .map_err(|e: hyper::http::uri::InvalidUri| invalid(e.to_string()))?;
-                target
-                    .origin(origin)
-                    .connect_with_connector_lazy(TlsConnector::new(config, timeout))
+                target.origin(origin).connect_with_connector_lazy(
+                    super::grpc_tls::TlsConnector::new(config, timeout),
+                )
             }
             (Security::Tls, None) => {
                 return Err(invalid(
@@ -125,10 +122,7 @@ impl OtlpGrpcExporter {
     /// client certificate, or the lack of one (its alert often arrives after kotel's first
     /// write has already failed), so the message says what to check.
     fn transport_failure(&self, batch: &Batch, status: &tonic::Status) -> ExportError {
-        let cause = match std::error::Error::source(status) {
-            Some(source) => format!("{}: {}", status.message(), error_chain(source)),
-            None => status.message().to_string(),
-        };
+        let cause = error_chain(status.message(), std::error::Error::source(status));
         let signal = batch.signal();
         let endpoint = &self.endpoint;
         let what = match self.security {
@@ -189,10 +183,11 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
         .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
 }
 
-/// An error's message and its sources', `: `-joined, repeated messages skipped.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(error);
+/// `first`, then the messages of `error` and its sources, `: `-joined, skipping any message
+/// already said.
+fn error_chain(first: &str, error: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts: Vec<String> = vec![first.to_string()];
+    let mut current = error;
     while let Some(e) = current {
         let text = e.to_string();
         if !parts.iter().any(|p| p.contains(&text)) {
@@ -201,50 +196,6 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         current = e.source();
     }
     parts.join(": ")
-}
-
-/// Connects over TCP, then always does a TLS handshake (whatever scheme tonic asks for), with
-/// the server name taken from the URI's host.
-#[derive(Clone)]
-struct TlsConnector {
-    inner: HttpsConnector<HttpConnector>,
-}
-
-impl TlsConnector {
-    fn new(config: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> TlsConnector {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        TlsConnector {
-            inner: HttpsConnector::from((http, config)),
-        }
-    }
-}
-
-impl tower_service::Service<Uri> for TlsConnector {
-    type Response = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Error;
-    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let mut parts = uri.into_parts();
-        parts.scheme = Some(hyper::http::uri::Scheme::HTTPS);
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
-        }
-        // Cannot fail: the parts came from a valid URI with an authority. Should it ever, the
-        // URI without a scheme makes the inner connector fail the connection (never plaintext).
-        let uri = Uri::from_parts(parts).unwrap_or_default();
-        self.inner.call(uri)
-    }
 }
 
 /// The configured headers as gRPC metadata. Errors name the header, never its value.
