@@ -153,3 +153,31 @@ impl<T: Write + Unpin> Write for FirstBytes<T> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bytes_read_ahead_come_first_then_the_stream() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let stream = FirstBytes {
+            first: b"hello ".to_vec(),
+            pos: 0,
+            inner: TokioIo::new(ours),
+        };
+        let mut io = TokioIo::new(stream);
+        theirs.write_all(b"world").await.unwrap();
+        io.write_all(b"ping").await.unwrap();
+        io.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        drop(theirs);
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"hello world");
+    }
+}
