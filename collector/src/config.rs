@@ -552,6 +552,25 @@ impl Config {
                 ),
             );
         }
+        let authority = e
+            .endpoint
+            .split_once("://")
+            .map_or(e.endpoint.as_str(), |(_, r)| r);
+        if authority
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("")
+            .contains('@')
+        {
+            return bad(
+                "export.endpoint",
+                format!(
+                    "{:?}: credentials in the URL are not supported (they would end up in \
+                     logs); send them as a header (export.headers or OTEL_EXPORTER_OTLP_HEADERS)",
+                    crate::export::redact_endpoint(&e.endpoint)
+                ),
+            );
+        }
         let t = &e.tls;
         match (
             t.cert_file.as_os_str().is_empty(),
@@ -762,6 +781,27 @@ mod tests {
             assert!(!shown.contains("s3cret"), "{text}: {shown}");
             assert!(shown.contains("line "), "{text}: {shown}");
         }
+    }
+
+    #[test]
+    fn endpoint_credentials_are_refused_and_never_shown() {
+        let cfg = Config::parse(
+            "[export]\nendpoint = \"https://kotel:pa55w0rd@collector:4317/?k=t0ken\"\n",
+            Path::new("k.toml"),
+        )
+        .unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("pa55w0rd") && !shown.contains("t0ken"),
+            "{shown}"
+        );
+        let err = cfg.validate().unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("export.endpoint"), "{shown}");
+        assert!(
+            !shown.contains("pa55w0rd") && !shown.contains("t0ken"),
+            "{shown}"
+        );
     }
 
     #[test]
