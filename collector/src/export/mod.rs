@@ -289,9 +289,9 @@ pub enum ExportBuildError {
 }
 
 /// Builds the exporter the configuration asks for: OTLP JSON files in `out_dir` when no endpoint
-/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint, over TLS when [`security`] says so. A
-/// gRPC exporter must be built inside a tokio runtime (see [`ExportQueue::from_config`], which
-/// takes care of that).
+/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint, over TLS when the endpoint asks for it
+/// ([`parse_endpoint`]). A gRPC exporter must be built inside a tokio runtime (see
+/// [`ExportQueue::from_config`], which takes care of that).
 pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, ExportBuildError> {
     let Some(endpoint) = config.endpoint.as_deref() else {
         return Ok(Box::new(OtlpFileExporter::new(config.out_dir.clone())));
@@ -307,7 +307,7 @@ pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, Export
         Security::Plain => {
             if config.tls.has_files() {
                 tracing::warn!(
-                    endpoint,
+                    endpoint = %redact_endpoint(endpoint),
                     "kotel.export.tls_unused: TLS files are configured but the endpoint is \
                      plaintext (http://); sending without TLS, as the endpoint says"
                 );
@@ -317,7 +317,7 @@ pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, Export
     };
     if security == Security::Tls && config.tls.insecure && endpoint.contains("://") {
         tracing::warn!(
-            endpoint,
+            endpoint = %redact_endpoint(endpoint),
             "kotel.export.insecure_ignored: insecure is set but the endpoint says https://; \
              using TLS, as the OTLP specification says the scheme decides"
         );
