@@ -425,6 +425,66 @@ pub fn redact_endpoint(endpoint: &str) -> String {
     format!("{scheme}{authority}{tail}")
 }
 
+/// Header values that must never be shown, for [`scrub`]. Values shorter than 4 bytes are left
+/// out: they would match ordinary text and hide nothing worth hiding.
+fn secret_values(headers: &[(String, String)]) -> Secrets {
+    Secrets(
+        headers
+            .iter()
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| v.len() >= 4)
+            .collect(),
+    )
+}
+
+/// Header values kept for [`scrub`]; their `Debug` output says only how many there are.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Secrets(Vec<String>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({} redacted)", self.0.len())
+    }
+}
+
+/// Replaces any configured header value in what the receiver (or a proxy in between) said
+/// with `<redacted>`: a receiver that echoes request headers into its errors must not make
+/// kotel log them. Applied to error reasons and partial-success messages.
+fn scrub(
+    result: Result<ExportOutcome, ExportError>,
+    secrets: &Secrets,
+) -> Result<ExportOutcome, ExportError> {
+    let clean = |text: &mut String| {
+        for secret in &secrets.0 {
+            if text.contains(secret.as_str()) {
+                *text = text.replace(secret.as_str(), "<redacted>");
+            }
+        }
+    };
+    match result {
+        Ok(mut outcome) => {
+            if let Some(m) = outcome.message.as_mut() {
+                clean(m);
+            }
+            Ok(outcome)
+        }
+        Err(ExportError::Retryable {
+            mut reason,
+            retry_after,
+        }) => {
+            clean(&mut reason);
+            Err(ExportError::Retryable {
+                reason,
+                retry_after,
+            })
+        }
+        Err(ExportError::Permanent { mut reason }) => {
+            clean(&mut reason);
+            Err(ExportError::Permanent { reason })
+        }
+    }
+}
+
 /// Clamps an OTLP `rejected_*` count (an int64 on the wire) to what a batch can hold.
 fn rejected_count(rejected: i64) -> u64 {
     u64::try_from(rejected).unwrap_or(0)
@@ -646,6 +706,33 @@ mod tests {
                 "{endpoint}"
             );
         }
+    }
+
+    #[test]
+    fn echoed_header_values_are_scrubbed_from_what_the_receiver_says() {
+        let secrets = secret_values(&[
+            ("authorization".into(), "Bearer s3cret-tok".into()),
+            ("x".into(), "ab".into()),
+        ]);
+        assert_eq!(secrets.0, vec!["Bearer s3cret-tok".to_string()]);
+        assert!(!format!("{secrets:?}").contains("s3cret"));
+        let err = scrub(
+            Err(ExportError::permanent(
+                "HTTP status 400: bad header authorization: Bearer s3cret-tok",
+            )),
+            &secrets,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let ok = scrub(
+            Ok(ExportOutcome {
+                rejected_items: 1,
+                message: Some("echo Bearer s3cret-tok".into()),
+            }),
+            &secrets,
+        )
+        .unwrap();
+        assert_eq!(ok.message.as_deref(), Some("echo <redacted>"));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct OtlpGrpcExporter {
     client_auth: bool,
     /// Plaintext or TLS.
     security: Security,
+    /// Header values, scrubbed from what the receiver says.
+    secrets: super::Secrets,
 }
 
 impl OtlpGrpcExporter {
@@ -114,6 +116,7 @@ impl OtlpGrpcExporter {
             endpoint: super::redact_endpoint(endpoint),
             client_auth,
             security,
+            secrets: super::secret_values(headers),
         })
     }
 
@@ -274,9 +277,9 @@ impl Exporter for OtlpGrpcExporter {
                     None if is_transport_failure(&status) => {
                         Err(self.transport_failure(batch, &status))
                     }
-                    None => Err(classify_grpc(&status)),
+                    None => super::scrub(Err(classify_grpc(&status)), &self.secrets),
                 },
-                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Ok(outcome)) => super::scrub(Ok(outcome), &self.secrets),
             }
         })
     }

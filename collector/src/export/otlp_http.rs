@@ -43,6 +43,8 @@ pub struct OtlpHttpExporter {
     headers: HeaderMap,
     timeout: Duration,
     compression: Compression,
+    /// Header values, scrubbed from what the receiver says.
+    secrets: super::Secrets,
 }
 
 impl OtlpHttpExporter {
@@ -124,6 +126,7 @@ impl OtlpHttpExporter {
             headers: map,
             timeout,
             compression,
+            secrets: super::secret_values(headers),
         })
     }
 
@@ -297,7 +300,7 @@ impl Exporter for OtlpHttpExporter {
     fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
         Box::pin(async move {
             match tokio::time::timeout(self.timeout, self.post(batch)).await {
-                Ok(result) => result,
+                Ok(result) => super::scrub(result, &self.secrets),
                 Err(_) => Err(ExportError::retryable(format!(
                     "OTLP/HTTP {} export got no answer within {:?}",
                     batch.signal(),
