@@ -128,11 +128,12 @@ impl OtlpGrpcExporter {
         let cause = error_chain(status.message(), std::error::Error::source(status));
         let signal = batch.signal();
         let endpoint = &self.endpoint;
-        let what = match self.security {
-            Security::Tls => "the TLS connection failed",
-            Security::Plain => "the connection failed",
+        let closed = closed_by_peer(status);
+        let what = match (self.security, closed) {
+            (Security::Tls, true) => "the receiver closed the TLS connection",
+            _ => "the connection failed",
         };
-        let hint = match (self.security, self.client_auth, closed_by_peer(status)) {
+        let hint = match (self.security, self.client_auth, closed) {
             (Security::Tls, true, true) => {
                 "; the receiver may have refused kotel's client certificate: check \
                  export.tls.cert_file / OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and the \
