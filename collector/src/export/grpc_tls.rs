@@ -25,8 +25,9 @@ use tokio::io::AsyncReadExt;
 type Stream = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long the connector waits for the receiver's first bytes after the handshake. A
-/// receiver that does not speak first (none is known) only delays its first call by this.
+/// Longest wait for the receiver's first bytes after the handshake (at most half the connect
+/// timeout). A receiver that does not speak first (no HTTP/2 server is known to) only delays
+/// each new connection by this.
 const FIRST_BYTES_WAIT: Duration = Duration::from_secs(2);
 
 /// Connects over TCP, then always does a TLS handshake (whatever scheme tonic asks for), with
@@ -34,6 +35,7 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(super) struct TlsConnector {
     inner: HttpsConnector<HttpConnector>,
+    first_bytes_wait: Duration,
 }
 
 impl TlsConnector {
@@ -45,6 +47,7 @@ impl TlsConnector {
         http.set_connect_timeout(Some(connect_timeout));
         TlsConnector {
             inner: HttpsConnector::from((http, config)),
+            first_bytes_wait: FIRST_BYTES_WAIT.min(connect_timeout / 2),
         }
     }
 }
@@ -69,11 +72,12 @@ impl tower_service::Service<Uri> for TlsConnector {
         // URI without a scheme makes the inner connector fail the connection (never plaintext).
         let uri = Uri::from_parts(parts).unwrap_or_default();
         let connecting = self.inner.call(uri);
+        let wait = self.first_bytes_wait;
         Box::pin(async move {
             let stream = connecting.await?;
             let mut io = TokioIo::new(stream);
             let mut first = vec![0u8; 16 * 1024];
-            let n = match tokio::time::timeout(FIRST_BYTES_WAIT, io.read(&mut first)).await {
+            let n = match tokio::time::timeout(wait, io.read(&mut first)).await {
                 Err(_) => 0, // nothing yet: carry on, HTTP/2 will find out
                 Ok(Ok(0)) => {
                     return Err(std::io::Error::new(
