@@ -70,6 +70,21 @@ span_flush = "100ms"
 # On SIGTERM or at the end of a run, how long to keep trying to deliver what is queued.
 shutdown_grace = "5s"
 
+[export.tls]
+# Client TLS of the exporter. An https:// endpoint is always TLS and http:// always plaintext;
+# a gRPC endpoint without a scheme (host:port) is TLS unless insecure = true. A TLS failure
+# never falls back to plaintext. OTEL_EXPORTER_OTLP_CERTIFICATE, _CLIENT_CERTIFICATE,
+# _CLIENT_KEY and _INSECURE override these.
+# CA certificates (PEM) the receiver's certificate must chain to. Empty: the system's roots.
+ca_file = ""
+# Client certificate chain (PEM) for mutual TLS; needs key_file. Empty: no client certificate.
+cert_file = ""
+# Private key (PEM: PKCS#8, PKCS#1 or SEC1) of cert_file. Its contents are never logged.
+key_file = ""
+# Plaintext for a gRPC endpoint given as host:port without a scheme (ignored for http:// and
+# https:// endpoints, which say for themselves).
+insecure = false
+
 [export.retry]
 # First wait after a retryable failure; doubles each time, with full jitter.
 initial_interval = "1s"
@@ -386,12 +401,28 @@ pub struct ExportSettings {
     pub shutdown_grace: Duration,
     /// Retry policy.
     pub retry: RetrySettings,
+    /// Client TLS.
+    pub tls: ExportTlsSettings,
+}
+
+/// `[export.tls]`. Empty paths are unset.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportTlsSettings {
+    /// CA certificates (PEM) to verify the receiver; empty for the system roots.
+    pub ca_file: PathBuf,
+    /// Client certificate chain (PEM) for mTLS.
+    pub cert_file: PathBuf,
+    /// Private key (PEM) of `cert_file`; a path, so nothing secret is printed.
+    pub key_file: PathBuf,
+    /// Plaintext for a scheme-less gRPC endpoint.
+    pub insecure: bool,
 }
 
 impl std::fmt::Debug for ExportSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExportSettings")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &crate::export::redact_endpoint(&self.endpoint))
             .field("protocol", &self.protocol)
             .field(
                 "headers",
@@ -408,6 +439,7 @@ impl std::fmt::Debug for ExportSettings {
             .field("span_flush", &self.span_flush)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("retry", &self.retry)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -473,6 +505,7 @@ impl Default for ExportSettings {
             span_flush: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(5),
             retry: RetrySettings::default(),
+            tls: ExportTlsSettings::default(),
         }
     }
 }
@@ -526,11 +559,12 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Parses TOML text; `path` is only used in messages.
+    /// Parses TOML text; `path` is only used in messages. Errors give the line, column and
+    /// key but never quote the file's text, which may hold header values.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })
     }
 
@@ -584,12 +618,56 @@ impl Config {
             return bad("metrics.cardinality_limit", "must be at least 1".into());
         }
         let e = &self.export;
-        let scheme_ok = e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://");
+        let scheme_ok = e.endpoint.starts_with("http://")
+            || e.endpoint.starts_with("https://")
+            || (e.protocol == "grpc" && !e.endpoint.contains("://") && e.endpoint.contains(':'));
         if !e.endpoint.is_empty() && !scheme_ok {
             return bad(
                 "export.endpoint",
-                format!("{:?} must start with http:// or https://", e.endpoint),
+                format!(
+                    "{:?} must start with http:// or https:// (for grpc, host:port is also \
+                     accepted: TLS unless export.tls.insecure)",
+                    crate::export::redact_endpoint(&e.endpoint)
+                ),
             );
+        }
+        let authority = e
+            .endpoint
+            .split_once("://")
+            .map_or(e.endpoint.as_str(), |(_, r)| r);
+        if authority
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("")
+            .contains('@')
+        {
+            return bad(
+                "export.endpoint",
+                format!(
+                    "{:?}: credentials in the URL are not supported (they would end up in \
+                     logs); send them as a header (export.headers or OTEL_EXPORTER_OTLP_HEADERS)",
+                    crate::export::redact_endpoint(&e.endpoint)
+                ),
+            );
+        }
+        let t = &e.tls;
+        match (
+            t.cert_file.as_os_str().is_empty(),
+            t.key_file.as_os_str().is_empty(),
+        ) {
+            (false, true) => {
+                return bad(
+                    "export.tls.key_file",
+                    "is needed with export.tls.cert_file".into(),
+                )
+            }
+            (true, false) => {
+                return bad(
+                    "export.tls.cert_file",
+                    "is needed with export.tls.key_file".into(),
+                )
+            }
+            _ => {}
         }
         if !matches!(e.protocol.as_str(), "grpc" | "http/protobuf") {
             return bad(
@@ -693,6 +771,33 @@ impl Config {
     }
 }
 
+/// "line L, column C, key `k`: message", without the source snippet that toml's own
+/// message carries (the line may hold a secret). The key is the text before `=` on the line,
+/// or the `[table]` header.
+fn parse_message(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return message.to_string();
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let key = if line.starts_with('[') {
+        line.split(']').next().map(|t| format!("{t}]"))
+    } else {
+        line.split_once('=')
+            .map(|(k, _)| k.trim().to_string())
+            .filter(|k| !k.is_empty() && !k.contains(['"', '\'']))
+    };
+    match key {
+        Some(key) => format!("line {line_no}, column {column}, key `{key}`: {message}"),
+        None => format!("line {line_no}, column {column}: {message}"),
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s)
@@ -755,7 +860,7 @@ mod tests {
                 "capture.ring_buffer_bytes",
             ),
             (
-                "[export]\nendpoint = \"collector:4317\"\n",
+                "[export]\nendpoint = \"ftp://collector:4317\"\n",
                 "export.endpoint",
             ),
             ("[export]\nprotocol = \"http/json\"\n", "export.protocol"),
@@ -782,6 +887,18 @@ mod tests {
                 "render.tls.cert_file",
             ),
             ("[render]\nrenderer = \"r:4320\"\n", "render.renderer"),
+            (
+                "[export.tls]\ncert_file = \"/c.pem\"\n",
+                "export.tls.key_file",
+            ),
+            (
+                "[export.tls]\nkey_file = \"/k.pem\"\n",
+                "export.tls.cert_file",
+            ),
+            (
+                "[export]\nprotocol = \"http/protobuf\"\nendpoint = \"collector:4318\"\n",
+                "export.endpoint",
+            ),
         ] {
             let cfg = Config::parse(text, Path::new("k.toml")).unwrap();
             let err = cfg.validate().unwrap_err();
@@ -796,6 +913,42 @@ mod tests {
         let err =
             Config::parse("[metrics]\ninterval = \"soon\"\n", Path::new("k.toml")).unwrap_err();
         assert!(err.to_string().contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_never_quote_header_values() {
+        for text in [
+            "[export]\nheaders = { authorization = \"Bearer s3cret\", x = 5 }\n",
+            "[export]\nheaders = { authorization = Bearer s3cret }\n",
+            "[export.headers]\nauthorization = \"Bearer s3cret\"\nx-n = 7\n",
+            "[export]\nheaders = { authorization = \"Bearer s3cret\" }\nbogus = 1\n",
+        ] {
+            let err = Config::parse(text, Path::new("k.toml")).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("s3cret"), "{text}: {shown}");
+            assert!(shown.contains("line "), "{text}: {shown}");
+        }
+    }
+
+    #[test]
+    fn endpoint_credentials_are_refused_and_never_shown() {
+        let cfg = Config::parse(
+            "[export]\nendpoint = \"https://kotel:pa55w0rd@collector:4317/?k=t0ken\"\n",
+            Path::new("k.toml"),
+        )
+        .unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("pa55w0rd") && !shown.contains("t0ken"),
+            "{shown}"
+        );
+        let err = cfg.validate().unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("export.endpoint"), "{shown}");
+        assert!(
+            !shown.contains("pa55w0rd") && !shown.contains("t0ken"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -28,8 +28,17 @@ fn main() {
         }
         Command::Config(ConfigCommand::Check { path }) => Config::load(path)
             .and_then(|c| c.validate().map(|()| c))
-            .map(|c| println!("{c:#?}"))
-            .map_err(|e| (2, e.to_string())),
+            .map_err(|e| (2, e.to_string()))
+            .and_then(|c| {
+                // TLS files are read and checked too (their contents are never printed).
+                let tls = run::export_tls(&c.export.tls);
+                if tls.has_files() {
+                    kotel_collector::export::tls::client_config(&tls, &[])
+                        .map_err(|e| (2, format!("export: {e}")))?;
+                }
+                println!("{c:#?}");
+                Ok(())
+            }),
     };
     if let Err((code, message)) = result {
         eprintln!("kotel: error: {message}");

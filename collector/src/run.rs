@@ -26,7 +26,7 @@ use crate::decode::{decode_histogram, decode_record, Record};
 use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
 use crate::export::{
     Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, RunSummary,
-    Signal,
+    Signal, TlsFile, TlsSettings,
 };
 use crate::k8s::{self, PodMetadata};
 use crate::link::buffer::LinkBuffer;
@@ -189,6 +189,7 @@ pub fn effective_config(
             max_elapsed_time: e.retry.max_elapsed,
         },
         out_dir: e.out_dir.clone(),
+        tls: export_tls(&e.tls),
     };
     export
         .apply_env(env)
@@ -210,6 +211,19 @@ pub fn effective_config(
         export.out_dir = out.clone();
     }
     Ok((cfg, export))
+}
+
+/// `[export.tls]` as the exporter takes it: empty paths unset, each named by its field.
+pub fn export_tls(t: &crate::config::ExportTlsSettings) -> TlsSettings {
+    let file = |path: &PathBuf, field: &'static str| {
+        (!path.as_os_str().is_empty()).then(|| TlsFile::new(path.clone(), field))
+    };
+    TlsSettings {
+        ca_file: file(&t.ca_file, "export.tls.ca_file"),
+        cert_file: file(&t.cert_file, "export.tls.cert_file"),
+        key_file: file(&t.key_file, "export.tls.key_file"),
+        insecure: t.insecure,
+    }
 }
 
 /// What the telemetry endpoints read: counters updated by the main loop and the export queue.
@@ -304,6 +318,12 @@ impl SampleSource for Telemetry {
         if let Some(r) = self.receiver.get() {
             out.extend(receiver_samples(r));
         }
+        out.push(s(
+            "kotel_export_tls_failures_total",
+            "Export attempts that failed in TLS (handshake refused either way)",
+            vec![],
+            crate::export::tls::failures(),
+        ));
         out
     }
 
@@ -420,6 +440,8 @@ fn unix_now() -> u64 {
 /// Runs the agent until the duration passes or a signal arrives.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let (cfg, export_cfg) = effective_config(args, &|k| std::env::var(k).ok())?;
+    // Endpoint and TLS files are checked before any BPF program loads.
+    crate::export::check_config(&export_cfg).map_err(|e| RunError::Export(e.to_string()))?;
     let cgroup = if cfg.capture.cgroup.as_os_str().is_empty() {
         None
     } else {
@@ -561,7 +583,10 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     stats.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         probes = %tracer.active_probes(),
-        endpoint = export_cfg.endpoint.as_deref().unwrap_or("files"),
+        endpoint = export_cfg
+            .endpoint
+            .as_deref()
+            .map_or_else(|| "files".to_string(), crate::export::redact_endpoint),
         out = %out_dir.display(),
         "kotel.run.attached"
     );
@@ -918,7 +943,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     match &export_cfg.endpoint {
         Some(ep) => writeln!(
             out,
-            "exported to {ep}; summary in {}",
+            "exported to {}; summary in {}",
+            crate::export::redact_endpoint(ep),
             out_dir.join("summary.json").display()
         ),
         None => writeln!(

@@ -224,7 +224,9 @@ class Workload:
 class KotelRun:
     """A running ``kotel run``, attached and collecting."""
 
-    def __init__(self, binary: Path, args: list[str], cwd: Path) -> None:
+    def __init__(
+        self, binary: Path, args: list[str], cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.args = ["run", *args]
         self.proc = subprocess.Popen(
             [str(binary), *self.args],
@@ -233,7 +235,7 @@ class KotelRun:
             stderr=subprocess.PIPE,
             text=True,
             cwd=cwd,
-            env={**_child_env(), "KOTEL_LOG": "info"},
+            env={**_child_env(), "KOTEL_LOG": "info", **(env or {})},
         )
         self._stdout = LineReader(self.proc.stdout)
         self._stderr = LineReader(self.proc.stderr)
@@ -311,15 +313,16 @@ def workload() -> Callable[[], Workload]:
 
 @pytest.fixture
 def kotel_run(tmp_path: Path) -> Callable[[list[str]], KotelRun]:
-    """Starts ``kotel run <args>`` and returns once it logged ``kotel.run.attached``; then
-    ``.interrupt()`` → (returncode, stdout, stderr). kotel's working directory is a temporary
-    directory, so a default ``./kotel-out`` never lands in the repository."""
+    """Starts ``kotel run <args>`` (with extra environment variables ``env``, if given) and
+    returns once it logged ``kotel.run.attached``; then ``.interrupt()`` → (returncode, stdout,
+    stderr). kotel's working directory is a temporary directory, so a default ``./kotel-out``
+    never lands in the repository."""
     started: list[KotelRun] = []
     cwd = tmp_path / "kotel-cwd"
     cwd.mkdir()
 
-    def start(args: list[str]) -> KotelRun:
-        k = KotelRun(built_binary("kotel"), [str(a) for a in args], cwd)
+    def start(args: list[str], env: dict[str, str] | None = None) -> KotelRun:
+        k = KotelRun(built_binary("kotel"), [str(a) for a in args], cwd, env)
         started.append(k)
         k.wait_attached()
         return k

@@ -11,6 +11,9 @@ Failure injection follows the OTLP/gRPC specification:
   and does not keep their data, as a collector that is overloaded or restarting would.
   ``retry_delay`` adds a ``google.rpc.RetryInfo`` to the error's trailing metadata, the way a
   server tells a client how long to back off (required for RESOURCE_EXHAUSTED to be retryable).
+* ``tls=ServerTls(cert, key, client_ca)`` serves over TLS with grpcio's SSL credentials (mutual
+  TLS when ``client_ca`` is given: a client certificate signed by it is required); the
+  endpoint then says ``https://``.
 * ``stop()`` and ``start()`` simulate an outage: a gRPC server cannot be restarted, so ``start()``
   builds a new one on the port chosen the first time. ``SO_REUSEPORT`` is turned off so the
   listener owns its port alone and a failed bind is an error, never a silently shared socket.
@@ -171,6 +174,27 @@ class _Failure:
     retry_delay: float | None
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS for the receiver: PEM file paths of its certificate and key, and for mutual TLS the
+    CA that client certificates must be signed by."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        def read(path: str) -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_server_credentials(
+            [(read(self.key), read(self.cert))],
+            root_certificates=read(self.client_ca) if self.client_ca else None,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
 class OtlpReceiver:
     """An OTLP/gRPC receiver on 127.0.0.1 that keeps what it accepts.
 
@@ -186,6 +210,7 @@ class OtlpReceiver:
         on_request: Callable[[Received], None] | None = None,
         max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
         max_workers: int = 8,
+        tls: ServerTls | None = None,
     ) -> None:
         """``port`` 0 lets the kernel choose at the first ``start()``; later starts reuse it.
         ``store=False`` keeps nothing in memory (only counters); ``on_request`` is called, under
@@ -195,6 +220,8 @@ class OtlpReceiver:
         self._on_request = on_request
         self._max_receive_bytes = max_receive_bytes
         self._max_workers = max_workers
+        self._tls = tls
+        self._metadata: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._received: list[Received] = []
@@ -213,8 +240,10 @@ class OtlpReceiver:
 
     @property
     def endpoint(self) -> str:
-        """The OTLP endpoint URL a client is given, e.g. ``http://127.0.0.1:4317``."""
-        return f"http://127.0.0.1:{self._port}"
+        """The OTLP endpoint URL a client is given, e.g. ``http://127.0.0.1:4317`` (``https://``
+        with TLS)."""
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._port}"
 
     @property
     def running(self) -> bool:
@@ -230,7 +259,11 @@ class OtlpReceiver:
         while True:
             server = self._new_server()
             try:
-                port = server.add_insecure_port(f"127.0.0.1:{self._port}")
+                address = f"127.0.0.1:{self._port}"
+                if self._tls is None:
+                    port = server.add_insecure_port(address)
+                else:
+                    port = server.add_secure_port(address, self._tls.credentials())
             except RuntimeError as e:  # recent grpcio raises on a failed bind
                 port, error = 0, e
             else:
@@ -297,7 +330,9 @@ class OtlpReceiver:
     def _export(self, signal_name: str, request: Any, context: grpc.ServicerContext) -> None:
         """Counts the call, then either fails it (aborting the RPC) or keeps the request."""
         arrived = time.time_ns()
+        metadata = [(k, v) for k, v in context.invocation_metadata() if isinstance(v, str)]
         with self._lock:
+            self._metadata = metadata
             self._calls[signal_name] += 1
             failure = self._failure
             if failure is not None:
@@ -356,6 +391,11 @@ class OtlpReceiver:
                 }
                 for s in SIGNALS
             }
+
+    def last_metadata(self) -> dict[str, str]:
+        """The gRPC metadata (text entries) of the latest export call."""
+        with self._lock:
+            return dict(self._metadata)
 
     def total(self, counter: str) -> int:
         """One counter (``calls``, ``failures`` or ``accepted``) summed over the signals."""

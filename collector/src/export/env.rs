@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::RetryConfig;
+use super::{RetryConfig, TlsFile, TlsSettings};
 
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
 const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -17,6 +17,14 @@ const HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 /// `OTEL_EXPORTER_OTLP_COMPRESSION`.
 const COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`: CA certificates (PEM) to verify the receiver with.
+const CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`: kotel's certificate chain (PEM) for mTLS.
+const CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_CLIENT_KEY`: the private key (PEM) of the client certificate.
+const CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+/// `OTEL_EXPORTER_OTLP_INSECURE`: plaintext for a gRPC endpoint without a scheme.
+const INSECURE: &str = "OTEL_EXPORTER_OTLP_INSECURE";
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,6 +69,8 @@ pub struct ExportConfig {
     /// Directory for `traces.jsonl`, `metrics.jsonl` and `logs.jsonl` when there is no
     /// endpoint (default `kotel-otlp`).
     pub out_dir: PathBuf,
+    /// Client TLS: CA file, client certificate and key (mTLS), insecure.
+    pub tls: TlsSettings,
 }
 
 impl Default for ExportConfig {
@@ -74,6 +84,7 @@ impl Default for ExportConfig {
             queue_bytes: 8 << 20,
             retry: RetryConfig::default(),
             out_dir: PathBuf::from("kotel-otlp"),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -86,7 +97,10 @@ impl fmt::Debug for ExportConfig {
             .map(|(k, _)| (k.as_str(), "<redacted>"))
             .collect();
         f.debug_struct("ExportConfig")
-            .field("endpoint", &self.endpoint)
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(super::redact_endpoint),
+            )
             .field("protocol", &self.protocol)
             .field("headers", &headers)
             .field("timeout", &self.timeout)
@@ -94,6 +108,7 @@ impl fmt::Debug for ExportConfig {
             .field("queue_bytes", &self.queue_bytes)
             .field("retry", &self.retry)
             .field("out_dir", &self.out_dir)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -139,12 +154,20 @@ impl ExportConfig {
     /// the field alone. Headers from the environment replace configured headers of the same
     /// name (case-insensitively) and add the others.
     ///
-    /// - `OTEL_EXPORTER_OTLP_ENDPOINT`: an `http://` or `https://` URL (https is refused later,
-    ///   when the exporter is built, until TLS lands).
+    /// - `OTEL_EXPORTER_OTLP_ENDPOINT`: an `http://` or `https://` URL (for gRPC also a bare
+    ///   `host:port`, which is TLS unless insecure).
     /// - `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`; `http/json` is refused.
     /// - `OTEL_EXPORTER_OTLP_HEADERS`: `key1=value1,key2=value2`, values percent-decoded.
     /// - `OTEL_EXPORTER_OTLP_TIMEOUT`: whole milliseconds, more than 0.
     /// - `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`.
+    /// - `OTEL_EXPORTER_OTLP_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`,
+    ///   `OTEL_EXPORTER_OTLP_CLIENT_KEY`: PEM file paths (read when the exporter is built).
+    /// - `OTEL_EXPORTER_OTLP_INSECURE`: `true` or `false` (case-insensitive); as the
+    ///   specification says, only `true` is true, and it only matters for a gRPC endpoint
+    ///   without a scheme. Any other value counts as `false` with a warning.
+    ///
+    /// The per-signal variants (`OTEL_EXPORTER_OTLP_TRACES_*`, …) are not read: kotel sends
+    /// every signal to one endpoint.
     ///
     /// On error the configuration may be partly updated; callers stop on the error anyway.
     pub fn apply_env(
@@ -156,14 +179,19 @@ impl ExportConfig {
         if let Some(value) = var(ENDPOINT) {
             let endpoint = value.trim();
             let lower = endpoint.to_ascii_lowercase();
-            let has_host = endpoint
-                .split_once("://")
-                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
-            if !(lower.starts_with("http://") || lower.starts_with("https://")) || !has_host {
+            let has_host = match endpoint.split_once("://") {
+                Some((_, rest)) => !rest.is_empty() && !rest.starts_with('/'),
+                // A bare host:port (gRPC only; the exporter checks the protocol).
+                None => endpoint.contains(':') && !endpoint.starts_with(':'),
+            };
+            let scheme_ok = lower.starts_with("http://")
+                || lower.starts_with("https://")
+                || !endpoint.contains("://");
+            if !scheme_ok || !has_host {
                 return Err(ExportConfigError::Invalid {
                     var: ENDPOINT,
-                    value,
-                    expected: "an http:// URL such as http://localhost:4317",
+                    value: super::redact_endpoint(&value),
+                    expected: "an http:// or https:// URL such as https://collector:4317",
                 });
             }
             self.endpoint = Some(endpoint.to_string());
@@ -206,6 +234,27 @@ impl ExportConfig {
                         expected: "a whole number of milliseconds greater than 0",
                     })
                 }
+            }
+        }
+
+        for (name, slot) in [
+            (CERTIFICATE, &mut self.tls.ca_file),
+            (CLIENT_CERTIFICATE, &mut self.tls.cert_file),
+            (CLIENT_KEY, &mut self.tls.key_file),
+        ] {
+            if let Some(value) = var(name) {
+                *slot = Some(TlsFile::new(value.trim(), name));
+            }
+        }
+        if let Some(value) = var(INSECURE) {
+            let v = value.trim();
+            self.tls.insecure = v.eq_ignore_ascii_case("true");
+            if !self.tls.insecure && !v.eq_ignore_ascii_case("false") {
+                tracing::warn!(
+                    value = v,
+                    "kotel.export.insecure_invalid: {INSECURE} is neither true nor false; \
+                     taken as false (TLS), as the OpenTelemetry specification says"
+                );
             }
         }
 
@@ -365,7 +414,8 @@ mod tests {
     #[test]
     fn errors_name_the_variable() {
         let cases: &[(&str, &str)] = &[
-            (ENDPOINT, "localhost:4317"),
+            (ENDPOINT, "ftp://localhost:4317"),
+            (ENDPOINT, ":4317"),
             (ENDPOINT, "http://"),
             (PROTOCOL, "thrift"),
             (TIMEOUT, "10s"),
@@ -381,6 +431,39 @@ mod tests {
             let err = apply(&[(var, value)]).expect_err(value);
             assert!(err.to_string().contains(var), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_variables_apply_and_name_themselves() {
+        let c = apply(&[
+            (ENDPOINT, "https://collector:4317"),
+            (CERTIFICATE, "/etc/kotel/ca.pem"),
+            (CLIENT_CERTIFICATE, " /etc/kotel/client.pem "),
+            (CLIENT_KEY, "/etc/kotel/client.key"),
+            (INSECURE, "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("https://collector:4317"));
+        assert_eq!(
+            c.tls,
+            TlsSettings {
+                ca_file: Some(TlsFile::new("/etc/kotel/ca.pem", CERTIFICATE)),
+                cert_file: Some(TlsFile::new("/etc/kotel/client.pem", CLIENT_CERTIFICATE)),
+                key_file: Some(TlsFile::new("/etc/kotel/client.key", CLIENT_KEY)),
+                insecure: true,
+            }
+        );
+        for value in ["false", "yes", "1"] {
+            let c = apply(&[(INSECURE, value)]).unwrap();
+            assert!(!c.tls.insecure, "{value}");
+        }
+        assert_eq!(
+            apply(&[(ENDPOINT, "collector:4317")])
+                .unwrap()
+                .endpoint
+                .as_deref(),
+            Some("collector:4317")
+        );
     }
 
     #[test]

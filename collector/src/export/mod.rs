@@ -29,13 +29,16 @@
 //! # Ok(()) }
 //! ```
 
+mod cert_validity;
 mod env;
+mod grpc_tls;
 mod otlp_file;
 mod otlp_grpc;
 mod otlp_http;
 mod queue;
 pub(crate) mod retry;
 mod summary;
+pub mod tls;
 
 #[cfg(test)]
 mod fake;
@@ -58,6 +61,7 @@ pub use otlp_http::OtlpHttpExporter;
 pub use queue::{DropReason, ExportQueue, ExportStats, SignalStats, SubmitError};
 pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
 pub use summary::{RunSummary, SignalCounts};
+pub use tls::{Security, TlsFile, TlsSettings};
 
 /// The three OTLP signals kotel exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,14 +259,15 @@ impl<E: Exporter + ?Sized> Exporter for Box<E> {
 /// Why an exporter could not be built from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExportBuildError {
-    /// The endpoint asks for TLS, which kotel does not speak yet.
-    #[error(
-        "endpoint {endpoint} uses https://, but this kotel build cannot do TLS yet; use an \
-         http:// endpoint (for example a local OpenTelemetry Collector that forwards over TLS)"
-    )]
-    TlsUnsupported {
-        /// The endpoint as configured.
-        endpoint: String,
+    /// A TLS file or setting is unusable. Names the setting and the file; never shows a key.
+    #[error("{setting}: {path}{sep}{problem}", sep = if path.is_empty() { "" } else { ": " })]
+    Tls {
+        /// The config field or environment variable, e.g. `export.tls.ca_file`.
+        setting: &'static str,
+        /// The file, when one is involved.
+        path: String,
+        /// What is wrong and what to do.
+        problem: String,
     },
     /// The endpoint is not a usable URL.
     #[error("invalid OTLP endpoint {endpoint:?}: {reason}")]
@@ -286,53 +291,200 @@ pub enum ExportBuildError {
 }
 
 /// Builds the exporter the configuration asks for: OTLP JSON files in `out_dir` when no endpoint
-/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint. A gRPC exporter must be built inside a
-/// tokio runtime (see [`ExportQueue::from_config`], which takes care of that).
+/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint, over TLS when the endpoint asks for it
+/// ([`parse_endpoint`]). A gRPC exporter must be built inside a tokio runtime (see
+/// [`ExportQueue::from_config`], which takes care of that).
 pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, ExportBuildError> {
     let Some(endpoint) = config.endpoint.as_deref() else {
         return Ok(Box::new(OtlpFileExporter::new(config.out_dir.clone())));
     };
+    let (_, security) = parse_endpoint(endpoint, config.protocol, config.tls.insecure)?;
+    let alpn: &[&[u8]] = match config.protocol {
+        Protocol::Grpc => &[b"h2"],
+        // The HTTP connector sets http/1.1 itself.
+        Protocol::HttpProtobuf => &[],
+    };
+    let tls = match security {
+        Security::Tls => Some(tls::client_config(&config.tls, alpn)?),
+        Security::Plain => {
+            if config.tls.has_files() {
+                tracing::warn!(
+                    endpoint = %redact_endpoint(endpoint),
+                    "kotel.export.tls_unused: TLS files are configured but the endpoint is \
+                     plaintext (http://); sending without TLS, as the endpoint says"
+                );
+            }
+            None
+        }
+    };
+    if security == Security::Tls && config.tls.insecure && endpoint.contains("://") {
+        tracing::warn!(
+            endpoint = %redact_endpoint(endpoint),
+            "kotel.export.insecure_ignored: insecure is set but the endpoint says https://; \
+             using TLS, as the OTLP specification says the scheme decides"
+        );
+    }
     Ok(match config.protocol {
         Protocol::Grpc => Box::new(OtlpGrpcExporter::new(
             endpoint,
             &config.headers,
             config.timeout,
             config.compression,
+            tls,
         )?),
         Protocol::HttpProtobuf => Box::new(OtlpHttpExporter::new(
             endpoint,
             &config.headers,
             config.timeout,
             config.compression,
+            tls,
         )?),
     })
 }
 
-/// Checks that `endpoint` is an absolute `http://` URL and returns it parsed. Shared by the
-/// gRPC and HTTP exporters so both refuse `https://` the same way.
-fn parse_http_endpoint(endpoint: &str) -> Result<hyper::Uri, ExportBuildError> {
+/// Checks what [`build_exporter`] would check, TLS files included, without building anything
+/// that needs a runtime: the agent calls it before loading any BPF program, so a bad endpoint
+/// or an unreadable certificate stops it at once.
+pub fn check_config(config: &ExportConfig) -> Result<(), ExportBuildError> {
+    let Some(endpoint) = config.endpoint.as_deref() else {
+        return Ok(());
+    };
+    let (_, security) = parse_endpoint(endpoint, config.protocol, config.tls.insecure)?;
+    if security == Security::Tls {
+        tls::client_config(&config.tls, &[])?;
+    }
+    Ok(())
+}
+
+/// Parses an endpoint and decides whether it uses TLS, as the OTLP exporter specification
+/// says: `https://` is TLS and `http://` plaintext, whatever `insecure` says; an OTLP/gRPC
+/// endpoint may also be a bare `host:port`, which is TLS unless `insecure`. OTLP/HTTP needs a
+/// scheme. The returned URI always has a scheme (`https` for TLS). Shared by both exporters.
+pub fn parse_endpoint(
+    endpoint: &str,
+    protocol: Protocol,
+    insecure: bool,
+) -> Result<(hyper::Uri, Security), ExportBuildError> {
     let invalid = |reason: &str| ExportBuildError::InvalidEndpoint {
-        endpoint: endpoint.to_string(),
+        endpoint: redact_endpoint(endpoint),
         reason: reason.to_string(),
     };
-    let uri: hyper::Uri = endpoint
-        .trim()
+    let trimmed = endpoint.trim();
+    let (with_scheme, security) = match trimmed.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => {
+            (trimmed.to_string(), Security::Plain)
+        }
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
+            (format!("https://{rest}"), Security::Tls)
+        }
+        Some(_) => return Err(invalid("the scheme must be http:// or https://")),
+        None if protocol == Protocol::Grpc && !trimmed.is_empty() => {
+            if insecure {
+                (format!("http://{trimmed}"), Security::Plain)
+            } else {
+                (format!("https://{trimmed}"), Security::Tls)
+            }
+        }
+        None => {
+            return Err(invalid(
+                "it needs a scheme, e.g. http://localhost:4318 or https://collector:4318",
+            ))
+        }
+    };
+    let uri: hyper::Uri = with_scheme
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| invalid(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(s) if s.eq_ignore_ascii_case("https") => {
-            return Err(ExportBuildError::TlsUnsupported {
-                endpoint: endpoint.to_string(),
-            })
-        }
-        Some(_) => return Err(invalid("the scheme must be http://")),
-        None => return Err(invalid("it needs a scheme, e.g. http://localhost:4317")),
-    }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(invalid("it has no host"));
     }
-    Ok(uri)
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid(
+            "credentials in the URL are not supported (they would end up in logs); send them \
+             as a header (export.headers or OTEL_EXPORTER_OTLP_HEADERS)",
+        ));
+    }
+    Ok((uri, security))
+}
+
+/// An endpoint as it may be shown in logs, errors and `kotel config` output: user
+/// information (`user:password@`) and the query string are replaced by `<redacted>`, since
+/// either may carry credentials.
+pub fn redact_endpoint(endpoint: &str) -> String {
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), endpoint),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, _)) => format!("{path}?<redacted>"),
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+/// Header values that must never be shown, for [`scrub`]. Values shorter than 4 bytes are left
+/// out: they would match ordinary text and hide nothing worth hiding.
+fn secret_values(headers: &[(String, String)]) -> Secrets {
+    Secrets(
+        headers
+            .iter()
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| v.len() >= 4)
+            .collect(),
+    )
+}
+
+/// Header values kept for [`scrub`]; their `Debug` output says only how many there are.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Secrets(Vec<String>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({} redacted)", self.0.len())
+    }
+}
+
+/// Replaces any configured header value in what the receiver (or a proxy in between) said
+/// with `<redacted>`: a receiver that echoes request headers into its errors must not make
+/// kotel log them. Applied to error reasons and partial-success messages.
+fn scrub(
+    result: Result<ExportOutcome, ExportError>,
+    secrets: &Secrets,
+) -> Result<ExportOutcome, ExportError> {
+    let clean = |text: &mut String| {
+        for secret in &secrets.0 {
+            if text.contains(secret.as_str()) {
+                *text = text.replace(secret.as_str(), "<redacted>");
+            }
+        }
+    };
+    match result {
+        Ok(mut outcome) => {
+            if let Some(m) = outcome.message.as_mut() {
+                clean(m);
+            }
+            Ok(outcome)
+        }
+        Err(ExportError::Retryable {
+            mut reason,
+            retry_after,
+        }) => {
+            clean(&mut reason);
+            Err(ExportError::Retryable {
+                reason,
+                retry_after,
+            })
+        }
+        Err(ExportError::Permanent { mut reason }) => {
+            clean(&mut reason);
+            Err(ExportError::Permanent { reason })
+        }
+    }
 }
 
 /// Clamps an OTLP `rejected_*` count (an int64 on the wire) to what a batch can hold.
@@ -511,24 +663,104 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_must_be_plain_http() {
-        assert!(parse_http_endpoint("http://127.0.0.1:4317").is_ok());
-        assert!(matches!(
-            parse_http_endpoint("https://collector:4317"),
-            Err(ExportBuildError::TlsUnsupported { .. })
-        ));
-        assert!(matches!(
-            parse_http_endpoint("localhost:4317"),
-            Err(ExportBuildError::InvalidEndpoint { .. })
-        ));
-        assert!(matches!(
-            parse_http_endpoint("ftp://x"),
-            Err(ExportBuildError::InvalidEndpoint { .. })
-        ));
-        let msg = parse_http_endpoint("https://c:4317")
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("TLS"), "{msg}");
+    fn the_scheme_decides_tls_and_insecure_only_matters_without_one() {
+        let security = |endpoint: &str, protocol, insecure| {
+            parse_endpoint(endpoint, protocol, insecure).map(|(u, s)| (u.to_string(), s))
+        };
+        let grpc = Protocol::Grpc;
+        let http = Protocol::HttpProtobuf;
+        for insecure in [false, true] {
+            assert_eq!(
+                security("http://127.0.0.1:4317", grpc, insecure).unwrap().1,
+                Security::Plain
+            );
+            assert_eq!(
+                security("https://collector:4317", grpc, insecure)
+                    .unwrap()
+                    .1,
+                Security::Tls,
+                "https:// is TLS even with insecure"
+            );
+            assert_eq!(
+                security("HTTPS://collector:4318/base", http, insecure).unwrap(),
+                ("https://collector:4318/base".to_string(), Security::Tls)
+            );
+        }
+        assert_eq!(
+            security("collector:4317", grpc, false).unwrap(),
+            ("https://collector:4317/".to_string(), Security::Tls)
+        );
+        assert_eq!(
+            security("collector:4317", grpc, true).unwrap().1,
+            Security::Plain
+        );
+        for (endpoint, protocol) in [
+            ("collector:4318", http),
+            ("ftp://x", grpc),
+            ("http://", grpc),
+            ("", grpc),
+        ] {
+            assert!(
+                matches!(
+                    parse_endpoint(endpoint, protocol, false),
+                    Err(ExportBuildError::InvalidEndpoint { .. })
+                ),
+                "{endpoint}"
+            );
+        }
+    }
+
+    #[test]
+    fn echoed_header_values_are_scrubbed_from_what_the_receiver_says() {
+        let secrets = secret_values(&[
+            ("authorization".into(), "Bearer s3cret-tok".into()),
+            ("x".into(), "ab".into()),
+        ]);
+        assert_eq!(secrets.0, vec!["Bearer s3cret-tok".to_string()]);
+        assert!(!format!("{secrets:?}").contains("s3cret"));
+        let err = scrub(
+            Err(ExportError::permanent(
+                "HTTP status 400: bad header authorization: Bearer s3cret-tok",
+            )),
+            &secrets,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let ok = scrub(
+            Ok(ExportOutcome {
+                rejected_items: 1,
+                message: Some("echo Bearer s3cret-tok".into()),
+            }),
+            &secrets,
+        )
+        .unwrap();
+        assert_eq!(ok.message.as_deref(), Some("echo <redacted>"));
+    }
+
+    #[test]
+    fn credentials_in_endpoints_are_refused_and_never_shown() {
+        let secret = "pa55w0rd-x";
+        for endpoint in [
+            format!("https://kotel:{secret}@collector:4317"),
+            format!("http://collector:4318/v1?api_key={secret}"),
+        ] {
+            for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+                let config = ExportConfig {
+                    endpoint: Some(endpoint.clone()),
+                    protocol,
+                    ..ExportConfig::default()
+                };
+                if let Err(e) = build_exporter(&config) {
+                    let shown = format!("{e} {e:?}");
+                    assert!(!shown.contains(secret), "{shown}");
+                }
+            }
+        }
+        assert_eq!(
+            redact_endpoint(&format!("https://u:{secret}@c:4317/p?k={secret}")),
+            "https://<redacted>@c:4317/p?<redacted>"
+        );
+        assert_eq!(redact_endpoint("c:4317"), "c:4317");
     }
 
     #[test]
@@ -539,18 +771,25 @@ mod tests {
     }
 
     #[test]
-    fn https_endpoint_is_refused_for_both_protocols() {
+    fn https_without_a_usable_ca_fails_closed_at_build_time() {
         for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
             let config = ExportConfig {
                 endpoint: Some("https://collector.example:4317".into()),
                 protocol,
+                tls: TlsSettings {
+                    ca_file: Some(TlsFile::new("/nonexistent/ca.pem", "export.tls.ca_file")),
+                    ..TlsSettings::default()
+                },
                 ..ExportConfig::default()
             };
-            let err = build_exporter(&config).err().expect("https must fail");
+            let err = build_exporter(&config)
+                .err()
+                .expect("a missing CA must fail");
             assert!(
-                matches!(err, ExportBuildError::TlsUnsupported { .. }),
+                matches!(err, ExportBuildError::Tls { .. }),
                 "{protocol:?}: {err}"
             );
+            assert!(err.to_string().contains("export.tls.ca_file"), "{err}");
         }
     }
 }

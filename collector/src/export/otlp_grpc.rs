@@ -1,7 +1,11 @@
-//! OTLP/gRPC exporter: the trace, metrics and logs services over one tonic channel, gzip by
-//! default, configured headers sent as gRPC metadata, one bounded attempt per call.
+//! OTLP/gRPC exporter: the trace, metrics and logs services over one tonic channel (plaintext
+//! or TLS through rustls), gzip by default, configured headers sent as gRPC metadata, one
+//! bounded attempt per call.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper::Uri;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -11,15 +15,16 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
-    classify_grpc, outcome, parse_http_endpoint, Batch, Compression, ExportBuildError, ExportError,
-    ExportFuture, Exporter,
+    classify_grpc, outcome, parse_endpoint, tls, Batch, Compression, ExportBuildError, ExportError,
+    ExportFuture, Exporter, Protocol, Security,
 };
 
 /// Sends batches to an OTLP/gRPC receiver (e.g. an OpenTelemetry Collector on port 4317).
 ///
 /// The connection is made lazily on the first export and re-made after failures; an
-/// unreachable receiver shows up as a retryable `UNAVAILABLE`. Only plain-text `http://`
-/// endpoints are supported for now; `https://` is refused when building.
+/// unreachable receiver shows up as a retryable `UNAVAILABLE`. With TLS every connection is
+/// TLS: a failed handshake is a retryable error that names its cause, never a reason to try
+/// plaintext.
 #[derive(Debug)]
 pub struct OtlpGrpcExporter {
     traces: TraceServiceClient<Channel>,
@@ -27,35 +32,67 @@ pub struct OtlpGrpcExporter {
     logs: LogsServiceClient<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
+    /// The endpoint, for messages.
+    endpoint: String,
+    /// Whether kotel presents a client certificate (mTLS).
+    client_auth: bool,
+    /// Plaintext or TLS.
+    security: Security,
+    /// Header values, scrubbed from what the receiver says.
+    secrets: super::Secrets,
 }
 
 impl OtlpGrpcExporter {
-    /// An exporter for `endpoint` (`http://host:port`; any path is ignored, as gRPC routes by
-    /// service name). Each export attempt, connecting included, is bounded by `timeout`, which
-    /// is also sent to the receiver as `grpc-timeout`. Must be called inside a tokio runtime.
+    /// An exporter for `endpoint` (`http://host:port`, `https://host:port`, or `host:port`,
+    /// which is TLS when `tls` is given; any path is ignored, as gRPC routes by service name).
+    /// `tls` is the client configuration (ALPN `h2`) from [`tls::client_config`]; it is
+    /// required for a TLS endpoint and unused for an `http://` one. Each export attempt,
+    /// connecting included, is bounded by `timeout`, which is also sent to the receiver as
+    /// `grpc-timeout`. Must be called inside a tokio runtime.
     pub fn new(
         endpoint: &str,
         headers: &[(String, String)],
         timeout: Duration,
         compression: Compression,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<OtlpGrpcExporter, ExportBuildError> {
-        let uri = parse_http_endpoint(endpoint)?;
+        let (uri, security) = parse_endpoint(endpoint, Protocol::Grpc, tls.is_none())?;
         let metadata = metadata(headers)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ExportBuildError::NoRuntime);
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let invalid = |e: tonic::transport::Error| ExportBuildError::InvalidEndpoint {
-            endpoint: endpoint.to_string(),
-            reason: e.to_string(),
+        let invalid = |reason: String| ExportBuildError::InvalidEndpoint {
+            endpoint: super::redact_endpoint(endpoint),
+            reason,
         };
-        let channel = Endpoint::from_shared(format!("http://{authority}"))
-            .map_err(invalid)?
+        // tonic is always given an http:// URI, so that its own TLS layer stays out of the way;
+        // with TLS, the connector below does the handshake and the origin says https.
+        let target = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| invalid(e.to_string()))?
             .user_agent(concat!("kotel/", env!("CARGO_PKG_VERSION")))
-            .map_err(invalid)?
+            .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let client_auth = tls
+            .as_ref()
+            .is_some_and(|c| c.client_auth_cert_resolver.has_certs());
+        let channel = match (security, tls) {
+            (Security::Plain, _) => target.connect_lazy(),
+            (Security::Tls, Some(config)) => {
+                let origin: Uri = format!("https://{authority}")
+                    .parse()
+                    .map_err(|e: hyper::http::uri::InvalidUri| invalid(e.to_string()))?;
+                target.origin(origin).connect_with_connector_lazy(
+                    super::grpc_tls::TlsConnector::new(config, timeout),
+                )
+            }
+            (Security::Tls, None) => {
+                return Err(invalid(
+                    "it uses TLS, but no TLS configuration was given".into(),
+                ))
+            }
+        };
         let mut traces = TraceServiceClient::new(channel.clone());
         let mut metrics = MetricsServiceClient::new(channel.clone());
         let mut logs = LogsServiceClient::new(channel);
@@ -76,8 +113,93 @@ impl OtlpGrpcExporter {
             logs,
             metadata,
             timeout,
+            endpoint: super::redact_endpoint(endpoint),
+            client_auth,
+            security,
+            secrets: super::secret_values(headers),
         })
     }
+
+    /// A connection that failed without a gRPC status from the receiver: retryable. Over TLS,
+    /// a connection closed right after the handshake is how a TLS 1.3 receiver refuses a
+    /// client certificate, or the lack of one (its alert often arrives after kotel's first
+    /// write has already failed), so the message says what to check.
+    fn transport_failure(&self, batch: &Batch, status: &tonic::Status) -> ExportError {
+        let cause = error_chain(status.message(), std::error::Error::source(status));
+        let signal = batch.signal();
+        let endpoint = &self.endpoint;
+        let closed = closed_by_peer(status);
+        let what = match (self.security, closed) {
+            (Security::Tls, true) => "the receiver closed the TLS connection",
+            _ => "the connection failed",
+        };
+        let hint = match (self.security, self.client_auth, closed) {
+            (Security::Tls, true, true) => {
+                "; the receiver may have refused kotel's client certificate: check \
+                 export.tls.cert_file / OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and the \
+                 receiver's client CA"
+            }
+            (Security::Tls, false, true) => {
+                "; the receiver may require a client certificate (mTLS), which kotel does not \
+                 present: set export.tls.cert_file and key_file (or \
+                 OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY)"
+            }
+            _ => "",
+        };
+        if !hint.is_empty() {
+            tls::count_failure();
+        }
+        ExportError::retryable(format!(
+            "OTLP/gRPC {signal} export to {endpoint}: {what}: {cause}{hint}"
+        ))
+    }
+}
+
+/// Whether the connection was closed or reset by the peer after it was made (not refused).
+fn closed_by_peer(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+            ) {
+                return true;
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() || h.is_closed() || h.is_incomplete_message() {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Whether the status was made by tonic from a failed connection (no receiver answered it).
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status)
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
+}
+
+/// `first`, then the messages of `error` and its sources, `: `-joined, skipping any message
+/// already said.
+fn error_chain(first: &str, error: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts: Vec<String> = vec![first.to_string()];
+    let mut current = error;
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The configured headers as gRPC metadata. Errors name the header, never its value.
@@ -92,8 +214,10 @@ fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, ExportBuildErro
             AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
                 invalid("not a valid gRPC metadata name (binary \"-bin\" names are not supported)")
             })?;
-        let value = AsciiMetadataValue::try_from(value.as_str())
+        let mut value = AsciiMetadataValue::try_from(value.as_str())
             .map_err(|_| invalid("the value must be visible ASCII"))?;
+        // Hidden from Debug output, and never indexed by HPACK.
+        value.set_sensitive(true);
         map.append(key, value);
     }
     Ok(map)
@@ -145,8 +269,18 @@ impl Exporter for OtlpGrpcExporter {
                     "OTLP/gRPC {} export got no answer within {timeout:?}",
                     batch.signal()
                 ))),
-                Ok(Err(status)) => Err(classify_grpc(&status)),
-                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(status)) => match tls::describe_failure(&status) {
+                    Some(why) => Err(ExportError::retryable(format!(
+                        "OTLP/gRPC {} export to {}: {why}",
+                        batch.signal(),
+                        self.endpoint
+                    ))),
+                    None if is_transport_failure(&status) => {
+                        Err(self.transport_failure(batch, &status))
+                    }
+                    None => super::scrub(Err(classify_grpc(&status)), &self.secrets),
+                },
+                Ok(Ok(outcome)) => super::scrub(Ok(outcome), &self.secrets),
             }
         })
     }
@@ -174,6 +308,7 @@ mod tests {
             &[("x-api-key".into(), "s3cret".into())],
             Duration::from_secs(3),
             compression,
+            None,
         )
         .unwrap()
     }
@@ -210,6 +345,7 @@ mod tests {
             &[],
             Duration::from_secs(1),
             Compression::Gzip,
+            None,
         )
         .unwrap_err();
         assert_eq!(err, ExportBuildError::NoRuntime);
@@ -223,6 +359,7 @@ mod tests {
                 &[(name.into(), value.into())],
                 Duration::from_secs(1),
                 Compression::Gzip,
+                None,
             )
             .unwrap_err();
             assert!(
@@ -231,6 +368,16 @@ mod tests {
             );
             assert!(!format!("{err} {err:?}").contains("s3cret"));
         }
+    }
+
+    #[tokio::test]
+    async fn header_values_never_show_in_debug_output() {
+        let e = exporter("127.0.0.1:4317".parse().unwrap(), Compression::Gzip);
+        let shown = format!("{e:?}");
+        assert!(
+            shown.contains("x-api-key") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,6 +466,7 @@ mod tests {
             &[],
             Duration::from_millis(200),
             Compression::Gzip,
+            None,
         )
         .unwrap();
         let err = e.export(&traces(1, 1)).await.unwrap_err();

@@ -1,7 +1,9 @@
-//! OTLP/HTTP exporter: HTTP/1.1 POSTs of protobuf bodies to `<endpoint>/v1/{traces,metrics,logs}`,
-//! gzip by default, one bounded attempt per call, partial success read from the response.
+//! OTLP/HTTP exporter: HTTP/1.1 POSTs of protobuf bodies to `<endpoint>/v1/{traces,metrics,logs}`
+//! (plaintext or TLS through rustls), gzip by default, one bounded attempt per call, partial
+//! success read from the response.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,8 +12,9 @@ use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
 };
 use hyper::{Method, Request, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
@@ -20,8 +23,8 @@ use prost::Message;
 
 use super::retry::rpc_status_message;
 use super::{
-    classify_http, outcome, parse_http_endpoint, Batch, Compression, ExportBuildError, ExportError,
-    ExportFuture, ExportOutcome, Exporter, Signal,
+    classify_http, outcome, parse_endpoint, tls, Batch, Compression, ExportBuildError, ExportError,
+    ExportFuture, ExportOutcome, Exporter, Protocol, Security, Signal,
 };
 
 /// Largest response body read; OTLP responses are tiny, anything bigger is cut off.
@@ -30,32 +33,37 @@ const PROTOBUF: &str = "application/x-protobuf";
 
 /// Sends batches to an OTLP/HTTP receiver (e.g. an OpenTelemetry Collector on port 4318).
 ///
-/// Connections are pooled and re-made after failures. Only plain-text `http://` endpoints are
-/// supported for now; `https://` is refused when building.
+/// Connections are pooled and re-made after failures. An `https://` endpoint is only ever
+/// reached over TLS: a failed handshake is a retryable error that names its cause.
 #[derive(Debug)]
 pub struct OtlpHttpExporter {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     /// Per [`Signal::index`].
     urls: [Uri; 3],
     headers: HeaderMap,
     timeout: Duration,
     compression: Compression,
+    /// Header values, scrubbed from what the receiver says.
+    secrets: super::Secrets,
 }
 
 impl OtlpHttpExporter {
     /// An exporter posting to `endpoint` + `/v1/traces` (and metrics, logs), as
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is interpreted for OTLP/HTTP. Each attempt, connecting
-    /// and reading the response included, is bounded by `timeout`.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is interpreted for OTLP/HTTP. `tls` (from
+    /// [`tls::client_config`], without ALPN) is required for an `https://` endpoint and unused
+    /// for an `http://` one. Each attempt, connecting and reading the response included, is
+    /// bounded by `timeout`.
     pub fn new(
         endpoint: &str,
         headers: &[(String, String)],
         timeout: Duration,
         compression: Compression,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<OtlpHttpExporter, ExportBuildError> {
-        let base = parse_http_endpoint(endpoint)?;
+        let (base, security) = parse_endpoint(endpoint, Protocol::HttpProtobuf, false)?;
         if base.query().is_some() {
             return Err(ExportBuildError::InvalidEndpoint {
-                endpoint: endpoint.to_string(),
+                endpoint: super::redact_endpoint(endpoint),
                 reason: "it must not have a query string".into(),
             });
         }
@@ -64,7 +72,7 @@ impl OtlpHttpExporter {
         let url = |signal: Signal| -> Result<Uri, ExportBuildError> {
             format!("{base}/v1/{}", signal.as_str()).parse().map_err(
                 |e: hyper::http::uri::InvalidUri| ExportBuildError::InvalidEndpoint {
-                    endpoint: endpoint.to_string(),
+                    endpoint: super::redact_endpoint(endpoint),
                     reason: e.to_string(),
                 },
             )
@@ -92,15 +100,33 @@ impl OtlpHttpExporter {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(30));
+        let client = match (security, tls) {
+            (Security::Plain, _) => HttpClient::Plain(builder.build(connector)),
+            (Security::Tls, Some(config)) => {
+                connector.enforce_http(false);
+                let https = HttpsConnectorBuilder::new()
+                    .with_tls_config(Arc::unwrap_or_clone(config))
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(connector);
+                HttpClient::Tls(builder.build(https))
+            }
+            (Security::Tls, None) => {
+                return Err(ExportBuildError::InvalidEndpoint {
+                    endpoint: super::redact_endpoint(endpoint),
+                    reason: "it uses TLS, but no TLS configuration was given".into(),
+                })
+            }
+        };
         Ok(OtlpHttpExporter {
             client,
             urls,
             headers: map,
             timeout,
             compression,
+            secrets: super::secret_values(headers),
         })
     }
 
@@ -132,9 +158,17 @@ impl OtlpHttpExporter {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ExportError::permanent(format!("building the request: {e}")))?;
 
-        let response = self.client.request(request).await.map_err(|e| {
-            ExportError::retryable(format!("OTLP/HTTP POST {url} failed: {}", chain(&e)))
-        })?;
+        let response =
+            self.client
+                .request(request)
+                .await
+                .map_err(|e| match tls::describe_failure(&e) {
+                    Some(why) => ExportError::retryable(format!("OTLP/HTTP POST {url}: {why}")),
+                    None => ExportError::retryable(format!(
+                        "OTLP/HTTP POST {url} failed: {}",
+                        chain(&e)
+                    )),
+                })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -177,6 +211,22 @@ impl OtlpHttpExporter {
             classify_http(status, retry_after.as_deref(), detail.trim()),
             signal,
         ))
+    }
+}
+
+/// The pooled HTTP client: plaintext, or TLS-only (an `https://` endpoint never falls back).
+#[derive(Debug)]
+enum HttpClient {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl HttpClient {
+    fn request(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            HttpClient::Plain(c) => c.request(request),
+            HttpClient::Tls(c) => c.request(request),
+        }
     }
 }
 
@@ -250,7 +300,7 @@ impl Exporter for OtlpHttpExporter {
     fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
         Box::pin(async move {
             match tokio::time::timeout(self.timeout, self.post(batch)).await {
-                Ok(result) => result,
+                Ok(result) => super::scrub(result, &self.secrets),
                 Err(_) => Err(ExportError::retryable(format!(
                     "OTLP/HTTP {} export got no answer within {:?}",
                     batch.signal(),
@@ -282,6 +332,7 @@ mod tests {
             &[("X-Api-Key".into(), "s3cret".into())],
             Duration::from_secs(3),
             compression,
+            None,
         )
         .unwrap()
     }
@@ -312,12 +363,30 @@ mod tests {
     }
 
     #[test]
+    fn header_values_never_show_in_debug_output() {
+        let e = OtlpHttpExporter::new(
+            "http://127.0.0.1:4318",
+            &[("X-Api-Key".into(), "s3cret".into())],
+            Duration::from_secs(1),
+            Compression::None,
+            None,
+        )
+        .unwrap();
+        let shown = format!("{e:?}");
+        assert!(
+            shown.contains("x-api-key") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn signal_urls_are_appended_to_the_endpoint() {
         let e = OtlpHttpExporter::new(
             "http://collector:4318/otlp/",
             &[],
             Duration::from_secs(1),
             Compression::None,
+            None,
         )
         .unwrap();
         let urls: Vec<String> = e.urls.iter().map(|u| u.to_string()).collect();
@@ -334,7 +403,8 @@ mod tests {
                 "http://c:4318/?a=b",
                 &[],
                 Duration::from_secs(1),
-                Compression::None
+                Compression::None,
+                None,
             ),
             Err(ExportBuildError::InvalidEndpoint { .. })
         ));
@@ -349,6 +419,7 @@ mod tests {
             &[("k".into(), "s3cret\r\n".into())],
             Duration::from_secs(1),
             Compression::None,
+            None,
         )
         .unwrap_err();
         assert!(!format!("{err} {err:?}").contains("s3cret"));
@@ -435,6 +506,7 @@ mod tests {
             &[],
             Duration::from_millis(200),
             Compression::Gzip,
+            None,
         )
         .unwrap();
         let err = e.export(&traces(1, 1)).await.unwrap_err();
