@@ -2,10 +2,11 @@
 //! programs the kernel supports, and reads the ring buffer, histograms and drop counters.
 
 use std::cell::{Cell, RefCell};
-use std::mem::MaybeUninit;
+use std::collections::VecDeque;
+use std::mem::{offset_of, MaybeUninit};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
@@ -38,8 +39,9 @@ pub struct TracerConfig {
     pub btf_path: PathBuf,
     /// Send exec/exit records of traced processes through the ring buffer.
     pub lifecycle: bool,
-    /// How many (process, probe) histograms the kernel keeps; events of further ones are
-    /// counted as dropped. Each takes about 5 KiB of kernel memory.
+    /// How many (process, probe) histograms the kernel keeps at once; a slot is recycled
+    /// once its process has exited and its final counts have been read ([`Tracer::recycle`]).
+    /// Events of further ones are counted as dropped. Each takes about 5 KiB of kernel memory.
     pub max_histograms: u32,
 }
 
@@ -93,6 +95,8 @@ pub struct DropCounts {
     pub lifecycle: u64,
     /// Off-CPU stacks that could not be stored.
     pub stack: u64,
+    /// Events of threads still running after their process's exit retired its histograms.
+    pub hist_exited: u64,
     /// Ring-buffer records of the wrong size (never expected).
     pub malformed: u64,
 }
@@ -115,7 +119,16 @@ pub struct Tracer {
     table: BucketTable,
     active: ProbeSet,
     missing: Vec<&'static str>,
+    /// Retired slots taken from the kernel, waiting out [`RETIRE_GRACE`] before their final
+    /// read.
+    cooling: VecDeque<(u32, Instant)>,
+    recycled: u64,
 }
+
+/// How long a retired slot waits before its final read and reuse. A program that validated
+/// its cached slot just before the retire finishes its few atomic adds within microseconds;
+/// the grace makes sure those adds land in the final counts, not in the next owner's.
+pub const RETIRE_GRACE: Duration = Duration::from_millis(10);
 
 impl Tracer {
     /// Checks privileges and BTF, loads the programs configured by `cfg` and attaches them.
@@ -186,7 +199,12 @@ impl Tracer {
             .events
             .set_max_entries(ring)
             .map_err(LoadError::libbpf("sizing the ring buffer"))?;
-        for map in [&mut open.maps.hists, &mut open.maps.hist_slots] {
+        for map in [
+            &mut open.maps.hists,
+            &mut open.maps.hist_slots,
+            &mut open.maps.free_slots,
+            &mut open.maps.retired_slots,
+        ] {
             map.set_max_entries(cfg.max_histograms)
                 .map_err(LoadError::libbpf("sizing the histogram maps"))?;
         }
@@ -211,7 +229,8 @@ impl Tracer {
             .set_autoload(active.contains(Probe::Runqueue));
         open.progs.sched_switch.set_autoload(sched);
         open.progs.sched_process_exec.set_autoload(cfg.lifecycle);
-        open.progs.sched_process_exit.set_autoload(cfg.lifecycle);
+        // Always: a process's exit retires its histogram slots.
+        open.progs.sched_process_exit.set_autoload(true);
 
         let skel = open
             .load()
@@ -249,11 +268,7 @@ impl Tracer {
                 cfg.lifecycle,
                 &skel.progs.sched_process_exec,
             ),
-            (
-                "sched_process_exit",
-                cfg.lifecycle,
-                &skel.progs.sched_process_exit,
-            ),
+            ("sched_process_exit", true, &skel.progs.sched_process_exit),
         ];
         for (name, wanted, prog) in progs {
             if wanted {
@@ -294,7 +309,73 @@ impl Tracer {
             table,
             active,
             missing,
+            cooling: VecDeque::new(),
+            recycled: 0,
         })
+    }
+
+    /// Recycles the histogram slots of exited processes and returns their final counts, each
+    /// exactly once: slots the kernel retired at least [`RETIRE_GRACE`] ago are read, zeroed
+    /// and handed back to the kernel's free list; those retired since are taken from the
+    /// kernel and read on a later call. Call it often (every drain): a process's slots are
+    /// only reusable after it. The caller owns the final counts from here on; a live
+    /// [`histograms`](Tracer::histograms) read never returns a retired slot.
+    pub fn recycle(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
+        let now = Instant::now();
+        let mut finals = Vec::new();
+        while let Some(&(slot, at)) = self.cooling.front() {
+            if now.duration_since(at) < RETIRE_GRACE {
+                break;
+            }
+            self.cooling.pop_front();
+            let key = slot.to_ne_bytes();
+            let maps = &self.skel.maps;
+            let Some(mut bytes) = maps
+                .hists
+                .lookup(&key, MapFlags::ANY)
+                .map_err(LoadError::libbpf("reading a retired histogram"))?
+            else {
+                continue;
+            };
+            if let Some(raw) = abi::histogram_from_bytes(&bytes) {
+                finals.push(HistogramSnapshot {
+                    pid: raw.pid,
+                    kind: raw.kind as u8,
+                    raw,
+                });
+            }
+            // Zero everything but the generation, which only the kernel moves.
+            let gen = offset_of!(RawHistogram, gen);
+            for (i, b) in bytes.iter_mut().enumerate() {
+                if !(gen..gen + 4).contains(&i) {
+                    *b = 0;
+                }
+            }
+            maps.hists
+                .update(&key, &bytes, MapFlags::ANY)
+                .map_err(LoadError::libbpf("zeroing a retired histogram"))?;
+            maps.free_slots
+                .update(&[], &key, MapFlags::ANY)
+                .map_err(LoadError::libbpf("returning a histogram slot"))?;
+            self.recycled += 1;
+        }
+        while let Some(v) = self
+            .skel
+            .maps
+            .retired_slots
+            .lookup_and_delete(&[])
+            .map_err(LoadError::libbpf("taking a retired histogram slot"))?
+        {
+            if let Ok(slot) = <[u8; 4]>::try_from(v.as_slice()) {
+                self.cooling.push_back((u32::from_ne_bytes(slot), now));
+            }
+        }
+        Ok(finals)
+    }
+
+    /// Histogram slots recycled since the start (final counts read, slot reusable).
+    pub fn recycled_histograms(&self) -> u64 {
+        self.recycled
     }
 
     /// Detaches every program: nothing new enters the ring buffer or the histograms, while
@@ -437,6 +518,7 @@ impl Tracer {
         d.task_storage = slot(abi::drop::TASK_STORAGE)?;
         d.lifecycle = slot(abi::drop::LIFECYCLE)?;
         d.stack = slot(abi::drop::STACK)?;
+        d.hist_exited = slot(abi::drop::HIST_EXITED)?;
         d.malformed = self.malformed.get();
         Ok(d)
     }
