@@ -2,11 +2,11 @@
 //! programs the kernel supports, and reads the ring buffer, histograms and drop counters.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::mem::{offset_of, MaybeUninit};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
@@ -119,16 +119,8 @@ pub struct Tracer {
     table: BucketTable,
     active: ProbeSet,
     missing: Vec<&'static str>,
-    /// Retired slots taken from the kernel, waiting out [`RETIRE_GRACE`] before their final
-    /// read.
-    cooling: VecDeque<(u32, Instant)>,
     recycled: u64,
 }
-
-/// How long a retired slot waits before its final read and reuse. A program that validated
-/// its cached slot just before the retire finishes its few atomic adds within microseconds;
-/// the grace makes sure those adds land in the final counts, not in the next owner's.
-pub const RETIRE_GRACE: Duration = Duration::from_millis(10);
 
 impl Tracer {
     /// Checks privileges and BTF, loads the programs configured by `cfg` and attaches them.
@@ -309,35 +301,52 @@ impl Tracer {
             table,
             active,
             missing,
-            cooling: VecDeque::new(),
             recycled: 0,
         })
     }
 
     /// Recycles the histogram slots of exited processes and returns their final counts, each
-    /// exactly once: slots the kernel retired at least [`RETIRE_GRACE`] ago are read, zeroed
-    /// and handed back to the kernel's free list; those retired since are taken from the
-    /// kernel and read on a later call. Call it often (every drain): a process's slots are
-    /// only reusable after it. The caller owns the final counts from here on; a live
-    /// [`histograms`](Tracer::histograms) read never returns a retired slot.
+    /// exactly once: takes every slot the kernel retired, waits for an RCU grace period (so
+    /// no program that validated a retired slot before its retire is still adding to it),
+    /// reads the final counts, zeroes the slot and hands it back to the kernel's free list.
+    /// Call it often (every drain): a process's slots are reusable only after it. The caller
+    /// owns the final counts from here on; a live [`histograms`](Tracer::histograms) read
+    /// never returns a retired slot.
     pub fn recycle(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
-        let now = Instant::now();
-        let mut finals = Vec::new();
-        while let Some(&(slot, at)) = self.cooling.front() {
-            if now.duration_since(at) < RETIRE_GRACE {
-                break;
+        let maps = &self.skel.maps;
+        let mut retired = Vec::new();
+        while let Some(v) = maps
+            .retired_slots
+            .lookup_and_delete(&[])
+            .map_err(LoadError::libbpf("taking a retired histogram slot"))?
+        {
+            if let Ok(slot) = <[u8; 4]>::try_from(v.as_slice()) {
+                retired.push(slot);
             }
-            self.cooling.pop_front();
-            let key = slot.to_ne_bytes();
-            let maps = &self.skel.maps;
-            let Some(mut bytes) = maps
+        }
+        if retired.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Storing a map into a map-in-map returns only after synchronize_rcu(): every program
+        // running before it has finished.
+        let t0 = std::time::Instant::now();
+        let inner = maps.grace_inner.as_fd().as_raw_fd();
+        maps.grace
+            .update(&0u32.to_ne_bytes(), &inner.to_ne_bytes(), MapFlags::ANY)
+            .map_err(LoadError::libbpf("waiting for running BPF programs"))?;
+        let gen = offset_of!(RawHistogram, gen);
+        let mut value = vec![0u8; std::mem::size_of::<RawHistogram>()];
+        let mut zero = vec![0u8; value.len()];
+        let mut finals = Vec::with_capacity(retired.len());
+        for key in retired {
+            if !maps
                 .hists
-                .lookup(&key, MapFlags::ANY)
+                .lookup_into(&key, &mut value, MapFlags::ANY)
                 .map_err(LoadError::libbpf("reading a retired histogram"))?
-            else {
+            {
                 continue;
-            };
-            if let Some(raw) = abi::histogram_from_bytes(&bytes) {
+            }
+            if let Some(raw) = abi::histogram_from_bytes(&value) {
                 finals.push(HistogramSnapshot {
                     pid: raw.pid,
                     kind: raw.kind as u8,
@@ -345,30 +354,17 @@ impl Tracer {
                 });
             }
             // Zero everything but the generation, which only the kernel moves.
-            let gen = offset_of!(RawHistogram, gen);
-            for (i, b) in bytes.iter_mut().enumerate() {
-                if !(gen..gen + 4).contains(&i) {
-                    *b = 0;
-                }
-            }
+            zero[gen..gen + 4].copy_from_slice(&value[gen..gen + 4]);
             maps.hists
-                .update(&key, &bytes, MapFlags::ANY)
+                .update(&key, &zero, MapFlags::ANY)
                 .map_err(LoadError::libbpf("zeroing a retired histogram"))?;
             maps.free_slots
                 .update(&[], &key, MapFlags::ANY)
                 .map_err(LoadError::libbpf("returning a histogram slot"))?;
             self.recycled += 1;
         }
-        while let Some(v) = self
-            .skel
-            .maps
-            .retired_slots
-            .lookup_and_delete(&[])
-            .map_err(LoadError::libbpf("taking a retired histogram slot"))?
-        {
-            if let Ok(slot) = <[u8; 4]>::try_from(v.as_slice()) {
-                self.cooling.push_back((u32::from_ne_bytes(slot), now));
-            }
+        if std::env::var_os("KOTEL_DEBUG_RECYCLE").is_some() {
+            eprintln!("recycle {:?} finals {} took {:?}", std::time::Instant::now(), finals.len(), t0.elapsed());
         }
         Ok(finals)
     }

@@ -71,9 +71,9 @@ int BPF_PROG(sched_process_exit, struct task_struct *p, bool group_dead)
 	if (!group_dead)
 		return 0;
 	retired = hist_retire(p->tgid);
-	/* Once the array has been used up, new processes live on recycled
-	 * slots: wake the reader so retired slots come back quickly. */
+	/* Once half the array has been used, new processes will soon live on
+	 * recycled slots: wake the reader so retired slots come back quickly. */
 	if (enable_lifecycle && task_allowed(p))
-		emit_lifecycle(p, KOTEL_KIND_EXIT, retired && hist_next_slot >= hist_capacity);
+		emit_lifecycle(p, KOTEL_KIND_EXIT, retired && hist_next_slot >= hist_capacity / 2);
 	return 0;
 }

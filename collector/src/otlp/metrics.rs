@@ -202,6 +202,9 @@ impl MetricsBuilder {
             }
         }
         let finals = std::mem::take(&mut self.finals);
+        // Places under the limit are freed only after the build, so that one request never
+        // holds more series than the limit.
+        let mut ended = Vec::new();
         let items = histograms
             .iter()
             .map(|h| (h, false))
@@ -226,7 +229,10 @@ impl MetricsBuilder {
             };
             let admitted = self.admit(h.pid, h.kind);
             if last {
-                self.forget(h.pid, h.kind, admitted, &point);
+                ended.push((h.pid, h.kind, admitted));
+                if !admitted {
+                    self.keep_folded(h.kind, &point);
+                }
             }
             if point.count == 0 && (self.temporality == Temporality::Delta || last) {
                 continue;
@@ -257,6 +263,9 @@ impl MetricsBuilder {
                     *ex = exemplar;
                 }
             }
+        }
+        for (pid, probe, admitted) in ended {
+            self.forget(pid, probe, admitted);
         }
         self.slowest.clear();
         self.artifacts.clear();
@@ -321,18 +330,20 @@ impl MetricsBuilder {
         false
     }
 
-    /// The series of an exited process ends with `point`, its final one: its place under the
-    /// limit is freed, and a folded process's final counts stay in the cumulative overflow.
-    fn forget(&mut self, pid: u32, probe: Probe, admitted: bool, point: &Histogram) {
-        if admitted {
-            if let Some(set) = self.admitted.get_mut(&probe) {
-                set.remove(&pid);
-            }
-            return;
-        }
-        if let Some(set) = self.folded.get_mut(&probe) {
+    /// The series of an exited process has ended: its place under the limit is free.
+    fn forget(&mut self, pid: u32, probe: Probe, admitted: bool) {
+        let sets = if admitted {
+            &mut self.admitted
+        } else {
+            &mut self.folded
+        };
+        if let Some(set) = sets.get_mut(&probe) {
             set.remove(&pid);
         }
+    }
+
+    /// A folded process's final counts stay in the cumulative overflow series.
+    fn keep_folded(&mut self, probe: Probe, point: &Histogram) {
         if self.temporality == Temporality::Cumulative {
             let acc = self
                 .folded_exited
@@ -712,6 +723,11 @@ mod tests {
             }
             assert_eq!(b.admitted_series(), 1);
             assert!(b.folded.values().all(HashSet::is_empty), "no live folded process");
+            // Many exits at once never make one request hold more than the limit.
+            b.retire((10..20).map(|pid| hist(pid, Probe::Writev, &[1_000], 0)));
+            let req = b.build(&newer, 40, &mut resource, Resource::default(), &[]);
+            let (_, _, streams) = split(&req, name);
+            assert!(streams <= 2, "{temporality:?}: {streams}");
         }
     }
 
