@@ -2,11 +2,11 @@
 //! programs the kernel supports, and reads the ring buffer, histograms and drop counters.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::mem::{offset_of, MaybeUninit};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::os::fd::{AsFd, AsRawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
@@ -119,8 +119,20 @@ pub struct Tracer {
     table: BucketTable,
     active: ProbeSet,
     missing: Vec<&'static str>,
+    /// Retired slots taken from the kernel, waiting out [`RETIRE_GRACE`] before their final
+    /// read.
+    cooling: VecDeque<([u8; 4], Instant)>,
     recycled: u64,
 }
+
+/// How long a retired slot waits between leaving the kernel's retired list and its final read.
+///
+/// A slot is retired only once every thread of its process has passed do_exit's `live`
+/// countdown, so none of them can be inside a traced syscall any more: what can still be
+/// running against the slot is a scheduler-path program (run-queue or off-CPU at a switch or
+/// wakeup, with preemption disabled) that checked its cached slot just before the retire, and
+/// that finishes its few atomic adds within microseconds. The grace is a thousand times that.
+pub const RETIRE_GRACE: Duration = Duration::from_millis(2);
 
 impl Tracer {
     /// Checks privileges and BTF, loads the programs configured by `cfg` and attaches them.
@@ -301,44 +313,45 @@ impl Tracer {
             table,
             active,
             missing,
+            cooling: VecDeque::new(),
             recycled: 0,
         })
     }
 
     /// Recycles the histogram slots of exited processes and returns their final counts, each
-    /// exactly once: takes every slot the kernel retired, waits for an RCU grace period (so
-    /// no program that validated a retired slot before its retire is still adding to it),
-    /// reads the final counts, zeroes the slot and hands it back to the kernel's free list.
-    /// Call it often (every drain): a process's slots are reusable only after it. The caller
-    /// owns the final counts from here on; a live [`histograms`](Tracer::histograms) read
-    /// never returns a retired slot.
+    /// exactly once: slots taken from the kernel's retired list at least [`RETIRE_GRACE`] ago
+    /// are read, zeroed and handed back to the kernel's free list; those retired since are
+    /// taken now and read on a later call. Call it often (every drain): a process's slots are
+    /// reusable only after it. The caller owns the final counts from here on; a live
+    /// [`histograms`](Tracer::histograms) read never returns a retired slot.
     pub fn recycle(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
+        let now = Instant::now();
         let maps = &self.skel.maps;
-        let mut retired = Vec::new();
+        let mut ready = Vec::new();
+        while let Some(&(slot, at)) = self.cooling.front() {
+            if now.duration_since(at) < RETIRE_GRACE {
+                break;
+            }
+            ready.push(slot);
+            self.cooling.pop_front();
+        }
         while let Some(v) = maps
             .retired_slots
             .lookup_and_delete(&[])
             .map_err(LoadError::libbpf("taking a retired histogram slot"))?
         {
             if let Ok(slot) = <[u8; 4]>::try_from(v.as_slice()) {
-                retired.push(slot);
+                self.cooling.push_back((slot, now));
             }
         }
-        if retired.is_empty() {
+        if ready.is_empty() {
             return Ok(Vec::new());
         }
-        // Storing a map into a map-in-map returns only after synchronize_rcu(): every program
-        // running before it has finished.
-        let t0 = std::time::Instant::now();
-        let inner = maps.grace_inner.as_fd().as_raw_fd();
-        maps.grace
-            .update(&0u32.to_ne_bytes(), &inner.to_ne_bytes(), MapFlags::ANY)
-            .map_err(LoadError::libbpf("waiting for running BPF programs"))?;
         let gen = offset_of!(RawHistogram, gen);
         let mut value = vec![0u8; std::mem::size_of::<RawHistogram>()];
         let mut zero = vec![0u8; value.len()];
-        let mut finals = Vec::with_capacity(retired.len());
-        for key in retired {
+        let mut finals = Vec::with_capacity(ready.len());
+        for key in ready {
             if !maps
                 .hists
                 .lookup_into(&key, &mut value, MapFlags::ANY)
@@ -362,9 +375,6 @@ impl Tracer {
                 .update(&[], &key, MapFlags::ANY)
                 .map_err(LoadError::libbpf("returning a histogram slot"))?;
             self.recycled += 1;
-        }
-        if std::env::var_os("KOTEL_DEBUG_RECYCLE").is_some() {
-            eprintln!("recycle {:?} finals {} took {:?}", std::time::Instant::now(), finals.len(), t0.elapsed());
         }
         Ok(finals)
     }

@@ -658,7 +658,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             if exited {
                 // Its last spans and final metrics still need its resource: kept one more
                 // interval, then swept.
-                resources.cache.exited(pid, interval + Duration::from_secs(2));
+                resources
+                    .cache
+                    .exited(pid, interval + Duration::from_secs(2));
             } else {
                 resources.cache.invalidate(pid);
             }

@@ -136,9 +136,7 @@ fn streams(reqs: &[Value]) -> Streams {
     let mut s = Streams::default();
     for req in reqs {
         let points = writev_points(req);
-        s.max_per_export = s
-            .max_per_export
-            .max(points.iter().filter(|p| !p.1).count());
+        s.max_per_export = s.max_per_export.max(points.iter().filter(|p| !p.1).count());
         for (pid, overflow, count) in points {
             if overflow {
                 s.overflow = count;
@@ -170,7 +168,7 @@ fn a_storm_of_short_lived_processes_stays_bounded_and_loses_no_count() {
     std::fs::write(
         &config,
         format!(
-            "[capture]\ncgroup = {:?}\nmax_histograms = {SLOTS}\n\n\
+            "[capture]\ncgroup = {:?}\nprobes = [\"writev\"]\nmax_histograms = {SLOTS}\n\n\
              [metrics]\ninterval = \"1s\"\ncardinality_limit = {LIMIT}\n",
             cg.0.display().to_string()
         ),
@@ -229,8 +227,8 @@ fn a_storm_of_short_lived_processes_stays_bounded_and_loses_no_count() {
         .spawn()
         .expect("start the storm");
     let mut lines = BufReader::new(storm.stdout.take().expect("stdout")).lines();
-    let hello: Value = serde_json::from_str(&lines.next().expect("pid line").expect("read"))
-        .expect("pid json");
+    let hello: Value =
+        serde_json::from_str(&lines.next().expect("pid line").expect("read")).expect("pid json");
     std::fs::write(cg.0.join("cgroup.procs"), hello["pid"].to_string())
         .expect("move the storm into the filtered cgroup");
     let storm_started = Instant::now();
@@ -239,7 +237,11 @@ fn a_storm_of_short_lived_processes_stays_bounded_and_loses_no_count() {
         .expect("truth json");
     assert!(storm.wait().expect("wait storm").success());
     let storm_secs = storm_started.elapsed().as_secs_f64();
-    assert_eq!(int(&truth["succeeded"]), PROCS, "every process ran: {truth}");
+    assert_eq!(
+        int(&truth["succeeded"]),
+        PROCS,
+        "every process ran: {truth}"
+    );
     let made = int(&truth["writev_calls"]);
     assert_eq!(made, PROCS * WRITES_PER_PROC);
 
@@ -302,7 +304,10 @@ fn a_storm_of_short_lived_processes_stays_bounded_and_loses_no_count() {
         value("kotel.process_cache.size"),
     );
 
-    assert!(settled, "the exports did not settle within {SETTLE_LIMIT:?}");
+    assert!(
+        settled,
+        "the exports did not settle within {SETTLE_LIMIT:?}"
+    );
     assert_eq!(value("kotel.histograms.dropped"), 0, "slots were recycled");
     assert_eq!(s.total, made, "every writev counted exactly once");
     assert!(s.max_per_export <= LIMIT, "streams capped at the limit");

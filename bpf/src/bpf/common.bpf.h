@@ -98,26 +98,6 @@ struct {
 /* Slots retired so far. */
 __u64 hist_retired = 0;
 
-/* Never used by the programs: userspace stores `grace_inner` into `grace`,
- * and the kernel answers every update of a map-in-map only after an RCU
- * grace period, once every BPF program that was running has finished. So
- * no program still writes into a retired slot when userspace reads it. */
-struct kotel_grace_inner {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-};
-
-struct kotel_grace_inner grace_inner SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct kotel_grace_inner);
-} grace SEC(".maps");
-
 /* Processes whose traces kotel links kernel events into: every event of
  * theirs goes to userspace, whatever its length, so linked sums are
  * complete. Userspace bumps link_gen after changing link_pids; threads

@@ -71,9 +71,10 @@ int BPF_PROG(sched_process_exit, struct task_struct *p, bool group_dead)
 	if (!group_dead)
 		return 0;
 	retired = hist_retire(p->tgid);
-	/* Once half the array has been used, new processes will soon live on
-	 * recycled slots: wake the reader so retired slots come back quickly. */
+	/* Once a quarter of the array has been used, new processes will soon
+	 * live on recycled slots: wake the reader so retired slots come back
+	 * while plenty are left. */
 	if (enable_lifecycle && task_allowed(p))
-		emit_lifecycle(p, KOTEL_KIND_EXIT, retired && hist_next_slot >= hist_capacity / 2);
+		emit_lifecycle(p, KOTEL_KIND_EXIT, retired && hist_next_slot >= hist_capacity / 4);
 	return 0;
 }

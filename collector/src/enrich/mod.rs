@@ -758,7 +758,11 @@ mod tests {
         assert_eq!(cache.sweep_at(now), 1, "process 3 goes at once");
         assert_eq!(cache.get(2, "").comm, "p2", "still served within its grace");
         assert_eq!(cache.sweep_at(now + Duration::from_secs(4)), 1);
-        assert_eq!(cache.sweep_at(now + DEAD_PROCESS_TTL * 2), 1, "the dead one");
+        assert_eq!(
+            cache.sweep_at(now + DEAD_PROCESS_TTL * 2),
+            1,
+            "the dead one"
+        );
         assert_eq!(cache.len(), 1, "only the live process 1 stays");
     }
 

@@ -454,14 +454,16 @@ fn gauge(m: &SelfMetric, now: u64) -> Metric {
         name: m.name.to_string(),
         description: m.description.to_string(),
         unit: "1".to_string(),
-        data: Some(Data::Gauge(opentelemetry_proto::tonic::metrics::v1::Gauge {
-            data_points: vec![NumberDataPoint {
-                attributes: m.attributes.clone(),
-                time_unix_nano: now,
-                value: Some(number_data_point::Value::AsInt(m.value as i64)),
-                ..Default::default()
-            }],
-        })),
+        data: Some(Data::Gauge(
+            opentelemetry_proto::tonic::metrics::v1::Gauge {
+                data_points: vec![NumberDataPoint {
+                    attributes: m.attributes.clone(),
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsInt(m.value as i64)),
+                    ..Default::default()
+                }],
+            },
+        )),
         ..Default::default()
     }
 }
@@ -722,7 +724,10 @@ mod tests {
                 Temporality::Delta => assert_eq!(overflow, 0),
             }
             assert_eq!(b.admitted_series(), 1);
-            assert!(b.folded.values().all(HashSet::is_empty), "no live folded process");
+            assert!(
+                b.folded.values().all(HashSet::is_empty),
+                "no live folded process"
+            );
             // Many exits at once never make one request hold more than the limit.
             b.retire((10..20).map(|pid| hist(pid, Probe::Writev, &[1_000], 0)));
             let req = b.build(&newer, 40, &mut resource, Resource::default(), &[]);

@@ -17,13 +17,7 @@ fn say(line: &str) {
     let mut off = 0;
     while off < bytes.len() {
         // SAFETY: writes from a live buffer to stdout.
-        let n = unsafe {
-            libc::write(
-                1,
-                bytes[off..].as_ptr().cast(),
-                bytes.len() - off,
-            )
-        };
+        let n = unsafe { libc::write(1, bytes[off..].as_ptr().cast(), bytes.len() - off) };
         if n <= 0 {
             std::process::exit(3);
         }
@@ -58,7 +52,10 @@ fn main() {
         args.iter()
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("{flag}: not a number: {v}")))
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{flag}: not a number: {v}"))
+            })
             .unwrap_or(default)
     };
     if args.first().map(String::as_str) == Some("--child") {
