@@ -9,7 +9,7 @@ before, at the peak and after.
 The same check, with assertions, is tests/tests/storm.rs. Run as root after
 `cargo build --workspace --bins`:
     python3 scripts/bench_storm.py [--kotel PATH] [--procs 10000] [--slots 256]
-                                   [--limit 64] [--probes writev|all]
+                                   [--limit 64] [--probes writev|all] [--no-render]
 `--kotel` may point at another build (e.g. one from before slot recycling) to compare.
 """
 
@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=256)
     ap.add_argument("--limit", type=int, default=64)
     ap.add_argument("--probes", default="writev")
+    ap.add_argument("--no-render", action="store_true", help="[render] enabled = false")
     args = ap.parse_args()
 
     cg = cgroup2_root() / f"kotel-bench-storm-{os.getpid()}"
@@ -122,6 +123,7 @@ def main() -> None:
     (work / "kotel.toml").write_text(
         f'[capture]\ncgroup = "{cg}"\nprobes = {probes}\nmax_histograms = {args.slots}\n\n'
         f'[metrics]\ninterval = "1s"\ncardinality_limit = {args.limit}\n'
+        + ("\n[render]\nenabled = false\n" if args.no_render else "")
     )
     kotel = subprocess.Popen(
         [args.kotel, "run", "--config", str(work / "kotel.toml"), "--out", str(work),
@@ -187,6 +189,7 @@ def main() -> None:
         "storm_seconds": round(storm_secs, 1),
         "slots": args.slots,
         "probes": args.probes,
+        "render": not args.no_render,
         "limit": args.limit,
         "writev_calls": truth["writev_calls"],
         "counted": s["total"],
