@@ -87,7 +87,8 @@ pub struct HistogramSnapshot {
 pub struct DropCounts {
     /// Ring-buffer reservation failures, per `KOTEL_KIND_*`.
     pub ringbuf: [u64; abi::kind::COUNT],
-    /// Events not counted because the histogram map was full.
+    /// Events of processes that found no free histogram slot: counted in the overflow
+    /// histogram ([`OVERFLOW_PID`]) instead of their own.
     pub hist_full: u64,
     /// Events missed because task storage could not be allocated.
     pub task_storage: u64,
@@ -95,7 +96,8 @@ pub struct DropCounts {
     pub lifecycle: u64,
     /// Off-CPU stacks that could not be stored.
     pub stack: u64,
-    /// Events of threads still running after their process's exit retired its histograms.
+    /// Events of threads still running after their process's exit retired its histograms:
+    /// counted in the overflow histogram ([`OVERFLOW_PID`]).
     pub hist_exited: u64,
     /// Ring-buffer records of the wrong size (never expected).
     pub malformed: u64,
@@ -123,7 +125,13 @@ pub struct Tracer {
     /// read.
     cooling: VecDeque<([u8; 4], Instant)>,
     recycled: u64,
+    capacity: u32,
 }
+
+/// The pid of the kernel's per-kind overflow histograms: events of processes that found no
+/// free histogram slot (counted in [`DropCounts::hist_full`]) or ran after their process's
+/// exit ([`DropCounts::hist_exited`]). No traced process has pid 0.
+pub const OVERFLOW_PID: u32 = 0;
 
 /// How long a retired slot waits between leaving the kernel's retired list and its final read.
 ///
@@ -203,8 +211,11 @@ impl Tracer {
             .events
             .set_max_entries(ring)
             .map_err(LoadError::libbpf("sizing the ring buffer"))?;
+        open.maps
+            .hists
+            .set_max_entries(cfg.max_histograms + abi::kind::COUNT as u32)
+            .map_err(LoadError::libbpf("sizing the histogram maps"))?;
         for map in [
-            &mut open.maps.hists,
             &mut open.maps.hist_slots,
             &mut open.maps.free_slots,
             &mut open.maps.retired_slots,
@@ -315,6 +326,7 @@ impl Tracer {
             missing,
             cooling: VecDeque::new(),
             recycled: 0,
+            capacity: cfg.max_histograms,
         })
     }
 
@@ -468,6 +480,8 @@ impl Tracer {
     }
 
     /// Reads every in-kernel histogram: the slot map says which (pid, kind) owns which slot.
+    /// Events that found no slot of their own come as one histogram per kind with pid
+    /// [`OVERFLOW_PID`].
     pub fn histograms(&self) -> Result<Vec<HistogramSnapshot>, LoadError> {
         let slots = &self.skel.maps.hist_slots;
         let mut out = Vec::new();
@@ -494,6 +508,25 @@ impl Tracer {
                     kind: k.kind as u8,
                     raw,
                 });
+            }
+        }
+        // The overflow histograms: events that found no slot of their own.
+        for kind in 0..abi::kind::COUNT as u32 {
+            let key = (self.capacity + kind).to_ne_bytes();
+            let value = self
+                .skel
+                .maps
+                .hists
+                .lookup(&key, MapFlags::ANY)
+                .map_err(LoadError::libbpf("reading an overflow histogram"))?;
+            if let Some(raw) = value.as_deref().and_then(abi::histogram_from_bytes) {
+                if raw.zero_count > 0 || raw.buckets.iter().any(|&c| c > 0) {
+                    out.push(HistogramSnapshot {
+                        pid: OVERFLOW_PID,
+                        kind: kind as u8,
+                        raw,
+                    });
+                }
             }
         }
         out.sort_by_key(|h| (h.pid, h.kind));

@@ -246,7 +246,7 @@ impl SampleSource for Telemetry {
         }
         out.push(s(
             "kotel_histogram_events_dropped_total",
-            "Events not counted: histogram slots full",
+            "Events counted in the overflow histogram: no free slot",
             vec![],
             drops.hist_full,
         ));
@@ -952,13 +952,13 @@ fn export_metrics(
     }
     self_metrics.push(SelfMetric {
         name: "kotel.histograms.dropped",
-        description: "Events not counted because the histogram slots were full",
+        description: "Events of processes that found no free histogram slot (counted in the overflow series instead)",
         attributes: vec![],
         value: drops.hist_full,
     });
     self_metrics.push(SelfMetric {
         name: "kotel.histograms.after_exit",
-        description: "Events of threads still running after their process's exit retired its histograms; not counted",
+        description: "Events of threads still running after their process's exit retired its histograms (counted in the overflow series)",
         attributes: vec![],
         value: drops.hist_exited,
     });
@@ -1018,7 +1018,10 @@ fn export_metrics(
             name: "kotel.histograms.live",
             description: "In-kernel histograms of live processes (slots in use)",
             attributes: vec![],
-            value: histograms.len() as u64,
+            value: histograms
+                .iter()
+                .filter(|h| h.pid != kotel_bpf::OVERFLOW_PID)
+                .count() as u64,
         },
         SelfMetric {
             name: "kotel.metric.series",

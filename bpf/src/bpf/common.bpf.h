@@ -57,7 +57,11 @@ struct {
 
 /* Histograms live in an array (an inlined lookup, readable through mmap);
  * `hist_slots` says which (pid, kind) owns which slot. Both are sized by
- * userspace to `hist_capacity` before load. */
+ * userspace to `hist_capacity` before load; the array has KOTEL_KIND_COUNT
+ * more entries: `hists[hist_capacity + kind]` is the kind's overflow
+ * histogram, which counts the events of processes that found no free slot
+ * (and of threads still running after their process's exit), so that every
+ * event is counted somewhere. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -365,13 +369,17 @@ static __always_inline void hist_record(struct task_state *s, struct task_struct
 			t = bpf_get_current_task_btf();
 		found = hist_slot_of(t, s->pid, kind, &gen);
 		if (found == KOTEL_NO_SLOT || found == KOTEL_SLOT_EXITED) {
+			/* Not the process's own histogram, but still counted: in
+			 * the kind's overflow slot (not cached: the next event
+			 * tries for a slot again). */
 			s->hist_slot[k] = 0;
 			count_drop(found == KOTEL_NO_SLOT ? KOTEL_DROP_HIST_FULL
 							  : KOTEL_DROP_HIST_EXITED);
-			return;
+			found = hist_capacity + k;
+		} else {
+			s->hist_slot[k] = found + 1;
+			s->hist_gen[k] = gen;
 		}
-		s->hist_slot[k] = found + 1;
-		s->hist_gen[k] = gen;
 		h = bpf_map_lookup_elem(&hists, &found);
 		if (!h)
 			return;

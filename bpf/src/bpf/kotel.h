@@ -25,12 +25,14 @@ enum kotel_kind {
 /* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
  * ring-buffer reservation failures, one per kind. */
 enum kotel_drop {
-	KOTEL_DROP_HIST_FULL = 4,     /* histogram map full: event not counted */
+	KOTEL_DROP_HIST_FULL = 4,     /* no free histogram slot: event counted in
+				       * the kind's overflow histogram instead */
 	KOTEL_DROP_TASK_STORAGE = 5,  /* task storage unavailable: event missed */
 	KOTEL_DROP_LIFECYCLE = 6,     /* ring buffer full: an exec/exit record lost */
 	KOTEL_DROP_STACK = 7,         /* stack map full or collided: stack id missing */
 	KOTEL_DROP_HIST_EXITED = 8,   /* event of a thread still running after its process's
-				       * exit retired its histograms: not counted */
+				       * exit retired its histograms: counted in the
+				       * kind's overflow histogram instead */
 	KOTEL_DROP_COUNT = 9,
 };
 

@@ -8,7 +8,9 @@
 //! and their series then end, freeing their place under the limit. A process that was folded
 //! into the overflow series stays there until it exits; in cumulative temporality the
 //! overflow series keeps the final counts of every folded process that exited, so it never
-//! goes down. Memory is bounded by the live processes, not by how many ever ran.
+//! goes down. Memory is bounded by the live processes, not by how many ever ran. The kernel's
+//! overflow histograms (pid [`kotel_bpf::OVERFLOW_PID`]: events that found no histogram slot)
+//! join the overflow series too, so every counted event is in some series.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -227,7 +229,9 @@ impl MetricsBuilder {
                     delta
                 }
             };
-            let admitted = self.admit(h.pid, h.kind);
+            // The kernel's own overflow (events that found no histogram slot) goes straight
+            // to the overflow series.
+            let admitted = h.pid != kotel_bpf::OVERFLOW_PID && self.admit(h.pid, h.kind);
             if last {
                 ended.push((h.pid, h.kind, admitted));
                 if !admitted {
@@ -755,5 +759,17 @@ mod tests {
             g.data_points[0].value,
             Some(number_data_point::Value::AsInt(12))
         );
+    }
+
+    #[test]
+    fn the_kernel_overflow_joins_the_overflow_series() {
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 10, 0);
+        let hs = [
+            hist(kotel_bpf::OVERFLOW_PID, Probe::Writev, &[1_000; 5], 0),
+            hist(7, Probe::Writev, &[1_000; 2], 0),
+        ];
+        let req = b.build(&hs, 10, &mut resource, Resource::default(), &[]);
+        assert_eq!(split(&req, "kotel.writev.duration"), (2, 5, 1));
+        assert_eq!(b.overflowed_series(), 0, "no process was folded");
     }
 }
