@@ -41,7 +41,9 @@ pub struct TracerConfig {
     pub lifecycle: bool,
     /// How many (process, probe) histograms the kernel keeps at once; a slot is recycled
     /// once its process has exited and its final counts have been read ([`Tracer::recycle`]).
-    /// Events of further ones are counted as dropped. Each takes about 5 KiB of kernel memory.
+    /// An event that finds no free slot is counted in its probe's overflow histogram
+    /// ([`OVERFLOW_PID`]) and in [`DropCounts::hist_full`]. Each takes about 5 KiB of kernel
+    /// memory.
     pub max_histograms: u32,
 }
 
