@@ -393,6 +393,18 @@ impl Tracer {
         Ok(finals)
     }
 
+    /// Like [`recycle`](Tracer::recycle), but returns the final counts of every slot retired
+    /// so far, waiting out the grace for the latest ones. For the last read, after
+    /// [`detach`](Tracer::detach).
+    pub fn recycle_all(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
+        let mut finals = self.recycle()?;
+        if !self.cooling.is_empty() {
+            std::thread::sleep(RETIRE_GRACE);
+            finals.extend(self.recycle()?);
+        }
+        Ok(finals)
+    }
+
     /// Histogram slots recycled since the start (final counts read, slot reusable).
     pub fn recycled_histograms(&self) -> u64 {
         self.recycled

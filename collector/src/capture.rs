@@ -165,7 +165,7 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
     }
 
     let bucket_table = tracer.bucket_table().clone();
-    finals.extend(tracer.recycle()?);
+    finals.extend(tracer.recycle_all()?);
     summary.histograms = tracer
         .histograms()?
         .iter()

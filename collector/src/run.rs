@@ -671,8 +671,12 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         }
         // Exited processes' histogram slots go back to the kernel; their final counts are
         // exported once more.
-        let finals: Vec<_> = tracer
-            .recycle()?
+        let finals = if done {
+            tracer.recycle_all()?
+        } else {
+            tracer.recycle()?
+        };
+        let finals: Vec<_> = finals
             .iter()
             .filter_map(|s| decode_histogram(s, tracer.bucket_table()))
             .collect();
