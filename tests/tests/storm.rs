@@ -65,8 +65,7 @@ fn int(v: &Value) -> u64 {
     }
 }
 
-/// Every metric of a request with its resource's `process.pid` (None for the agent's own
-/// resource when `agent_pid` matches).
+/// Every metric of a request with its resource's `process.pid`.
 fn metrics(req: &Value) -> Vec<(Option<u64>, &Value)> {
     let mut out = Vec::new();
     for rm in req["resourceMetrics"].as_array().into_iter().flatten() {
