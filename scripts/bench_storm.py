@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -179,6 +180,7 @@ def main() -> None:
         kotel.wait(timeout=60)
         cg.rmdir()
     reqs = exports(metrics_file)
+    shutil.rmtree(work, ignore_errors=True)
     s = streams(reqs)
     last = reqs[-1]
     caches = [v for r in reqs if (v := agent_value(r, "kotel.process_cache.size")) is not None]
