@@ -40,16 +40,21 @@ pub mod drop {
     pub const LIFECYCLE: u32 = kotel_drop::KOTEL_DROP_LIFECYCLE.0;
     /// A stack could not be stored (map full or hash collision).
     pub const STACK: u32 = kotel_drop::KOTEL_DROP_STACK.0;
+    /// An event of a thread still running after its process's exit retired its histograms.
+    pub const HIST_EXITED: u32 = kotel_drop::KOTEL_DROP_HIST_EXITED.0;
     /// Number of slots.
     pub const COUNT: u32 = kotel_drop::KOTEL_DROP_COUNT.0;
 }
+
+/// Bytes of `struct kotel_hist` before its buckets.
+const HIST_HEADER: usize = std::mem::offset_of!(RawHistogram, buckets);
 
 /// Size in bytes of one ring-buffer record.
 pub const EVENT_SIZE: usize = std::mem::size_of::<RawEvent>();
 /// Capacity of the kernel's bucket table (`KOTEL_MAX_BUCKETS`).
 pub const MAX_BUCKETS: usize = {
     let h = std::mem::size_of::<RawHistogram>();
-    (h - 5 * 8) / 8
+    (h - HIST_HEADER) / 8
 };
 
 /// Reads one event from ring-buffer bytes. `None` when `bytes` is not exactly one record.
@@ -108,9 +113,13 @@ mod tests {
         assert_eq!(offset_of!(RawHistogram, bytes), 16);
         assert_eq!(offset_of!(RawHistogram, clamped), 24);
         assert_eq!(offset_of!(RawHistogram, max_ns), 32);
-        assert_eq!(offset_of!(RawHistogram, buckets), 40);
+        assert_eq!(offset_of!(RawHistogram, pid), 40);
+        assert_eq!(offset_of!(RawHistogram, kind), 44);
+        assert_eq!(offset_of!(RawHistogram, gen), 48);
+        assert_eq!(offset_of!(RawHistogram, reserved), 52);
+        assert_eq!(offset_of!(RawHistogram, buckets), 56);
         assert_eq!(MAX_BUCKETS, 648);
-        assert_eq!(size_of::<RawHistogram>(), 40 + 648 * 8);
+        assert_eq!(size_of::<RawHistogram>(), 56 + 648 * 8);
     }
 
     #[test]
@@ -126,9 +135,10 @@ mod tests {
                 drop::TASK_STORAGE,
                 drop::LIFECYCLE,
                 drop::STACK,
+                drop::HIST_EXITED,
                 drop::COUNT
             ),
-            (4, 5, 6, 7, 8)
+            (4, 5, 6, 7, 8, 9)
         );
         assert_eq!((kind::EXEC, kind::EXIT), (16, 17));
     }

@@ -27,4 +27,4 @@ mod skel {
 
 pub use error::LoadError;
 pub use probe::{Probe, ProbeSet};
-pub use tracer::{CgroupFilter, DropCounts, HistogramSnapshot, Tracer, TracerConfig};
+pub use tracer::{CgroupFilter, DropCounts, HistogramSnapshot, Tracer, TracerConfig, OVERFLOW_PID};

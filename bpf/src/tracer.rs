@@ -2,10 +2,11 @@
 //! programs the kernel supports, and reads the ring buffer, histograms and drop counters.
 
 use std::cell::{Cell, RefCell};
-use std::mem::MaybeUninit;
+use std::collections::VecDeque;
+use std::mem::{offset_of, MaybeUninit};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
@@ -39,8 +40,11 @@ pub struct TracerConfig {
     pub btf_path: PathBuf,
     /// Send exec/exit records of traced processes through the ring buffer.
     pub lifecycle: bool,
-    /// How many (process, probe) histograms the kernel keeps; events of further ones are
-    /// counted as dropped. Each takes about 5 KiB of kernel memory.
+    /// How many (process, probe) histograms the kernel keeps at once; a slot is recycled
+    /// once its process has exited and its final counts have been read ([`Tracer::recycle`]).
+    /// An event that finds no free slot is counted in its probe's overflow histogram
+    /// ([`OVERFLOW_PID`]) and in [`DropCounts::hist_full`]. Each takes about 5 KiB of kernel
+    /// memory.
     pub max_histograms: u32,
 }
 
@@ -86,7 +90,8 @@ pub struct HistogramSnapshot {
 pub struct DropCounts {
     /// Ring-buffer reservation failures, per `KOTEL_KIND_*`.
     pub ringbuf: [u64; abi::kind::COUNT],
-    /// Events not counted because the histogram map was full.
+    /// Events of processes that found no free histogram slot: counted in the overflow
+    /// histogram ([`OVERFLOW_PID`]) instead of their own.
     pub hist_full: u64,
     /// Events missed because task storage could not be allocated.
     pub task_storage: u64,
@@ -94,6 +99,9 @@ pub struct DropCounts {
     pub lifecycle: u64,
     /// Off-CPU stacks that could not be stored.
     pub stack: u64,
+    /// Events of threads still running after their process's exit retired its histograms:
+    /// counted in the overflow histogram ([`OVERFLOW_PID`]).
+    pub hist_exited: u64,
     /// Ring-buffer records of the wrong size (never expected).
     pub malformed: u64,
 }
@@ -120,7 +128,26 @@ pub struct Tracer {
     active: ProbeSet,
     missing: Vec<&'static str>,
     left_out: LeftOut,
+    /// Retired slots taken from the kernel, waiting out [`RETIRE_GRACE`] before their final
+    /// read.
+    cooling: VecDeque<([u8; 4], Instant)>,
+    recycled: u64,
+    capacity: u32,
 }
+
+/// The pid of the kernel's per-kind overflow histograms: events of processes that found no
+/// free histogram slot (counted in [`DropCounts::hist_full`]) or ran after their process's
+/// exit ([`DropCounts::hist_exited`]). No traced process has pid 0.
+pub const OVERFLOW_PID: u32 = 0;
+
+/// How long a retired slot waits between leaving the kernel's retired list and its final read.
+///
+/// A slot is retired only once every thread of its process has passed do_exit's `live`
+/// countdown, so none of them can be inside a traced syscall any more: what can still be
+/// running against the slot is a scheduler-path program (run-queue or off-CPU at a switch or
+/// wakeup, with preemption disabled) that checked its cached slot just before the retire, and
+/// that finishes its few atomic adds within microseconds. The grace is a thousand times that.
+pub const RETIRE_GRACE: Duration = Duration::from_millis(2);
 
 impl Tracer {
     /// Checks privileges and BTF, loads the programs configured by `cfg` and attaches them.
@@ -183,11 +210,7 @@ impl Tracer {
                 cfg.lifecycle,
                 &skel.progs.sched_process_exec,
             ),
-            (
-                "sched_process_exit",
-                cfg.lifecycle,
-                &skel.progs.sched_process_exit,
-            ),
+            ("sched_process_exit", true, &skel.progs.sched_process_exit),
         ];
         for (name, wanted, prog) in progs {
             if wanted {
@@ -229,6 +252,9 @@ impl Tracer {
             active,
             missing,
             left_out,
+            cooling: VecDeque::new(),
+            recycled: 0,
+            capacity: cfg.max_histograms,
         })
     }
 
@@ -329,7 +355,15 @@ impl Tracer {
             .events
             .set_max_entries(ring)
             .map_err(LoadError::libbpf("sizing the ring buffer"))?;
-        for map in [&mut open.maps.hists, &mut open.maps.hist_slots] {
+        open.maps
+            .hists
+            .set_max_entries(cfg.max_histograms + abi::kind::COUNT as u32)
+            .map_err(LoadError::libbpf("sizing the histogram maps"))?;
+        for map in [
+            &mut open.maps.hist_slots,
+            &mut open.maps.free_slots,
+            &mut open.maps.retired_slots,
+        ] {
             map.set_max_entries(cfg.max_histograms)
                 .map_err(LoadError::libbpf("sizing the histogram maps"))?;
         }
@@ -354,10 +388,89 @@ impl Tracer {
             .set_autoload(active.contains(Probe::Runqueue));
         open.progs.sched_switch.set_autoload(sched);
         open.progs.sched_process_exec.set_autoload(cfg.lifecycle);
-        open.progs.sched_process_exit.set_autoload(cfg.lifecycle);
+        // Always: a process's exit retires its histogram slots.
+        open.progs.sched_process_exit.set_autoload(true);
 
         open.load()
             .map_err(LoadError::libbpf("loading the BPF programs"))
+    }
+
+    /// Recycles the histogram slots of exited processes and returns their final counts, each
+    /// exactly once: slots taken from the kernel's retired list at least [`RETIRE_GRACE`] ago
+    /// are read, zeroed and handed back to the kernel's free list; those retired since are
+    /// taken now and read on a later call. Call it often (every drain): a process's slots are
+    /// reusable only after it. The caller owns the final counts from here on; a live
+    /// [`histograms`](Tracer::histograms) read never returns a retired slot.
+    pub fn recycle(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
+        let now = Instant::now();
+        let maps = &self.skel.maps;
+        let mut ready = Vec::new();
+        while let Some(&(slot, at)) = self.cooling.front() {
+            if now.duration_since(at) < RETIRE_GRACE {
+                break;
+            }
+            ready.push(slot);
+            self.cooling.pop_front();
+        }
+        while let Some(v) = maps
+            .retired_slots
+            .lookup_and_delete(&[])
+            .map_err(LoadError::libbpf("taking a retired histogram slot"))?
+        {
+            if let Ok(slot) = <[u8; 4]>::try_from(v.as_slice()) {
+                self.cooling.push_back((slot, now));
+            }
+        }
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        let gen = offset_of!(RawHistogram, gen);
+        let mut value = vec![0u8; std::mem::size_of::<RawHistogram>()];
+        let mut zero = vec![0u8; value.len()];
+        let mut finals = Vec::with_capacity(ready.len());
+        for key in ready {
+            if !maps
+                .hists
+                .lookup_into(&key, &mut value, MapFlags::ANY)
+                .map_err(LoadError::libbpf("reading a retired histogram"))?
+            {
+                continue;
+            }
+            if let Some(raw) = abi::histogram_from_bytes(&value) {
+                finals.push(HistogramSnapshot {
+                    pid: raw.pid,
+                    kind: raw.kind as u8,
+                    raw,
+                });
+            }
+            // Zero everything but the generation, which only the kernel moves.
+            zero[gen..gen + 4].copy_from_slice(&value[gen..gen + 4]);
+            maps.hists
+                .update(&key, &zero, MapFlags::ANY)
+                .map_err(LoadError::libbpf("zeroing a retired histogram"))?;
+            maps.free_slots
+                .update(&[], &key, MapFlags::ANY)
+                .map_err(LoadError::libbpf("returning a histogram slot"))?;
+            self.recycled += 1;
+        }
+        Ok(finals)
+    }
+
+    /// Like [`recycle`](Tracer::recycle), but returns the final counts of every slot retired
+    /// so far, waiting out the grace for the latest ones. For the last read, after
+    /// [`detach`](Tracer::detach).
+    pub fn recycle_all(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
+        let mut finals = self.recycle()?;
+        if !self.cooling.is_empty() {
+            std::thread::sleep(RETIRE_GRACE);
+            finals.extend(self.recycle()?);
+        }
+        Ok(finals)
+    }
+
+    /// Histogram slots recycled since the start (final counts read, slot reusable).
+    pub fn recycled_histograms(&self) -> u64 {
+        self.recycled
     }
 
     /// Detaches every program: nothing new enters the ring buffer or the histograms, while
@@ -450,6 +563,8 @@ impl Tracer {
     }
 
     /// Reads every in-kernel histogram: the slot map says which (pid, kind) owns which slot.
+    /// Events that found no slot of their own come as one histogram per kind with pid
+    /// [`OVERFLOW_PID`].
     pub fn histograms(&self) -> Result<Vec<HistogramSnapshot>, LoadError> {
         let slots = &self.skel.maps.hist_slots;
         let mut out = Vec::new();
@@ -476,6 +591,25 @@ impl Tracer {
                     kind: k.kind as u8,
                     raw,
                 });
+            }
+        }
+        // The overflow histograms: events that found no slot of their own.
+        for kind in 0..abi::kind::COUNT as u32 {
+            let key = (self.capacity + kind).to_ne_bytes();
+            let value = self
+                .skel
+                .maps
+                .hists
+                .lookup(&key, MapFlags::ANY)
+                .map_err(LoadError::libbpf("reading an overflow histogram"))?;
+            if let Some(raw) = value.as_deref().and_then(abi::histogram_from_bytes) {
+                if raw.zero_count > 0 || raw.buckets.iter().any(|&c| c > 0) {
+                    out.push(HistogramSnapshot {
+                        pid: OVERFLOW_PID,
+                        kind: kind as u8,
+                        raw,
+                    });
+                }
             }
         }
         out.sort_by_key(|h| (h.pid, h.kind));
@@ -506,6 +640,7 @@ impl Tracer {
         d.task_storage = slot(abi::drop::TASK_STORAGE)?;
         d.lifecycle = slot(abi::drop::LIFECYCLE)?;
         d.stack = slot(abi::drop::STACK)?;
+        d.hist_exited = slot(abi::drop::HIST_EXITED)?;
         d.malformed = self.malformed.get();
         Ok(d)
     }

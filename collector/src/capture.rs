@@ -91,6 +91,8 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
     let mut clock = Clock::new(Duration::from_secs(1));
     let mut summary = Summary::default();
     let mut slow_events = 0u64;
+    // Final counts of processes that exited during the capture (their slots were recycled).
+    let mut finals = Vec::new();
     let started = Instant::now();
     let mut last_status = started;
     let ksyms = if cfg.probes.contains(kotel_bpf::Probe::Offcpu) && cfg.capture_stacks {
@@ -146,6 +148,8 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
             }
         }
         out.flush()?;
+        // Exited processes' histograms: their final counts stay for the summary.
+        finals.extend(tracer.recycle()?);
         clock.refresh();
         if show_status && last_status.elapsed() >= STATUS_EVERY {
             last_status = Instant::now();
@@ -161,11 +165,14 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
     }
 
     let bucket_table = tracer.bucket_table().clone();
+    finals.extend(tracer.recycle_all()?);
     summary.histograms = tracer
         .histograms()?
         .iter()
+        .chain(&finals)
         .filter_map(|snap| decode_histogram(snap, &bucket_table))
         .collect();
+    summary.histograms.sort_by_key(|h| (h.pid, h.kind));
     summary.drops = tracer.drops()?;
     drop(tracer);
     tracing::info!(

@@ -53,6 +53,8 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 const MAX_NAMES: usize = 65_536;
 /// Cached processes.
 const PROCESS_CACHE: usize = 4096;
+/// Most final histograms of exited processes kept for the closing summary.
+const SUMMARY_ENDED: usize = 4096;
 
 /// Why `kotel run` failed.
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +263,7 @@ impl SampleSource for Telemetry {
         }
         out.push(s(
             "kotel_histogram_events_dropped_total",
-            "Events not counted: histogram slots full",
+            "Events counted in the overflow histogram: no free slot",
             vec![],
             drops.hist_full,
         ));
@@ -592,6 +594,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     );
 
     let mut events: Vec<KernelEvent> = Vec::with_capacity(4096);
+    let mut ended: Vec<crate::model::Histogram> = Vec::new();
     let mut held: HashMap<(u32, Probe), (u64, opentelemetry_proto::tonic::trace::v1::Span)> =
         HashMap::new();
     let mut artifacts = if !cfg.render.enabled {
@@ -711,11 +714,35 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             telemetry::add(&stats.spans_produced, 1);
         }
         for (pid, exited) in invalidate {
-            resources.cache.invalidate(pid);
+            if exited {
+                // Its last spans and final metrics still need its resource: kept one more
+                // interval, then swept.
+                resources
+                    .cache
+                    .exited(pid, interval + Duration::from_secs(2));
+            } else {
+                resources.cache.invalidate(pid);
+            }
             if exited && link_targets.remove(&pid) {
                 tracer.remove_link_target(pid);
             }
             telemetry::add(&stats.process_invalidations, 1);
+        }
+        // Exited processes' histogram slots go back to the kernel; their final counts are
+        // exported once more.
+        let finals = if done {
+            tracer.recycle_all()?
+        } else {
+            tracer.recycle()?
+        };
+        let finals: Vec<_> = finals
+            .iter()
+            .filter_map(|s| decode_histogram(s, tracer.bucket_table()))
+            .collect();
+        if !finals.is_empty() {
+            let room = SUMMARY_ENDED.saturating_sub(ended.len());
+            ended.extend(finals.iter().filter(|h| h.count > 0).take(room).cloned());
+            metrics.retire(finals);
         }
         if resources.comms.len() > MAX_NAMES {
             resources.comms.clear(); // names only label the summary; /proc fills in
@@ -753,6 +780,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         if last_expiry.elapsed() >= Duration::from_secs(1) {
             last_expiry = Instant::now();
             linker.buffer.expire(unix_now());
+            resources.cache.sweep();
         }
         if batcher.due() || (done && !batcher.is_empty()) {
             while let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
@@ -855,12 +883,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .histograms()?
             .iter()
             .filter_map(|s| decode_histogram(s, &table_))
+            .chain(ended)
             .collect(),
         drops: tracer.drops()?,
         undecodable: telemetry::get(&stats.records_undecodable),
         comms: resources.comms.clone(),
     };
     summary.histograms.retain(|h| h.count > 0);
+    summary.histograms.sort_by_key(|h| (h.pid, h.kind));
     drop(tracer);
     stats.ready.store(false, Ordering::Relaxed);
 
@@ -1025,9 +1055,21 @@ fn export_metrics(
     });
     self_metrics.push(SelfMetric {
         name: "kotel.histograms.dropped",
-        description: "Events not counted because the histogram slots were full",
+        description: "Events of processes that found no free histogram slot (counted in the overflow series instead)",
         attributes: vec![],
         value: drops.hist_full,
+    });
+    self_metrics.push(SelfMetric {
+        name: "kotel.histograms.after_exit",
+        description: "Events of threads still running after their process's exit retired its histograms (counted in the overflow series)",
+        attributes: vec![],
+        value: drops.hist_exited,
+    });
+    self_metrics.push(SelfMetric {
+        name: "kotel.histograms.recycled",
+        description: "Histogram slots of exited processes read one last time and reused",
+        attributes: vec![],
+        value: tracer.recycled_histograms(),
     });
     self_metrics.push(SelfMetric {
         name: "kotel.stacks.dropped",
@@ -1083,6 +1125,29 @@ fn export_metrics(
         attributes: vec![],
         value: metrics.overflowed_series(),
     });
+    metrics.set_gauges(vec![
+        SelfMetric {
+            name: "kotel.process_cache.size",
+            description: "Processes whose metadata the agent holds",
+            attributes: vec![],
+            value: resources.cache.len() as u64,
+        },
+        SelfMetric {
+            name: "kotel.histograms.live",
+            description: "In-kernel histograms of live processes (slots in use)",
+            attributes: vec![],
+            value: histograms
+                .iter()
+                .filter(|h| h.pid != kotel_bpf::OVERFLOW_PID)
+                .count() as u64,
+        },
+        SelfMetric {
+            name: "kotel.metric.series",
+            description: "Processes with series of their own, summed over probes (each probe at most metrics.cardinality_limit)",
+            attributes: vec![],
+            value: metrics.admitted_series() as u64,
+        },
+    ]);
     let agent = resources.agent();
     let req = metrics.build(
         &histograms,

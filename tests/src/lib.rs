@@ -71,6 +71,12 @@ pub struct Kotel {
 impl Kotel {
     /// Starts `kotel <args>` and waits until it reports its probes attached.
     pub fn start(args: &[&str]) -> Kotel {
+        Kotel::start_until(args, "kotel.capture.attached")
+    }
+
+    /// Starts `kotel <args>` and waits for a log line containing `marker`
+    /// (`kotel.run.attached` for `kotel run`).
+    pub fn start_until(args: &[&str], marker: &str) -> Kotel {
         let mut child = Command::new(built_binary("kotel"))
             .args(args)
             .env("KOTEL_LOG", "info")
@@ -96,7 +102,7 @@ impl Kotel {
         loop {
             match k.stderr_lines.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
-                    let attached = line.contains("kotel.capture.attached");
+                    let attached = line.contains(marker);
                     k.stderr_seen.push(line);
                     if attached {
                         return k;
@@ -175,6 +181,15 @@ impl Workload {
         assert!(status.success(), "workload failed: {status}");
         serde_json::from_str(&line).expect("truth json")
     }
+}
+
+/// Where cgroup v2 is mounted, from /proc/mounts.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+    })
 }
 
 /// Parses JSON lines, panicking with the line on error.

@@ -3,16 +3,7 @@
 
 use std::path::PathBuf;
 
-use kotel_e2e::{json_lines, skip_without_bpf, Kotel, Workload};
-
-/// Where cgroup v2 is mounted, from /proc/mounts.
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-    })
-}
+use kotel_e2e::{cgroup2_root, json_lines, skip_without_bpf, Kotel, Workload};
 
 /// A cgroup and a child of it, removed again when dropped (once empty).
 struct TempCgroup(PathBuf);

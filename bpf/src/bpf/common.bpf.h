@@ -57,7 +57,11 @@ struct {
 
 /* Histograms live in an array (an inlined lookup, readable through mmap);
  * `hist_slots` says which (pid, kind) owns which slot. Both are sized by
- * userspace to `hist_capacity` before load. */
+ * userspace to `hist_capacity` before load; the array has KOTEL_KIND_COUNT
+ * more entries: `hists[hist_capacity + kind]` is the kind's overflow
+ * histogram, which counts the events of processes that found no free slot
+ * (and of threads still running after their process's exit), so that every
+ * event is counted somewhere. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -73,8 +77,30 @@ struct {
 	__type(value, __u32);
 } hist_slots SEC(".maps");
 
-/* Next unused slot in `hists`. */
+/* Next never-used slot in `hists`: slots are bump-allocated until the
+ * array has been used once, then taken from `free_slots`. */
 __u32 hist_next_slot = 0;
+
+/* Slot recycling. At a process's exit the kernel moves its slots from
+ * `hist_slots` to `retired_slots`; userspace reads each retired slot's final
+ * counts, zeroes it and pushes it onto `free_slots`, which the kernel
+ * allocates from. Every slot is in exactly one place (bump range, in use,
+ * retired, being finalized, free), so neither queue can overflow. Both are
+ * sized to `hist_capacity` by userspace before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 1024);
+	__type(value, __u32);
+} free_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 1024);
+	__type(value, __u32);
+} retired_slots SEC(".maps");
+
+/* Slots retired so far. */
+__u64 hist_retired = 0;
 
 /* Processes whose traces kotel links kernel events into: every event of
  * theirs goes to userspace, whatever its length, so linked sums are
@@ -121,8 +147,10 @@ struct task_state {
 	__s32 kstack_id;
 	__s32 ustack_id;
 	/* This thread's histogram slot per kind, plus one; 0 until looked up.
-	 * Slots are never reused while the BPF object is loaded. */
+	 * Valid only while the slot's `gen` equals hist_gen: retiring a slot
+	 * bumps its gen, so no thread keeps writing into a recycled slot. */
 	__u32 hist_slot[KOTEL_KIND_COUNT];
+	__u32 hist_gen[KOTEL_KIND_COUNT];
 	__u32 pid;            /* thread group id, set with the state */
 	__u32 link_gen_seen;  /* link_gen when `linked` was decided */
 	__u8 linked;          /* the process is a link target */
@@ -144,6 +172,13 @@ enum kotel_kind abi_kind = KOTEL_KIND_WRITEV;
 enum kotel_drop abi_drop = KOTEL_DROP_HIST_FULL;
 
 /* ---- Helpers. ---- */
+
+#ifndef READ_ONCE
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#endif
+#ifndef barrier
+#define barrier() asm volatile("" ::: "memory")
+#endif
 
 static __always_inline void count_drop(__u32 idx)
 {
@@ -234,54 +269,122 @@ static __always_inline __u32 bucket_of(__u64 ns)
 }
 
 #define KOTEL_NO_SLOT 0xffffffffu
+#define KOTEL_SLOT_EXITED 0xfffffffeu
 
-/* The histogram slot of (pid, kind): found, or taken from the free end. */
-static __always_inline __u32 hist_slot_of(__u32 pid, __u32 kind)
+/* Has the whole thread group of `t` passed do_exit's "live" countdown? Its
+ * slots are then retired (or about to be): nothing new may be allocated. */
+static __always_inline bool group_exited(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, signal, live.counter) == 0;
+}
+
+/* A slot nobody owns: a never-used one while the array lasts, then a
+ * recycled one from the free list. */
+static __always_inline __u32 hist_slot_alloc(void)
+{
+	__u32 slot;
+
+	if (hist_next_slot < hist_capacity) {
+		slot = __sync_fetch_and_add(&hist_next_slot, 1);
+		if (slot < hist_capacity)
+			return slot;
+	}
+	if (bpf_map_pop_elem(&free_slots, &slot))
+		return KOTEL_NO_SLOT;
+	return slot;
+}
+
+/* The histogram slot of (pid, kind) for thread `t`: found, or allocated.
+ * `*gen` is the slot's generation, read before `t`'s group was checked to
+ * be alive: a retire (which follows the group's death) bumps it later, so
+ * a cached (slot, gen) can never outlive the slot's owner. Cold path. */
+static __always_inline __u32 hist_slot_of(struct task_struct *t, __u32 pid, __u32 kind,
+					  __u32 *gen)
 {
 	struct kotel_hist_key key = { .pid = pid, .kind = kind };
 	__u32 *found = bpf_map_lookup_elem(&hist_slots, &key);
+	struct kotel_hist *h;
+	__u32 slot;
 
-	if (found)
-		return *found;
-	if (hist_next_slot >= hist_capacity)
+	if (found) {
+		slot = *found;
+		h = bpf_map_lookup_elem(&hists, &slot);
+		if (!h)
+			return KOTEL_NO_SLOT;
+		*gen = READ_ONCE(h->gen);
+		barrier();
+		return group_exited(t) ? KOTEL_SLOT_EXITED : slot;
+	}
+	if (group_exited(t))
+		return KOTEL_SLOT_EXITED;
+	slot = hist_slot_alloc();
+	if (slot == KOTEL_NO_SLOT)
 		return KOTEL_NO_SLOT;
-
-	__u32 slot = __sync_fetch_and_add(&hist_next_slot, 1);
-
-	if (slot >= hist_capacity)
+	h = bpf_map_lookup_elem(&hists, &slot);
+	if (!h)
 		return KOTEL_NO_SLOT;
+	h->pid = pid;
+	h->kind = kind;
+	*gen = READ_ONCE(h->gen);
 	if (bpf_map_update_elem(&hist_slots, &key, &slot, BPF_NOEXIST)) {
-		/* Another CPU won the race for this key: use its slot. */
+		/* Another CPU won the race for this key: give the slot back and
+		 * use the winner's. */
+		bpf_map_push_elem(&free_slots, &slot, 0);
 		found = bpf_map_lookup_elem(&hist_slots, &key);
-		return found ? *found : KOTEL_NO_SLOT;
+		if (!found)
+			return KOTEL_NO_SLOT;
+		slot = *found;
+		h = bpf_map_lookup_elem(&hists, &slot);
+		if (!h)
+			return KOTEL_NO_SLOT;
+		*gen = READ_ONCE(h->gen);
 	}
 	return slot;
 }
 
 /* Count one event into its (pid, kind) histogram. `s` is the state of the
- * thread the event belongs to and caches the slot; the pid is `s->pid`.
+ * thread the event belongs to and caches the slot; the pid is `s->pid`. `t`
+ * is that thread, or NULL for the current one (only read on the cold path).
  * Histograms are shared across CPUs, so every counter is updated
  * atomically. */
-static __always_inline void hist_record(struct task_state *s, __u32 kind, __u64 ns, __s64 bytes)
+static __always_inline void hist_record(struct task_state *s, struct task_struct *t, __u32 kind,
+					__u64 ns, __s64 bytes)
 {
-	__u32 slot = s->hist_slot[kind & (KOTEL_KIND_COUNT - 1)];
+	__u32 k = kind & (KOTEL_KIND_COUNT - 1);
+	__u32 slot = s->hist_slot[k];
+	struct kotel_hist *h = NULL;
 
-	if (!slot) {
-		__u32 found = hist_slot_of(s->pid, kind);
+	if (slot) {
+		__u32 cached = slot - 1;
 
-		if (found == KOTEL_NO_SLOT) {
-			count_drop(KOTEL_DROP_HIST_FULL);
-			return;
+		h = bpf_map_lookup_elem(&hists, &cached);
+		if (h && h->gen != s->hist_gen[k])
+			h = NULL; /* retired since: look it up again */
+	}
+	if (!h) {
+		__u32 gen = 0;
+		__u32 found;
+
+		if (!t)
+			t = bpf_get_current_task_btf();
+		found = hist_slot_of(t, s->pid, kind, &gen);
+		if (found == KOTEL_NO_SLOT || found == KOTEL_SLOT_EXITED) {
+			/* Not the process's own histogram, but still counted: in
+			 * the kind's overflow slot (not cached: the next event
+			 * tries for a slot again). */
+			s->hist_slot[k] = 0;
+			count_drop(found == KOTEL_NO_SLOT ? KOTEL_DROP_HIST_FULL
+							  : KOTEL_DROP_HIST_EXITED);
+			found = hist_capacity + k;
+		} else {
+			s->hist_slot[k] = found + 1;
+			s->hist_gen[k] = gen;
 		}
-		slot = found + 1;
-		s->hist_slot[kind & (KOTEL_KIND_COUNT - 1)] = slot;
+		h = bpf_map_lookup_elem(&hists, &found);
+		if (!h)
+			return;
 	}
 
-	__u32 idx = slot - 1;
-	struct kotel_hist *h = bpf_map_lookup_elem(&hists, &idx);
-
-	if (!h)
-		return;
 	__sync_fetch_and_add(&h->sum_ns, ns);
 	if (bytes > 0)
 		__sync_fetch_and_add(&h->bytes, bytes);

@@ -25,11 +25,15 @@ enum kotel_kind {
 /* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
  * ring-buffer reservation failures, one per kind. */
 enum kotel_drop {
-	KOTEL_DROP_HIST_FULL = 4,     /* histogram map full: event not counted */
+	KOTEL_DROP_HIST_FULL = 4,     /* no free histogram slot: event counted in
+				       * the kind's overflow histogram instead */
 	KOTEL_DROP_TASK_STORAGE = 5,  /* task storage unavailable: event missed */
 	KOTEL_DROP_LIFECYCLE = 6,     /* ring buffer full: an exec/exit record lost */
 	KOTEL_DROP_STACK = 7,         /* stack map full or collided: stack id missing */
-	KOTEL_DROP_COUNT = 8,
+	KOTEL_DROP_HIST_EXITED = 8,   /* event of a thread still running after its process's
+				       * exit retired its histograms: counted in the
+				       * kind's overflow histogram instead */
+	KOTEL_DROP_COUNT = 9,
 };
 
 /* Histogram bucket table capacity. Userspace fills `bucket_bounds` for the
@@ -77,13 +81,22 @@ struct kotel_hist_key {
 /* An OTLP base-2 exponential histogram of durations in seconds, at the
  * scale userspace chose. bucket i counts values whose OTLP index is
  * `offset + i` (offset and scale live in userspace). The event count is
- * zero_count plus the bucket counts; it is not kept twice. */
+ * zero_count plus the bucket counts; it is not kept twice.
+ *
+ * Slots are recycled: when the owning process exits the kernel retires the
+ * slot (bumps `gen`, which invalidates every thread's cached slot); userspace
+ * reads the final counts, zeroes the counters (keeping `gen`) and returns
+ * the slot to the free list. */
 struct kotel_hist {
 	__u64 sum_ns;     /* sum of all durations */
 	__u64 zero_count; /* events of exactly 0 ns */
 	__u64 bytes;      /* sum of positive byte counts (writev, tcp_send) */
 	__u64 clamped;    /* values above KOTEL_MAX_VALUE_NS, put in the last bucket */
 	__u64 max_ns;     /* largest duration seen */
+	__u32 pid;        /* owner process, set when the slot is taken */
+	__u32 kind;       /* owner kind (enum kotel_kind) */
+	__u32 gen;        /* bumped by the kernel each time the slot is retired */
+	__u32 reserved;
 	__u64 buckets[KOTEL_MAX_BUCKETS];
 };
 

@@ -52,7 +52,7 @@ static __always_inline void emit_sched(struct task_struct *t, struct task_state 
 {
 	__u64 ns = now - start;
 
-	hist_record(s, kind, ns, -1);
+	hist_record(s, t, kind, ns, -1);
 	if (ns < min_latency_ns && !link_target(s))
 		return;
 

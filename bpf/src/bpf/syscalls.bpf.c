@@ -52,7 +52,7 @@ static __always_inline void emit_syscall(struct task_state *s, __u32 kind, __u64
 {
 	__u64 ns = now - s->sys_start_ns;
 
-	hist_record(s, kind, ns, ret);
+	hist_record(s, NULL, kind, ns, ret);
 	if (ns < min_latency_ns && !link_target(s))
 		return;
 

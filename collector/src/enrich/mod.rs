@@ -395,6 +395,35 @@ impl ProcessCache {
         }
     }
 
+    /// `pid` exited: its entry stays usable for `keep` (its final spans and metrics still need
+    /// its resource), then [`sweep`](ProcessCache::sweep) drops it.
+    pub fn exited(&mut self, pid: u32, keep: Duration) {
+        let now = Instant::now();
+        if let Some(entry) = self.entries.get_mut(&pid) {
+            let until = now.checked_add(keep).unwrap_or(now);
+            entry.expires = Some(entry.expires.map_or(until, |e| e.min(until)));
+        }
+    }
+
+    /// Drops every entry whose time is up (exited processes, and processes already gone when
+    /// read), so the cache shrinks back once processes stop exiting. Returns how many went.
+    pub fn sweep(&mut self) -> usize {
+        self.sweep_at(Instant::now())
+    }
+
+    fn sweep_at(&mut self, now: Instant) -> usize {
+        let expired: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.expires.is_some_and(|x| x <= now))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in &expired {
+            self.invalidate(*pid);
+        }
+        expired.len()
+    }
+
     /// Hit, miss and eviction counts since creation.
     pub fn stats(&self) -> CacheStats {
         self.stats
@@ -710,6 +739,31 @@ mod tests {
         cache.get(1, "");
         assert_eq!(cache.stats().hits, 3);
         assert!(!cache.is_empty());
+    }
+
+    #[test]
+    fn exited_processes_are_swept_after_their_grace() {
+        let fake = FakeProc::new("sweep");
+        for pid in 1..=3 {
+            fake.file(pid, "comm", format!("p{pid}\n"));
+        }
+        let mut cache = ProcessCache::new(fake.root.clone(), 8);
+        for pid in 1..=3 {
+            cache.get(pid, "");
+        }
+        cache.get(99, "gone"); // never existed: cached from the hint for a while
+        cache.exited(2, Duration::from_secs(3));
+        cache.exited(3, Duration::ZERO);
+        let now = Instant::now();
+        assert_eq!(cache.sweep_at(now), 1, "process 3 goes at once");
+        assert_eq!(cache.get(2, "").comm, "p2", "still served within its grace");
+        assert_eq!(cache.sweep_at(now + Duration::from_secs(4)), 1);
+        assert_eq!(
+            cache.sweep_at(now + DEAD_PROCESS_TTL * 2),
+            1,
+            "the dead one"
+        );
+        assert_eq!(cache.len(), 1, "only the live process 1 stays");
     }
 
     #[test]

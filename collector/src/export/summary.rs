@@ -61,8 +61,11 @@ pub struct RunSummary {
     pub events_received: u64,
     /// Events the ring buffer had no room for (counted in the kernel).
     pub events_lost: u64,
-    /// Events not counted because the histogram slots were full.
+    /// Events that found no free histogram slot (counted in the overflow histogram instead).
     pub histogram_events_dropped: u64,
+    /// Events of an exiting process that found its histogram slot already retired (counted in
+    /// the overflow histogram instead, so not lost from the metrics).
+    pub histogram_events_after_exit: u64,
     /// Off-CPU stacks the stack map could not hold.
     pub stacks_dropped: u64,
 }
@@ -83,6 +86,7 @@ impl RunSummary {
             events_received,
             events_lost: drops.lost_events(),
             histogram_events_dropped: drops.hist_full,
+            histogram_events_after_exit: drops.hist_exited,
             stacks_dropped: drops.stack,
         }
     }

@@ -3,6 +3,14 @@
 //! carries an exemplar of the slowest spanned event of its interval. Cumulative temporality
 //! by default, delta on request; a per-metric cardinality limit folds further processes into
 //! one `otel.metric.overflow=true` series on the agent's own resource.
+//!
+//! Processes exit: their final histograms ([`MetricsBuilder::retire`]) are exported once more
+//! and their series then end, freeing their place under the limit. A process that was folded
+//! into the overflow series stays there until it exits; in cumulative temporality the
+//! overflow series keeps the final counts of every folded process that exited, so it never
+//! goes down. Memory is bounded by the live processes, not by how many ever ran. The kernel's
+//! overflow histograms (pid [`kotel_bpf::OVERFLOW_PID`]: events that found no histogram slot)
+//! join the overflow series too, so every counted event is in some series.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -75,8 +83,15 @@ pub struct MetricsBuilder {
     previous: HashMap<(u32, Probe), Histogram>,
     slowest: HashMap<(u32, Probe), ExemplarCandidate>,
     admitted: HashMap<Probe, HashSet<u32>>,
+    /// Live processes whose series are folded into the overflow series, per probe.
+    folded: HashMap<Probe, HashSet<u32>>,
+    /// Cumulative: what exited folded processes left in the overflow series.
+    folded_exited: BTreeMap<Probe, Histogram>,
+    /// Final histograms of exited processes, exported in the next build.
+    finals: Vec<Histogram>,
     overflowed: u64,
     artifacts: HashMap<(u32, Probe), Vec<KeyValue>>,
+    gauges: Vec<SelfMetric>,
 }
 
 impl MetricsBuilder {
@@ -91,9 +106,36 @@ impl MetricsBuilder {
             previous: HashMap::new(),
             slowest: HashMap::new(),
             admitted: HashMap::new(),
+            folded: HashMap::new(),
+            folded_exited: BTreeMap::new(),
+            finals: Vec::new(),
             overflowed: 0,
             artifacts: HashMap::new(),
+            gauges: Vec::new(),
         }
+    }
+
+    /// Final histograms of processes that exited (their kernel slots were recycled): each is
+    /// exported in the next build as its series' last point, after which the series ends.
+    pub fn retire(&mut self, finals: impl IntoIterator<Item = Histogram>) {
+        self.finals.extend(finals);
+    }
+
+    /// Final histograms waiting for the next build.
+    pub fn pending_finals(&self) -> &[Histogram] {
+        &self.finals
+    }
+
+    /// Gauges of the agent about itself (`value` is the current value), exported on the
+    /// agent's resource in the next build.
+    pub fn set_gauges(&mut self, gauges: Vec<SelfMetric>) {
+        self.gauges = gauges;
+    }
+
+    /// Processes with a series of their own, summed over probes (bounded by the limit per
+    /// probe).
+    pub fn admitted_series(&self) -> usize {
+        self.admitted.values().map(HashSet::len).sum()
     }
 
     /// Offers a spanned event as this interval's exemplar for its series.
@@ -134,7 +176,7 @@ impl MetricsBuilder {
         self.artifacts.insert(key, attributes);
     }
 
-    /// Series folded into the overflow point so far (one per process and probe).
+    /// Series folded into the overflow point so far (one per process and probe, counted once).
     pub fn overflowed_series(&self) -> u64 {
         self.overflowed
     }
@@ -156,8 +198,21 @@ impl MetricsBuilder {
         };
         let mut per_pid: BTreeMap<u32, Vec<Metric>> = BTreeMap::new();
         let mut overflow: BTreeMap<Probe, (Histogram, Option<ExemplarCandidate>)> = BTreeMap::new();
+        if self.temporality == Temporality::Cumulative {
+            for (probe, h) in &self.folded_exited {
+                overflow.insert(*probe, (h.clone(), None));
+            }
+        }
+        let finals = std::mem::take(&mut self.finals);
+        // Places under the limit are freed only after the build, so that one request never
+        // holds more series than the limit.
+        let mut ended = Vec::new();
+        let items = histograms
+            .iter()
+            .map(|h| (h, false))
+            .chain(finals.iter().map(|h| (h, true)));
 
-        for h in histograms {
+        for (h, last) in items {
             let key = (h.pid, h.kind);
             let point = match self.temporality {
                 Temporality::Cumulative => h.clone(),
@@ -166,15 +221,28 @@ impl MetricsBuilder {
                         Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
                         None => h.clone(),
                     };
-                    self.previous.insert(key, h.clone());
-                    if delta.count == 0 {
-                        continue;
+                    if last {
+                        self.previous.remove(&key);
+                    } else {
+                        self.previous.insert(key, h.clone());
                     }
                     delta
                 }
             };
+            // The kernel's own overflow (events that found no histogram slot) goes straight
+            // to the overflow series.
+            let admitted = h.pid != kotel_bpf::OVERFLOW_PID && self.admit(h.pid, h.kind);
+            if last {
+                ended.push((h.pid, h.kind, admitted));
+                if !admitted {
+                    self.keep_folded(h.kind, &point);
+                }
+            }
+            if point.count == 0 && (self.temporality == Temporality::Delta || last) {
+                continue;
+            }
             let exemplar = self.slowest.get(&key).copied();
-            if self.admit(h.pid, h.kind) {
+            if admitted {
                 let mut series = self.series(&point, start, now, exemplar, Vec::new());
                 if let Some(extra) = self.artifacts.get(&key) {
                     if let Some(Data::ExponentialHistogram(eh)) =
@@ -191,21 +259,17 @@ impl MetricsBuilder {
                 }
                 per_pid.entry(h.pid).or_default().extend(series);
             } else {
-                let (acc, ex) = overflow.entry(h.kind).or_insert_with(|| {
-                    (
-                        Histogram {
-                            pid: 0,
-                            bucket_counts: Vec::new(),
-                            ..empty_like(&point)
-                        },
-                        None,
-                    )
-                });
+                let (acc, ex) = overflow
+                    .entry(h.kind)
+                    .or_insert_with(|| (empty_like(&point), None));
                 expo::merge(acc, &point);
                 if exemplar.is_some_and(|e| ex.is_none_or(|x| e.duration_ns > x.duration_ns)) {
                     *ex = exemplar;
                 }
             }
+        }
+        for (pid, probe, admitted) in ended {
+            self.forget(pid, probe, admitted);
         }
         self.slowest.clear();
         self.artifacts.clear();
@@ -235,6 +299,7 @@ impl MetricsBuilder {
             ));
         }
         agent_metrics.extend(self_metrics.iter().map(|m| self.self_metric(m, now)));
+        agent_metrics.extend(self.gauges.iter().map(|g| gauge(g, now)));
         if !agent_metrics.is_empty() {
             resource_metrics.push(ResourceMetrics {
                 resource: Some(agent),
@@ -249,18 +314,47 @@ impl MetricsBuilder {
         ExportMetricsServiceRequest { resource_metrics }
     }
 
-    /// Whether process `pid` gets its own series for `probe` under the cardinality limit.
+    /// Whether process `pid` gets its own series for `probe` under the cardinality limit. A
+    /// process once folded into the overflow series stays there while it lives.
     fn admit(&mut self, pid: u32, probe: Probe) -> bool {
         let set = self.admitted.entry(probe).or_default();
         if set.contains(&pid) {
             return true;
         }
+        let folded = self.folded.entry(probe).or_default();
+        if folded.contains(&pid) {
+            return false;
+        }
         if set.len() < self.cardinality_limit {
             set.insert(pid);
             return true;
         }
+        folded.insert(pid);
         self.overflowed += 1;
         false
+    }
+
+    /// The series of an exited process has ended: its place under the limit is free.
+    fn forget(&mut self, pid: u32, probe: Probe, admitted: bool) {
+        let sets = if admitted {
+            &mut self.admitted
+        } else {
+            &mut self.folded
+        };
+        if let Some(set) = sets.get_mut(&probe) {
+            set.remove(&pid);
+        }
+    }
+
+    /// A folded process's final counts stay in the cumulative overflow series.
+    fn keep_folded(&mut self, probe: Probe, point: &Histogram) {
+        if self.temporality == Temporality::Cumulative {
+            let acc = self
+                .folded_exited
+                .entry(probe)
+                .or_insert_with(|| empty_like(point));
+            expo::merge(acc, point);
+        }
     }
 
     /// The duration histogram and, where the probe moves bytes, the byte sum for one series.
@@ -355,6 +449,26 @@ impl MetricsBuilder {
             })),
             ..Default::default()
         }
+    }
+}
+
+/// A gauge of the agent about itself.
+fn gauge(m: &SelfMetric, now: u64) -> Metric {
+    Metric {
+        name: m.name.to_string(),
+        description: m.description.to_string(),
+        unit: "1".to_string(),
+        data: Some(Data::Gauge(
+            opentelemetry_proto::tonic::metrics::v1::Gauge {
+                data_points: vec![NumberDataPoint {
+                    attributes: m.attributes.clone(),
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsInt(m.value as i64)),
+                    ..Default::default()
+                }],
+            },
+        )),
+        ..Default::default()
     }
 }
 
@@ -560,5 +674,102 @@ mod tests {
             "nothing lost"
         );
         assert_eq!(b.overflowed_series(), 3);
+    }
+
+    fn split(req: &ExportMetricsServiceRequest, name: &str) -> (u64, u64, usize) {
+        let mut own = (0, 0);
+        let mut overflow = 0;
+        for (_, dp) in points(req, name) {
+            if attrs::find(&dp.attributes, "otel.metric.overflow").is_some() {
+                overflow += dp.count;
+            } else {
+                own.0 += dp.count;
+                own.1 += 1;
+            }
+        }
+        (own.0, overflow, own.1)
+    }
+
+    #[test]
+    fn exited_processes_end_their_series_and_free_their_place() {
+        for temporality in [Temporality::Cumulative, Temporality::Delta] {
+            let mut b = MetricsBuilder::new(temporality, 2, 0);
+            let name = "kotel.writev.duration";
+            // Four processes, two of their own, two folded.
+            let live: Vec<Histogram> = (1..=4)
+                .map(|pid| hist(pid, Probe::Writev, &[1_000; 2], 0))
+                .collect();
+            let req = b.build(&live, 10, &mut resource, Resource::default(), &[]);
+            assert_eq!(split(&req, name), (4, 4, 2), "{temporality:?}");
+            // All four exit with one more call each; two new processes arrive.
+            b.retire((1..=4).map(|pid| hist(pid, Probe::Writev, &[1_000; 3], 0)));
+            let fresh: Vec<Histogram> = (5..=6)
+                .map(|pid| hist(pid, Probe::Writev, &[1_000], 0))
+                .collect();
+            let req = b.build(&fresh, 20, &mut resource, Resource::default(), &[]);
+            let (own, overflow, streams) = split(&req, name);
+            assert!(streams <= 2, "never more than the limit: {streams}");
+            match temporality {
+                // Final points 3 + 3 own; the folded ones' 6 in the overflow, plus the new
+                // processes (folded: the exited ones still held the places during the build).
+                Temporality::Cumulative => assert_eq!((own, overflow), (6, 8)),
+                Temporality::Delta => assert_eq!((own, overflow), (2, 4)),
+            }
+            // The exited processes' places are free again.
+            b.retire(fresh.iter().cloned());
+            let newer = [hist(7, Probe::Writev, &[1_000], 0)];
+            let req = b.build(&newer, 30, &mut resource, Resource::default(), &[]);
+            let (own, overflow, streams) = split(&req, name);
+            assert_eq!(streams, 1, "process 7 has a series of its own");
+            assert_eq!(own, 1);
+            match temporality {
+                // The overflow series never goes down: it keeps every folded exited process.
+                Temporality::Cumulative => assert_eq!(overflow, 8),
+                Temporality::Delta => assert_eq!(overflow, 0),
+            }
+            assert_eq!(b.admitted_series(), 1);
+            assert!(
+                b.folded.values().all(HashSet::is_empty),
+                "no live folded process"
+            );
+            // Many exits at once never make one request hold more than the limit.
+            b.retire((10..20).map(|pid| hist(pid, Probe::Writev, &[1_000], 0)));
+            let req = b.build(&newer, 40, &mut resource, Resource::default(), &[]);
+            let (_, _, streams) = split(&req, name);
+            assert!(streams <= 2, "{temporality:?}: {streams}");
+        }
+    }
+
+    #[test]
+    fn gauges_ride_on_the_agent_resource() {
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 2, 0);
+        b.set_gauges(vec![SelfMetric {
+            name: "kotel.process_cache.size",
+            description: "Processes cached",
+            attributes: vec![],
+            value: 12,
+        }]);
+        let req = b.build(&[], 10, &mut resource, Resource::default(), &[]);
+        let m = &req.resource_metrics[0].scope_metrics[0].metrics[0];
+        assert_eq!(m.name, "kotel.process_cache.size");
+        let Some(Data::Gauge(g)) = &m.data else {
+            panic!("a gauge")
+        };
+        assert_eq!(
+            g.data_points[0].value,
+            Some(number_data_point::Value::AsInt(12))
+        );
+    }
+
+    #[test]
+    fn the_kernel_overflow_joins_the_overflow_series() {
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 10, 0);
+        let hs = [
+            hist(kotel_bpf::OVERFLOW_PID, Probe::Writev, &[1_000; 5], 0),
+            hist(7, Probe::Writev, &[1_000; 2], 0),
+        ];
+        let req = b.build(&hs, 10, &mut resource, Resource::default(), &[]);
+        assert_eq!(split(&req, "kotel.writev.duration"), (2, 5, 1));
+        assert_eq!(b.overflowed_series(), 0, "no process was folded");
     }
 }

@@ -73,9 +73,10 @@ pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
     let d = &s.drops;
     writeln!(
         out,
-        "lost events {}  (histogram map full {}, task storage unavailable {}, undecodable {})",
+        "lost events {}  (histogram map full {}, after exit {}, task storage unavailable {}, undecodable {})",
         d.lost_events(),
         d.hist_full,
+        d.hist_exited,
         d.task_storage,
         s.undecodable + d.malformed
     )
