@@ -4,7 +4,9 @@
 //! The pieces, by role:
 //!
 //! - [`Batch`]: one OTLP export request (traces, metrics or logs), the unit everything counts in.
-//! - [`Exporter`]: sends one batch once. [`OtlpGrpcExporter`], [`OtlpHttpExporter`] and
+//! - [`EncodedBatch`]: the same request encoded as protobuf once, at submit; the queue holds
+//!   these, so its byte bound is a bound on its memory, and retries resend the same bytes.
+//! - [`Exporter`]: sends one encoded batch once. [`OtlpGrpcExporter`], [`OtlpHttpExporter`] and
 //!   [`OtlpFileExporter`] implement it; [`build_exporter`] picks one from an [`ExportConfig`].
 //! - [`ExportQueue`]: takes batches from the pipeline without blocking, and a worker task exports
 //!   them in order with backoff ([`RetryConfig`]), counting every item in [`ExportStats`].
@@ -30,7 +32,9 @@
 //! ```
 
 mod cert_validity;
+mod encoded;
 mod env;
+mod grpc_codec;
 mod grpc_tls;
 mod otlp_file;
 mod otlp_grpc;
@@ -54,6 +58,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
 
+pub use encoded::{EncodedBatch, ENTRY_OVERHEAD};
 pub use env::{Compression, ExportConfig, ExportConfigError, Protocol};
 pub use otlp_file::OtlpFileExporter;
 pub use otlp_grpc::OtlpGrpcExporter;
@@ -158,8 +163,8 @@ impl Batch {
         n as u64
     }
 
-    /// Size of the request encoded as protobuf, before compression. The queue bounds memory by
-    /// the sum of these.
+    /// Size of the request encoded as protobuf, before compression (what [`Batch::encode`]
+    /// makes; the queue bounds memory by the sum of these plus [`ENTRY_OVERHEAD`] each).
     pub fn encoded_len(&self) -> usize {
         match self {
             Batch::Traces(r) => r.encoded_len(),
@@ -239,15 +244,16 @@ pub type ExportFuture<'a> =
 ///   success: the rejected items are reported in [`ExportOutcome`] and never retried.
 /// - **Failures.** No panics; every failure is an [`ExportError`].
 pub trait Exporter: Send + 'static {
-    /// Exports `batch` once.
-    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a>;
+    /// Exports `batch` once. The bytes are sent as they are (compressed on the wire when so
+    /// configured), never re-encoded.
+    fn export<'a>(&'a mut self, batch: &'a EncodedBatch) -> ExportFuture<'a>;
 
     /// A short stable name for logs, after the sink (`otlp_grpc`, `otlp_http`, `otlp_file`).
     fn name(&self) -> &'static str;
 }
 
 impl<E: Exporter + ?Sized> Exporter for Box<E> {
-    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+    fn export<'a>(&'a mut self, batch: &'a EncodedBatch) -> ExportFuture<'a> {
         (**self).export(batch)
     }
 

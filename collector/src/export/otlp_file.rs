@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Batch, ExportError, ExportFuture, ExportOutcome, Exporter, Signal};
+use super::{Batch, EncodedBatch, ExportError, ExportFuture, ExportOutcome, Exporter, Signal};
 
 /// Appends batches as OTLP JSON lines (hex trace and span ids, 64-bit integers as strings,
 /// camelCase field names: what `opentelemetry-proto`'s serde support produces, and what the
@@ -42,11 +42,16 @@ impl OtlpFileExporter {
         self.dir.join(format!("{}.jsonl", signal.as_str()))
     }
 
-    fn write(&mut self, batch: &Batch) -> Result<ExportOutcome, ExportError> {
-        let signal = batch.signal();
+    fn write(&mut self, encoded: &EncodedBatch) -> Result<ExportOutcome, ExportError> {
+        let signal = encoded.signal();
         let i = signal.index();
         let path = self.path(signal);
-        let json = match batch {
+        // Queued batches are protobuf; JSON needs the message back. Only this exporter pays
+        // for the decode, and it holds one decoded batch at a time.
+        let batch = encoded.decode().map_err(|e| {
+            ExportError::permanent(format!("decoding the queued {signal} batch: {e}"))
+        })?;
+        let json = match &batch {
             Batch::Traces(r) => serde_json::to_vec(r),
             Batch::Metrics(r) => serde_json::to_vec(r),
             Batch::Logs(r) => serde_json::to_vec(r),
@@ -93,7 +98,7 @@ fn open(dir: &Path, path: &Path) -> Result<File, ExportError> {
 }
 
 impl Exporter for OtlpFileExporter {
-    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+    fn export<'a>(&'a mut self, batch: &'a EncodedBatch) -> ExportFuture<'a> {
         let result = self.write(batch);
         Box::pin(std::future::ready(result))
     }
@@ -149,12 +154,12 @@ mod tests {
 
         let sent = [traces(1, 2), traces(2, 3)];
         for b in &sent {
-            assert_eq!(e.export(b).await, Ok(ExportOutcome::default()));
+            assert_eq!(e.export(&b.encode()).await, Ok(ExportOutcome::default()));
         }
-        e.export(&metrics(1, 2)).await.unwrap();
-        e.export(&metrics(2, 1)).await.unwrap();
-        e.export(&logs(1, 2)).await.unwrap();
-        e.export(&logs(2, 2)).await.unwrap();
+        e.export(&metrics(1, 2).encode()).await.unwrap();
+        e.export(&metrics(2, 1).encode()).await.unwrap();
+        e.export(&logs(1, 2).encode()).await.unwrap();
+        e.export(&logs(2, 2).encode()).await.unwrap();
 
         let got: Vec<Batch> = lines(&dir.join("traces.jsonl"))
             .iter()
@@ -179,7 +184,7 @@ mod tests {
     async fn lines_use_the_otlp_json_encoding() {
         let tmp = TempDir::new("encoding");
         let mut e = OtlpFileExporter::new(&tmp.0);
-        e.export(&traces(1, 1)).await.unwrap();
+        e.export(&traces(1, 1).encode()).await.unwrap();
         let line = &lines(&e.path(Signal::Traces))[0];
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let span = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
@@ -193,11 +198,11 @@ mod tests {
     async fn appends_to_existing_files() {
         let tmp = TempDir::new("append");
         OtlpFileExporter::new(&tmp.0)
-            .export(&logs(1, 1))
+            .export(&logs(1, 1).encode())
             .await
             .unwrap();
         OtlpFileExporter::new(&tmp.0)
-            .export(&logs(2, 1))
+            .export(&logs(2, 1).encode())
             .await
             .unwrap();
         assert_eq!(lines(&tmp.0.join("logs.jsonl")).len(), 2);
@@ -208,7 +213,7 @@ mod tests {
         let tmp = TempDir::new("unwritable");
         fs::write(&tmp.0, b"a file, not a directory").unwrap();
         let mut e = OtlpFileExporter::new(tmp.0.join("sub"));
-        let err = e.export(&traces(1, 1)).await.unwrap_err();
+        let err = e.export(&traces(1, 1).encode()).await.unwrap_err();
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("sub"), "{err}");
         let _ = fs::remove_file(&tmp.0);

@@ -7,17 +7,41 @@ use std::time::Duration;
 
 use hyper::Uri;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::Bytes;
+use hyper::http::uri::PathAndQuery;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use tonic::client::Grpc;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
+use tonic::GrpcMethod;
 
+use super::grpc_codec::PreEncoded;
 use super::{
-    classify_grpc, outcome, parse_endpoint, tls, Batch, Compression, ExportBuildError, ExportError,
-    ExportFuture, Exporter, Protocol, Security,
+    classify_grpc, outcome, parse_endpoint, tls, Compression, EncodedBatch, ExportBuildError,
+    ExportError, ExportFuture, ExportOutcome, Exporter, Protocol, Security, Signal,
 };
+
+/// The OTLP service each signal is exported to, as the official protos name it.
+fn service(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "opentelemetry.proto.collector.trace.v1.TraceService",
+        Signal::Metrics => "opentelemetry.proto.collector.metrics.v1.MetricsService",
+        Signal::Logs => "opentelemetry.proto.collector.logs.v1.LogsService",
+    }
+}
+
+/// The gRPC method path of each signal's `Export` call.
+fn path(signal: Signal) -> PathAndQuery {
+    PathAndQuery::from_static(match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    })
+}
 
 /// Sends batches to an OTLP/gRPC receiver (e.g. an OpenTelemetry Collector on port 4317).
 ///
@@ -27,9 +51,9 @@ use super::{
 /// plaintext.
 #[derive(Debug)]
 pub struct OtlpGrpcExporter {
-    traces: TraceServiceClient<Channel>,
-    metrics: MetricsServiceClient<Channel>,
-    logs: LogsServiceClient<Channel>,
+    /// One client for the three services, sending pre-encoded requests
+    /// ([`PreEncoded`]); compression is set on it.
+    grpc: Grpc<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
     /// The endpoint, for messages.
@@ -93,24 +117,14 @@ impl OtlpGrpcExporter {
                 ))
             }
         };
-        let mut traces = TraceServiceClient::new(channel.clone());
-        let mut metrics = MetricsServiceClient::new(channel.clone());
-        let mut logs = LogsServiceClient::new(channel);
+        let mut grpc = Grpc::new(channel);
         if compression == Compression::Gzip {
-            traces = traces
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip);
-            metrics = metrics
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip);
-            logs = logs
+            grpc = grpc
                 .send_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Gzip);
         }
         Ok(OtlpGrpcExporter {
-            traces,
-            metrics,
-            logs,
+            grpc,
             metadata,
             timeout,
             endpoint: super::redact_endpoint(endpoint),
@@ -124,7 +138,7 @@ impl OtlpGrpcExporter {
     /// a connection closed right after the handshake is how a TLS 1.3 receiver refuses a
     /// client certificate, or the lack of one (its alert often arrives after kotel's first
     /// write has already failed), so the message says what to check.
-    fn transport_failure(&self, batch: &Batch, status: &tonic::Status) -> ExportError {
+    fn transport_failure(&self, batch: &EncodedBatch, status: &tonic::Status) -> ExportError {
         let cause = error_chain(status.message(), std::error::Error::source(status));
         let signal = batch.signal();
         let endpoint = &self.endpoint;
@@ -231,39 +245,58 @@ fn request<T>(message: T, metadata: &MetadataMap, timeout: Duration) -> tonic::R
     request
 }
 
+impl OtlpGrpcExporter {
+    /// One unary `Export` call of `signal`'s service with the pre-encoded `body`, as the
+    /// generated clients make it (same path, method extension and readiness check).
+    async fn call<R: Message + Default + Send + 'static>(
+        &mut self,
+        signal: Signal,
+        body: Bytes,
+    ) -> Result<R, tonic::Status> {
+        self.grpc.ready().await.map_err(|e| {
+            tonic::Status::unknown(format!(
+                "Service was not ready: {}",
+                Into::<Box<dyn std::error::Error + Send + Sync>>::into(e)
+            ))
+        })?;
+        let mut req = request(body, &self.metadata, self.timeout);
+        req.extensions_mut()
+            .insert(GrpcMethod::new(service(signal), "Export"));
+        self.grpc
+            .unary(req, path(signal), PreEncoded::<R>::default())
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Sends `batch` once and reads the partial success from the typed response.
+    async fn send(&mut self, batch: &EncodedBatch) -> Result<ExportOutcome, tonic::Status> {
+        // A clone of `Bytes` shares the buffer: retries send the queued bytes again.
+        let body = batch.bytes().clone();
+        Ok(match batch.signal() {
+            Signal::Traces => {
+                let r: ExportTraceServiceResponse = self.call(Signal::Traces, body).await?;
+                let p = r.partial_success.unwrap_or_default();
+                outcome(p.rejected_spans, p.error_message)
+            }
+            Signal::Metrics => {
+                let r: ExportMetricsServiceResponse = self.call(Signal::Metrics, body).await?;
+                let p = r.partial_success.unwrap_or_default();
+                outcome(p.rejected_data_points, p.error_message)
+            }
+            Signal::Logs => {
+                let r: ExportLogsServiceResponse = self.call(Signal::Logs, body).await?;
+                let p = r.partial_success.unwrap_or_default();
+                outcome(p.rejected_log_records, p.error_message)
+            }
+        })
+    }
+}
+
 impl Exporter for OtlpGrpcExporter {
-    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+    fn export<'a>(&'a mut self, batch: &'a EncodedBatch) -> ExportFuture<'a> {
         Box::pin(async move {
             let timeout = self.timeout;
-            let metadata = &self.metadata;
-            let call = async {
-                match batch {
-                    Batch::Traces(r) => self
-                        .traces
-                        .export(request(r.clone(), metadata, timeout))
-                        .await
-                        .map(|resp| {
-                            let p = resp.into_inner().partial_success.unwrap_or_default();
-                            outcome(p.rejected_spans, p.error_message)
-                        }),
-                    Batch::Metrics(r) => self
-                        .metrics
-                        .export(request(r.clone(), metadata, timeout))
-                        .await
-                        .map(|resp| {
-                            let p = resp.into_inner().partial_success.unwrap_or_default();
-                            outcome(p.rejected_data_points, p.error_message)
-                        }),
-                    Batch::Logs(r) => self
-                        .logs
-                        .export(request(r.clone(), metadata, timeout))
-                        .await
-                        .map(|resp| {
-                            let p = resp.into_inner().partial_success.unwrap_or_default();
-                            outcome(p.rejected_log_records, p.error_message)
-                        }),
-                }
-            };
+            let call = self.send(batch);
             match tokio::time::timeout(timeout, call).await {
                 Err(_) => Err(ExportError::retryable(format!(
                     "OTLP/gRPC {} export got no answer within {timeout:?}",
@@ -386,14 +419,17 @@ mod tests {
             let collector = GrpcCollector::start(None).await;
             let mut e = exporter(collector.addr(), compression);
             for batch in [traces(1, 3), metrics(1, 2), logs(1, 4)] {
-                assert_eq!(e.export(&batch).await, Ok(ExportOutcome::default()));
+                assert_eq!(
+                    e.export(&batch.encode()).await,
+                    Ok(ExportOutcome::default())
+                );
             }
             collector.script([Reply::Partial {
                 rejected: 2,
                 message: "too old".into(),
             }]);
             assert_eq!(
-                e.export(&traces(2, 3)).await,
+                e.export(&traces(2, 3).encode()).await,
                 Ok(ExportOutcome {
                     rejected_items: 2,
                     message: Some("too old".into()),
@@ -432,22 +468,22 @@ mod tests {
         ]);
         let batch = traces(1, 1);
         assert!(matches!(
-            e.export(&batch).await,
+            e.export(&batch.encode()).await,
             Err(ExportError::Retryable {
                 retry_after: None,
                 ..
             })
         ));
         assert!(matches!(
-            e.export(&batch).await,
+            e.export(&batch.encode()).await,
             Err(ExportError::Permanent { .. })
         ));
         assert!(matches!(
-            e.export(&batch).await,
+            e.export(&batch.encode()).await,
             Err(ExportError::Permanent { .. })
         ));
         assert_eq!(
-            e.export(&batch).await.unwrap_err(),
+            e.export(&batch.encode()).await.unwrap_err(),
             ExportError::Retryable {
                 reason: "gRPC status ResourceExhausted: fake collector says ResourceExhausted"
                     .into(),
@@ -469,7 +505,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let err = e.export(&traces(1, 1)).await.unwrap_err();
+        let err = e.export(&traces(1, 1).encode()).await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
         collector.stop().await;
     }
@@ -559,7 +595,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn full_queue_drops_exactly_what_is_missing() {
         let addr = free_port();
-        let batch_len = traces(0, 10).encoded_len();
+        let batch_len = traces(0, 10).encode().queued_size();
         let q = queue(addr, 3 * batch_len);
         // Nobody listens yet: the first batch stays in flight, so only three fit.
         let accepted: Vec<bool> = (0..8).map(|i| q.submit(traces(i, 10)).is_ok()).collect();

@@ -23,8 +23,8 @@ use prost::Message;
 
 use super::retry::rpc_status_message;
 use super::{
-    classify_http, outcome, parse_endpoint, tls, Batch, Compression, ExportBuildError, ExportError,
-    ExportFuture, ExportOutcome, Exporter, Protocol, Security, Signal,
+    classify_http, outcome, parse_endpoint, tls, Compression, EncodedBatch, ExportBuildError,
+    ExportError, ExportFuture, ExportOutcome, Exporter, Protocol, Security, Signal,
 };
 
 /// Largest response body read; OTLP responses are tiny, anything bigger is cut off.
@@ -130,14 +130,11 @@ impl OtlpHttpExporter {
         })
     }
 
-    async fn post(&self, batch: &Batch) -> Result<ExportOutcome, ExportError> {
+    async fn post(&self, batch: &EncodedBatch) -> Result<ExportOutcome, ExportError> {
         let signal = batch.signal();
         let url = &self.urls[signal.index()];
-        let body = match batch {
-            Batch::Traces(r) => r.encode_to_vec(),
-            Batch::Metrics(r) => r.encode_to_vec(),
-            Batch::Logs(r) => r.encode_to_vec(),
-        };
+        // The queued bytes, shared rather than copied (unless gzip makes a new body).
+        let body = batch.bytes().clone();
         let mut request = Request::builder().method(Method::POST).uri(url.clone());
         if let Some(headers) = request.headers_mut() {
             headers.clone_from(&self.headers);
@@ -151,11 +148,11 @@ impl OtlpHttpExporter {
             Compression::None => body,
             Compression::Gzip => {
                 request = request.header(CONTENT_ENCODING, "gzip");
-                gzip(&body).map_err(|e| ExportError::permanent(format!("gzip: {e}")))?
+                Bytes::from(gzip(&body).map_err(|e| ExportError::permanent(format!("gzip: {e}")))?)
             }
         };
         let request = request
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| ExportError::permanent(format!("building the request: {e}")))?;
 
         let response =
@@ -297,7 +294,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Exporter for OtlpHttpExporter {
-    fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+    fn export<'a>(&'a mut self, batch: &'a EncodedBatch) -> ExportFuture<'a> {
         Box::pin(async move {
             match tokio::time::timeout(self.timeout, self.post(batch)).await {
                 Ok(result) => super::scrub(result, &self.secrets),
@@ -431,14 +428,17 @@ mod tests {
             let collector = HttpCollector::start(None).await;
             let mut e = exporter(collector.addr(), compression);
             for batch in [traces(1, 3), metrics(1, 2), logs(1, 4)] {
-                assert_eq!(e.export(&batch).await, Ok(ExportOutcome::default()));
+                assert_eq!(
+                    e.export(&batch.encode()).await,
+                    Ok(ExportOutcome::default())
+                );
             }
             collector.script([Reply::Partial {
                 rejected: 1,
                 message: "1 record too large".into(),
             }]);
             assert_eq!(
-                e.export(&logs(2, 3)).await,
+                e.export(&logs(2, 3).encode()).await,
                 Ok(ExportOutcome {
                     rejected_items: 1,
                     message: Some("1 record too large".into()),
@@ -473,28 +473,28 @@ mod tests {
         ]);
         let batch = traces(1, 1);
         assert!(matches!(
-            e.export(&batch).await,
+            e.export(&batch.encode()).await,
             Err(ExportError::Retryable {
                 retry_after: None,
                 ..
             })
         ));
         assert!(matches!(
-            e.export(&batch).await,
+            e.export(&batch.encode()).await,
             Err(ExportError::Retryable { retry_after: Some(d), .. }) if d == Duration::from_secs(2)
         ));
-        let err = e.export(&batch).await.unwrap_err();
+        let err = e.export(&batch.encode()).await.unwrap_err();
         assert!(!err.is_retryable());
         assert!(
             err.to_string().contains("fake collector says 400"),
             "the receiver's google.rpc.Status message is shown: {err}"
         );
-        assert!(!e.export(&batch).await.unwrap_err().is_retryable());
+        assert!(!e.export(&batch.encode()).await.unwrap_err().is_retryable());
         collector.stop().await;
 
         // Nobody listening: retryable.
         let mut e = exporter(free_port(), Compression::Gzip);
-        assert!(e.export(&batch).await.unwrap_err().is_retryable());
+        assert!(e.export(&batch.encode()).await.unwrap_err().is_retryable());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,7 +509,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let err = e.export(&traces(1, 1)).await.unwrap_err();
+        let err = e.export(&traces(1, 1).encode()).await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
         collector.stop().await;
     }
@@ -594,14 +594,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn full_queue_drops_exactly_what_is_missing() {
         let addr = free_port();
-        let batch_len = logs(0, 10).encoded_len();
+        let batch_len = logs(0, 10).encode().queued_size();
         let q = queue(addr, 4 * batch_len);
         let accepted = (0..9).filter(|i| q.submit(logs(*i, 10)).is_ok()).count();
         assert_eq!(accepted, 4);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let collector = HttpCollector::start(Some(addr)).await;
         q.shutdown(Duration::from_secs(8)).await;
-        let received: u64 = collector.received().iter().map(Batch::items).sum();
+        let received: u64 = collector
+            .received()
+            .iter()
+            .map(super::super::Batch::items)
+            .sum();
         let s = q.stats().signal(Signal::Logs);
         assert_eq!(received, 40);
         assert_eq!(s.exported_items, received);

@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{
-    build_exporter, Backoff, Batch, ExportBuildError, ExportConfig, ExportError, ExportOutcome,
-    Exporter, RetryConfig, Signal,
+    build_exporter, Backoff, Batch, EncodedBatch, ExportBuildError, ExportConfig, ExportError,
+    ExportOutcome, Exporter, RetryConfig, Signal,
 };
 
 /// How long `shutdown` waits past its grace period for a worker stuck in an exporter that does
@@ -75,7 +75,8 @@ pub enum SubmitError {
     Full {
         /// Items dropped.
         items: u64,
-        /// Encoded size of the batch.
+        /// What the batch would have counted against the bound (encoded size plus entry
+        /// overhead).
         bytes: usize,
     },
     /// The queue is shutting down.
@@ -208,10 +209,10 @@ impl RateLimit {
     }
 }
 
-/// One queued batch with its size and item count, computed once.
+/// One queued batch with what it counts against the bound and its item count, computed once.
 #[derive(Debug)]
 struct Entry {
-    batch: Batch,
+    batch: EncodedBatch,
     bytes: usize,
     items: u64,
 }
@@ -222,7 +223,8 @@ struct State {
     waiting: VecDeque<Entry>,
     /// The batch the worker is exporting: (signal, items, bytes).
     in_flight: Option<(Signal, u64, usize)>,
-    /// Encoded size of `waiting` plus `in_flight`.
+    /// [`EncodedBatch::queued_size`] of `waiting` plus `in_flight`: bytes held, entries
+    /// included.
     bytes: usize,
     /// No more submissions.
     closed: bool,
@@ -298,6 +300,11 @@ impl Shared {
 
 /// A queue of batches bounded by their total encoded size, with a worker task that exports them.
 ///
+/// Batches are held encoded ([`EncodedBatch`]: protobuf bytes, encoded once by
+/// [`ExportQueue::submit`] on the caller's thread), so the bound is a bound on memory: each
+/// batch counts its encoded length plus [`super::ENTRY_OVERHEAD`], and nothing else stays
+/// behind a queued batch. Retries resend the same bytes.
+///
 /// Policy when full: a batch that does not fit is refused whole and its items counted as
 /// [`DropReason::QueueFull`]; what is already queued is kept (newest data is dropped first, so
 /// what arrives at the receiver stays in order and without gaps inside a batch). A batch larger
@@ -337,7 +344,7 @@ impl ExportQueue {
         ))
     }
 
-    /// Starts a queue of at most `max_bytes` (sum of [`Batch::encoded_len`]) whose worker runs
+    /// Starts a queue of at most `max_bytes` (sum of [`EncodedBatch::queued_size`]) whose worker runs
     /// on `runtime` and exports through `exporter`.
     pub fn spawn<E: Exporter>(
         exporter: E,
@@ -369,12 +376,18 @@ impl ExportQueue {
         }
     }
 
-    /// Queues `batch` without blocking. When it is refused (queue full, or shut down) its items
-    /// are counted as dropped and the error says why; callers may ignore it.
+    /// Encodes `batch` (on the caller's thread, once) and queues it without blocking. When it
+    /// is refused (queue full, or shut down) its items are counted as dropped and the error
+    /// says why; callers may ignore it.
     pub fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
+        self.submit_encoded(batch.encode())
+    }
+
+    /// Queues an already encoded batch without blocking, as [`ExportQueue::submit`] does.
+    pub fn submit_encoded(&self, batch: EncodedBatch) -> Result<(), SubmitError> {
         let signal = batch.signal();
         let items = batch.items();
-        let bytes = batch.encoded_len();
+        let bytes = batch.queued_size();
         let counters = self.shared.stats.counters(signal);
         counters.offered.fetch_add(items, Ordering::Relaxed);
         let refused = {
@@ -413,7 +426,8 @@ impl ExportQueue {
         self.shared.stats.clone()
     }
 
-    /// Encoded bytes waiting or being exported.
+    /// Bytes held by batches waiting or being exported ([`EncodedBatch::queued_size`] each);
+    /// never more than the queue's bound.
     pub fn queued_bytes(&self) -> usize {
         self.shared.lock().bytes
     }
@@ -679,7 +693,7 @@ mod tests {
     }
 
     impl Exporter for Scripted {
-        fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+        fn export<'a>(&'a mut self, batch: &'a EncodedBatch) -> ExportFuture<'a> {
             Box::pin(async move {
                 if let Some(gate) = &self.gate {
                     gate.acquire().await.expect("gate open").forget();
@@ -726,7 +740,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn full_queue_refuses_new_batches_and_counts_them() {
         let (exporter, gate) = Scripted::gated();
-        let batch_len = traces(0, 10).encoded_len();
+        let batch_len = traces(0, 10).encode().queued_size();
         let queue = spawn(exporter.clone(), 3 * batch_len);
         let results: Vec<_> = (0..6).map(|i| queue.submit(traces(i, 10))).collect();
         // The batch in flight still holds its room, so exactly three fit whatever the worker did.

@@ -108,7 +108,8 @@ mod tests {
 
     use super::super::testdata::traces;
     use super::super::{
-        Batch, ExportError, ExportFuture, ExportOutcome, ExportQueue, Exporter, RetryConfig,
+        Batch, EncodedBatch, ExportError, ExportFuture, ExportOutcome, ExportQueue, Exporter,
+        RetryConfig,
     };
     use super::*;
 
@@ -120,8 +121,8 @@ mod tests {
         replies: Arc<Mutex<VecDeque<(u64, Reply)>>>,
     }
 
-    fn tag_of(batch: &Batch) -> u64 {
-        match batch {
+    fn tag_of(batch: &EncodedBatch) -> u64 {
+        match batch.decode().unwrap() {
             Batch::Traces(r) => {
                 let id = &r.resource_spans[0].scope_spans[0].spans[0].span_id;
                 u64::from_be_bytes(id[..8].try_into().unwrap()) / 1000
@@ -131,7 +132,7 @@ mod tests {
     }
 
     impl Exporter for ByTag {
-        fn export<'a>(&'a mut self, batch: &'a Batch) -> ExportFuture<'a> {
+        fn export<'a>(&'a mut self, batch: &'a EncodedBatch) -> ExportFuture<'a> {
             let tag = tag_of(batch);
             let replies = self.replies.clone();
             Box::pin(async move {
@@ -179,7 +180,7 @@ mod tests {
             max_interval: Duration::from_millis(2),
             max_elapsed_time: Duration::from_millis(30),
         };
-        let one = traces(1, 3).encoded_len();
+        let one = traces(1, 3).encode().queued_size();
         let queue = ExportQueue::spawn(
             ByTag {
                 replies: Arc::new(Mutex::new(replies)),
