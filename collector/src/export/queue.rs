@@ -667,6 +667,8 @@ mod tests {
     struct Scripted {
         script: Arc<StdMutex<VecDeque<Reply>>>,
         calls: Arc<StdMutex<Vec<(Signal, u64)>>>,
+        /// Where each call's bytes live, to tell a resend from a re-encode.
+        buffers: Arc<StdMutex<Vec<usize>>>,
         gate: Option<Arc<Semaphore>>,
     }
 
@@ -702,6 +704,10 @@ mod tests {
                     .lock()
                     .unwrap()
                     .push((batch.signal(), batch.items()));
+                self.buffers
+                    .lock()
+                    .unwrap()
+                    .push(batch.bytes().as_ptr() as usize);
                 let reply = self.script.lock().unwrap().pop_front();
                 reply.unwrap_or(Ok(ExportOutcome::default()))
             })
@@ -769,6 +775,57 @@ mod tests {
         assert_eq!(s.dropped_items, 30);
         assert_balanced(&queue.stats());
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    /// The bound holds for what the queue really keeps: behind a receiver that never answers,
+    /// batches of every size (empty ones included) are accepted only while the bytes they hold
+    /// plus their entries fit, and the accepted ones add up to no more than the bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_bytes_never_exceed_the_bound() {
+        let (exporter, _gate) = Scripted::gated(); // never opened
+        let max_bytes = 64 * 1024;
+        let queue = spawn(exporter, max_bytes);
+        let mut accepted_bytes = 0;
+        let mut accepted = 0;
+        for i in 0..2000u64 {
+            let batch = match i % 4 {
+                0 => traces(i, (i % 37) as usize),
+                1 => metrics(i, (i % 11) as usize),
+                2 => logs(i, (i % 5) as usize),
+                _ => Batch::Traces(Default::default()),
+            };
+            let size = batch.encode().queued_size();
+            if queue.submit(batch).is_ok() {
+                accepted_bytes += size;
+                accepted += 1;
+            }
+            assert!(queue.queued_bytes() <= max_bytes, "after batch {i}");
+        }
+        assert_eq!(queue.queued_bytes(), accepted_bytes);
+        assert!(accepted_bytes <= max_bytes && accepted_bytes > max_bytes / 2);
+        assert!(accepted < 2000, "the queue filled up");
+        let refused: u64 = Signal::ALL
+            .iter()
+            .map(|s| queue.stats().signal(*s).dropped_queue_full)
+            .sum();
+        assert!(refused > 0);
+        queue.shutdown(Duration::from_millis(50)).await;
+        assert_balanced(&queue.stats());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_resend_the_queued_bytes_without_encoding_again() {
+        let exporter = Scripted::with_script(vec![retryable(), retryable(), retryable()]);
+        let queue = spawn(exporter.clone(), 1 << 20);
+        queue.submit(traces(1, 4)).unwrap();
+        queue.shutdown(Duration::from_secs(5)).await;
+        let buffers = exporter.buffers.lock().unwrap().clone();
+        assert_eq!(buffers.len(), 4);
+        assert!(
+            buffers.iter().all(|b| *b == buffers[0]),
+            "every attempt sends the same buffer: {buffers:?}"
+        );
+        assert_balanced(&queue.stats());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
