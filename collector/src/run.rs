@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use kotel_bpf::{DropCounts, LoadError, Probe, Tracer, TracerConfig};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::cli::RunArgs;
 use crate::clock::Clock;
@@ -595,8 +596,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
 
     let mut events: Vec<KernelEvent> = Vec::with_capacity(4096);
     let mut ended: Vec<crate::model::Histogram> = Vec::new();
-    let mut held: HashMap<(u32, Probe), (u64, opentelemetry_proto::tonic::trace::v1::Span)> =
-        HashMap::new();
+    let mut held: HashMap<(u32, Probe), (u64, Span)> = HashMap::new();
     let mut artifacts = if !cfg.render.enabled {
         None
     } else if cfg.render.renderer.is_empty() {
@@ -615,250 +615,254 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         ))
     };
     let mut next_column = Instant::now();
-    loop {
-        let done = signals::stop_requested() || duration.is_some_and(|d| started.elapsed() >= d);
-        if done {
-            tracer.detach();
-        }
-        let mut wait = next_metrics.saturating_duration_since(Instant::now());
-        if let Some(left) = batcher.time_left() {
-            wait = wait.min(left);
-        }
-        if let Some(d) = duration {
-            wait = wait.min(d.saturating_sub(started.elapsed()));
-        }
-        if done {
-            wait = Duration::ZERO;
-        }
-        let mut invalidate = Vec::new();
-        tracer.poll(wait.min(DRAIN_EVERY), |record| {
-            match decode_record(record, &clock) {
-                Ok(Record::Event(ev)) => events.push(ev),
-                Ok(Record::Exec { pid }) => invalidate.push((pid, false)),
-                Ok(Record::Exit { pid }) => invalidate.push((pid, true)),
-                Err(e) => {
-                    if telemetry::get(&stats.records_undecodable) == 0 {
-                        tracing::warn!(error = %e, "kotel.decode.failed");
-                    }
-                    telemetry::add(&stats.records_undecodable, 1);
-                }
+    // The main loop. An error in it (a BPF map read failing, ...) ends the run, but only after
+    // what the loop holds has been queued and summary.json written, below.
+    let loop_result = (|| -> Result<(), RunError> {
+        loop {
+            let done =
+                signals::stop_requested() || duration.is_some_and(|d| started.elapsed() >= d);
+            if done {
+                tracer.detach();
             }
-        })?;
-        telemetry::add(&stats.events_received, events.len() as u64);
-        for ev in events.drain(..) {
-            // Every event can be linked; only those at or above the threshold are spans of
-            // their own (link targets send shorter ones too, for exact sums).
-            let slow = ev.duration_ns >= threshold_ns;
-            if linking {
-                linker.buffer.push(&ev, slow);
+            let mut wait = next_metrics.saturating_duration_since(Instant::now());
+            if let Some(left) = batcher.time_left() {
+                wait = wait.min(left);
             }
-            if !slow {
-                continue;
-            }
-            let span_ids = SpanIds {
-                trace_id: ids.trace_id(),
-                span_id: ids.span_id(),
-                parent_span_id: None,
-            };
-            metrics.observe(
-                ev.pid,
-                ev.kind,
-                ExemplarCandidate {
-                    duration_ns: ev.duration_ns,
-                    time_unix_nano: ev.start_unix_nano.saturating_add(ev.duration_ns),
-                    trace_id: span_ids.trace_id,
-                    span_id: span_ids.span_id,
-                },
-            );
-            resources.comms.insert(ev.pid, ev.comm);
-            let mut span = kernel_span(&ev, span_ids);
-            if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
-                span.attributes.push(attrs::strings(
-                    "kotel.stack.kernel",
-                    kernel_frames(&ksyms, &ips),
-                ));
-            }
-            if let Some(ips) = ev.user_stack_id.and_then(|id| tracer.stack(id)) {
-                span.attributes
-                    .push(attrs::strings("kotel.stack.user", hex_frames(&ips)));
-            }
-            if ev.kind == Probe::Offcpu {
-                if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
-                    let mut frames = kernel_frames(&ksyms, &ips);
-                    frames.reverse();
-                    // Function names only: offsets would split one function into many frames.
-                    let folded = std::iter::once(ev.comm.to_string_lossy())
-                        .chain(
-                            frames
-                                .into_iter()
-                                .map(|f| f.split('+').next().unwrap_or_default().to_string()),
-                        )
-                        .collect::<Vec<_>>()
-                        .join(";");
-                    if let Some(a) = artifacts.as_mut() {
-                        a.add_offcpu_stack(folded, ev.duration_ns);
-                    }
-                }
-            }
-            // The slowest span of each series waits for the interval's picture, so that it
-            // carries the same artifact as its exemplar; the others go at once.
-            let key = (ev.pid, ev.kind);
-            match held.get(&key) {
-                Some((d, _)) if *d >= ev.duration_ns => batcher.push(ev.pid, span),
-                _ => {
-                    if let Some((_, previous)) = held.insert(key, (ev.duration_ns, span)) {
-                        batcher.push(ev.pid, previous);
-                    }
-                }
-            }
-            telemetry::add(&stats.spans_produced, 1);
-        }
-        for (pid, exited) in invalidate {
-            if exited {
-                // Its last spans and final metrics still need its resource: kept one more
-                // interval, then swept.
-                resources
-                    .cache
-                    .exited(pid, interval + Duration::from_secs(2));
-            } else {
-                resources.cache.invalidate(pid);
-            }
-            if exited && link_targets.remove(&pid) {
-                tracer.remove_link_target(pid);
-            }
-            telemetry::add(&stats.process_invalidations, 1);
-        }
-        // Exited processes' histogram slots go back to the kernel; their final counts are
-        // exported once more.
-        let finals = if done {
-            tracer.recycle_all()?
-        } else {
-            tracer.recycle()?
-        };
-        let finals: Vec<_> = finals
-            .iter()
-            .filter_map(|s| decode_histogram(s, tracer.bucket_table()))
-            .collect();
-        if !finals.is_empty() {
-            let room = SUMMARY_ENDED.saturating_sub(ended.len());
-            ended.extend(finals.iter().filter(|h| h.count > 0).take(room).cloned());
-            metrics.retire(finals);
-        }
-        if resources.comms.len() > MAX_NAMES {
-            resources.comms.clear(); // names only label the summary; /proc fills in
-        }
-        if let Some(rx) = received.as_mut() {
-            while let Ok(r) = rx.try_recv() {
-                match r {
-                    Received::Traces { mut request, peer } => {
-                        let pids = linker.link(&mut request, peer, &mut ids);
-                        for c in linker.linked.drain(..) {
-                            metrics.prefer_linked(
-                                c.pid,
-                                c.kind,
-                                c.end,
-                                c.duration_ns,
-                                c.trace_id,
-                                c.span_id,
-                            );
-                        }
-                        for pid in pids {
-                            if link_targets.insert(pid) {
-                                if let Err(e) = tracer.add_link_target(pid) {
-                                    tracing::warn!(pid, error = %e, "kotel.link.target_failed");
-                                }
-                            }
-                        }
-                        let _ = queue.submit(Batch::Traces(request)); // a refusal is counted
-                    }
-                    other => {
-                        let _ = queue.submit(other.into_batch());
-                    }
-                }
-            }
-        }
-        if last_expiry.elapsed() >= Duration::from_secs(1) {
-            last_expiry = Instant::now();
-            linker.buffer.expire(unix_now());
-            resources.cache.sweep();
-        }
-        if batcher.due() || (done && !batcher.is_empty()) {
-            while let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
-                let _ = queue.submit(Batch::Traces(req)); // a refusal is counted by the queue
-            }
-        }
-        let drops = tracer.drops()?;
-        if let Ok(mut d) = tele.drops.lock() {
-            *d = drops;
-        }
-        if let Some(a) = artifacts.as_mut() {
-            if done || Instant::now() >= next_column {
-                next_column = Instant::now() + a.column_width();
-                let table = tracer.bucket_table();
-                let hs: Vec<_> = tracer
-                    .histograms()?
-                    .iter()
-                    .filter_map(|s| decode_histogram(s, table))
-                    .collect();
-                a.sample(&hs, unix_now());
-            }
-        }
-        if done || Instant::now() >= next_metrics {
-            next_metrics = Instant::now() + interval;
-            if let Some(a) = artifacts.as_mut() {
-                let names = |pid: u32| {
-                    resources
-                        .comms
-                        .get(&pid)
-                        .map(Comm::to_string_lossy)
-                        .unwrap_or_default()
-                };
-                let refs = a.render_heatmaps(metrics.slowest(), &names);
-                for (key, r) in &refs {
-                    metrics.attach(*key, artifact_attrs(r));
-                }
-                if let Some(flame) = a.render_flame() {
-                    tracing::debug!(url = %flame.url, "kotel.artifact.flame");
-                }
-                for (key, (_, mut span)) in held.drain() {
-                    if let Some(r) = refs.get(&key) {
-                        span.attributes.extend(artifact_attrs(r));
-                    }
-                    batcher.push(key.0, span);
-                }
-                telemetry::add(
-                    &stats.artifacts_made,
-                    a.made - telemetry::get(&stats.artifacts_made),
-                );
-                telemetry::add(
-                    &stats.artifacts_skipped,
-                    a.skipped - telemetry::get(&stats.artifacts_skipped),
-                );
-            } else {
-                for (key, (_, span)) in held.drain() {
-                    batcher.push(key.0, span);
-                }
+            if let Some(d) = duration {
+                wait = wait.min(d.saturating_sub(started.elapsed()));
             }
             if done {
-                while let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
-                    let _ = queue.submit(Batch::Traces(req));
+                wait = Duration::ZERO;
+            }
+            let mut invalidate = Vec::new();
+            tracer.poll(wait.min(DRAIN_EVERY), |record| {
+                match decode_record(record, &clock) {
+                    Ok(Record::Event(ev)) => events.push(ev),
+                    Ok(Record::Exec { pid }) => invalidate.push((pid, false)),
+                    Ok(Record::Exit { pid }) => invalidate.push((pid, true)),
+                    Err(e) => {
+                        if telemetry::get(&stats.records_undecodable) == 0 {
+                            tracing::warn!(error = %e, "kotel.decode.failed");
+                        }
+                        telemetry::add(&stats.records_undecodable, 1);
+                    }
+                }
+            })?;
+            telemetry::add(&stats.events_received, events.len() as u64);
+            for ev in events.drain(..) {
+                // Every event can be linked; only those at or above the threshold are spans of
+                // their own (link targets send shorter ones too, for exact sums).
+                let slow = ev.duration_ns >= threshold_ns;
+                if linking {
+                    linker.buffer.push(&ev, slow);
+                }
+                if !slow {
+                    continue;
+                }
+                let span_ids = SpanIds {
+                    trace_id: ids.trace_id(),
+                    span_id: ids.span_id(),
+                    parent_span_id: None,
+                };
+                metrics.observe(
+                    ev.pid,
+                    ev.kind,
+                    ExemplarCandidate {
+                        duration_ns: ev.duration_ns,
+                        time_unix_nano: ev.start_unix_nano.saturating_add(ev.duration_ns),
+                        trace_id: span_ids.trace_id,
+                        span_id: span_ids.span_id,
+                    },
+                );
+                resources.comms.insert(ev.pid, ev.comm);
+                let mut span = kernel_span(&ev, span_ids);
+                if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
+                    span.attributes.push(attrs::strings(
+                        "kotel.stack.kernel",
+                        kernel_frames(&ksyms, &ips),
+                    ));
+                }
+                if let Some(ips) = ev.user_stack_id.and_then(|id| tracer.stack(id)) {
+                    span.attributes
+                        .push(attrs::strings("kotel.stack.user", hex_frames(&ips)));
+                }
+                if ev.kind == Probe::Offcpu {
+                    if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
+                        let mut frames = kernel_frames(&ksyms, &ips);
+                        frames.reverse();
+                        // Function names only: offsets would split one function into many frames.
+                        let folded = std::iter::once(ev.comm.to_string_lossy())
+                            .chain(
+                                frames
+                                    .into_iter()
+                                    .map(|f| f.split('+').next().unwrap_or_default().to_string()),
+                            )
+                            .collect::<Vec<_>>()
+                            .join(";");
+                        if let Some(a) = artifacts.as_mut() {
+                            a.add_offcpu_stack(folded, ev.duration_ns);
+                        }
+                    }
+                }
+                // The slowest span of each series waits for the interval's picture, so that it
+                // carries the same artifact as its exemplar; the others go at once.
+                let key = (ev.pid, ev.kind);
+                match held.get(&key) {
+                    Some((d, _)) if *d >= ev.duration_ns => batcher.push(ev.pid, span),
+                    _ => {
+                        if let Some((_, previous)) = held.insert(key, (ev.duration_ns, span)) {
+                            batcher.push(ev.pid, previous);
+                        }
+                    }
+                }
+                telemetry::add(&stats.spans_produced, 1);
+            }
+            for (pid, exited) in invalidate {
+                if exited {
+                    // Its last spans and final metrics still need its resource: kept one more
+                    // interval, then swept.
+                    resources
+                        .cache
+                        .exited(pid, interval + Duration::from_secs(2));
+                } else {
+                    resources.cache.invalidate(pid);
+                }
+                if exited && link_targets.remove(&pid) {
+                    tracer.remove_link_target(pid);
+                }
+                telemetry::add(&stats.process_invalidations, 1);
+            }
+            // Exited processes' histogram slots go back to the kernel; their final counts are
+            // exported once more.
+            let finals = if done {
+                tracer.recycle_all()?
+            } else {
+                tracer.recycle()?
+            };
+            let finals: Vec<_> = finals
+                .iter()
+                .filter_map(|s| decode_histogram(s, tracer.bucket_table()))
+                .collect();
+            if !finals.is_empty() {
+                let room = SUMMARY_ENDED.saturating_sub(ended.len());
+                ended.extend(finals.iter().filter(|h| h.count > 0).take(room).cloned());
+                metrics.retire(finals);
+            }
+            if resources.comms.len() > MAX_NAMES {
+                resources.comms.clear(); // names only label the summary; /proc fills in
+            }
+            if let Some(rx) = received.as_mut() {
+                while let Ok(r) = rx.try_recv() {
+                    match r {
+                        Received::Traces { mut request, peer } => {
+                            let pids = linker.link(&mut request, peer, &mut ids);
+                            for c in linker.linked.drain(..) {
+                                metrics.prefer_linked(
+                                    c.pid,
+                                    c.kind,
+                                    c.end,
+                                    c.duration_ns,
+                                    c.trace_id,
+                                    c.span_id,
+                                );
+                            }
+                            for pid in pids {
+                                if link_targets.insert(pid) {
+                                    if let Err(e) = tracer.add_link_target(pid) {
+                                        tracing::warn!(pid, error = %e, "kotel.link.target_failed");
+                                    }
+                                }
+                            }
+                            let _ = queue.submit(Batch::Traces(request)); // a refusal is counted
+                        }
+                        other => {
+                            let _ = queue.submit(other.into_batch());
+                        }
+                    }
                 }
             }
-            export_metrics(
-                &tracer,
-                &mut metrics,
-                &mut resources,
-                &queue,
-                &drops,
-                &stats,
-                tele.receiver.get().map(|r| &**r),
-            )?;
-        }
-        clock.refresh();
-        if show_status && last_status.elapsed() >= STATUS_EVERY {
-            last_status = Instant::now();
-            let t = queue.stats().signal(Signal::Traces);
-            let _ = write!(
+            if last_expiry.elapsed() >= Duration::from_secs(1) {
+                last_expiry = Instant::now();
+                linker.buffer.expire(unix_now());
+                resources.cache.sweep();
+            }
+            if batcher.due() || (done && !batcher.is_empty()) {
+                while let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
+                    let _ = queue.submit(Batch::Traces(req)); // a refusal is counted by the queue
+                }
+            }
+            let drops = tracer.drops()?;
+            if let Ok(mut d) = tele.drops.lock() {
+                *d = drops;
+            }
+            if let Some(a) = artifacts.as_mut() {
+                if done || Instant::now() >= next_column {
+                    next_column = Instant::now() + a.column_width();
+                    let table = tracer.bucket_table();
+                    let hs: Vec<_> = tracer
+                        .histograms()?
+                        .iter()
+                        .filter_map(|s| decode_histogram(s, table))
+                        .collect();
+                    a.sample(&hs, unix_now());
+                }
+            }
+            if done || Instant::now() >= next_metrics {
+                next_metrics = Instant::now() + interval;
+                if let Some(a) = artifacts.as_mut() {
+                    let names = |pid: u32| {
+                        resources
+                            .comms
+                            .get(&pid)
+                            .map(Comm::to_string_lossy)
+                            .unwrap_or_default()
+                    };
+                    let refs = a.render_heatmaps(metrics.slowest(), &names);
+                    for (key, r) in &refs {
+                        metrics.attach(*key, artifact_attrs(r));
+                    }
+                    if let Some(flame) = a.render_flame() {
+                        tracing::debug!(url = %flame.url, "kotel.artifact.flame");
+                    }
+                    for (key, (_, mut span)) in held.drain() {
+                        if let Some(r) = refs.get(&key) {
+                            span.attributes.extend(artifact_attrs(r));
+                        }
+                        batcher.push(key.0, span);
+                    }
+                    telemetry::add(
+                        &stats.artifacts_made,
+                        a.made - telemetry::get(&stats.artifacts_made),
+                    );
+                    telemetry::add(
+                        &stats.artifacts_skipped,
+                        a.skipped - telemetry::get(&stats.artifacts_skipped),
+                    );
+                } else {
+                    for (key, (_, span)) in held.drain() {
+                        batcher.push(key.0, span);
+                    }
+                }
+                if done {
+                    while let Some(req) = batcher.take(&mut |pid| resources.of(pid)) {
+                        let _ = queue.submit(Batch::Traces(req));
+                    }
+                }
+                export_metrics(
+                    &tracer,
+                    &mut metrics,
+                    &mut resources,
+                    &queue,
+                    &drops,
+                    &stats,
+                    tele.receiver.get().map(|r| &**r),
+                )?;
+            }
+            clock.refresh();
+            if show_status && last_status.elapsed() >= STATUS_EVERY {
+                last_status = Instant::now();
+                let t = queue.stats().signal(Signal::Traces);
+                let _ = write!(
                 io::stderr(),
                 "\r\x1b[2Kkotel: running {:.1}s  spans {}  exported {}  dropped {}  lost events {}",
                 started.elapsed().as_secs_f64(),
@@ -867,25 +871,49 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 t.dropped_items,
                 drops.lost_events()
             );
+            }
+            if done {
+                break;
+            }
         }
-        if done {
-            break;
-        }
-    }
+        Ok(())
+    })();
     if show_status {
         eprintln!();
     }
+    let mut failure = loop_result.err();
+    if let Some(e) = &failure {
+        // Spans already built are produced data: they go to the queue, to be exported or
+        // counted as dropped, like at any other stop.
+        tracer.detach();
+        let spans = flush_spans(
+            &mut held,
+            &mut batcher,
+            &mut |pid| resources.of(pid),
+            &queue,
+        );
+        tracing::warn!(error = %e, spans, "kotel.run.stopping_on_error");
+    }
 
-    // Final summary data, read before the BPF object goes away.
+    // Final summary data, read before the BPF object goes away. A failed read is the run's
+    // error (unless one came first), but the accounting is still written.
     let table_ = tracer.bucket_table().clone();
+    let histograms = tracer.histograms().unwrap_or_else(|e| {
+        failure.get_or_insert(e.into());
+        Vec::new()
+    });
+    let drops = tracer.drops().unwrap_or_else(|e| {
+        failure.get_or_insert(e.into());
+        // The last counts the main loop read.
+        tele.drops.lock().map(|d| *d).unwrap_or_default()
+    });
     let mut summary = Summary {
-        histograms: tracer
-            .histograms()?
+        histograms: histograms
             .iter()
             .filter_map(|s| decode_histogram(s, &table_))
             .chain(ended)
             .collect(),
-        drops: tracer.drops()?,
+        drops,
         undecodable: telemetry::get(&stats.records_undecodable),
         comms: resources.comms.clone(),
     };
@@ -931,7 +959,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         task.abort();
     }
     let export = queue.stats();
-    RunSummary::new(
+    let written = RunSummary::new(
         &export,
         &summary.drops,
         telemetry::get(&stats.spans_produced),
@@ -941,7 +969,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     .map_err(io_err(format!(
         "writing {}",
         out_dir.join("summary.json").display()
-    )))?;
+    )));
+    if let Some(e) = failure {
+        if let Err(w) = written {
+            tracing::warn!(error = %w, "kotel.run.summary_failed");
+        }
+        return Err(e);
+    }
+    written?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "kotel.run.stopped"
@@ -987,6 +1022,27 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     }
     .map_err(w)?;
     Ok(())
+}
+
+/// Queues every span the main loop still holds — the slowest of each series, waiting for its
+/// interval's picture, and what waits in the span batcher — so that each one is exported or
+/// counted as dropped by the queue. Returns how many spans it queued.
+fn flush_spans(
+    held: &mut HashMap<(u32, Probe), (u64, Span)>,
+    batcher: &mut SpanBatcher,
+    resource_of: &mut dyn FnMut(u32) -> Resource,
+    queue: &ExportQueue,
+) -> u64 {
+    for ((pid, _), (_, span)) in held.drain() {
+        batcher.push(pid, span);
+    }
+    let mut spans = 0;
+    while let Some(req) = batcher.take(resource_of) {
+        let batch = Batch::Traces(req);
+        spans += batch.items();
+        let _ = queue.submit(batch); // a refusal is counted by the queue
+    }
+    spans
 }
 
 /// Reads the kernel histograms and queues one metrics request.
@@ -1175,6 +1231,62 @@ fn artifact_attrs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Accepts every batch.
+    struct Accept;
+
+    impl crate::export::Exporter for Accept {
+        fn export<'a>(
+            &'a mut self,
+            _: &'a crate::export::EncodedBatch,
+        ) -> crate::export::ExportFuture<'a> {
+            Box::pin(std::future::ready(Ok(Default::default())))
+        }
+
+        fn name(&self) -> &'static str {
+            "accept"
+        }
+    }
+
+    /// What the main loop holds when it stops on an error — spans in the batcher and the
+    /// slowest of each series held back for its picture — all reaches the queue, so it is
+    /// exported or counted, and summary.json balances against `spans_produced`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn spans_held_at_an_error_stop_are_queued_not_lost() {
+        let queue = ExportQueue::spawn(
+            Accept,
+            1 << 20,
+            crate::export::RetryConfig::default(),
+            &tokio::runtime::Handle::current(),
+        );
+        let span = |i: u64| Span {
+            span_id: i.to_be_bytes().to_vec(),
+            ..Span::default()
+        };
+        // Two batches' worth in the batcher (the batcher cuts at its span limit).
+        let mut batcher = SpanBatcher::new(3, Duration::from_secs(3600));
+        for i in 0..5u64 {
+            batcher.push(100 + (i % 2) as u32, span(i));
+        }
+        let mut held = HashMap::new();
+        held.insert((100, Probe::Writev), (7, span(10)));
+        held.insert((101, Probe::Offcpu), (9, span(11)));
+        let produced = 7;
+        let mut resource_of = |_pid: u32| Resource::default();
+
+        let queued = flush_spans(&mut held, &mut batcher, &mut resource_of, &queue);
+        assert_eq!(queued, produced);
+        assert!(held.is_empty() && batcher.is_empty());
+        queue.shutdown(Duration::from_secs(5)).await;
+        let t = queue.stats().signal(Signal::Traces);
+        assert_eq!((t.offered_items, t.exported_items), (produced, produced));
+        assert!(t.is_balanced());
+        // Nothing left: a second flush queues nothing.
+        assert_eq!(
+            flush_spans(&mut held, &mut batcher, &mut resource_of, &queue),
+            0
+        );
+    }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| {

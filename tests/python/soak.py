@@ -58,6 +58,9 @@ class SoakConfig:
     slow_every: int = 100  #: every N-th call of a thread is slow (a span)
     span_threshold: str = "5us"
     rss_bound_mib: float = 256.0
+    #: most kotel's RSS may grow from before the first outage to its maximum, in MiB: the
+    #: export queue's bound plus a stated slack; None checks nothing (the figure is reported)
+    rss_growth_bound_mib: float | None = None
     #: kotel's export queue bound (``export.queue_bytes``); None keeps the default (64 MiB).
     queue_bytes: int | None = None
     #: kotel's retry budget per batch (``export.retry.max_elapsed``); None keeps the default.
@@ -194,6 +197,8 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         None,
     )
     t = summary["spans"]
+    first_down = schedule[0][0] if schedule else cfg.duration
+    before = rss.samples_kib[: int(first_down)]
     delivered = receiver.unique_spans()
     seconds = truth["loop_ns"] / 1e9
     fig = {
@@ -224,6 +229,10 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         "rss_first_mib": round((rss.samples_kib or [0])[0] / 1024, 1),
         "rss_last_mib": round((rss.samples_kib or [0])[-1] / 1024, 1),
         "rss_samples": len(rss.samples_kib),
+        # The most RSS before the first outage (samples are one a second from the start), and
+        # how far the maximum rose above it: what outages cost, bounded by the export queue.
+        "rss_before_outage_mib": round(max(before, default=0) / 1024, 1),
+        "rss_growth_mib": round((max(rss.samples_kib, default=0) - max(before, default=0)) / 1024, 1),
         "outages": len(schedule),
     }
     failures = []
@@ -239,6 +248,11 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         failures.append(f"histogram counted {counted} of {truth['calls']} calls")
     if fig["rss_max_mib"] > cfg.rss_bound_mib:
         failures.append(f"max RSS {fig['rss_max_mib']} MiB > bound {cfg.rss_bound_mib} MiB")
+    growth_bound = cfg.rss_growth_bound_mib
+    if growth_bound is not None and fig["rss_growth_mib"] > growth_bound:
+        failures.append(
+            f"RSS grew {fig['rss_growth_mib']} MiB across the outages > bound {growth_bound} MiB"
+        )
     if fig["rss_samples"] < cfg.duration * 0.9:
         failures.append(f"only {fig['rss_samples']} RSS samples")
     if receiver.outages - 1 < len(schedule):  # the last one is the teardown
@@ -258,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow-every", type=int, default=d.slow_every)
     p.add_argument("--span-threshold", default=d.span_threshold)
     p.add_argument("--rss-bound-mib", type=float, default=d.rss_bound_mib)
+    p.add_argument("--rss-growth-bound-mib", type=float, default=d.rss_growth_bound_mib)
     p.add_argument("--queue-bytes", type=int, default=d.queue_bytes)
     p.add_argument("--retry-max-elapsed", default=d.retry_max_elapsed)
     p.add_argument("--binaries", type=Path, default=d.binaries)
