@@ -74,7 +74,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
     pub otlp_protocol: Option<String>,
 
-    /// Most bytes of encoded batches waiting for export; past it batches are dropped and counted.
+    /// Most bytes the export queue holds (batches kept protobuf-encoded, 128 bytes extra each);
+    /// past it batches are dropped and counted.
     #[arg(long, value_name = "BYTES")]
     pub queue_bytes: Option<usize>,
 

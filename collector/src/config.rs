@@ -61,8 +61,8 @@ headers = {}
 timeout = "10s"
 # "gzip" or "none".
 compression = "gzip"
-# Most bytes of encoded batches waiting to be exported; past it batches are dropped and
-# counted.
+# Most bytes the export queue holds: batches are kept protobuf-encoded, each counting its
+# encoded size plus 128 bytes; past it batches are dropped and counted (queue_full).
 queue_bytes = 67108864
 # Where JSON lines files and summary.json go.
 out_dir = "kotel-out"
@@ -390,7 +390,8 @@ pub struct ExportSettings {
     pub timeout: Duration,
     /// `gzip` or `none`.
     pub compression: String,
-    /// Queue bound in bytes.
+    /// Queue bound in bytes: what the queued batches hold, kept protobuf-encoded (each
+    /// counts its encoded size plus a 128-byte entry).
     pub queue_bytes: usize,
     /// Output folder.
     pub out_dir: PathBuf,
