@@ -615,6 +615,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         ))
     };
     let mut next_column = Instant::now();
+    let mut arrived: Vec<Received> = Vec::new();
     // The main loop. An error in it (a BPF map read failing, ...) ends the run, but only after
     // what the loop holds has been queued and summary.json written, below.
     let loop_result = (|| -> Result<(), RunError> {
@@ -633,6 +634,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             }
             if done {
                 wait = Duration::ZERO;
+            }
+            // Requests that arrived before this drain are linked after it: every kernel event of
+            // theirs happened before the application sent them, so it is drained by then.
+            if let Some(rx) = received.as_mut() {
+                while let Ok(r) = rx.try_recv() {
+                    arrived.push(r);
+                }
             }
             let mut invalidate = Vec::new();
             tracer.poll(wait.min(DRAIN_EVERY), |record| {
@@ -751,33 +759,31 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             if resources.comms.len() > MAX_NAMES {
                 resources.comms.clear(); // names only label the summary; /proc fills in
             }
-            if let Some(rx) = received.as_mut() {
-                while let Ok(r) = rx.try_recv() {
-                    match r {
-                        Received::Traces { mut request, peer } => {
-                            let pids = linker.link(&mut request, peer, &mut ids);
-                            for c in linker.linked.drain(..) {
-                                metrics.prefer_linked(
-                                    c.pid,
-                                    c.kind,
-                                    c.end,
-                                    c.duration_ns,
-                                    c.trace_id,
-                                    c.span_id,
-                                );
-                            }
-                            for pid in pids {
-                                if link_targets.insert(pid) {
-                                    if let Err(e) = tracer.add_link_target(pid) {
-                                        tracing::warn!(pid, error = %e, "kotel.link.target_failed");
-                                    }
+            for r in arrived.drain(..) {
+                match r {
+                    Received::Traces { mut request, peer } => {
+                        let pids = linker.link(&mut request, peer, &mut ids);
+                        for c in linker.linked.drain(..) {
+                            metrics.prefer_linked(
+                                c.pid,
+                                c.kind,
+                                c.end,
+                                c.duration_ns,
+                                c.trace_id,
+                                c.span_id,
+                            );
+                        }
+                        for pid in pids {
+                            if link_targets.insert(pid) {
+                                if let Err(e) = tracer.add_link_target(pid) {
+                                    tracing::warn!(pid, error = %e, "kotel.link.target_failed");
                                 }
                             }
-                            let _ = queue.submit(Batch::Traces(request)); // a refusal is counted
                         }
-                        other => {
-                            let _ = queue.submit(other.into_batch());
-                        }
+                        let _ = queue.submit(Batch::Traces(request)); // a refusal is counted
+                    }
+                    other => {
+                        let _ = queue.submit(other.into_batch());
                     }
                 }
             }
@@ -926,8 +932,12 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         runtime.block_on(handle.shutdown());
     }
     if let Some(rx) = received.as_mut() {
-        // What arrived while stopping is still linked (the buffer is all there), then forwarded.
+        // What arrived while stopping is still linked (the buffer is all there), then forwarded;
+        // so is what the loop had taken but not linked yet, when it stopped on an error.
         while let Ok(r) = rx.try_recv() {
+            arrived.push(r);
+        }
+        for r in arrived.drain(..) {
             let batch = match r {
                 Received::Traces { mut request, peer } => {
                     linker.link(&mut request, peer, &mut ids);
