@@ -232,7 +232,9 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         # The most RSS before the first outage (samples are one a second from the start), and
         # how far the maximum rose above it: what outages cost, bounded by the export queue.
         "rss_before_outage_mib": round(max(before, default=0) / 1024, 1),
-        "rss_growth_mib": round((max(rss.samples_kib, default=0) - max(before, default=0)) / 1024, 1),
+        "rss_growth_mib": round(
+            (max(rss.samples_kib, default=0) - max(before, default=0)) / 1024, 1
+        ),
         "outages": len(schedule),
     }
     failures = []
