@@ -19,7 +19,7 @@
 //! (rate-limited).
 
 mod grpc;
-mod http;
+pub(crate) mod http;
 
 use std::net::SocketAddr;
 
