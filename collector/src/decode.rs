@@ -119,7 +119,10 @@ pub fn decode_histogram(snap: &HistogramSnapshot, table: &BucketTable) -> Option
     Some(Histogram {
         kind,
         pid: snap.pid,
-        count: raw.zero_count + used.iter().sum::<u64>(),
+        // Saturating: counts from a corrupt or hostile map must not wrap (or panic).
+        count: used
+            .iter()
+            .fold(raw.zero_count, |acc, &c| acc.saturating_add(c)),
         sum_ns: raw.sum_ns,
         max_ns: raw.max_ns,
         zero_count: raw.zero_count,
@@ -257,6 +260,27 @@ mod tests {
         assert_eq!(h.bucket_counts.iter().sum::<u64>(), 3);
         assert_eq!(h.count, 4, "the zero-length event counts too");
         assert_eq!(*h.bucket_counts.last().unwrap(), 1);
+    }
+
+    /// Found by the `decode` fuzz target: bucket counts whose sum passes `u64::MAX` overflowed
+    /// (a panic with overflow checks, a wrong count without).
+    #[test]
+    fn histogram_counts_saturate() {
+        let table = BucketTable::new(3).unwrap();
+        let mut raw = kotel_bpf::abi::RawHistogram {
+            zero_count: 1,
+            ..Default::default()
+        };
+        raw.buckets[10] = u64::MAX;
+        raw.buckets[11] = 5;
+        let snap = HistogramSnapshot {
+            pid: 1,
+            kind: abi::kind::WRITEV,
+            raw,
+        };
+        let h = decode_histogram(&snap, &table).unwrap();
+        assert_eq!(h.count, u64::MAX);
+        assert_eq!(h.bucket_counts, vec![u64::MAX, 5]);
     }
 
     proptest! {

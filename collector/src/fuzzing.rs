@@ -201,7 +201,7 @@ pub const FIXTURE_CONTAINER: &str =
 fn fixture_proc() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("kotel-fuzz-proc-{}", std::process::id()));
+        let root = scratch(&std::env::temp_dir(), "kotel-fuzz-proc-");
         let _ = std::fs::remove_dir_all(&root);
         let write = |rel: &str, text: &str| {
             let p = root.join(rel);
@@ -465,11 +465,35 @@ pub fn config(data: &[u8]) {
 
 const HEADERS_VAR: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 
+/// The file the config target writes each input to: in memory (`/dev/shm`) when there is
+/// one, since rewriting a file on ext4 flushes it to disk on close, a millisecond or more.
 fn config_file() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        std::env::temp_dir().join(format!("kotel-fuzz-config-{}.toml", std::process::id()))
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        scratch(&dir, "kotel-fuzz-config-")
     })
+}
+
+/// `dir/<prefix><our pid>`, after removing what earlier processes, now gone, left there
+/// (libFuzzer exits without running destructors).
+fn scratch(dir: &Path, prefix: &str) -> PathBuf {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    dir.join(format!("{prefix}{}", std::process::id()))
 }
 
 /// What the HTTP receiver does with a body once its headers are accepted: refuse it over
