@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 secs=${KOTEL_FUZZ_SECONDS:-30}
 targets=${KOTEL_FUZZ_TARGETS:-decode otlp_receiver render config}
-sanitizer=${KOTEL_FUZZ_SANITIZER:-address}
+sanitizer=${KOTEL_FUZZ_SANITIZER:-none}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"

@@ -362,7 +362,7 @@ fn heatmap(title: &str) -> RenderHeatmapRequest {
     }
 }
 
-/// Render requests. Mode: bit 0 flame graph, bit 1 also rasterize.
+/// Render requests. Mode: bit 0 flame graph, bits 1 and 2 both set: also rasterize.
 fn render(dir: &Path) -> std::io::Result<()> {
     put(
         dir,
@@ -373,7 +373,7 @@ fn render(dir: &Path) -> std::io::Result<()> {
         dir,
         "heatmap-hostile-png",
         &with_mode(
-            2,
+            6,
             &heatmap("</text><script>alert(1)</script>&amp;\u{1}'\"").encode_to_vec(),
         ),
     )?;
@@ -407,7 +407,7 @@ fn render(dir: &Path) -> std::io::Result<()> {
     put(
         dir,
         "flame-hostile-png",
-        &with_mode(3, &hostile.encode_to_vec()),
+        &with_mode(7, &hostile.encode_to_vec()),
     )
 }
 

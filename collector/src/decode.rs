@@ -63,7 +63,8 @@ fn event_from_raw(raw: &RawEvent, clock: &Clock) -> Result<KernelEvent, DecodeEr
     let (bytes, errno) = match (syscall, raw.bytes) {
         (false, _) => (None, None),
         (true, n) if n >= 0 => (Some(n as u64), None),
-        (true, n) => (None, i32::try_from(-n).ok()),
+        // checked: a corrupt i64::MIN has no negation.
+        (true, n) => (None, n.checked_neg().and_then(|e| i32::try_from(e).ok())),
     };
     let (local, peer) = match kind {
         Probe::TcpSend => (
@@ -260,6 +261,16 @@ mod tests {
         assert_eq!(h.bucket_counts.iter().sum::<u64>(), 3);
         assert_eq!(h.count, 4, "the zero-length event counts too");
         assert_eq!(*h.bucket_counts.last().unwrap(), 1);
+    }
+
+    /// Found by the `decode` fuzz target: a return value of `i64::MIN` overflowed its
+    /// negation into an errno.
+    #[test]
+    fn the_most_negative_return_value_is_no_errno() {
+        let mut e = raw_event(abi::kind::WRITEV);
+        e.bytes = i64::MIN;
+        let ev = decode_event(&bytes_of(&e), &Clock::with_offset(0)).unwrap();
+        assert_eq!((ev.bytes, ev.errno), (None, None));
     }
 
     /// Found by the `decode` fuzz target: bucket counts whose sum passes `u64::MAX` overflowed
