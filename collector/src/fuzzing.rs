@@ -328,6 +328,9 @@ pub fn otlp_request(data: &[u8]) {
     }
 }
 
+/// A span's (trace id, span id).
+type SpanKey<'a> = (&'a [u8], &'a [u8]);
+
 /// Linking only adds: every application span keeps its ids and times, and the added kernel
 /// spans sit in the trace of an application span, under it.
 fn check_linked(before: &ExportTraceServiceRequest, after: &ExportTraceServiceRequest, kids: u64) {
@@ -337,7 +340,9 @@ fn check_linked(before: &ExportTraceServiceRequest, after: &ExportTraceServiceRe
         assert_eq!(b.resource, a.resource);
         let n = b.scope_spans.len();
         assert!(a.scope_spans.len() == n || a.scope_spans.len() == n + 1);
-        let mut parents: HashMap<(&[u8], &[u8]), (u64, u64)> = HashMap::new();
+        // (trace id, span id) → (start, end) of each application span; a request may
+        // repeat ids.
+        let mut parents: HashMap<SpanKey, Vec<(u64, u64)>> = HashMap::new();
         for (sb, sa) in b.scope_spans.iter().zip(&a.scope_spans) {
             assert_eq!(sb.spans.len(), sa.spans.len());
             for (x, y) in sb.spans.iter().zip(&sa.spans) {
@@ -345,21 +350,24 @@ fn check_linked(before: &ExportTraceServiceRequest, after: &ExportTraceServiceRe
                 assert_eq!(x.start_time_unix_nano, y.start_time_unix_nano);
                 assert_eq!(x.end_time_unix_nano, y.end_time_unix_nano);
                 assert_eq!(x.attributes[..], y.attributes[..x.attributes.len()]);
-                parents.insert(
-                    (&y.trace_id, &y.span_id),
-                    (y.start_time_unix_nano, y.end_time_unix_nano),
-                );
+                parents
+                    .entry((&y.trace_id, &y.span_id))
+                    .or_default()
+                    .push((y.start_time_unix_nano, y.end_time_unix_nano));
             }
         }
         for kid in a.scope_spans.iter().skip(n).flat_map(|s| &s.spans) {
             added += 1;
-            let (start, end) = parents
+            let spans = parents
                 .get(&(kid.trace_id.as_slice(), kid.parent_span_id.as_slice()))
-                .copied()
                 .expect("a kernel child hangs under an application span of its resource");
             assert!(
-                kid.start_time_unix_nano < end && kid.end_time_unix_nano > start,
-                "a child overlaps its parent"
+                spans.iter().any(|&(start, end)| {
+                    kid.start_time_unix_nano < end && kid.end_time_unix_nano > start
+                }),
+                "a child [{}, {}) overlaps no parent of its ids: {spans:?}",
+                kid.start_time_unix_nano,
+                kid.end_time_unix_nano
             );
         }
     }
