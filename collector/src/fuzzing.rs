@@ -445,15 +445,27 @@ pub fn config(data: &[u8]) {
     let shown = run(&env);
     if let Some(headers) = env.get(HEADERS_VAR) {
         let mut blank = env.clone();
-        let entries: Vec<(&str, &str)> = headers
+        // Entries without '=' stay as they are, so the blanked run fails the same way.
+        let entries: Vec<(&str, Option<&str>)> = headers
             .split(',')
-            .map(|e| e.split_once('=').unwrap_or((e, "")))
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (e, None),
+            })
             .collect();
-        let blanked: Vec<String> = entries.iter().map(|(k, _)| format!("{k}=")).collect();
+        let blanked: Vec<String> = entries
+            .iter()
+            .map(|(k, v)| match v {
+                Some(_) => format!("{k}="),
+                None => k.to_string(),
+            })
+            .collect();
         blank.insert(HEADERS_VAR.into(), blanked.join(","));
         let shown_blank = run(&blank);
         for (key, value) in entries {
-            let value = value.trim();
+            let Some(value) = value.map(str::trim) else {
+                continue;
+            };
             if value.len() >= 6
                 && !key.contains(value)
                 && !text.contains(value)
