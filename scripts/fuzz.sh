@@ -10,13 +10,13 @@
 # Works on the stable toolchain. AddressSanitizer needs the unstable `-Zsanitizer` flag, which
 # RUSTC_BOOTSTRAP=1 unlocks for these fuzz builds only.
 #
-# Environment: KOTEL_FUZZ_SECONDS (per target, default 30), KOTEL_FUZZ_TARGETS (default all
+# Environment: KOTEL_FUZZ_SECONDS (per target, default 20), KOTEL_FUZZ_TARGETS (default all
 # four), KOTEL_FUZZ_SANITIZER (address, the default, or none: about twice the executions, no
 # memory-error detection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs=${KOTEL_FUZZ_SECONDS:-30}
+secs=${KOTEL_FUZZ_SECONDS:-20}
 targets=${KOTEL_FUZZ_TARGETS:-decode otlp_receiver render config}
 sanitizer=${KOTEL_FUZZ_SANITIZER:-none}
 

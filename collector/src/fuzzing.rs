@@ -445,7 +445,8 @@ pub fn config(data: &[u8]) {
     let shown = run(&env);
     if let Some(headers) = env.get(HEADERS_VAR) {
         let mut blank = env.clone();
-        // Entries without '=' stay as they are, so the blanked run fails the same way.
+        // Entries without '=' stay as they are, and a value that is not valid percent-encoding
+        // becomes another invalid one, so the blanked run fails the same way.
         let entries: Vec<(&str, Option<&str>)> = headers
             .split(',')
             .map(|e| match e.split_once('=') {
@@ -456,7 +457,8 @@ pub fn config(data: &[u8]) {
         let blanked: Vec<String> = entries
             .iter()
             .map(|(k, v)| match v {
-                Some(_) => format!("{k}="),
+                Some(v) if percent_decodes(v.trim()) => format!("{k}="),
+                Some(_) => format!("{k}=%zz"),
                 None => k.to_string(),
             })
             .collect();
@@ -484,6 +486,30 @@ pub fn config(data: &[u8]) {
 }
 
 const HEADERS_VAR: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+
+/// Whether `s` is valid percent-encoded UTF-8, as `OTEL_EXPORTER_OTLP_HEADERS` values must be.
+fn percent_decodes(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let Some(byte) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            else {
+                return false;
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).is_ok()
+}
 
 /// The file the config target writes each input to: in memory (`/dev/shm`) when there is
 /// one, since rewriting a file on ext4 flushes it to disk on close, a millisecond or more.
