@@ -40,6 +40,7 @@ cargo fuzz build "${flags[@]}"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+export TMPDIR=$work # the targets' fixture /proc goes there, and with it
 failed=0
 for t in $targets; do
     case $t in
