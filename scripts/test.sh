@@ -26,6 +26,8 @@ echo "== end-to-end tests (real BPF; one at a time, output shown)"
 cargo test -p kotel-e2e -- --nocapture --test-threads=1 2>&1 | tee -a "$log"
 echo "== OTLP conformance (official Python OTLP packages; real BPF)"
 python3 -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee -a "$log"
+echo "== fuzzing (cargo fuzz; each target ${KOTEL_FUZZ_SECONDS:-20} s from its seed corpus)"
+bash scripts/fuzz.sh 2>&1 | tee -a "$log"
 grep -h "KOTEL-E2E" "$log" | sed 's/^test [^ ]* \.\.\. //' | sort | uniq -c || true
 
 # One closing line over every test binary; a real-BPF test that skipped counts as skipped.

@@ -63,7 +63,8 @@ fn event_from_raw(raw: &RawEvent, clock: &Clock) -> Result<KernelEvent, DecodeEr
     let (bytes, errno) = match (syscall, raw.bytes) {
         (false, _) => (None, None),
         (true, n) if n >= 0 => (Some(n as u64), None),
-        (true, n) => (None, i32::try_from(-n).ok()),
+        // checked: a corrupt i64::MIN has no negation.
+        (true, n) => (None, n.checked_neg().and_then(|e| i32::try_from(e).ok())),
     };
     let (local, peer) = match kind {
         Probe::TcpSend => (
@@ -119,7 +120,10 @@ pub fn decode_histogram(snap: &HistogramSnapshot, table: &BucketTable) -> Option
     Some(Histogram {
         kind,
         pid: snap.pid,
-        count: raw.zero_count + used.iter().sum::<u64>(),
+        // Saturating: counts from a corrupt or hostile map must not wrap (or panic).
+        count: used
+            .iter()
+            .fold(raw.zero_count, |acc, &c| acc.saturating_add(c)),
         sum_ns: raw.sum_ns,
         max_ns: raw.max_ns,
         zero_count: raw.zero_count,
@@ -257,6 +261,37 @@ mod tests {
         assert_eq!(h.bucket_counts.iter().sum::<u64>(), 3);
         assert_eq!(h.count, 4, "the zero-length event counts too");
         assert_eq!(*h.bucket_counts.last().unwrap(), 1);
+    }
+
+    /// Found by the `decode` fuzz target: a return value of `i64::MIN` overflowed its
+    /// negation into an errno.
+    #[test]
+    fn the_most_negative_return_value_is_no_errno() {
+        let mut e = raw_event(abi::kind::WRITEV);
+        e.bytes = i64::MIN;
+        let ev = decode_event(&bytes_of(&e), &Clock::with_offset(0)).unwrap();
+        assert_eq!((ev.bytes, ev.errno), (None, None));
+    }
+
+    /// Found by the `decode` fuzz target: bucket counts whose sum passes `u64::MAX` overflowed
+    /// (a panic with overflow checks, a wrong count without).
+    #[test]
+    fn histogram_counts_saturate() {
+        let table = BucketTable::new(3).unwrap();
+        let mut raw = kotel_bpf::abi::RawHistogram {
+            zero_count: 1,
+            ..Default::default()
+        };
+        raw.buckets[10] = u64::MAX;
+        raw.buckets[11] = 5;
+        let snap = HistogramSnapshot {
+            pid: 1,
+            kind: abi::kind::WRITEV,
+            raw,
+        };
+        let h = decode_histogram(&snap, &table).unwrap();
+        assert_eq!(h.count, u64::MAX);
+        assert_eq!(h.bucket_counts, vec![u64::MAX, 5]);
     }
 
     proptest! {

@@ -10,6 +10,8 @@ pub mod config;
 pub mod decode;
 pub mod enrich;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod k8s;
 pub mod link;
 pub mod model;

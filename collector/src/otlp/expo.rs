@@ -23,25 +23,29 @@ pub fn downscale(h: &mut Histogram, scale: i32) {
     let last = (h.offset + h.bucket_counts.len() as i32 - 1) >> shift;
     let mut counts = vec![0u64; (last - first + 1) as usize];
     for (i, &c) in h.bucket_counts.iter().enumerate() {
-        counts[(((h.offset + i as i32) >> shift) - first) as usize] += c;
+        let slot = &mut counts[(((h.offset + i as i32) >> shift) - first) as usize];
+        *slot = slot.saturating_add(c);
     }
     h.scale = scale;
     h.offset = first;
     h.bucket_counts = counts;
 }
 
-/// Adds `other` into `acc`, at the coarser of the two scales.
+/// Adds `other` into `acc`, at the coarser of the two scales. Counters saturate at
+/// `u64::MAX` rather than wrap: the overflow series folds in every process beyond the
+/// cardinality limit, and off-CPU nanoseconds summed over thousands of long-lived processes
+/// can pass 2^64 (584 years).
 pub fn merge(acc: &mut Histogram, other: &Histogram) {
     let mut other = other.clone();
     let scale = acc.scale.min(other.scale);
     downscale(acc, scale);
     downscale(&mut other, scale);
-    acc.count += other.count;
-    acc.sum_ns += other.sum_ns;
+    acc.count = acc.count.saturating_add(other.count);
+    acc.sum_ns = acc.sum_ns.saturating_add(other.sum_ns);
     acc.max_ns = acc.max_ns.max(other.max_ns);
-    acc.zero_count += other.zero_count;
-    acc.bytes += other.bytes;
-    acc.clamped += other.clamped;
+    acc.zero_count = acc.zero_count.saturating_add(other.zero_count);
+    acc.bytes = acc.bytes.saturating_add(other.bytes);
+    acc.clamped = acc.clamped.saturating_add(other.clamped);
     if other.bucket_counts.is_empty() {
         return;
     }
@@ -53,7 +57,9 @@ pub fn merge(acc: &mut Histogram, other: &Histogram) {
     let first = acc.offset.min(other.offset);
     let last = (acc.offset + acc.bucket_counts.len() as i32)
         .max(other.offset + other.bucket_counts.len() as i32);
-    let counts = (first..last).map(|i| at(acc, i) + at(&other, i)).collect();
+    let counts = (first..last)
+        .map(|i| at(acc, i).saturating_add(at(&other, i)))
+        .collect();
     acc.offset = first;
     acc.bucket_counts = counts;
 }
@@ -104,6 +110,24 @@ mod tests {
 
     fn total(h: &Histogram) -> u64 {
         h.zero_count + h.bucket_counts.iter().sum::<u64>()
+    }
+
+    /// Found by the `decode` fuzz target (histograms through the metrics builder): merging
+    /// into the overflow series overflowed its counters (a panic with overflow checks, a
+    /// wrapped, tiny sum without).
+    #[test]
+    fn merge_saturates() {
+        let mut acc = hist(3, &[1_000, 2_000]);
+        acc.sum_ns = u64::MAX - 10;
+        acc.bucket_counts[0] = u64::MAX;
+        let other = acc.clone();
+        merge(&mut acc, &other);
+        assert_eq!(acc.sum_ns, u64::MAX);
+        assert_eq!(acc.count, 4);
+        assert_eq!(acc.bucket_counts[0], u64::MAX);
+        let mut coarse = acc.clone();
+        downscale(&mut coarse, 0);
+        assert_eq!(coarse.bucket_counts.iter().max(), Some(&u64::MAX));
     }
 
     proptest! {

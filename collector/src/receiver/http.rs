@@ -177,7 +177,7 @@ where
 
 /// How the request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Protobuf,
     Json,
 }
@@ -391,13 +391,13 @@ async fn handle(
 }
 
 /// Why a gzip body could not be decompressed.
-enum Gunzip {
+pub(crate) enum Gunzip {
     TooLarge,
     Corrupt(std::io::Error),
 }
 
 /// Decompresses `body`, reading at most one byte past `max` so a gzip bomb costs no more.
-fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Gunzip> {
+pub(crate) fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Gunzip> {
     let mut plain = Vec::new();
     flate2::read::GzDecoder::new(body)
         .take(max as u64 + 1)
@@ -410,7 +410,7 @@ fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Gunzip> {
 }
 
 /// Decodes a request body; the error is a message for the client.
-fn decode(signal: Signal, format: Format, body: &[u8]) -> Result<Batch, String> {
+pub(crate) fn decode(signal: Signal, format: Format, body: &[u8]) -> Result<Batch, String> {
     let proto = |e: prost::DecodeError| e.to_string();
     let json = |e: serde_json::Error| e.to_string();
     match (signal, format) {

@@ -26,7 +26,7 @@
 
 pub mod auth;
 mod grpc;
-mod http;
+pub(crate) mod http;
 
 use std::net::SocketAddr;
 
