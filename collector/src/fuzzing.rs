@@ -374,15 +374,24 @@ fn check_linked(before: &ExportTraceServiceRequest, after: &ExportTraceServiceRe
     assert_eq!(added, kids);
 }
 
-/// The encodings a request is forwarded in: protobuf (gRPC and HTTP exporters, whose queue
-/// counts `encoded_len`) and OTLP/JSON lines (the file exporter).
+/// The encodings a request is forwarded in: protobuf, encoded once when queued (the queue
+/// holds those bytes and the gRPC and HTTP exporters send them), and OTLP/JSON lines (the file
+/// exporter decodes the queued bytes back and writes JSON).
 fn forward(batch: Batch) {
-    let (wire, json) = match &batch {
-        Batch::Traces(r) => (r.encode_to_vec(), serde_json::to_vec(r)),
-        Batch::Metrics(r) => (r.encode_to_vec(), serde_json::to_vec(r)),
-        Batch::Logs(r) => (r.encode_to_vec(), serde_json::to_vec(r)),
+    let encoded = batch.encode();
+    assert_eq!(encoded.bytes().len(), batch.encoded_len());
+    assert_eq!(
+        (encoded.signal(), encoded.items()),
+        (batch.signal(), batch.items())
+    );
+    let back = encoded
+        .decode()
+        .expect("kotel decodes the protobuf it queued");
+    let json = match &back {
+        Batch::Traces(r) => serde_json::to_vec(r),
+        Batch::Metrics(r) => serde_json::to_vec(r),
+        Batch::Logs(r) => serde_json::to_vec(r),
     };
-    assert_eq!(batch.encoded_len(), wire.len());
     let json = json.expect("a decoded request serializes to OTLP/JSON");
     let again = http::decode(batch.signal(), Format::Json, &json)
         .expect("kotel reads back the OTLP/JSON it writes");
