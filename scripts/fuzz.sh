@@ -11,8 +11,8 @@
 # RUSTC_BOOTSTRAP=1 unlocks for these fuzz builds only.
 #
 # Environment: KOTEL_FUZZ_SECONDS (per target, default 20), KOTEL_FUZZ_TARGETS (default all
-# four), KOTEL_FUZZ_SANITIZER (address, the default, or none: about twice the executions, no
-# memory-error detection).
+# four), KOTEL_FUZZ_SANITIZER (none, the default, or address: memory-error detection for about
+# half the executions and a second instrumented build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
