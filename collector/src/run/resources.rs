@@ -1,0 +1,73 @@
+//! OTLP resources per process: /proc (cached, dropped on exec and exit), the host, and this
+//! node's pods when `[kubernetes]` is on.
+
+use super::*;
+
+/// Resources per process, from /proc, dropped on exec and exit.
+pub(super) struct Resources {
+    pub(super) cache: ProcessCache,
+    pub(super) host: HostInfo,
+    pub(super) options: ResourceOptions,
+    pub(super) comms: HashMap<u32, Comm>,
+    /// This node's pods, when `[kubernetes]` is on and the API client could be built.
+    pub(super) pods: Option<PodMetadata>,
+}
+
+impl Resources {
+    pub(super) fn of(&mut self, pid: u32) -> Resource {
+        let hint = self
+            .comms
+            .get(&pid)
+            .map(Comm::to_string_lossy)
+            .unwrap_or_default();
+        let info = self.cache.get(pid, &hint);
+        let mut resource = info.resource(&self.host, &self.options);
+        let pod = self
+            .pods
+            .as_ref()
+            .and_then(|pods| pods.lookup(info.pod_uid.as_deref(), info.container_id.as_deref()));
+        if let Some(pod) = pod {
+            k8s::extend_resource(&mut resource, &pod);
+        }
+        resource
+    }
+
+    pub(super) fn agent(&self) -> Resource {
+        let mut a = vec![
+            attrs::string("service.name", "kotel"),
+            attrs::string("service.version", SCOPE_VERSION),
+            attrs::int("process.pid", i64::from(std::process::id())),
+            attrs::string("host.name", self.host.host_name.clone()),
+        ];
+        if let Some(node) = &self.host.node_name {
+            a.push(attrs::string("k8s.node.name", node.clone()));
+        }
+        Resource {
+            attributes: a,
+            ..Default::default()
+        }
+    }
+}
+
+/// This node's pod metadata when `mode` asks for it; the agent runs on without it when the
+/// client cannot be built.
+pub(super) fn pod_metadata(
+    mode: crate::config::KubernetesMode,
+    runtime: &tokio::runtime::Handle,
+) -> Option<PodMetadata> {
+    let in_cluster = std::env::var_os(k8s::SERVICE_HOST_VAR).is_some();
+    if !mode.wanted(in_cluster) {
+        return None;
+    }
+    match PodMetadata::from_env(runtime) {
+        Ok(Some(pods)) => Some(pods),
+        Ok(None) => {
+            tracing::warn!(var = k8s::SERVICE_HOST_VAR, "kotel.k8s.not_in_cluster");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "kotel.k8s.unavailable");
+            None
+        }
+    }
+}
