@@ -5,8 +5,6 @@
 //! counted in `rejected_handshake`. Certificates come from `tests/python/tls_certs.py`; without
 //! python3 and `cryptography` the test prints one loud line and skips.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,30 +17,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-fn pki(dir: &Path, test: &str) -> Option<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/tls_certs.py");
-    let why = match std::process::Command::new("python3")
-        .arg(&script)
-        .arg(dir)
-        .output()
-    {
-        Ok(o) if o.status.success() => {
-            return Some(serde_json::from_slice(&o.stdout).expect("tls_certs.py JSON"))
-        }
-        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        Err(e) => format!("python3: {e}"),
-    };
-    let _ = writeln!(
-        std::io::stderr(),
-        "!!!!!! KOTEL-TLS SKIPPED {test}: no test certificates (python3 with cryptography, \
-         see tests/python/requirements.txt): {why} !!!!!!"
-    );
-    None
-}
-
-fn path(v: &serde_json::Value) -> PathBuf {
-    PathBuf::from(v.as_str().expect("a path"))
-}
+#[path = "../../render/tests/support/test_pki.rs"]
+mod test_pki;
+use test_pki::{path, pki};
 
 async fn export(
     handle: &ReceiverHandle,

@@ -8,7 +8,6 @@
 //!
 //! Without python3 and its `cryptography` package these tests print one loud line and skip.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use kotel_collector::artifacts::{sidecar_tls, Artifacts};
@@ -17,32 +16,9 @@ use kotel_render::server::{start, Server, ServerConfig};
 use kotel_render::tls::ServerTlsFiles;
 use kotel_render::{HeatmapOptions, Limits, StoreConfig};
 
-/// The paths `tls_certs.py` printed, as JSON.
-fn pki(dir: &Path, test: &str) -> Option<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/tls_certs.py");
-    let why = match std::process::Command::new("python3")
-        .arg(&script)
-        .arg(dir)
-        .output()
-    {
-        Ok(o) if o.status.success() => {
-            return Some(serde_json::from_slice(&o.stdout).expect("tls_certs.py JSON"))
-        }
-        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        Err(e) => format!("python3: {e}"),
-    };
-    // Straight to stderr, past the test harness's capture, so the skip is always visible.
-    let _ = writeln!(
-        std::io::stderr(),
-        "!!!!!! KOTEL-TLS SKIPPED {test}: no test certificates (python3 with cryptography, \
-         see tests/python/requirements.txt): {why} !!!!!!"
-    );
-    None
-}
-
-fn path(v: &serde_json::Value) -> PathBuf {
-    PathBuf::from(v.as_str().expect("a path"))
-}
+#[path = "../../render/tests/support/test_pki.rs"]
+mod test_pki;
+use test_pki::{path, pki};
 
 fn sidecar(
     rt: &tokio::runtime::Runtime,

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +24,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+mod support {
+    pub mod test_pki;
+}
+use support::test_pki;
+
 /// Paths of the files `tls_certs.py` wrote.
 struct Pki {
     ca: PathBuf,
@@ -37,41 +41,22 @@ struct Pki {
 
 /// Makes a fresh PKI in `dir`, or says loudly why it cannot and returns `None`.
 fn pki(dir: &Path, test: &str) -> Option<Pki> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/tls_certs.py");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(dir)
-        .output();
-    let why = match out {
-        Ok(o) if o.status.success() => {
-            let v: serde_json::Value =
-                serde_json::from_slice(&o.stdout).expect("tls_certs.py JSON");
-            let p = |k: &str| PathBuf::from(v[k].as_str().expect(k));
-            let pair = |k: &str| {
-                (
-                    PathBuf::from(v[k]["cert"].as_str().expect(k)),
-                    PathBuf::from(v[k]["key"].as_str().expect(k)),
-                )
-            };
-            return Some(Pki {
-                ca: p("ca"),
-                wrong_ca: p("wrong_ca"),
-                server: pair("server"),
-                client: pair("client"),
-                client_expired: pair("client_expired"),
-                wrong_client: pair("wrong_client"),
-            });
-        }
-        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        Err(e) => format!("python3: {e}"),
+    let v = test_pki::pki(dir, test)?;
+    let p = |k: &str| PathBuf::from(v[k].as_str().expect(k));
+    let pair = |k: &str| {
+        (
+            PathBuf::from(v[k]["cert"].as_str().expect(k)),
+            PathBuf::from(v[k]["key"].as_str().expect(k)),
+        )
     };
-    // Straight to stderr, past the test harness's capture, so the skip is always visible.
-    let _ = writeln!(
-        std::io::stderr(),
-        "!!!!!! KOTEL-TLS SKIPPED {test}: no test certificates (python3 with cryptography, \
-         see tests/python/requirements.txt): {why} !!!!!!"
-    );
-    None
+    Some(Pki {
+        ca: p("ca"),
+        wrong_ca: p("wrong_ca"),
+        server: pair("server"),
+        client: pair("client"),
+        client_expired: pair("client_expired"),
+        wrong_client: pair("wrong_client"),
+    })
 }
 
 async fn server(dir: &Path, pki: &Pki, mtls: bool) -> Server {
