@@ -7,6 +7,7 @@
 #   kotel capturing (all probes, system-wide) | bpftrace keeping the same per-pid histogram.
 # Rounds are interleaved and the median of each mode is reported, with ratios.
 # Usage: scripts/bench-overhead.sh [rounds] [calls]     (root; installs bpftrace if missing)
+# KOTEL_BENCH_MODES picks modes; mode kotel_base runs the build at KOTEL_BASE_BIN, for an A/B.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -18,7 +19,7 @@ cargo build -q --release -p kotel-collector -p kotel-e2e
 loop=./target/release/kotel-writev-loop
 cpu=$(( $(nproc) - 1 ))
 tmp=$(mktemp -d)
-trap 'pkill -INT -f "target/release/kotel capture" 2>/dev/null || true; pkill -INT bpftrace 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'pkill -INT -f "kotel capture --duration 0 --format table" 2>/dev/null || true; pkill -INT bpftrace 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 wait_for() { # file pattern
   for _ in $(seq 1 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
@@ -26,14 +27,17 @@ wait_for() { # file pattern
 }
 
 run_mode() {
-  local mode=$1 pid
+  local mode=$1 pid bin
   case "$mode" in
     untraced) "$loop" --calls "$calls" --cpu "$cpu" ;;
     floor_raw) "$loop" --calls "$calls" --cpu "$cpu" --floor raw ;;
     floor_syscalls) "$loop" --calls "$calls" --cpu "$cpu" --floor syscalls ;;
     floor_timed) "$loop" --calls "$calls" --cpu "$cpu" --floor timed ;;
-    kotel)
-      ./target/release/kotel capture --duration 0 --format table >"$tmp/kotel.out" 2>"$tmp/kotel.err" &
+    kotel|kotel_base)
+      # kotel_base: another build (KOTEL_BASE_BIN), for an A/B of a change in the same run.
+      bin=./target/release/kotel
+      [ "$mode" = kotel_base ] && bin=${KOTEL_BASE_BIN:?set KOTEL_BASE_BIN to the other kotel}
+      "$bin" capture --duration 0 --format table >"$tmp/kotel.out" 2>"$tmp/kotel.err" &
       pid=$!
       wait_for "$tmp/kotel.err" "kotel.capture.attached"
       "$loop" --calls "$calls" --cpu "$cpu"
