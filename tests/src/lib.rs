@@ -199,3 +199,18 @@ pub fn json_lines(s: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// The `writev` rows of `kotel capture --format table`'s summary, as (pid, count). Rows end in
+/// PROBE COUNT P50 P99 MAX BYTES and are read from the right, since a process name may contain
+/// spaces.
+pub fn writev_counts(table: &str) -> Vec<(String, u64)> {
+    table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = f.len();
+            (n >= 8 && f[n - 6] == "writev")
+                .then(|| Some((f[0].to_string(), f[n - 5].parse().ok()?)))?
+        })
+        .collect()
+}

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use kotel_e2e::{built_binary, skip_without_bpf, Kotel};
+use kotel_e2e::{built_binary, skip_without_bpf, writev_counts, Kotel};
 
 #[test]
 fn every_event_is_received_or_counted_as_lost() {
@@ -37,17 +37,7 @@ fn every_event_is_received_or_counted_as_lost() {
     let (code, stdout, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "{stderr}");
 
-    // Summary rows end in PROBE COUNT P50 P99 MAX BYTES; read them from the right, since a
-    // process name may contain spaces.
-    let rows: Vec<(String, u64)> = stdout
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let n = f.len();
-            (n >= 8 && f[n - 6] == "writev")
-                .then(|| Some((f[0].to_string(), f[n - 5].parse().ok()?)))?
-        })
-        .collect();
+    let rows = writev_counts(&stdout);
     let counted = rows
         .iter()
         .find(|(p, _)| *p == pid.to_string())

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use kotel_e2e::{built_binary, skip_without_bpf, Kotel};
+use kotel_e2e::{built_binary, skip_without_bpf, writev_counts, Kotel};
 
 const CALLS: u64 = 20_000;
 /// The loop's warm-up calls, made before the counted ones.
@@ -62,12 +62,9 @@ fn capture_survives(btf: &PathBuf) -> String {
     let (code, stdout, stderr) = kotel.interrupt();
     let _ = std::fs::remove_file(btf);
     assert_eq!(code, 0, "kotel keeps running: {stderr}");
-    // Summary rows end in PROBE COUNT P50 P99 MAX BYTES.
-    let counted = stdout.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let n = f.len();
-        (n >= 8 && f[0] == pid && f[n - 6] == "writev").then(|| f[n - 5].parse::<u64>().ok())?
-    });
+    let counted = writev_counts(&stdout)
+        .into_iter()
+        .find_map(|(p, count)| (p == pid).then_some(count));
     assert_eq!(
         counted,
         Some(made),
