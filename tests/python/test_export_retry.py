@@ -28,8 +28,18 @@ pytestmark = pytest.mark.bpf
 #: when it passes: kotel also flushes on SIGINT, and the assertions are made after it exits.
 DELIVERY_WAIT = 15.0
 
-#: The outage of test (b), from stopping the receiver to starting it again.
+#: The outage of the outage tests, from stopping the receiver to starting it again.
 OUTAGE = 10.0
+
+#: Retry waits capped at one second (the default cap is 30 s, so after a 10 s outage the next
+#: attempt could come 30 s later): the outage test can then expect delivery while kotel runs.
+QUICK_RETRIES = '[export.retry]\ninitial_interval = "200ms"\nmax_interval = "1s"\n'
+
+#: Every retry wait drawn from [0, 1 h]: after the first failed attempt a batch is, all but
+#: surely, still waiting when the test sends SIGINT.
+HOUR_LONG_RETRIES = (
+    '[export.retry]\ninitial_interval = "1h"\nmax_interval = "1h"\nmax_elapsed = "3h"\n'
+)
 
 #: A queue far smaller than what the workload produces while the receiver is down (280 writev
 #: and TCP spans alone carry 280 random 16-byte trace ids, over 4 KiB even compressed).
@@ -68,16 +78,49 @@ def test_retries_after_unavailable(receiver, workload, kotel_run, tmp_path: Path
     assert summary["spans"]["dropped"] == 0, summary
 
 
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "kotel.toml"
+    path.write_text(text)
+    return path
+
+
 def test_outage_on_the_same_port(receiver, workload, kotel_run, tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     w = workload()
-    kotel = kotel_run(kotel_args(w.pid, out_dir, receiver.endpoint))
+    config = _config(tmp_path, QUICK_RETRIES)
+    kotel = kotel_run(kotel_args(w.pid, out_dir, receiver.endpoint, "--config", str(config)))
     down_at = time.monotonic()
     receiver.stop()
     truth = w.run()
     time.sleep(max(0.0, down_at + OUTAGE - time.monotonic()))
     receiver.start()  # same port
-    receiver.wait_for(_writevs_arrived(receiver, w.pid, truth), timeout=DELIVERY_WAIT)
+    recovered = receiver.wait_for(_writevs_arrived(receiver, w.pid, truth), timeout=DELIVERY_WAIT)
+    code, _, stderr = kotel.interrupt()
+    assert code == 0, f"kotel exit code {code}; stderr:\n{stderr}"
+    assert recovered, (
+        f"retries capped at 1 s delivered nothing within {DELIVERY_WAIT} s of the receiver's "
+        f"return; stderr:\n{stderr}"
+    )
+
+    _assert_writevs_once(receiver, w.pid, truth)
+    summary = read_summary(out_dir)
+    assert summary["spans"]["dropped"] == 0, summary
+
+
+def test_sigint_during_a_long_backoff_delivers_at_once(
+    receiver, workload, kotel_run, tmp_path: Path
+) -> None:
+    """The collector is back but kotel's next retry is up to an hour away when SIGINT comes (a
+    rollout right after an outage): the flush tries again at once instead of waiting it out
+    past the grace period."""
+    out_dir = tmp_path / "out"
+    w = workload()
+    config = _config(tmp_path, HOUR_LONG_RETRIES)
+    kotel = kotel_run(kotel_args(w.pid, out_dir, receiver.endpoint, "--config", str(config)))
+    receiver.stop()
+    truth = w.run()
+    time.sleep(2.0)  # two export intervals: every batch has been tried and failed by now
+    receiver.start()  # same port
     code, _, stderr = kotel.interrupt()
     assert code == 0, f"kotel exit code {code}; stderr:\n{stderr}"
 

@@ -580,12 +580,14 @@ impl<E: Exporter> Worker<E> {
                     "kotel.export.retry"
                 );
             }
-            let slept = until_deadline(&mut self.deadline, tokio::time::sleep(wait)).await;
-            if slept.is_none() {
-                return Finished::Dropped(
-                    DropReason::Shutdown,
-                    format!("shutdown grace period ended while retrying: {reason}"),
-                );
+            match backoff_wait(&mut self.deadline, wait).await {
+                Waited::Full | Waited::ShutdownBegan => {}
+                Waited::DeadlinePassed => {
+                    return Finished::Dropped(
+                        DropReason::Shutdown,
+                        format!("shutdown grace period ended while retrying: {reason}"),
+                    )
+                }
             }
         }
     }
@@ -623,6 +625,39 @@ impl<E: Exporter> Worker<E> {
         let mut st = self.shared.lock();
         st.bytes = st.bytes.saturating_sub(entry.bytes);
         st.in_flight = None;
+    }
+}
+
+/// How a backoff wait ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    /// The whole delay passed.
+    Full,
+    /// Shutdown began during the delay: the batch is tried again at once, since the receiver
+    /// may well be back and the grace period is the last chance to deliver it.
+    ShutdownBegan,
+    /// The shutdown deadline passed (or the queue was dropped) before the delay ended.
+    DeadlinePassed,
+}
+
+/// Sleeps `wait` between two attempts. Once shutdown has begun the wait still applies (so a
+/// receiver that keeps failing is not hammered), bounded by the deadline.
+async fn backoff_wait(deadline: &mut watch::Receiver<Option<Instant>>, wait: Duration) -> Waited {
+    let shutdown_before = deadline.borrow_and_update().is_some();
+    if shutdown_before {
+        return match until_deadline(deadline, tokio::time::sleep(wait)).await {
+            Some(()) => Waited::Full,
+            None => Waited::DeadlinePassed,
+        };
+    }
+    tokio::select! {
+        () = tokio::time::sleep(wait) => Waited::Full,
+        changed = deadline.changed() => match changed {
+            Ok(()) if deadline.borrow().is_some_and(|at| Instant::now() < at) => {
+                Waited::ShutdownBegan
+            }
+            _ => Waited::DeadlinePassed,
+        },
     }
 }
 
@@ -1027,6 +1062,66 @@ mod tests {
         gate.add_permits(5);
         queue.shutdown(Duration::from_secs(5)).await;
         assert_eq!(queue.stats().signal(Signal::Traces).exported_items, 5);
+        assert_balanced(&queue.stats());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_retries_a_batch_in_backoff_at_once() {
+        // The receiver failed once and the worker waits a backoff far longer than the grace
+        // period; the receiver is back by the time shutdown begins.
+        let exporter = Scripted::with_script(vec![retryable()]);
+        let slow = RetryConfig {
+            initial_interval: Duration::from_secs(3600),
+            multiplier: 1,
+            max_interval: Duration::from_secs(3600),
+            max_elapsed_time: Duration::from_secs(7200),
+        };
+        let queue = ExportQueue::spawn(exporter.clone(), 1 << 20, slow, &Handle::current());
+        queue.submit(traces(1, 3)).unwrap();
+        queue.submit(traces(2, 2)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while exporter.calls().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no first attempt");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Give the worker time to enter its backoff wait (a wait that starts after shutdown
+        // began is a normal one), which draws from [0, 1 h]; shutdown must not wait it out.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        queue.shutdown(Duration::from_secs(5)).await;
+        let s = queue.stats().signal(Signal::Traces);
+        assert_eq!((s.exported_items, s.dropped_items), (5, 0), "{s:?}");
+        let first_failed_then_both = vec![
+            (Signal::Traces, 3),
+            (Signal::Traces, 3),
+            (Signal::Traces, 2),
+        ];
+        assert_eq!(exporter.calls(), first_failed_then_both);
+        assert_balanced(&queue.stats());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_during_shutdown_still_back_off_and_stop_at_the_deadline() {
+        // A receiver that never recovers: after the immediate retry, the backoff still applies
+        // and the grace period ends the batch.
+        let failures = vec![retryable(); 1000];
+        let exporter = Scripted::with_script(failures);
+        let retry = RetryConfig {
+            initial_interval: Duration::from_millis(200),
+            multiplier: 1,
+            max_interval: Duration::from_millis(200),
+            max_elapsed_time: Duration::from_secs(3600),
+        };
+        let queue = ExportQueue::spawn(exporter.clone(), 1 << 20, retry, &Handle::current());
+        queue.submit(traces(1, 4)).unwrap();
+        queue.shutdown(Duration::from_millis(500)).await;
+        let s = queue.stats().signal(Signal::Traces);
+        assert_eq!((s.exported_items, s.dropped_shutdown), (0, 4), "{s:?}");
+        // Backing off at most 200 ms a time over 0.5 s cannot make hundreds of attempts.
+        assert!(
+            exporter.calls().len() < 100,
+            "{} attempts",
+            exporter.calls().len()
+        );
         assert_balanced(&queue.stats());
     }
 
