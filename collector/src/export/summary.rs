@@ -68,6 +68,11 @@ pub struct RunSummary {
     pub histogram_events_after_exit: u64,
     /// Off-CPU stacks the stack map could not hold.
     pub stacks_dropped: u64,
+    /// Events missed because the kernel could not give a thread its task storage at that
+    /// moment (neither a span nor a histogram count).
+    pub task_storage_unavailable: u64,
+    /// Exec/exit records the ring buffer had no room for.
+    pub lifecycle_records_lost: u64,
 }
 
 impl RunSummary {
@@ -88,6 +93,8 @@ impl RunSummary {
             histogram_events_dropped: drops.hist_full,
             histogram_events_after_exit: drops.hist_exited,
             stacks_dropped: drops.stack,
+            task_storage_unavailable: drops.task_storage,
+            lifecycle_records_lost: drops.lifecycle,
         }
     }
 
