@@ -762,6 +762,17 @@ mod tests {
         }
     }
 
+    /// Backoff ceilings fixed at `interval` (jitter still draws from [0, interval]), giving up
+    /// after `budget`.
+    fn constant_retry(interval: Duration, budget: Duration) -> RetryConfig {
+        RetryConfig {
+            initial_interval: interval,
+            multiplier: 1,
+            max_interval: interval,
+            max_elapsed_time: budget,
+        }
+    }
+
     fn retryable() -> Reply {
         Err(ExportError::retryable("unavailable"))
     }
@@ -1070,12 +1081,7 @@ mod tests {
         // The receiver failed once and the worker waits a backoff far longer than the grace
         // period; the receiver is back by the time shutdown begins.
         let exporter = Scripted::with_script(vec![retryable()]);
-        let slow = RetryConfig {
-            initial_interval: Duration::from_secs(3600),
-            multiplier: 1,
-            max_interval: Duration::from_secs(3600),
-            max_elapsed_time: Duration::from_secs(7200),
-        };
+        let slow = constant_retry(Duration::from_secs(3600), Duration::from_secs(7200));
         let queue = ExportQueue::spawn(exporter.clone(), 1 << 20, slow, &Handle::current());
         queue.submit(traces(1, 3)).unwrap();
         queue.submit(traces(2, 2)).unwrap();
@@ -1101,16 +1107,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retries_during_shutdown_still_back_off_and_stop_at_the_deadline() {
-        // A receiver that never recovers: after the immediate retry, the backoff still applies
-        // and the grace period ends the batch.
+        // A receiver that never recovers: waits that start once shutdown has begun still back
+        // off, and the grace period ends the batch.
         let failures = vec![retryable(); 1000];
         let exporter = Scripted::with_script(failures);
-        let retry = RetryConfig {
-            initial_interval: Duration::from_millis(200),
-            multiplier: 1,
-            max_interval: Duration::from_millis(200),
-            max_elapsed_time: Duration::from_secs(3600),
-        };
+        let retry = constant_retry(Duration::from_millis(200), Duration::from_secs(3600));
         let queue = ExportQueue::spawn(exporter.clone(), 1 << 20, retry, &Handle::current());
         queue.submit(traces(1, 4)).unwrap();
         queue.shutdown(Duration::from_millis(500)).await;
