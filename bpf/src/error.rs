@@ -28,6 +28,15 @@ pub enum LoadError {
     /// A configuration value the loader cannot use.
     #[error("invalid tracer setting: {0}")]
     Config(String),
+    /// A program could not be attached to its tracepoint.
+    #[error("attaching to tracepoint {tracepoint} failed: {source}{hint}", hint = attach_hint(tracepoint))]
+    Attach {
+        /// `category/name`.
+        tracepoint: &'static str,
+        /// libbpf's error.
+        #[source]
+        source: libbpf_rs::Error,
+    },
     /// libbpf refused at some step.
     #[error("{step} failed: {source}")]
     Libbpf {
@@ -37,6 +46,16 @@ pub enum LoadError {
         #[source]
         source: libbpf_rs::Error,
     },
+}
+
+/// What to check when a tracepoint was found but could not be attached.
+fn attach_hint(tracepoint: &str) -> &'static str {
+    if tracepoint.starts_with("syscalls/") {
+        " (syscall tracepoints attach through tracefs: is it mounted and readable, at \
+         /sys/kernel/tracing?)"
+    } else {
+        ""
+    }
 }
 
 impl LoadError {

@@ -26,5 +26,7 @@ mod skel {
 }
 
 pub use error::LoadError;
-pub use probe::{Probe, ProbeSet};
+pub use probe::{
+    Attach, Hook, HookPlan, HookSet, Probe, ProbeSet, ProbeSpec, DEFAULT_PROBES, PROBES,
+};
 pub use tracer::{CgroupFilter, DropCounts, HistogramSnapshot, Tracer, TracerConfig, OVERFLOW_PID};

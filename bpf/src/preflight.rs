@@ -6,6 +6,9 @@ use std::path::Path;
 use libbpf_rs::btf::types::Typedef;
 use libbpf_rs::Btf;
 
+use std::path::PathBuf;
+
+use crate::probe::{Attach, Hook, HookPlan, HookSet};
 use crate::{LoadError, Probe, ProbeSet};
 
 /// Where the running kernel publishes its BTF.
@@ -84,38 +87,99 @@ pub fn check_btf(btf_path: &Path) -> Result<(), LoadError> {
     }
 }
 
-/// Splits `wanted` into the probes this kernel can run and the tracepoints it lacks. A
-/// `tp_btf` program needs the kernel's `btf_trace_<name>` typedef.
-pub fn available_probes(
-    btf_path: &Path,
-    wanted: ProbeSet,
-) -> Result<(ProbeSet, Vec<&'static str>), LoadError> {
-    let btf = Btf::from_path(btf_path).map_err(LoadError::libbpf("reading kernel BTF"))?;
-    let has = |tp: &str| {
-        let name = tp.rsplit('/').next().unwrap_or(tp);
-        btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))
-            .is_some()
-    };
-    let mut usable = ProbeSet::default();
-    let mut missing: Vec<&'static str> = Vec::new();
-    for probe in wanted.iter() {
-        let absent: Vec<&'static str> = probe
-            .tracepoints()
-            .iter()
-            .copied()
-            .filter(|tp| !has(tp))
-            .collect();
-        if absent.is_empty() {
-            usable.insert(probe);
+/// Where tracefs is looked for, in libbpf's order: the debugfs mount first, then tracefs.
+pub const TRACEFS_ROOTS: [&str; 2] = ["/sys/kernel/debug/tracing", "/sys/kernel/tracing"];
+
+/// What the running kernel offers for tracepoints: its BTF (for `tp_btf` programs) and its
+/// tracefs (for classic tracepoints).
+pub struct KernelHooks {
+    btf: Btf<'static>,
+    tracefs: Vec<PathBuf>,
+}
+
+impl KernelHooks {
+    /// Reads the kernel BTF at `btf_path`; classic tracepoints are looked up under `tracefs`
+    /// (normally [`TRACEFS_ROOTS`]).
+    pub fn read(btf_path: &Path, tracefs: Vec<PathBuf>) -> Result<KernelHooks, LoadError> {
+        let btf = Btf::from_path(btf_path).map_err(LoadError::libbpf("reading kernel BTF"))?;
+        Ok(KernelHooks { btf, tracefs })
+    }
+
+    /// Whether the kernel has `hook`'s tracepoint, reachable the way the hook attaches.
+    pub fn has(&self, hook: &Hook) -> bool {
+        let (category, name) = hook
+            .tracepoint
+            .split_once('/')
+            .unwrap_or(("", hook.tracepoint));
+        match hook.attach {
+            Attach::TpBtf => self
+                .btf
+                .type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))
+                .is_some(),
+            Attach::Tracefs => self.tracefs.iter().any(|root| {
+                root.join("events")
+                    .join(category)
+                    .join(name)
+                    .join("id")
+                    .exists()
+            }),
         }
-        for tp in absent {
-            if !missing.contains(&tp) {
-                missing.push(tp);
+    }
+
+    /// The tracepoints of `set` the kernel lacks.
+    pub fn missing(&self, set: &HookSet) -> Vec<&'static str> {
+        set.hooks
+            .iter()
+            .filter(|h| !self.has(h))
+            .map(|h| h.tracepoint)
+            .collect()
+    }
+}
+
+/// The hooks each probe of `wanted` runs on: the first of its hook sets whose tracepoints the
+/// kernel has all of. Returns the plan, the probes that have no usable set (each with a
+/// sentence naming what is missing), and one line for each probe that got a fallback.
+pub fn plan_hooks(kernel: &KernelHooks, wanted: ProbeSet) -> (HookPlan, LeftOut, Vec<String>) {
+    let mut plan = HookPlan::default();
+    let mut left_out = Vec::new();
+    let mut fallbacks = Vec::new();
+    for probe in wanted.iter() {
+        let sets = probe.spec().hook_sets;
+        match sets.iter().position(|set| kernel.missing(set).is_empty()) {
+            Some(i) => {
+                plan.choose(probe, &sets[i]);
+                if i > 0 {
+                    fallbacks.push(format!(
+                        "probe {probe} runs on {} (fallback): kernel has no tracepoint {}",
+                        sets[i].name,
+                        kernel.missing(&sets[0]).join(", ")
+                    ));
+                }
+            }
+            None => {
+                let mut absent: Vec<&str> = Vec::new();
+                for set in sets {
+                    for tp in kernel.missing(set) {
+                        if !absent.contains(&tp) {
+                            absent.push(tp);
+                        }
+                    }
+                }
+                left_out.push((
+                    probe,
+                    format!(
+                        "probe {probe} left out: kernel has no tracepoint {}",
+                        absent.join(", ")
+                    ),
+                ));
             }
         }
     }
-    Ok((usable, missing))
+    (plan, left_out, fallbacks)
 }
+
+/// Wanted probes that are not running, each with why.
+pub type LeftOut = Vec<(Probe, String)>;
 
 /// Raises RLIMIT_MEMLOCK to infinity, for kernels that still charge BPF memory to it. Best
 /// effort: kernels from 5.11 on account BPF memory to the cgroup instead.
@@ -126,21 +190,6 @@ pub fn raise_memlock() {
     };
     // SAFETY: setrlimit reads a valid rlimit struct; failure is reported through the return.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-}
-
-/// Whether `probe` is one whose absence must be reported; kept for symmetry with
-/// [`Probe::tracepoints`].
-pub fn describe_missing(probe: Probe, missing: &[&str]) -> String {
-    let absent: Vec<&str> = probe
-        .tracepoints()
-        .iter()
-        .copied()
-        .filter(|tp| missing.contains(tp))
-        .collect();
-    format!(
-        "probe {probe} left out: kernel has no tracepoint {}",
-        absent.join(", ")
-    )
 }
 
 #[cfg(test)]

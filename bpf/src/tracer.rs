@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
 
 use crate::abi::{self, RawHistogram, RawHistogramKey, EVENT_SIZE};
 use crate::buckets::BucketTable;
 use crate::libbpf_log;
-use crate::preflight;
+use crate::preflight::{self, LeftOut};
+use crate::probe::{Hook, HookPlan, LIFECYCLE_EXEC, LIFECYCLE_EXIT, OFFCPU_STACKS_AT_SWITCH_IN};
 use crate::skel::{KotelSkel, KotelSkelBuilder};
 use crate::{LoadError, Probe, ProbeSet};
 
@@ -36,8 +37,10 @@ pub struct TracerConfig {
     pub ring_buffer_bytes: u32,
     /// Take kernel and user stacks at off-CPU switch-out.
     pub capture_stacks: bool,
-    /// Kernel BTF to use for CO-RE.
+    /// Kernel BTF to use for CO-RE, and to find `tp_btf` tracepoints.
     pub btf_path: PathBuf,
+    /// Where classic tracepoints are looked up (tracefs mounts), in order.
+    pub tracefs: Vec<PathBuf>,
     /// Send exec/exit records of traced processes through the ring buffer.
     pub lifecycle: bool,
     /// How many (process, probe) histograms the kernel keeps at once; a slot is recycled
@@ -51,7 +54,7 @@ pub struct TracerConfig {
 impl Default for TracerConfig {
     fn default() -> Self {
         Self {
-            probes: ProbeSet::all(),
+            probes: ProbeSet::defaults(),
             min_latency_ns: 1_000_000,
             pids: Vec::new(),
             cgroup: None,
@@ -59,6 +62,7 @@ impl Default for TracerConfig {
             ring_buffer_bytes: 8 << 20,
             capture_stacks: true,
             btf_path: PathBuf::from(preflight::SYSFS_BTF),
+            tracefs: preflight::TRACEFS_ROOTS.iter().map(PathBuf::from).collect(),
             max_histograms: 1024,
             lifecycle: false,
         }
@@ -113,9 +117,6 @@ impl DropCounts {
     }
 }
 
-/// Wanted probes that are not running, each with why.
-type LeftOut = Vec<(Probe, String)>;
-
 /// A loaded and attached set of kotel probes. Dropping it detaches every program.
 pub struct Tracer {
     // Field order is drop order: stop reading, detach, then close the object.
@@ -125,8 +126,8 @@ pub struct Tracer {
     links: Vec<(&'static str, Link)>,
     skel: KotelSkel<'static>,
     table: BucketTable,
-    active: ProbeSet,
-    missing: Vec<&'static str>,
+    plan: HookPlan,
+    fallbacks: Vec<String>,
     left_out: LeftOut,
     /// Retired slots taken from the kernel, waiting out [`RETIRE_GRACE`] before their final
     /// read.
@@ -167,16 +168,19 @@ impl Tracer {
                 "the histogram capacity must be at least 1".into(),
             ));
         }
-        let (active, missing) = preflight::available_probes(&cfg.btf_path, cfg.probes)?;
-        if active.is_empty() {
+        let kernel = preflight::KernelHooks::read(&cfg.btf_path, cfg.tracefs.clone())?;
+        let (plan, left_out, fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
+        if plan.probes().is_empty() {
             return Err(LoadError::NothingToAttach {
-                missing: missing.join(", "),
+                missing: left_out
+                    .iter()
+                    .map(|(_, why)| why.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
 
-        let (skel, active, left_out) = Self::load_what_loads(cfg, active, &missing, &table)?;
-        let syscalls = active.contains(Probe::Writev) || active.contains(Probe::TcpSend);
-        let sched = active.contains(Probe::Runqueue) || active.contains(Probe::Offcpu);
+        let (skel, plan, left_out) = Self::load_what_loads(cfg, plan, left_out, &table)?;
         for pid in &cfg.pids {
             skel.maps
                 .pid_filter
@@ -184,42 +188,27 @@ impl Tracer {
                 .map_err(LoadError::libbpf("filling the pid filter"))?;
         }
 
+        // Closing hooks before opening ones (the table's order), then kotel's own.
+        let mut wanted: Vec<Hook> = plan.hooks();
+        if cfg.lifecycle {
+            wanted.push(LIFECYCLE_EXEC);
+        }
+        wanted.push(LIFECYCLE_EXIT);
         let mut links = Vec::new();
-        let progs = [
-            // sys_exit first: an enter must never be recorded without its exit being seen.
-            ("sys_exit", syscalls, &skel.progs.sys_exit),
-            ("sys_enter", syscalls, &skel.progs.sys_enter),
-            (
-                "tcp_sendmsg_locked",
-                active.contains(Probe::TcpSend),
-                &skel.progs.tcp_sendmsg_locked,
-            ),
-            (
-                "sched_wakeup",
-                active.contains(Probe::Runqueue),
-                &skel.progs.sched_wakeup,
-            ),
-            (
-                "sched_wakeup_new",
-                active.contains(Probe::Runqueue),
-                &skel.progs.sched_wakeup_new,
-            ),
-            ("sched_switch", sched, &skel.progs.sched_switch),
-            (
-                "sched_process_exec",
-                cfg.lifecycle,
-                &skel.progs.sched_process_exec,
-            ),
-            ("sched_process_exit", true, &skel.progs.sched_process_exit),
-        ];
-        for (name, wanted, prog) in progs {
-            if wanted {
-                links.push((
-                    name,
-                    prog.attach()
-                        .map_err(LoadError::libbpf("attaching a program"))?,
-                ));
-            }
+        for hook in wanted {
+            let prog = skel
+                .object()
+                .progs_mut()
+                .find(|p| p.name() == hook.program)
+                .ok_or_else(|| {
+                    LoadError::Config(format!("the BPF object has no program {}", hook.program))
+                })?;
+            let link = prog.attach().map_err(|source| LoadError::Attach {
+                tracepoint: hook.tracepoint,
+                source,
+            })?;
+            // Newest first: dropping the vector detaches in reverse attach order.
+            links.insert(0, (hook.program, link));
         }
 
         let batch = Rc::new(RefCell::new(Vec::with_capacity(64 * 1024)));
@@ -249,8 +238,8 @@ impl Tracer {
             links,
             skel,
             table,
-            active,
-            missing,
+            plan,
+            fallbacks,
             left_out,
             cooling: VecDeque::new(),
             recycled: 0,
@@ -258,34 +247,29 @@ impl Tracer {
         })
     }
 
-    /// Loads the probes in `active`. A kernel may refuse one probe's program (a BTF field it
+    /// Loads the probes in `plan`. A kernel may refuse one probe's program (a BTF field it
     /// reads is absent, or the verifier of an older kernel rejects it); then each probe is tried
     /// alone, those the kernel refuses are left out with the reason, and the rest load together.
     /// Fails only when no probe loads.
     fn load_what_loads(
         cfg: &TracerConfig,
-        active: ProbeSet,
-        missing: &[&'static str],
+        plan: HookPlan,
+        mut left_out: LeftOut,
         table: &BucketTable,
-    ) -> Result<(KotelSkel<'static>, ProbeSet, LeftOut), LoadError> {
-        let mut left_out: LeftOut = cfg
-            .probes
-            .iter()
-            .filter(|p| !active.contains(*p))
-            .map(|p| (p, preflight::describe_missing(p, missing)))
-            .collect();
-        let (all, log) = match libbpf_log::captured(|| Self::load(cfg, active, table)) {
-            (Ok(skel), _) => return Ok((skel, active, left_out)),
+    ) -> Result<(KotelSkel<'static>, HookPlan, LeftOut), LoadError> {
+        let (all, log) = match libbpf_log::captured(|| Self::load(cfg, &plan, table)) {
+            (Ok(skel), _) => return Ok((skel, plan, left_out)),
             (Err(e), log) => (e, log),
         };
+        let active = plan.probes();
         if active.iter().count() == 1 {
             eprint!("{log}");
             return Err(all);
         }
         let mut loadable = ProbeSet::default();
         for probe in active.iter() {
-            let alone = [probe].into_iter().collect();
-            match libbpf_log::captured(|| Self::load(cfg, alone, table)) {
+            let alone = plan.only([probe].into_iter().collect());
+            match libbpf_log::captured(|| Self::load(cfg, &alone, table)) {
                 (Ok(_), _) => loadable.insert(probe),
                 (Err(e), log) => {
                     let why = libbpf_log::why_refused(&log).unwrap_or_else(|| e.to_string());
@@ -300,16 +284,19 @@ impl Tracer {
             eprint!("{log}");
             return Err(all);
         }
-        let skel = Self::load(cfg, loadable, table)?;
-        Ok((skel, loadable, left_out))
+        let plan = plan.only(loadable);
+        let skel = Self::load(cfg, &plan, table)?;
+        Ok((skel, plan, left_out))
     }
 
-    /// Opens the BPF object, configures it for `active` and loads it.
+    /// Opens the BPF object, configures it for `plan` and loads it: only the programs of the
+    /// plan's hooks (and kotel's lifecycle hooks) load.
     fn load(
         cfg: &TracerConfig,
-        active: ProbeSet,
+        plan: &HookPlan,
         table: &BucketTable,
     ) -> Result<KotelSkel<'static>, LoadError> {
+        let active = plan.probes();
         let ring = cfg.ring_buffer_bytes;
         // The skeleton borrows its object storage for its whole life; the tracer lives as long
         // as it likes, so the (pointer-sized) storage is leaked once per tracer.
@@ -335,6 +322,9 @@ impl Tracer {
         ro.enable_tcp_send = active.contains(Probe::TcpSend);
         ro.enable_runqueue = active.contains(Probe::Runqueue);
         ro.enable_offcpu = active.contains(Probe::Offcpu);
+        ro.writev_on_raw = plan.uses(Probe::Writev, "raw_syscalls");
+        ro.tcp_send_on_raw = plan.uses(Probe::TcpSend, "raw_syscalls");
+        ro.stacks_at_switch_in = plan.uses(Probe::Offcpu, OFFCPU_STACKS_AT_SWITCH_IN);
         ro.capture_stacks = cfg.capture_stacks;
         ro.enable_lifecycle = cfg.lifecycle;
         ro.min_latency_ns = cfg.min_latency_ns;
@@ -373,23 +363,16 @@ impl Tracer {
                 .set_max_entries(1)
                 .map_err(LoadError::libbpf("sizing the stack map"))?;
         }
-        let syscalls = active.contains(Probe::Writev) || active.contains(Probe::TcpSend);
-        let sched = active.contains(Probe::Runqueue) || active.contains(Probe::Offcpu);
-        open.progs.sys_enter.set_autoload(syscalls);
-        open.progs.sys_exit.set_autoload(syscalls);
-        open.progs
-            .tcp_sendmsg_locked
-            .set_autoload(active.contains(Probe::TcpSend));
-        open.progs
-            .sched_wakeup
-            .set_autoload(active.contains(Probe::Runqueue));
-        open.progs
-            .sched_wakeup_new
-            .set_autoload(active.contains(Probe::Runqueue));
-        open.progs.sched_switch.set_autoload(sched);
-        open.progs.sched_process_exec.set_autoload(cfg.lifecycle);
+        let mut wanted: Vec<&str> = plan.hooks().iter().map(|h| h.program).collect();
+        if cfg.lifecycle {
+            wanted.push(LIFECYCLE_EXEC.program);
+        }
         // Always: a process's exit retires its histogram slots.
-        open.progs.sched_process_exit.set_autoload(true);
+        wanted.push(LIFECYCLE_EXIT.program);
+        for mut prog in open.open_object_mut().progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            prog.set_autoload(wanted.contains(&name.as_str()));
+        }
 
         open.load()
             .map_err(LoadError::libbpf("loading the BPF programs"))
@@ -507,12 +490,17 @@ impl Tracer {
 
     /// Probes that were loaded and attached.
     pub fn active_probes(&self) -> ProbeSet {
-        self.active
+        self.plan.probes()
     }
 
-    /// Tracepoints the kernel lacks (their probes were left out).
-    pub fn missing_tracepoints(&self) -> &[&'static str] {
-        &self.missing
+    /// The hook set each running probe got.
+    pub fn hook_plan(&self) -> &HookPlan {
+        &self.plan
+    }
+
+    /// One line for each probe that runs on a fallback hook set, naming what the kernel lacks.
+    pub fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
     }
 
     /// Each wanted probe that is not running, with why: the kernel lacks its tracepoint, or
@@ -523,7 +511,7 @@ impl Tracer {
 
     /// Names of the attached programs.
     pub fn attached_programs(&self) -> Vec<&'static str> {
-        self.links.iter().map(|(n, _)| *n).collect()
+        self.links.iter().rev().map(|(n, _)| *n).collect()
     }
 
     /// The bucket table loaded into the kernel.

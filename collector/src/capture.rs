@@ -60,7 +60,7 @@ fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
         ),
     };
     Ok(TracerConfig {
-        probes: args.probes.iter().copied().collect(),
+        probes: args.probes.0.iter().copied().collect(),
         min_latency_ns: u64::try_from(args.min_latency.as_nanos()).unwrap_or(u64::MAX),
         pids: args.pids.clone(),
         cgroup,
@@ -68,6 +68,7 @@ fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
         ring_buffer_bytes: args.ring_buffer_bytes,
         capture_stacks: !args.no_stacks,
         btf_path: args.btf.clone(),
+        tracefs: tracefs_roots(),
         max_histograms: args.max_histograms,
         lifecycle: false,
     })
@@ -196,8 +197,29 @@ fn remaining(duration: Duration, started: Instant) -> Duration {
     duration.saturating_sub(started.elapsed())
 }
 
-/// Warns once for every wanted probe the kernel could not run, naming the missing tracepoints.
+/// Where classic tracepoints are looked up: `KOTEL_TRACEFS` (one directory) when set, else
+/// the usual tracefs mounts.
+pub(crate) fn tracefs_roots() -> Vec<std::path::PathBuf> {
+    match std::env::var_os("KOTEL_TRACEFS") {
+        Some(dir) => vec![dir.into()],
+        None => TracerConfig::default().tracefs,
+    }
+}
+
+/// Says which hooks each probe got (one line each), warns for each probe on a fallback and
+/// for every wanted probe the kernel could not run, naming the missing tracepoints.
 pub(crate) fn report_left_out(tracer: &Tracer) {
+    for (probe, set) in tracer.hook_plan().iter() {
+        let tracepoints: Vec<&str> = set.hooks.iter().map(|h| h.tracepoint).collect();
+        tracing::info!(
+            "kotel.probe.hooks: probe {probe} on {} ({})",
+            set.name,
+            tracepoints.join(", ")
+        );
+    }
+    for line in tracer.fallbacks() {
+        tracing::warn!("kotel.probe.fallback: {line}");
+    }
     for (_, why) in tracer.left_out() {
         tracing::warn!("kotel.probe.skipped: {why}");
     }

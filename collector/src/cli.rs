@@ -79,9 +79,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub queue_bytes: Option<usize>,
 
-    /// Probes to run, comma-separated.
-    #[arg(long, value_delimiter = ',', value_parser = parse_probe)]
-    pub probes: Option<Vec<Probe>>,
+    /// Probes to run, comma-separated, or "all" [default: tcp_send,runqueue,offcpu; writev
+    /// taxes every system call on the host, see docs/performance.md].
+    #[arg(long, value_parser = parse_probes)]
+    pub probes: Option<ProbeList>,
 
     /// OTLP/gRPC receiver address for applications' telemetry, or "none".
     #[arg(long, value_name = "ADDR")]
@@ -141,14 +142,10 @@ pub struct CaptureArgs {
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub min_latency: Duration,
 
-    /// Probes to run, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "writev,tcp_send,runqueue,offcpu",
-        value_parser = parse_probe
-    )]
-    pub probes: Vec<Probe>,
+    /// Probes to run, comma-separated, or "all" (writev taxes every system call on the host,
+    /// see docs/performance.md).
+    #[arg(long, default_value = kotel_bpf::DEFAULT_PROBES, value_parser = parse_probes)]
+    pub probes: ProbeList,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -183,8 +180,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 5s, 250ms, 1m)"))
 }
 
-fn parse_probe(s: &str) -> Result<Probe, String> {
-    s.trim().parse()
+/// A `--probes` value: probe names separated by commas, or `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeList(pub Vec<Probe>);
+
+fn parse_probes(s: &str) -> Result<ProbeList, String> {
+    kotel_bpf::probe::parse_names(s.split(',')).map(ProbeList)
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -214,7 +215,11 @@ mod tests {
         let a = parse(&[]).unwrap();
         assert_eq!(a.duration, Duration::from_secs(5));
         assert_eq!(a.min_latency, Duration::from_millis(1));
-        assert_eq!(a.probes, Probe::ALL.to_vec());
+        assert_eq!(
+            a.probes.0.into_iter().collect::<kotel_bpf::ProbeSet>(),
+            kotel_bpf::ProbeSet::defaults()
+        );
+        assert!(!a.probes.0.contains(&Probe::Writev));
         assert_eq!(a.format, Format::Table);
         assert!(a.pids.is_empty());
     }
@@ -239,7 +244,9 @@ mod tests {
         assert_eq!(a.duration, Duration::from_millis(250));
         assert_eq!(a.pids, vec![12, 13]);
         assert_eq!(a.min_latency, Duration::ZERO);
-        assert_eq!(a.probes, vec![Probe::Writev, Probe::Offcpu]);
+        assert_eq!(a.probes.0, vec![Probe::Writev, Probe::Offcpu]);
+        let all = parse(&["--probes", "all"]).unwrap();
+        assert_eq!(all.probes.0, Probe::ALL.to_vec());
         assert_eq!(a.format, Format::Jsonl);
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kotel_bpf::Probe;
+use kotel_bpf::{Probe, ProbeSet};
 use serde::{Deserialize, Deserializer};
 
 use crate::otlp::metrics::Temporality;
@@ -17,8 +17,9 @@ pub const DEFAULT_TOML: &str = r#"# kotel configuration. Every key is optional; 
 # export settings of the file (flags still win).
 
 [capture]
-# Probes to run: writev, tcp_send, runqueue, offcpu.
-probes = ["writev", "tcp_send", "runqueue", "offcpu"]
+# Probes to run: writev, tcp_send, runqueue, offcpu, or "all". writev is off by default: its
+# syscall tracepoints tax every system call on the host (docs/performance.md).
+probes = ["tcp_send", "runqueue", "offcpu"]
 # Only these process ids (empty: every process).
 pids = []
 # Only tasks in this cgroup v2 directory (empty: every cgroup).
@@ -472,7 +473,7 @@ pub struct TelemetryConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
-            probes: Probe::ALL.to_vec(),
+            probes: ProbeSet::defaults().iter().collect(),
             pids: Vec::new(),
             cgroup: PathBuf::new(),
             span_threshold: Duration::from_millis(1),
@@ -808,10 +809,8 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn probes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Probe>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;
-    names
-        .iter()
-        .map(|n| n.parse::<Probe>().map_err(serde::de::Error::custom))
-        .collect()
+    kotel_bpf::probe::parse_names(names.iter().map(String::as_str))
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

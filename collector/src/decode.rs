@@ -84,7 +84,8 @@ fn event_from_raw(raw: &RawEvent, clock: &Clock) -> Result<KernelEvent, DecodeEr
         duration_ns: raw.duration_ns,
         bytes,
         errno,
-        fd: syscall.then_some(raw.fd),
+        // The socket-tracepoint TCP probe knows no fd.
+        fd: (syscall && raw.fd >= 0).then_some(raw.fd),
         iovcnt: (kind == Probe::Writev).then_some(raw.iovcnt),
         local,
         peer,

@@ -18,9 +18,16 @@
 
 const volatile bool enable_writev = false;
 const volatile bool enable_tcp_send = false;
+/* Which hooks a syscall probe got: false for its own hooks (writev's syscall
+ * tracepoints, TCP's socket tracepoints), true for the raw_syscalls fallback. */
+const volatile bool writev_on_raw = false;
+const volatile bool tcp_send_on_raw = false;
 const volatile bool enable_runqueue = false;
 const volatile bool enable_offcpu = false;
 const volatile bool capture_stacks = true;
+/* Take off-CPU stacks in the switched-in task at sched_exit_tp, only for the
+ * intervals that go to userspace, instead of at every blocked switch-out. */
+const volatile bool stacks_at_switch_in = false;
 /* Send exec/exit records so userspace can refresh its process metadata. */
 const volatile bool enable_lifecycle = false;
 /* Events at or above this many nanoseconds go to the ring buffer. */
@@ -131,6 +138,16 @@ struct {
 
 /* Per-thread state, in task-local storage. */
 struct task_state {
+	/* writev on its own syscall tracepoints (writev.bpf.c). */
+	__u64 wv_start_ns;   /* enter of a writev, 0 when none */
+	__s32 wv_fd;
+	__u32 wv_iovcnt;
+	/* A TCP send on the socket tracepoints (tcp_send.bpf.c): the socket and when
+	 * tcp_sendmsg_locked first ran for it in the current send. */
+	__u64 tcp_sk;
+	__u64 tcp_start_ns;  /* 0 when no send is open */
+	/* The raw_syscalls fallback (raw_syscalls.bpf.c), for kernels without the
+	 * hooks above. */
 	__u64 sys_start_ns;  /* enter of a tracked syscall, 0 when none */
 	__s64 sys_nr;        /* which syscall */
 	__s32 sys_fd;
@@ -144,6 +161,9 @@ struct task_state {
 	__u8 daddr[16];
 	__u64 runnable_ns;   /* became runnable, 0 when not waiting for a CPU */
 	__u64 offcpu_ns;     /* switched out blocked, 0 when not blocked */
+	/* An off-CPU interval waiting for its stacks at sched_exit_tp. */
+	__u64 offcpu_start_ns;
+	__u64 offcpu_end_ns; /* 0 when none waits */
 	__s32 kstack_id;
 	__s32 ustack_id;
 	/* This thread's histogram slot per kind, plus one; 0 until looked up.
@@ -461,6 +481,59 @@ static __always_inline void event_submit(struct kotel_event *e)
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
+}
+
+/* Counts one call (writev, TCP send) in its histogram and, when it is slow
+ * enough or its process is a link target, reserves its ring-buffer record
+ * with what every call event carries. The caller adds the rest and submits
+ * it with event_submit. NULL when nothing goes to userspace. */
+static __always_inline struct kotel_event *call_event(struct task_state *s, __u32 kind,
+						      __u64 start, __u64 now, __s64 ret,
+						      __s32 fd, __u32 iovcnt)
+{
+	__u64 ns = now - start;
+
+	hist_record(s, NULL, kind, ns, ret);
+	if (ns < min_latency_ns && !link_target(s))
+		return NULL;
+
+	struct kotel_event *e = event_reserve(kind);
+
+	if (!e)
+		return NULL;
+
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	e->start_ns = start;
+	e->duration_ns = ns;
+	e->bytes = ret;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->fd = fd;
+	e->iovcnt = iovcnt;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+#define KOTEL_AF_INET 2
+#define KOTEL_AF_INET6 10
+#define KOTEL_PF_KTHREAD 0x00200000
+
+/* The local and peer addresses of a socket: 4 bytes for IPv4, 16 for IPv6. */
+static __always_inline void tuple_copy(const struct sock_common *c, __u8 *laddr, __u8 *daddr)
+{
+	__builtin_memset(laddr, 0, 16);
+	__builtin_memset(daddr, 0, 16);
+	if (c->skc_family == KOTEL_AF_INET) {
+		*(__u32 *)laddr = c->skc_rcv_saddr;
+		*(__u32 *)daddr = c->skc_daddr;
+	} else if (c->skc_family == KOTEL_AF_INET6) {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			((__u32 *)laddr)[i] = c->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			((__u32 *)daddr)[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
+		}
+	}
 }
 
 #endif /* __KOTEL_COMMON_BPF_H */

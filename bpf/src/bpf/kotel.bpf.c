@@ -6,8 +6,9 @@
  */
 #include "common.bpf.h"
 
-#include "syscalls.bpf.c"
+#include "writev.bpf.c"
 #include "tcp_send.bpf.c"
+#include "raw_syscalls.bpf.c"
 #include "sched.bpf.c"
 #include "lifecycle.bpf.c"
 

@@ -4,9 +4,18 @@
  * tracepoints (tp_btf, so the task_struct arguments are typed):
  *  - runqueue: from becoming runnable (woken, new, or preempted while
  *    running) until switched in on a CPU;
- *  - offcpu: from switched out in a blocked state until switched back in,
- *    with the kernel and user stacks taken at switch-out. It includes the
- *    run-queue wait after the wakeup, as bcc's offcputime does.
+ *  - offcpu: from switched out in a blocked state until switched back in.
+ *    It includes the run-queue wait after the wakeup, as bcc's offcputime
+ *    does.
+ *
+ * Stacks cost about half a microsecond each, so they are taken only for
+ * off-CPU intervals that go to userspace (at or above the threshold, or of
+ * a link target), and only once the interval is known: at sched_exit_tp,
+ * which runs in the switched-in task itself at the end of __schedule(),
+ * where both its kernel stack (still inside schedule()) and its user stack
+ * (saved at kernel entry) are those it blocked with. On kernels without
+ * sched_exit_tp (before 6.17) the fallback takes both at every blocked
+ * switch-out, as before.
  */
 
 #define KOTEL_TASK_RUNNING 0
@@ -21,6 +30,16 @@ struct {
 	__uint(value_size, KOTEL_STACK_DEPTH * sizeof(__u64));
 	__uint(max_entries, 8192);
 } stacks SEC(".maps");
+
+/* The thread just switched in on this CPU whose off-CPU event waits for its
+ * stacks at sched_exit_tp (its tid), 0 when none. Nothing else can run
+ * __schedule() on this CPU between the switch and that tracepoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} stack_pending SEC(".maps");
 
 static __always_inline void mark_runnable(struct task_struct *p)
 {
@@ -47,15 +66,11 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 	return 0;
 }
 
-static __always_inline void emit_sched(struct task_struct *t, struct task_state *s, __u32 kind,
+/* Sends one scheduler interval of thread `t` to userspace. */
+static __always_inline void send_sched(struct task_struct *t, struct task_state *s, __u32 kind,
 				       __u64 start, __u64 now, __s32 kstack, __s32 ustack)
 {
 	__u64 ns = now - start;
-
-	hist_record(s, t, kind, ns, -1);
-	if (ns < min_latency_ns && !link_target(s))
-		return;
-
 	struct kotel_event *e = event_reserve(kind);
 
 	if (!e)
@@ -68,6 +83,29 @@ static __always_inline void emit_sched(struct task_struct *t, struct task_state 
 	e->ustack_id = ustack;
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), t->comm);
 	event_submit(e);
+}
+
+/* Counts one scheduler interval and sends it when it is slow enough or its
+ * process is a link target. */
+static __always_inline void emit_sched(struct task_struct *t, struct task_state *s, __u32 kind,
+				       __u64 start, __u64 now, __s32 kstack, __s32 ustack)
+{
+	__u64 ns = now - start;
+
+	hist_record(s, t, kind, ns, -1);
+	if (ns < min_latency_ns && !link_target(s))
+		return;
+	send_sched(t, s, kind, start, now, kstack, ustack);
+}
+
+/* Stacks of the current task into `stacks`. Kernel threads have no user
+ * stack; anything else is a full or collided map, counted. */
+static __always_inline void take_stacks(void *ctx, struct task_state *s)
+{
+	s->kstack_id = bpf_get_stackid(ctx, &stacks, 0);
+	s->ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	if (s->kstack_id < 0 || s->ustack_id == -KOTEL_EEXIST || s->ustack_id == -KOTEL_ENOMEM)
+		count_drop(KOTEL_DROP_STACK);
 }
 
 /* prev is current: leaving the CPU, either still runnable or blocked. */
@@ -105,15 +143,8 @@ static __always_inline void switch_out(void *ctx, bool preempt, struct task_stru
 	s->offcpu_ns = now;
 	s->kstack_id = -1;
 	s->ustack_id = -1;
-	if (capture_stacks) {
-		s->kstack_id = bpf_get_stackid(ctx, &stacks, 0);
-		s->ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-		/* Kernel threads have no user stack; anything else is a full or
-		 * collided map, counted. */
-		if (s->kstack_id < 0 || s->ustack_id == -KOTEL_EEXIST ||
-		    s->ustack_id == -KOTEL_ENOMEM)
-			count_drop(KOTEL_DROP_STACK);
-	}
+	if (capture_stacks && !stacks_at_switch_in)
+		take_stacks(ctx, s);
 }
 
 /* next is about to run: close its run-queue wait and its off-CPU span. */
@@ -134,9 +165,30 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 		__u64 start = s->offcpu_ns;
 
 		s->offcpu_ns = 0;
-		if (enable_offcpu && now >= start && task_allowed(next))
+		if (!enable_offcpu || now < start || !task_allowed(next))
+			return;
+		if (!(capture_stacks && stacks_at_switch_in)) {
 			emit_sched(next, s, KOTEL_KIND_OFFCPU, start, now, s->kstack_id,
 				   s->ustack_id);
+			return;
+		}
+		/* Counted now; sent from sched_exit_tp with the stacks, when
+		 * it goes to userspace at all. */
+		hist_record(s, next, KOTEL_KIND_OFFCPU, now - start, -1);
+		if (now - start < min_latency_ns && !link_target(s))
+			return;
+
+		__u32 zero = 0;
+		__u32 *pending = bpf_map_lookup_elem(&stack_pending, &zero);
+
+		if (!pending)
+			return;
+		/* Not expected either: the last one never reached sched_exit_tp. */
+		if (*pending)
+			count_drop(KOTEL_KIND_OFFCPU);
+		s->offcpu_start_ns = start;
+		s->offcpu_end_ns = now;
+		*pending = next->pid;
 	}
 }
 
@@ -148,5 +200,37 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 
 	switch_out(ctx, preempt, prev, prev_state, now);
 	switch_in(next, now);
+	return 0;
+}
+
+/* The end of __schedule(), in the task that was just switched in: takes the
+ * stacks of its pending off-CPU interval and sends it. */
+SEC("tp_btf/sched_exit_tp")
+int BPF_PROG(offcpu_stacks, bool is_switch)
+{
+	__u32 zero = 0;
+	__u32 *pending = bpf_map_lookup_elem(&stack_pending, &zero);
+
+	if (!pending || !*pending)
+		return 0;
+
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u32 tid = *pending;
+
+	*pending = 0;
+	if (tid != t->pid) {
+		/* Not expected: nothing schedules in between. Counted as lost. */
+		count_drop(KOTEL_KIND_OFFCPU);
+		return 0;
+	}
+
+	struct task_state *s = state_of(t, false);
+
+	if (!s || !s->offcpu_end_ns)
+		return 0;
+	take_stacks(ctx, s);
+	send_sched(t, s, KOTEL_KIND_OFFCPU, s->offcpu_start_ns, s->offcpu_end_ns, s->kstack_id,
+		   s->ustack_id);
+	s->offcpu_end_ns = 0;
 	return 0;
 }

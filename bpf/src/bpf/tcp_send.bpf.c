@@ -1,55 +1,86 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * tcp_send.bpf.c - marks the current send syscall as TCP and records the
- * socket's 4-tuple (IPv4 or IPv6) through CO-RE. The byte count comes
- * from the syscall's return value at sys_exit, which is what was actually
- * sent; the tracepoint's skb length and size_goal over-count.
+ * tcp_send.bpf.c - times TCP sends from the socket layer's own tracepoints,
+ * whatever the system call: write, writev, send*, sendmmsg, sendfile,
+ * splice and io_uring all reach sock_sendmsg, whose sock_send_length
+ * tracepoint closes the send with its byte count (the kernel's return
+ * value, what was queued to the peer). The send opens at the first
+ * tcp_sendmsg_locked of that socket, with the socket lock held; the time
+ * before it (syscall entry, fd lookup, waiting for the socket lock) is not
+ * in the interval. A send that fails before copying anything (EPIPE on a
+ * shut-down socket, a zero-length send) never reaches tcp_sendmsg_locked
+ * and is counted with a duration of 0. No system call hook is involved.
  */
 
-#define KOTEL_AF_INET 2
-#define KOTEL_AF_INET6 10
+/* Only user sockets: kernel sockets (NFS, CIFS, ...) have no file, and
+ * kernel threads send on behalf of nobody in particular. */
+static __always_inline bool user_tcp_socket(struct task_struct *task, const struct sock *sk)
+{
+	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
+		return false;
+	if (task->flags & KOTEL_PF_KTHREAD)
+		return false;
+	return BPF_CORE_READ(sk, sk_socket, file) != NULL;
+}
 
 SEC("tp_btf/tcp_sendmsg_locked")
-int BPF_PROG(tcp_sendmsg_locked, const struct sock *sk, const struct msghdr *msg,
+int BPF_PROG(tcp_send_begin, const struct sock *sk, const struct msghdr *msg,
 	     const struct sk_buff *skb, int size_goal)
 {
-	struct task_state *s = state_of(bpf_get_current_task_btf(), false);
-
-	if (!s || !s->sys_start_ns || s->sys_is_tcp)
-		return 0;
-
-	/* Only the socket behind the syscall's own fd counts: kernel-internal
-	 * TCP senders (CIFS, NBD) also run in the caller's context. */
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
 
-	if (s->sys_fd < 0 || (__u32)s->sys_fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[s->sys_fd]);
-	if (!f || f != BPF_CORE_READ(sk, sk_socket, file))
+	if (!current_allowed(task->tgid))
 		return 0;
 
-	/* tp_btf arguments are typed kernel pointers: plain loads, relocated by CO-RE. */
-	const struct sock_common *c = &sk->__sk_common;
-	__u16 family = c->skc_family;
+	struct task_state *s = state_of(task, true);
 
-	s->family = family;
-	s->lport = c->skc_num;
-	s->dport = bpf_ntohs(c->skc_dport);
-	__builtin_memset(s->laddr, 0, sizeof(s->laddr));
-	__builtin_memset(s->daddr, 0, sizeof(s->daddr));
-	if (family == KOTEL_AF_INET) {
-		*(__u32 *)s->laddr = c->skc_rcv_saddr;
-		*(__u32 *)s->daddr = c->skc_daddr;
-	} else if (family == KOTEL_AF_INET6) {
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			((__u32 *)s->laddr)[i] = c->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
-			((__u32 *)s->daddr)[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
-		}
+	/* Later rounds of the same send's copy loop keep the first start. */
+	if (!s || (s->tcp_start_ns && s->tcp_sk == (__u64)sk))
+		return 0;
+	s->tcp_sk = (__u64)sk;
+	s->tcp_start_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tcp_send_end, struct sock *sk, int ret, int flags)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	if (!current_allowed(task->tgid))
+		return 0;
+
+	struct task_state *s = state_of(task, false);
+	__u64 start = 0;
+
+	if (s && s->tcp_start_ns) {
+		if (s->tcp_sk == (__u64)sk)
+			start = s->tcp_start_ns;
+		/* A start left by another socket's send (a kernel-internal
+		 * sender) ends here too, so it never stretches a later send. */
+		s->tcp_start_ns = 0;
 	}
-	s->sys_is_tcp = 1;
+	if (!user_tcp_socket(task, sk))
+		return 0;
+	if (!s && !(s = state_of(task, true)))
+		return 0;
+
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!start)
+		start = now;
+
+	struct kotel_event *e = call_event(s, KOTEL_KIND_TCP_SEND, start, now, ret, -1, 0);
+
+	if (!e)
+		return 0;
+
+	const struct sock_common *c = &sk->__sk_common;
+
+	e->family = c->skc_family;
+	e->lport = c->skc_num;
+	e->dport = bpf_ntohs(c->skc_dport);
+	tuple_copy(c, e->laddr, e->daddr);
+	event_submit(e);
 	return 0;
 }

@@ -25,31 +25,17 @@ pub fn scope() -> opentelemetry_proto::tonic::common::v1::InstrumentationScope {
     }
 }
 
-/// Span name for a probe's events.
+/// Span name for a probe's events (from the probe table).
 pub fn span_name(p: Probe) -> &'static str {
-    match p {
-        Probe::Writev => "writev",
-        Probe::TcpSend => "tcp_sendmsg",
-        Probe::Runqueue => "sched.runqueue",
-        Probe::Offcpu => "sched.offcpu",
-    }
+    p.spec().span_name
 }
 
-/// Name of the duration histogram of a probe.
+/// Name of the duration histogram of a probe (from the probe table).
 pub fn duration_metric(p: Probe) -> &'static str {
-    match p {
-        Probe::Writev => "kotel.writev.duration",
-        Probe::TcpSend => "kotel.tcp.send.duration",
-        Probe::Runqueue => "kotel.sched.runqueue.delay",
-        Probe::Offcpu => "kotel.sched.offcpu.duration",
-    }
+    p.spec().duration_metric
 }
 
-/// Name of the byte counter of a probe, for those that move bytes.
+/// Name of the byte counter of a probe, for those that move bytes (from the probe table).
 pub fn bytes_metric(p: Probe) -> Option<&'static str> {
-    match p {
-        Probe::Writev => Some("kotel.writev.bytes"),
-        Probe::TcpSend => Some("kotel.tcp.send.bytes"),
-        Probe::Runqueue | Probe::Offcpu => None,
-    }
+    p.spec().bytes_metric
 }

@@ -154,6 +154,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         ring_buffer_bytes: cfg.capture.ring_buffer_bytes,
         capture_stacks: cfg.capture.stacks,
         btf_path: PathBuf::from(kotel_bpf::preflight::SYSFS_BTF),
+        tracefs: crate::capture::tracefs_roots(),
         max_histograms: cfg.capture.max_histograms,
         lifecycle: true,
     };

@@ -28,7 +28,7 @@ pub fn effective_config(
         c.span_threshold = t;
     }
     if let Some(p) = &args.probes {
-        c.probes = p.clone();
+        c.probes = p.0.clone();
     }
     if let Some(i) = args.interval {
         cfg.metrics.interval = i;
