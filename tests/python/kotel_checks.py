@@ -35,7 +35,9 @@ from otlp_receiver import PointRecord, SpanRecord, attributes, iter_metric_point
 
 #: The flags every test run uses: every event becomes a span, metrics every second, run until
 #: SIGINT.
-BASE_ARGS = ["--span-threshold", "0", "--interval", "1s", "--duration", "0"]
+#: ``--probes all``: the workload's writev calls are part of the truth checked, and the writev
+#: probe is not on by default.
+BASE_ARGS = ["--span-threshold", "0", "--interval", "1s", "--duration", "0", "--probes", "all"]
 
 #: The executable the workload runs as (also its service.name: it sets no OTEL_SERVICE_NAME).
 WORKLOAD_EXE = "kotel-workload"

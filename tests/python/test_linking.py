@@ -36,7 +36,8 @@ def run_app(port: int, *flags: str, pidns: bool = False) -> dict:
 def linked_run(receiver, kotel_run, tmp_path, *flags: str, pidns: bool = False):
     port = free_port()
     kotel = kotel_run(
-        ["--span-threshold", "0", "--out", tmp_path / "out", "--otlp-endpoint", receiver.endpoint,
+        ["--span-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
+         "--otlp-endpoint", receiver.endpoint,
          "--receiver-grpc", f"127.0.0.1:{port}", "--receiver-http", "none", "--telemetry", "none"]
     )
     truth = run_app(port, *flags, pidns=pidns)
@@ -114,7 +115,8 @@ def test_bad_input_is_refused_and_kotel_keeps_serving(receiver, kotel_run, tmp_p
 
     grpc_port, http_port = free_port(), free_port()
     kotel = kotel_run(
-        ["--span-threshold", "0", "--out", tmp_path / "out", "--otlp-endpoint", receiver.endpoint,
+        ["--span-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
+         "--otlp-endpoint", receiver.endpoint,
          "--receiver-grpc", f"127.0.0.1:{grpc_port}", "--receiver-http", f"127.0.0.1:{http_port}",
          "--telemetry", "none"]
     )

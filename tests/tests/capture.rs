@@ -81,7 +81,7 @@ fn capture_matches_what_the_workload_did() {
     if skip_without_bpf("capture_matches_what_the_workload_did") {
         return;
     }
-    let (truth, cap, _pid) = capture_workload(&["--min-latency", "0"]);
+    let (truth, cap, _pid) = capture_workload(&["--min-latency", "0", "--probes", "all"]);
 
     // Nothing was lost at this rate.
     assert_eq!(u(&cap.lost["count"]), 0, "lost: {}", cap.lost);

@@ -38,6 +38,8 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup() {
         cg.0.to_str().expect("utf-8 path"),
         "--min-latency",
         "0",
+        "--probes",
+        "all",
         "--format",
         "jsonl",
         "--duration",
