@@ -459,6 +459,56 @@ mod tests {
         }
     }
 
+    /// Every program in the BPF object is named by the table (a probe's hook or kotel's
+    /// lifecycle hooks), every program the table names is in the object, and each program sits
+    /// on one tracepoint and serves exactly one probe, but for the two hooks shared on purpose:
+    /// the scheduler switch (run queue and off-CPU) and the raw syscall pair (the fallback of
+    /// writev and tcp_send).
+    #[test]
+    fn the_table_names_every_program_of_the_object() {
+        use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+        let mut storage = std::mem::MaybeUninit::uninit();
+        let open = crate::skel::KotelSkelBuilder::default()
+            .open(&mut storage)
+            .expect("open the BPF object (no privileges needed)");
+        let mut in_object: Vec<String> = open
+            .open_object()
+            .progs()
+            .map(|p| p.name().to_string_lossy().into_owned())
+            .collect();
+        in_object.sort();
+
+        let mut owners: std::collections::BTreeMap<&str, (Vec<&str>, &str)> = Default::default();
+        for spec in PROBES {
+            for set in spec.hook_sets {
+                for h in set.hooks {
+                    let e = owners
+                        .entry(h.program)
+                        .or_insert((Vec::new(), h.tracepoint));
+                    assert_eq!(e.1, h.tracepoint, "{} sits on one tracepoint", h.program);
+                    if !e.0.contains(&spec.name) {
+                        e.0.push(spec.name);
+                    }
+                }
+            }
+        }
+        for h in [LIFECYCLE_EXEC, LIFECYCLE_EXIT] {
+            assert!(owners
+                .insert(h.program, (vec!["lifecycle"], h.tracepoint))
+                .is_none());
+        }
+        let in_table: Vec<String> = owners.keys().map(|k| k.to_string()).collect();
+        assert_eq!(in_object, in_table, "the object's programs vs the table's");
+        for (program, (probes, _)) in &owners {
+            let shared = matches!(*program, "sched_switch" | "raw_sys_enter" | "raw_sys_exit");
+            assert_eq!(
+                probes.len(),
+                if shared { 2 } else { 1 },
+                "{program} serves {probes:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_plan_attaches_a_shared_hook_once_and_closing_hooks_first() {
         let mut plan = HookPlan::default();
@@ -484,7 +534,7 @@ mod tests {
             plan.only([Probe::Offcpu].into_iter().collect())
                 .hooks()
                 .len(),
-            1
+            2
         );
     }
 }

@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(a.duration, Duration::from_secs(5));
         assert_eq!(a.min_latency, Duration::from_millis(1));
         assert_eq!(
-            a.probes.0.into_iter().collect::<kotel_bpf::ProbeSet>(),
+            a.probes.0.iter().copied().collect::<kotel_bpf::ProbeSet>(),
             kotel_bpf::ProbeSet::defaults()
         );
         assert!(!a.probes.0.contains(&Probe::Writev));

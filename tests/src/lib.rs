@@ -77,8 +77,14 @@ impl Kotel {
     /// Starts `kotel <args>` and waits for a log line containing `marker`
     /// (`kotel.run.attached` for `kotel run`).
     pub fn start_until(args: &[&str], marker: &str) -> Kotel {
+        Kotel::start_with_env(args, marker, &[])
+    }
+
+    /// Like [`start_until`](Kotel::start_until), with extra environment variables.
+    pub fn start_with_env(args: &[&str], marker: &str, env: &[(&str, &str)]) -> Kotel {
         let mut child = Command::new(built_binary("kotel"))
             .args(args)
+            .envs(env.iter().copied())
             .env("KOTEL_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -159,7 +165,13 @@ pub struct Workload {
 impl Workload {
     /// Starts `kotel-workload`; returns once it printed its pid.
     pub fn start() -> Workload {
-        let mut child = Command::new(built_binary("kotel-workload"))
+        Workload::start_named("kotel-workload")
+    }
+
+    /// Starts the workload binary `name` (one that prints `{"pid":…}`, waits for a line on
+    /// stdin and then prints its truth); returns once it printed its pid.
+    pub fn start_named(name: &str) -> Workload {
+        let mut child = Command::new(built_binary(name))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -213,4 +225,83 @@ pub fn writev_counts(table: &str) -> Vec<(String, u64)> {
                 .then(|| Some((f[0].to_string(), f[n - 5].parse().ok()?)))?
         })
         .collect()
+}
+
+/// What `kotel capture --format jsonl` saw of the TCP sends of `kotel-send-paths`, with the
+/// workload's truth: its paths (one connection each), kotel's `tcp_send` events and its
+/// `tcp_send` histogram line (if any), and kotel's stderr. `extra` adds capture flags.
+pub struct SendCapture {
+    /// The workload's report: `paths`, one object per send path.
+    pub truth: Value,
+    /// kotel's `tcp_send` events.
+    pub events: Vec<Value>,
+    /// kotel's `tcp_send` histogram line.
+    pub histogram: Option<Value>,
+    /// kotel's stderr.
+    pub stderr: String,
+}
+
+impl SendCapture {
+    /// Runs `kotel-send-paths` under `kotel capture --probes tcp_send --min-latency 0`.
+    pub fn run(extra: &[&str]) -> SendCapture {
+        let workload = Workload::start_named("kotel-send-paths");
+        let pid = workload.pid.to_string();
+        let mut args = vec![
+            "capture",
+            "--pid",
+            &pid,
+            "--probes",
+            "tcp_send",
+            "--min-latency",
+            "0",
+            "--format",
+            "jsonl",
+            "--duration",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let kotel = Kotel::start(&args);
+        let truth = workload.run();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (code, stdout, stderr) = kotel.interrupt();
+        assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
+        let lines = json_lines(&stdout);
+        let lost = lines
+            .iter()
+            .find(|l| l["type"] == "lost")
+            .expect("a lost line");
+        assert_eq!(lost["count"], 0, "nothing lost: {lost}");
+        let events = lines
+            .iter()
+            .filter(|l| l["type"] == "event" && l["kind"] == "tcp_send")
+            .cloned()
+            .collect();
+        let histogram = lines
+            .iter()
+            .find(|l| l["type"] == "histogram" && l["kind"] == "tcp_send")
+            .cloned();
+        SendCapture {
+            truth,
+            events,
+            histogram,
+            stderr,
+        }
+    }
+
+    /// The truth of one path.
+    pub fn path(&self, name: &str) -> Option<&Value> {
+        self.truth["paths"]
+            .as_array()
+            .expect("paths")
+            .iter()
+            .find(|p| p["path"] == name)
+    }
+
+    /// kotel's events on the connection of `path`.
+    pub fn events_of(&self, path: &Value) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["local"] == path["local"])
+            .collect()
+    }
 }

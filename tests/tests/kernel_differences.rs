@@ -1,18 +1,26 @@
-//! Kernel differences must not take kotel down. Two kernels this machine is not are made from
-//! its own BTF, with one name renamed in place (same length, so the BTF stays valid) and handed
-//! to kotel with `--btf`:
+//! Kernel differences must not take kotel down. Kernels this machine is not are made from its
+//! own BTF, with one name renamed in place (same length, so the BTF stays valid) and handed to
+//! kotel with `--btf`:
 //! - one without the `tcp_sendmsg_locked` tracepoint (its `btf_trace_` typedef renamed), as on
-//!   kernels before 6.6: preflight leaves the TCP probe out;
+//!   kernels before 6.2: neither of the TCP probe's hook sets is there, so preflight leaves it
+//!   out;
 //! - one whose `struct sock_common` lacks the `skc_v6_daddr` field the TCP program reads: its
-//!   CO-RE relocation fails, the kernel refuses that program, and kotel loads the rest.
+//!   CO-RE relocation fails, the kernel refuses that program, and kotel loads the rest;
+//! - one without `sock_send_length` (before 6.3): TCP falls back to the raw syscall hooks, which
+//!   see write, writev, send and sendmsg exactly and sendfile not at all;
+//! - one without `sched_exit_tp` (before 6.17): off-CPU falls back to taking stacks at every
+//!   blocked switch-out, and the stacks still name the sleep.
 //!
-//! Either way kotel names what it left out and why, and the writev probe still counts every
-//! call of a loop that knows its own count.
+//! A missing tracefs (`KOTEL_TRACEFS` pointed at an empty directory) stands for a kernel or
+//! container without syscall tracepoints: writev falls back to the raw syscall hooks and still
+//! counts every call. Each time kotel names what it left out or fell back from, and why.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use kotel_e2e::{built_binary, skip_without_bpf, writev_counts, Kotel};
+use kotel_e2e::{
+    built_binary, json_lines, skip_without_bpf, writev_counts, Kotel, SendCapture, Workload,
+};
 
 const CALLS: u64 = 20_000;
 /// The loop's warm-up calls, made before the counted ones.
@@ -40,17 +48,26 @@ fn btf_renaming(test: &str, from: &str, to: &str) -> PathBuf {
 /// Runs `kotel capture --btf <btf>` for writev and TCP around a loop of known writev calls;
 /// returns kotel's stderr after checking the loop's calls were all counted.
 fn capture_survives(btf: &PathBuf) -> String {
-    let kotel = Kotel::start(&[
-        "capture",
-        "--btf",
-        btf.to_str().expect("utf-8 path"),
-        "--probes",
-        "writev,tcp_send",
-        "--format",
-        "table",
-        "--duration",
-        "0",
-    ]);
+    capture_survives_with(btf, &[])
+}
+
+/// [`capture_survives`] with extra environment variables for kotel.
+fn capture_survives_with(btf: &PathBuf, env: &[(&str, &str)]) -> String {
+    let kotel = Kotel::start_with_env(
+        &[
+            "capture",
+            "--btf",
+            btf.to_str().expect("utf-8 path"),
+            "--probes",
+            "writev,tcp_send",
+            "--format",
+            "table",
+            "--duration",
+            "0",
+        ],
+        "kotel.capture.attached",
+        env,
+    );
     let out = Command::new(built_binary("kotel-writev-loop"))
         .args(["--calls", &CALLS.to_string()])
         .output()
@@ -60,7 +77,9 @@ fn capture_survives(btf: &PathBuf) -> String {
     let pid = truth["pid"].as_u64().expect("pid").to_string();
     let made = truth["calls"].as_u64().expect("calls") + WARM_UP;
     let (code, stdout, stderr) = kotel.interrupt();
-    let _ = std::fs::remove_file(btf);
+    if btf.starts_with(std::env::temp_dir()) {
+        let _ = std::fs::remove_file(btf);
+    }
     assert_eq!(code, 0, "kotel keeps running: {stderr}");
     let counted = writev_counts(&stdout)
         .into_iter()
@@ -90,7 +109,7 @@ fn a_missing_tracepoint_leaves_its_probe_out_and_the_rest_runs() {
         "the missing tracepoint is named: {stderr}"
     );
     assert!(
-        !stderr.contains("\"tcp_sendmsg_locked\""),
+        !stderr.contains("\"tcp_send_begin\"") && !stderr.contains("\"tcp_sendmsg_mark\""),
         "nothing attached to it: {stderr}"
     );
 }
@@ -107,5 +126,118 @@ fn an_absent_btf_field_leaves_its_probe_out_and_the_rest_runs() {
             "kotel.probe.skipped: probe tcp_send left out: this kernel refused its program"
         ),
         "the refused probe is named with the reason: {stderr}"
+    );
+}
+
+#[test]
+fn without_sock_send_length_tcp_falls_back_to_the_raw_syscall_hooks() {
+    if skip_without_bpf("without_sock_send_length_tcp_falls_back_to_the_raw_syscall_hooks") {
+        return;
+    }
+    let btf = btf_renaming(
+        "no-sock-send-length",
+        "btf_trace_sock_send_length",
+        "btf_trace_sock_send_lengtX",
+    );
+    let cap = SendCapture::run(&["--btf", btf.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&btf);
+    assert!(
+        cap.stderr.contains(
+            "kotel.probe.fallback: probe tcp_send runs on raw_syscalls (fallback): kernel has \
+             no tracepoint sock/sock_send_length"
+        ),
+        "the fallback is said in one line: {}",
+        cap.stderr
+    );
+    // The send syscalls are still exact, one event per call...
+    for name in ["write", "writev", "send", "sendmsg"] {
+        let p = cap.path(name).expect("path ran");
+        let mine = cap.events_of(p);
+        assert_eq!(
+            mine.len() as u64,
+            p["calls"].as_u64().unwrap(),
+            "{name}: calls"
+        );
+        let bytes: u64 = mine.iter().map(|e| e["bytes"].as_u64().unwrap()).sum();
+        assert_eq!(bytes, p["received"].as_u64().unwrap(), "{name}: bytes");
+    }
+    // ...and sendfile, which no send syscall carries, is what the fallback cannot see.
+    let sendfile = cap.path("sendfile").expect("sendfile ran");
+    assert!(
+        cap.events_of(sendfile).is_empty(),
+        "sendfile unseen on the fallback"
+    );
+}
+
+#[test]
+fn without_sched_exit_tp_offcpu_stacks_are_taken_at_switch_out() {
+    if skip_without_bpf("without_sched_exit_tp_offcpu_stacks_are_taken_at_switch_out") {
+        return;
+    }
+    let btf = btf_renaming(
+        "no-sched-exit-tp",
+        "btf_trace_sched_exit_tp",
+        "btf_trace_sched_exit_tX",
+    );
+    let workload = Workload::start();
+    let pid = workload.pid.to_string();
+    let kotel = Kotel::start(&[
+        "capture",
+        "--btf",
+        btf.to_str().expect("utf-8 path"),
+        "--pid",
+        &pid,
+        "--probes",
+        "offcpu",
+        "--min-latency",
+        "15ms",
+        "--format",
+        "jsonl",
+        "--duration",
+        "0",
+    ]);
+    let truth = workload.run();
+    let (code, stdout, stderr) = kotel.interrupt();
+    let _ = std::fs::remove_file(&btf);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("kotel.probe.fallback: probe offcpu runs on scheduler tracepoints, stacks at every switch-out"),
+        "the fallback is said: {stderr}"
+    );
+    let tid = truth["sleeper"]["tid"].clone();
+    let sleeps: Vec<serde_json::Value> = json_lines(&stdout)
+        .into_iter()
+        .filter(|l| l["type"] == "event" && l["kind"] == "offcpu" && l["tid"] == tid)
+        .collect();
+    assert_eq!(sleeps.len(), 3, "the three sleeps: {sleeps:?}");
+    for e in &sleeps {
+        let frames = e["kernel_stack"].as_array().expect("kernel stack");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.as_str().is_some_and(|f| f.contains("nanosleep"))),
+            "sleep stack: {frames:?}"
+        );
+    }
+}
+
+#[test]
+fn without_tracefs_writev_falls_back_to_the_raw_syscall_hooks() {
+    if skip_without_bpf("without_tracefs_writev_falls_back_to_the_raw_syscall_hooks") {
+        return;
+    }
+    let empty = std::env::temp_dir().join(format!("kotel-no-tracefs-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("an empty directory");
+    let stderr = capture_survives_with(
+        &PathBuf::from(kotel_bpf::preflight::SYSFS_BTF),
+        &[("KOTEL_TRACEFS", empty.to_str().expect("utf-8 path"))],
+    );
+    let _ = std::fs::remove_dir(&empty);
+    assert!(
+        stderr.contains(
+            "kotel.probe.fallback: probe writev runs on raw_syscalls (fallback): kernel has no \
+             tracepoint syscalls/sys_exit_writev, syscalls/sys_enter_writev"
+        ),
+        "the fallback is said: {stderr}"
     );
 }

@@ -1,0 +1,102 @@
+//! Every TCP send is counted, whatever the system call: `kotel-send-paths` sends known bytes
+//! through write, writev, send, sendmsg, sendmmsg, sendfile, splice and io_uring (one loopback
+//! connection each, the peer counting what it received), and a send that blocks on a late
+//! reader. kotel's `tcp_send` probe, on the socket tracepoints, must report exactly those bytes
+//! on the right connections, in intervals that lie inside the calls.
+
+use kotel_e2e::{skip_without_bpf, SendCapture};
+use serde_json::Value;
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+#[test]
+fn every_send_path_is_counted_to_the_byte() {
+    if skip_without_bpf("every_send_path_is_counted_to_the_byte") {
+        return;
+    }
+    let cap = SendCapture::run(&[]);
+    assert!(
+        cap.stderr
+            .contains("kotel.probe.hooks: probe tcp_send on socket tracepoints"),
+        "the socket tracepoints are used here: {}",
+        cap.stderr
+    );
+    let paths = cap.truth["paths"].as_array().expect("paths");
+    let names: Vec<&str> = paths.iter().filter_map(|p| p["path"].as_str()).collect();
+    for want in [
+        "write", "writev", "send", "sendmsg", "sendmmsg", "sendfile", "splice",
+    ] {
+        assert!(names.contains(&want), "the workload ran {want}: {names:?}");
+    }
+    eprintln!("KOTEL-E2E send paths: {names:?}");
+    let mut total = 0;
+    for p in paths {
+        let name = p["path"].as_str().expect("path name");
+        let mine = cap.events_of(p);
+        // The bytes: exactly what the calls sent, which is what the peer received.
+        let bytes: u64 = mine.iter().map(|e| u(&e["bytes"])).sum();
+        assert_eq!(bytes, u(&p["received"]), "{name}: bytes");
+        total += bytes;
+        assert!(
+            mine.iter().all(|e| e["peer"] == p["peer"]),
+            "{name}: peer address"
+        );
+        // One event per send; sendfile and splice hand the socket one batch of pages at a
+        // time, so at least one per call.
+        let n = mine.len() as u64;
+        match name {
+            "sendfile" | "splice" => assert!(n >= u(&p["calls"]), "{name}: {n} sends"),
+            _ => assert_eq!(n, u(&p["sends"]), "{name}: sends"),
+        }
+        // io_uring may send from one of the process's io-wq workers.
+        if name != "io_uring" {
+            assert!(mine.iter().all(|e| e["tid"] == p["tid"]), "{name}: thread");
+        }
+        // The intervals lie inside the calls that made them.
+        let kernel: u64 = mine.iter().map(|e| u(&e["duration_ns"])).sum();
+        assert!(
+            kernel <= u(&p["call_ns"]),
+            "{name}: {kernel} ns in the kernel's sends, {} ns in the calls",
+            p["call_ns"]
+        );
+    }
+    assert_eq!(
+        cap.events.iter().map(|e| u(&e["bytes"])).sum::<u64>(),
+        total,
+        "no other TCP sends"
+    );
+    let h = cap.histogram.as_ref().expect("a tcp_send histogram");
+    assert_eq!(u(&h["count"]), cap.events.len() as u64, "histogram count");
+    assert_eq!(u(&h["bytes"]), total, "histogram bytes");
+}
+
+/// The send opens at the first `tcp_sendmsg_locked`, with the socket lock held, and closes at
+/// `sock_send_length`: a send that waits for the peer to make room is timed with that wait.
+/// Only the syscall's entry and the lock are outside: the interval is the call, to within a
+/// few milliseconds.
+#[test]
+fn a_send_that_waits_for_room_is_timed_with_its_wait() {
+    if skip_without_bpf("a_send_that_waits_for_room_is_timed_with_its_wait") {
+        return;
+    }
+    let cap = SendCapture::run(&[]);
+    let p = cap.path("blocking").expect("the blocking send ran");
+    let mine = cap.events_of(p);
+    assert_eq!(mine.len(), 1, "one send: {mine:?}");
+    let (got, call) = (u(&mine[0]["duration_ns"]), u(&p["call_ns"]));
+    assert!(
+        got >= u(&p["reader_delay_ns"]) / 2,
+        "the send waited for the late reader: {got} ns"
+    );
+    assert!(got <= call, "inside the call: {got} ns of {call} ns");
+    assert!(
+        call - got < 5_000_000,
+        "the call's time outside the kernel's send is small: {got} ns of {call} ns"
+    );
+    eprintln!(
+        "KOTEL-E2E blocking send: call {call} ns, tcp_send {got} ns, outside {} ns",
+        call - got
+    );
+}
