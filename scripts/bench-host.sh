@@ -40,6 +40,7 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$tmp/www" "$tmp/nginx"
 python3 -c 'import sys; sys.stdout.write(("<p>kotel bench page</p>\n" * 200)[:2768])' > "$tmp/www/index.html"
+chmod 755 "$tmp" "$tmp/www"; chmod 644 "$tmp/www/index.html"  # nginx's workers are not root
 cat > "$tmp/nginx/nginx.conf" <<CONF
 worker_processes 1;
 pid $tmp/nginx/nginx.pid;

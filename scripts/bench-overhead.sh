@@ -4,7 +4,7 @@
 #   untraced | empty programs on raw_syscalls (kotel's hooks: the floor) |
 #   empty programs on syscalls:sys_{enter,exit}_writev | the least timing any tracer does on
 #   kotel's hooks (enter time in task storage, difference at exit) |
-#   kotel capturing (all probes, system-wide) | bpftrace keeping the same per-pid histogram.
+#   kotel capturing writev (system-wide) | bpftrace keeping the same per-pid histogram.
 # Rounds are interleaved and the median of each mode is reported, with ratios.
 # Usage: scripts/bench-overhead.sh [rounds] [calls]     (root; installs bpftrace if missing)
 # KOTEL_BENCH_MODES picks modes; mode kotel_base runs the build at KOTEL_BASE_BIN, for an A/B.
@@ -19,15 +19,19 @@ cargo build -q --release -p kotel-collector -p kotel-e2e
 loop=./target/release/kotel-writev-loop
 cpu=$(( $(nproc) - 1 ))
 tmp=$(mktemp -d)
-trap 'pkill -INT -f "kotel capture --duration 0 --format table" 2>/dev/null || true; pkill -INT bpftrace 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"' EXIT
 
 wait_for() { # file pattern
   for _ in $(seq 1 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
 }
 
+# Runs in a subshell ($(run_mode …)): a tracer it started is stopped by its pid when the
+# subshell ends, however it ends; nothing else is ever signalled.
 run_mode() {
-  local mode=$1 pid bin
+  local mode=$1 bin
+  tracer_pid=""
+  trap '[ -n "$tracer_pid" ] && kill -INT "$tracer_pid" 2>/dev/null; true' EXIT
   case "$mode" in
     untraced) "$loop" --calls "$calls" --cpu "$cpu" ;;
     floor_raw) "$loop" --calls "$calls" --cpu "$cpu" --floor raw ;;
@@ -37,21 +41,21 @@ run_mode() {
       # kotel_base: another build (KOTEL_BASE_BIN), for an A/B of a change in the same run.
       bin=./target/release/kotel
       [ "$mode" = kotel_base ] && bin=${KOTEL_BASE_BIN:?set KOTEL_BASE_BIN to the other kotel}
-      "$bin" capture --duration 0 --format table >"$tmp/kotel.out" 2>"$tmp/kotel.err" &
-      pid=$!
+      "$bin" capture --probes writev --duration 0 --format table >"$tmp/kotel.out" 2>"$tmp/kotel.err" &
+      tracer_pid=$!
       wait_for "$tmp/kotel.err" "kotel.capture.attached"
       "$loop" --calls "$calls" --cpu "$cpu"
-      kill -INT "$pid"; wait "$pid"
+      kill -INT "$tracer_pid"; wait "$tracer_pid"; tracer_pid=""
       grep -q "lost events" "$tmp/kotel.out" ;;
     bpftrace)
       bpftrace -e 'tracepoint:raw_syscalls:sys_enter /args->id == 20/ { @start[tid] = nsecs; }
                    tracepoint:raw_syscalls:sys_exit /@start[tid]/ { @ns[pid] = hist(nsecs - @start[tid]); delete(@start[tid]); }' \
         >"$tmp/bpftrace.out" 2>&1 &
-      pid=$!
+      tracer_pid=$!
       wait_for "$tmp/bpftrace.out" "Attaching"
       sleep 0.5
       "$loop" --calls "$calls" --cpu "$cpu"
-      kill -INT "$pid"; wait "$pid" || true ;;
+      kill -INT "$tracer_pid"; wait "$tracer_pid" || true; tracer_pid="" ;;
   esac
 }
 

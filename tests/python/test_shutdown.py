@@ -25,14 +25,20 @@ from kotel_checks import read_summary, resource_pid, spans_of
 
 pytestmark = pytest.mark.bpf
 
-#: kotel's program names (bpftool shows the BTF name, or the kernel's 15-character cut).
+#: kotel's program names (bpftool shows the BTF name, or the kernel's 15-character cut): every
+#: program of the probe table in bpf/src/probe.rs, whose unit test ties it to the BPF object.
 PROGRAMS = {
-    "sys_enter",
-    "sys_exit",
-    "tcp_sendmsg_locked",
+    "writev_enter",
+    "writev_exit",
+    "tcp_send_begin",
+    "tcp_send_end",
+    "raw_sys_enter",
+    "raw_sys_exit",
+    "tcp_sendmsg_mark",
     "sched_wakeup",
     "sched_wakeup_new",
     "sched_switch",
+    "offcpu_stacks",
     "sched_process_exec",
     "sched_process_exit",
 }

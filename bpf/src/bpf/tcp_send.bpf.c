@@ -7,9 +7,10 @@
  * value, what was queued to the peer). The send opens at the first
  * tcp_sendmsg_locked of that socket, with the socket lock held; the time
  * before it (syscall entry, fd lookup, waiting for the socket lock) is not
- * in the interval. A send that fails before copying anything (EPIPE on a
- * shut-down socket, a zero-length send) never reaches tcp_sendmsg_locked
- * and is counted with a duration of 0. No system call hook is involved.
+ * in the interval. A send that fails before queueing anything (EPIPE on a
+ * shut-down socket, ENOTCONN) and a zero-length send never reach
+ * tcp_sendmsg_locked: they have no interval and are not counted, as with
+ * the fallback. No system call hook is involved.
  */
 
 /* Only user sockets: kernel sockets (NFS, CIFS, ...) have no file, and
@@ -51,25 +52,19 @@ int BPF_PROG(tcp_send_end, struct sock *sk, int ret, int flags)
 		return 0;
 
 	struct task_state *s = state_of(task, false);
-	__u64 start = 0;
 
-	if (s && s->tcp_start_ns) {
-		if (s->tcp_sk == (__u64)sk)
-			start = s->tcp_start_ns;
-		/* A start left by another socket's send (a kernel-internal
-		 * sender) ends here too, so it never stretches a later send. */
-		s->tcp_start_ns = 0;
-	}
-	if (!user_tcp_socket(task, sk))
+	if (!s || !s->tcp_start_ns)
 		return 0;
-	if (!s && !(s = state_of(task, true)))
+
+	/* A start left by another socket's send (a kernel-internal sender)
+	 * ends here too, so it never stretches a later send. */
+	__u64 start = s->tcp_sk == (__u64)sk ? s->tcp_start_ns : 0;
+
+	s->tcp_start_ns = 0;
+	if (!start || !user_tcp_socket(task, sk))
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
-
-	if (!start)
-		start = now;
-
 	struct kotel_event *e = call_event(s, KOTEL_KIND_TCP_SEND, start, now, ret, -1, 0);
 
 	if (!e)
