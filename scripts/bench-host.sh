@@ -6,8 +6,12 @@
 #   nginx      requests/s of nginx (Debian's nginx-light, 1 worker, a 2 768-byte page,
 #              sendfile on) under wrk over loopback (1 thread, 8 connections);
 #   writev     ns per 1-byte writev to /dev/null (kotel-writev-loop, pinned).
+#   tcpsend    ns per 64-byte send on a loopback TCP connection (kotel-host-loop, pinned).
 # Each figure runs untraced and under `kotel run` with its defaults (mode kotel); `kotel run
-# --probes all` adds the writev probe (mode kotel_all). KOTEL_BASE_BIN adds the modes
+# --probes all` adds the writev probe (mode kotel_all). The modes floor_tcp and
+# floor_tcp_timed hold, instead of kotel, empty programs on the TCP probe's two socket
+# tracepoints, or the least a timer of TCP sends does there (start in task storage, difference
+# at the end): what any per-send timer on those hooks costs. KOTEL_BASE_BIN adds the modes
 # base and base_all: the same with another build, for an A/B of a change in the same run.
 # The median of each (figure, mode) is printed with its ratio to untraced.
 # Usage: scripts/bench-host.sh [rounds]     (root; installs nginx-light and wrk if missing)
@@ -20,8 +24,8 @@ for pkg in nginx-light wrk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
 done
 rounds="${1:-3}"
-figures="${KOTEL_BENCH_FIGURES:-getppid pingpong nginx writev}"
-modes="${KOTEL_BENCH_MODES:-untraced kotel kotel_all${KOTEL_BASE_BIN:+ base base_all}}"
+figures="${KOTEL_BENCH_FIGURES:-getppid pingpong nginx tcpsend writev}"
+modes="${KOTEL_BENCH_MODES:-untraced floor_tcp floor_tcp_timed kotel kotel_all${KOTEL_BASE_BIN:+ base base_all}}"
 cargo build -q --release -p kotel-collector -p kotel-e2e
 host_loop=./target/release/kotel-host-loop
 writev_loop=./target/release/kotel-writev-loop
@@ -64,18 +68,22 @@ if [[ " $figures " == *" nginx "* ]]; then
   nginx_pid=$(cat "$tmp/nginx/nginx.pid")
 fi
 
-start_agent() { # binary [args...]
+start_agent() { # marker binary [args...]
+  local marker=$1; shift
   "$@" >"$tmp/agent.out" 2>"$tmp/agent.err" &
   agent_pid=$!
   for _ in $(seq 1 300); do
-    grep -q "kotel.run.attached" "$tmp/agent.err" && return 0
+    grep -q "$marker" "$tmp/agent.err" && return 0
     kill -0 "$agent_pid" 2>/dev/null || break
     sleep 0.1
   done
   echo "kotel did not attach:" >&2; cat "$tmp/agent.err" >&2; exit 1
 }
-stop_agent() {
-  kill -INT "$agent_pid"; wait "$agent_pid" || { echo "kotel failed:" >&2; cat "$tmp/agent.err" >&2; exit 1; }
+stop_agent() { # the floor holder dies of the signal; kotel must exit 0
+  kill -INT "$agent_pid"
+  if wait "$agent_pid"; then :; elif [ "$1" != floor ]; then
+    echo "kotel failed:" >&2; cat "$tmp/agent.err" >&2; exit 1
+  fi
   agent_pid=""
 }
 
@@ -84,6 +92,7 @@ measure() { # figure → one number on stdout
     getppid) "$host_loop" getppid --calls 5000000 --cpu "$cpu" | sed -n 's/.*"ns_per_call":\([0-9.]*\).*/\1/p' ;;
     pingpong) "$host_loop" pingpong --calls 200000 --cpu "$cpu" | sed -n 's/.*"ns_per_call":\([0-9.]*\).*/\1/p' ;;
     writev) "$writev_loop" --calls 2000000 --cpu "$cpu" | sed -n 's/.*"ns_per_call":\([0-9.]*\).*/\1/p' ;;
+    tcpsend) "$host_loop" tcpsend --calls 500000 --cpu "$cpu" | sed -n 's/.*"ns_per_call":\([0-9.]*\).*/\1/p' ;;
     nginx) wrk -t1 -c8 -d4s "http://127.0.0.1:$port/index.html" | awk '/^Requests\/sec:/ { print $2 }' ;;
   esac
 }
@@ -92,10 +101,12 @@ for r in $(seq 1 "$rounds"); do
   for m in $modes; do
     case "$m" in
       untraced) ;;
-      kotel) start_agent ./target/release/kotel run --out "$tmp/out" ;;
-      kotel_all) start_agent ./target/release/kotel run --out "$tmp/out" --probes all ;;
-      base) start_agent "${KOTEL_BASE_BIN:?}" run --out "$tmp/out" ;;
-      base_all) start_agent "${KOTEL_BASE_BIN:?}" run --out "$tmp/out" --probes writev,tcp_send,runqueue,offcpu ;;
+      floor_tcp) start_agent "floor attached" "$host_loop" hold --floor tcp ;;
+      floor_tcp_timed) start_agent "floor attached" "$host_loop" hold --floor tcp_timed ;;
+      kotel) start_agent kotel.run.attached ./target/release/kotel run --out "$tmp/out" ;;
+      kotel_all) start_agent kotel.run.attached ./target/release/kotel run --out "$tmp/out" --probes all ;;
+      base) start_agent kotel.run.attached "${KOTEL_BASE_BIN:?}" run --out "$tmp/out" ;;
+      base_all) start_agent kotel.run.attached "${KOTEL_BASE_BIN:?}" run --out "$tmp/out" --probes writev,tcp_send,runqueue,offcpu ;;
       *) echo "unknown mode $m" >&2; exit 1 ;;
     esac
     for f in $figures; do
@@ -104,7 +115,7 @@ for r in $(seq 1 "$rounds"); do
       echo "$f $m $v" >> "$tmp/results"
       echo "round $r: $f $m $v" >&2
     done
-    [ -n "$agent_pid" ] && stop_agent
+    [ -n "$agent_pid" ] && stop_agent "${m%%_*}"
   done
 done
 
@@ -114,13 +125,14 @@ rows = {}
 for line in open(sys.argv[1]):
     f, m, v = line.split()
     rows.setdefault(f, {}).setdefault(m, []).append(float(v))
-units = {"getppid": "ns/call", "pingpong": "ns/round trip", "nginx": "requests/s", "writev": "ns/call"}
-print(f"{'figure':<10}{'mode':<11}{'median':>12}  {'unit':<14}{'vs untraced':>12}{'added':>10}")
+units = {"getppid": "ns/call", "pingpong": "ns/round trip", "nginx": "requests/s",
+         "tcpsend": "ns/send", "writev": "ns/call"}
+print(f"{'figure':<10}{'mode':<16}{'median':>12}  {'unit':<14}{'vs untraced':>12}{'added':>10}")
 for f, by_mode in rows.items():
     base = statistics.median(by_mode["untraced"]) if "untraced" in by_mode else None
     for m, vals in by_mode.items():
         med = statistics.median(vals)
         ratio = med / base if base else float("nan")
         added = med - base if base is not None else float("nan")
-        print(f"{f:<10}{m:<11}{med:>12.1f}  {units[f]:<14}{ratio:>11.3f}x{added:>10.1f}")
+        print(f"{f:<10}{m:<16}{med:>12.1f}  {units[f]:<14}{ratio:>11.3f}x{added:>10.1f}")
 PY

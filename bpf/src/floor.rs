@@ -3,7 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
 
 use crate::{preflight, LoadError};
@@ -29,6 +29,25 @@ pub enum FloorHooks {
     /// kotel's hooks, keeping the writev enter time per thread in task storage and taking the
     /// difference at exit: the least any syscall-latency tracer does.
     Timed,
+    /// The TCP probe's socket tracepoints, `tcp:tcp_sendmsg_locked` and
+    /// `sock:sock_send_length`.
+    TcpSocket,
+    /// The same, with the least a timer of TCP sends does: the start in task storage at the
+    /// first, the difference at the second.
+    TcpTimed,
+}
+
+impl FloorHooks {
+    /// The programs this floor attaches.
+    fn programs(self) -> [&'static str; 2] {
+        match self {
+            FloorHooks::RawSyscalls => ["floor_raw_enter", "floor_raw_exit"],
+            FloorHooks::WritevSyscall => ["floor_syscalls_enter", "floor_syscalls_exit"],
+            FloorHooks::Timed => ["floor_timed_enter", "floor_timed_exit"],
+            FloorHooks::TcpSocket => ["floor_tcp_begin", "floor_tcp_end"],
+            FloorHooks::TcpTimed => ["floor_tcp_timed_begin", "floor_tcp_timed_end"],
+        }
+    }
 }
 
 /// Attached empty programs; dropping detaches them.
@@ -47,29 +66,23 @@ impl Floor {
         let mut open = skel::FloorSkelBuilder::default()
             .open(storage)
             .map_err(LoadError::libbpf("opening the floor object"))?;
-        let raw = hooks == FloorHooks::RawSyscalls;
-        open.progs.floor_raw_enter.set_autoload(raw);
-        open.progs.floor_raw_exit.set_autoload(raw);
-        open.progs.floor_syscalls_enter.set_autoload(!raw);
-        open.progs.floor_syscalls_exit.set_autoload(!raw);
+        let wanted = hooks.programs();
+        for mut prog in open.open_object_mut().progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            prog.set_autoload(wanted.contains(&name.as_str()));
+        }
         let skel = open
             .load()
             .map_err(LoadError::libbpf("loading the floor object"))?;
-        let progs = if raw {
-            [&skel.progs.floor_raw_enter, &skel.progs.floor_raw_exit]
-        } else {
-            [
-                &skel.progs.floor_syscalls_enter,
-                &skel.progs.floor_syscalls_exit,
-            ]
-        };
-        let links = progs
-            .into_iter()
-            .map(|p| {
-                p.attach()
-                    .map_err(LoadError::libbpf("attaching a floor program"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut links = Vec::new();
+        for prog in skel.object().progs_mut() {
+            if wanted.contains(&prog.name().to_string_lossy().as_ref()) {
+                links.push(
+                    prog.attach()
+                        .map_err(LoadError::libbpf("attaching a floor program"))?,
+                );
+            }
+        }
         Ok(Floor {
             _links: links,
             _skel: skel,

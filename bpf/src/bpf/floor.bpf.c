@@ -5,7 +5,10 @@
  *  - raw: tp_btf on raw_syscalls sys_enter/sys_exit (what kotel uses);
  *  - syscalls: the per-syscall syscalls:sys_enter_writev/sys_exit_writev pair;
  *  - timed: the least any per-thread syscall timer does on kotel's hooks: keep the
- *    enter time in task storage and subtract it at exit, nothing else.
+ *    enter time in task storage and subtract it at exit, nothing else;
+ *  - tcp: tcp_send's socket tracepoints, tcp_sendmsg_locked and sock_send_length;
+ *  - tcp_timed: the least a timer of TCP sends does on them: the start in task storage at
+ *    the first, the difference at the second.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -61,6 +64,41 @@ int BPF_PROG(floor_timed_enter, struct pt_regs *regs, long id)
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(floor_timed_exit, struct pt_regs *regs, long ret)
+{
+	__u64 *start = bpf_task_storage_get(&floor_start, bpf_get_current_task_btf(), 0, 0);
+
+	if (start && *start) {
+		floor_total_ns += bpf_ktime_get_ns() - *start;
+		*start = 0;
+	}
+	return 0;
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(floor_tcp_begin, const struct sock *sk)
+{
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(floor_tcp_end, struct sock *sk, int ret)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(floor_tcp_timed_begin, const struct sock *sk)
+{
+	__u64 *start = bpf_task_storage_get(&floor_start, bpf_get_current_task_btf(), 0,
+					    BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (start && !*start)
+		*start = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(floor_tcp_timed_end, struct sock *sk, int ret)
 {
 	__u64 *start = bpf_task_storage_get(&floor_start, bpf_get_current_task_btf(), 0, 0);
 

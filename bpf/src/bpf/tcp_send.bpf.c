@@ -21,7 +21,11 @@ static __always_inline bool user_tcp_socket(struct task_struct *task, const stru
 		return false;
 	if (task->flags & KOTEL_PF_KTHREAD)
 		return false;
-	return BPF_CORE_READ(sk, sk_socket, file) != NULL;
+
+	/* Plain loads from the typed tracepoint argument (no helper calls). */
+	struct socket *sock = sk->sk_socket;
+
+	return sock && sock->file;
 }
 
 SEC("tp_btf/tcp_sendmsg_locked")

@@ -1,14 +1,25 @@
 //! Benchmark workload for what tracing costs the host, not the calls kotel times:
 //! - `getppid`: a tight loop of getppid(2), a system call no probe is about;
 //! - `pingpong`: two processes pinned to one CPU passing a byte back and forth over two pipes
-//!   (per round trip: 4 system calls, 2 blocked switch-outs, 2 wakeups).
+//!   (per round trip: 4 system calls, 2 blocked switch-outs, 2 wakeups);
+//! - `tcpsend`: 64-byte sends on a loopback TCP connection whose peer, a thread on another
+//!   CPU, reads everything (the cost of one TCP send, the call kotel's tcp_send probe times).
 //!
-//! `kotel-host-loop getppid|pingpong [--calls N] [--cpu C]`
+//! - `hold`: attaches `--floor` and holds it until killed (for benchmarks of other programs,
+//!   such as nginx, under the floor), after printing `floor attached` on stderr.
+//!
+//! `kotel-host-loop getppid|pingpong|tcpsend|hold [--calls N] [--cpu C] [--floor tcp|tcp_timed]`
+//!
+//! `--floor` attaches, in-process, empty programs on the TCP probe's socket tracepoints
+//! (`tcp`) or the least a timer of TCP sends does on them (`tcp_timed`): the floor kotel's
+//! `tcp_send` cost is compared with.
 //!
 //! Prints one JSON line: the mode, the calls or round trips made, elapsed time and
 //! nanoseconds per call or round trip.
 
 use std::time::Instant;
+
+use kotel_bpf::floor::{Floor, FloorHooks};
 
 use serde_json::json;
 
@@ -78,19 +89,57 @@ fn pingpong(rounds: u64) {
     );
 }
 
+/// Sends of 64 bytes on a loopback connection drained by a reader thread.
+fn tcpsend(calls: u64) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 16];
+        while s.read(&mut buf).expect("read") > 0 {}
+    });
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let msg = [0x5au8; 64];
+    for _ in 0..calls {
+        c.write_all(&msg).expect("send");
+    }
+    drop(c);
+    reader.join().expect("reader");
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
-    let (mut calls, mut cpu) = (0u64, None);
+    let (mut calls, mut cpu, mut floor) = (0u64, None, None);
     while let Some(flag) = args.next() {
-        let v: u64 = args
+        let value = args
             .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} needs a number"));
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        let num = || -> u64 {
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("{flag} needs a number"))
+        };
         match flag.as_str() {
-            "--calls" => calls = v,
-            "--cpu" => cpu = Some(v as usize),
+            "--calls" => calls = num(),
+            "--cpu" => cpu = Some(num() as usize),
+            "--floor" => {
+                floor = Some(match value.as_str() {
+                    "tcp" => FloorHooks::TcpSocket,
+                    "tcp_timed" => FloorHooks::TcpTimed,
+                    other => panic!("--floor: unknown '{other}' (tcp, tcp_timed)"),
+                })
+            }
             other => panic!("unknown flag {other}"),
+        }
+    }
+    let _floor = floor.map(|f| Floor::attach(f).expect("attach the floor programs"));
+    if mode == "hold" {
+        eprintln!("floor attached");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
         }
     }
     if let Some(c) = cpu {
@@ -99,7 +148,8 @@ fn main() {
     let run: fn(u64) = match mode.as_str() {
         "getppid" => getppid_loop,
         "pingpong" => pingpong,
-        other => panic!("unknown mode '{other}': getppid or pingpong"),
+        "tcpsend" => tcpsend,
+        other => panic!("unknown mode '{other}': getppid, pingpong or tcpsend"),
     };
     if calls == 0 {
         calls = if mode == "getppid" {
