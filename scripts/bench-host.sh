@@ -34,7 +34,7 @@ tmp=$(mktemp -d)
 agent_pid=""
 nginx_pid=""
 cleanup() {
-  [ -n "$agent_pid" ] && kill -INT "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -79,8 +79,9 @@ start_agent() { # marker binary [args...]
   done
   echo "kotel did not attach:" >&2; cat "$tmp/agent.err" >&2; exit 1
 }
-stop_agent() { # the floor holder dies of the signal; kotel must exit 0
-  kill -INT "$agent_pid"
+stop_agent() { # kotel flushes on SIGINT and must exit 0; the floor holder dies of SIGTERM
+  # (a background job of a script ignores SIGINT)
+  if [ "$1" = floor ]; then kill -TERM "$agent_pid"; else kill -INT "$agent_pid"; fi
   if wait "$agent_pid"; then :; elif [ "$1" != floor ]; then
     echo "kotel failed:" >&2; cat "$tmp/agent.err" >&2; exit 1
   fi
