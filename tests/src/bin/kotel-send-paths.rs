@@ -273,17 +273,19 @@ fn io_uring() -> Option<Value> {
     Some(finish("io_uring", conn, t, gettid(), json!({})))
 }
 
-/// One write far larger than the socket buffers, to a peer that waits before reading: the
-/// call blocks in the kernel until the peer drains it.
+/// Writes far larger than the socket buffers, to a peer that waits before reading: the first
+/// call blocks in the kernel until the peer drains it. A blocking write may still return short
+/// (the kernel is allowed to), so each write(2) is its own call and send here.
 fn blocking() -> Value {
     let conn = connect(LATE_READER);
+    let fd = conn.stream.as_raw_fd();
     let buf = vec![0x5au8; BIG_SEND];
     let mut t = Tally::default();
-    let mut s = &conn.stream;
-    t.call(|| {
-        s.write_all(&buf).expect("blocking write");
-        BIG_SEND as isize
-    });
+    let mut sent = 0;
+    while sent < BIG_SEND {
+        // SAFETY: the slice outlives the call; fd is our connected socket.
+        sent += t.call(|| unsafe { libc::write(fd, buf[sent..].as_ptr().cast(), BIG_SEND - sent) });
+    }
     finish(
         "blocking",
         conn,
