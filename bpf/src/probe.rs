@@ -204,6 +204,22 @@ pub const LIFECYCLE_EXEC: Hook = tp_btf("sched/sched_process_exec", "sched_proce
 /// See [`LIFECYCLE_EXEC`].
 pub const LIFECYCLE_EXIT: Hook = tp_btf("sched/sched_process_exit", "sched_process_exit");
 
+/// Every program the table names (each once): every hook set's, and kotel's lifecycle hooks.
+pub fn table_programs() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    let hooks = PROBES
+        .iter()
+        .flat_map(|spec| spec.hook_sets.iter())
+        .flat_map(|set| set.hooks.iter())
+        .chain([&LIFECYCLE_EXEC, &LIFECYCLE_EXIT]);
+    for h in hooks {
+        if !out.contains(&h.program) {
+            out.push(h.program);
+        }
+    }
+    out
+}
+
 impl Probe {
     /// Every probe, in a stable order.
     pub const ALL: [Probe; 4] = [
@@ -499,6 +515,9 @@ mod tests {
         }
         let in_table: Vec<String> = owners.keys().map(|k| k.to_string()).collect();
         assert_eq!(in_object, in_table, "the object's programs vs the table's");
+        let mut listed = table_programs();
+        listed.sort_unstable();
+        assert_eq!(in_object, listed, "table_programs lists them all");
         for (program, (probes, _)) in &owners {
             let shared = matches!(*program, "sched_switch" | "raw_sys_enter" | "raw_sys_exit");
             assert_eq!(

@@ -201,6 +201,15 @@ mod tests {
     }
 
     #[test]
+    fn a_send_without_an_fd_has_none() {
+        // The socket-tracepoint TCP probe knows the socket, not the fd: it sends -1.
+        let mut e = raw_event(abi::kind::TCP_SEND);
+        e.fd = -1;
+        let ev = decode_event(&bytes_of(&e), &Clock::with_offset(0)).unwrap();
+        assert_eq!((ev.fd, ev.bytes), (None, Some(42)));
+    }
+
+    #[test]
     fn failed_syscalls_carry_errno_not_bytes() {
         let mut e = raw_event(abi::kind::WRITEV);
         e.bytes = -11;

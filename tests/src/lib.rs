@@ -239,6 +239,9 @@ pub struct SendCapture {
     pub histogram: Option<Value>,
     /// kotel's stderr.
     pub stderr: String,
+    /// The table names of kotel's programs that were loaded while it captured (all of them
+    /// gone again once it exited: checked).
+    pub programs: Vec<&'static str>,
 }
 
 impl SendCapture {
@@ -260,11 +263,18 @@ impl SendCapture {
             "0",
         ];
         args.extend_from_slice(extra);
+        let before = program_ids();
         let kotel = Kotel::start(&args);
+        let loaded = kotel_programs_since(&before);
         let truth = workload.run();
         std::thread::sleep(std::time::Duration::from_millis(200));
         let (code, stdout, stderr) = kotel.interrupt();
         assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
+        let left = still_loaded(&loaded);
+        assert!(
+            left.is_empty(),
+            "programs still loaded after exit: {left:?}"
+        );
         let lines = json_lines(&stdout);
         let lost = lines
             .iter()
@@ -285,6 +295,7 @@ impl SendCapture {
             events,
             histogram,
             stderr,
+            programs: loaded.into_iter().map(|(_, name)| name).collect(),
         }
     }
 
@@ -304,4 +315,56 @@ impl SendCapture {
             .filter(|e| e["local"] == path["local"])
             .collect()
     }
+}
+
+/// (id, name) of every loaded BPF program, from bpftool.
+pub fn loaded_programs() -> Vec<(u64, String)> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ids of every loaded BPF program.
+pub fn program_ids() -> std::collections::HashSet<u64> {
+    loaded_programs().into_iter().map(|(id, _)| id).collect()
+}
+
+/// kotel's programs (named in its probe table) loaded since `before`, as (id, table name).
+/// bpftool shows the BTF name, or the kernel's 15-character cut without BTF.
+pub fn kotel_programs_since(before: &std::collections::HashSet<u64>) -> Vec<(u64, &'static str)> {
+    let table = kotel_bpf::probe::table_programs();
+    loaded_programs()
+        .into_iter()
+        .filter(|(id, _)| !before.contains(id))
+        .filter_map(|(id, name)| {
+            table
+                .iter()
+                .find(|t| **t == name || (name.len() == 15 && t.starts_with(&name)))
+                .map(|t| (id, *t))
+        })
+        .collect()
+}
+
+/// Waits a bounded while (the kernel frees programs after an RCU grace period) for the
+/// programs `ids` to be gone; returns those still loaded.
+pub fn still_loaded(ids: &[(u64, &'static str)]) -> Vec<(u64, &'static str)> {
+    let mut remaining = ids.to_vec();
+    for _ in 0..100 {
+        let now = program_ids();
+        remaining.retain(|(id, _)| now.contains(id));
+        if remaining.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    remaining
 }

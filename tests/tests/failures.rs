@@ -1,11 +1,12 @@
 //! Failures a user meets must be clear: bad flags and missing privileges or BTF exit 2 naming
 //! what is wrong, and Ctrl-C detaches every program.
 
-use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use kotel_e2e::{built_binary, skip_without_bpf, Kotel};
+use kotel_e2e::{
+    built_binary, kotel_programs_since, program_ids, skip_without_bpf, still_loaded, Kotel,
+};
 
 fn run(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().expect("run kotel");
@@ -174,22 +175,6 @@ fn missing_btf_exits_2_with_a_clear_message() {
     );
 }
 
-/// (id, name) of every loaded BPF program, from bpftool.
-fn loaded_programs() -> Vec<(u64, String)> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .expect("bpftool");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn ctrl_c_detaches_every_program_and_still_prints_the_summary() {
     if skip_without_bpf("ctrl_c_detaches_every_program_and_still_prints_the_summary") {
@@ -204,22 +189,14 @@ fn ctrl_c_detaches_every_program_and_still_prints_the_summary() {
     ours.push(kotel_bpf::probe::LIFECYCLE_EXIT.program);
     ours.sort_unstable();
     ours.dedup();
-    // bpftool shows the BTF name, or the kernel's 15-character truncation without BTF.
-    let is_ours = |n: &str| {
-        ours.iter()
-            .any(|o| *o == n || (n.len() == 15 && o.starts_with(n)))
-    };
-    let before: HashSet<u64> = loaded_programs().into_iter().map(|(id, _)| id).collect();
+    let before = program_ids();
     let kotel = Kotel::start(&["capture", "--duration", "0", "--format", "table"]);
-    let loaded: HashSet<u64> = loaded_programs()
-        .into_iter()
-        .filter(|(id, name)| !before.contains(id) && is_ours(name))
-        .map(|(id, _)| id)
-        .collect();
+    let loaded = kotel_programs_since(&before);
+    let mut names: Vec<&str> = loaded.iter().map(|(_, n)| *n).collect();
+    names.sort_unstable();
     assert_eq!(
-        loaded.len(),
-        ours.len(),
-        "every program of the default probes loaded while capturing: {ours:?}"
+        names, ours,
+        "every program of the default probes loaded while capturing, and no other"
     );
     let (code, stdout, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "{stderr}");
@@ -227,19 +204,10 @@ fn ctrl_c_detaches_every_program_and_still_prints_the_summary() {
         stdout.contains("PID") && stdout.contains("lost events"),
         "summary printed: {stdout}"
     );
-    // The kernel frees programs after an RCU grace period: give it a bounded while.
-    let mut remaining = loaded.clone();
-    for _ in 0..100 {
-        let now: HashSet<u64> = loaded_programs().into_iter().map(|(id, _)| id).collect();
-        remaining.retain(|id| now.contains(id));
-        if remaining.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let left = still_loaded(&loaded);
     assert!(
-        remaining.is_empty(),
-        "programs still loaded after exit: {remaining:?}"
+        left.is_empty(),
+        "programs still loaded after exit: {left:?}"
     );
 }
 

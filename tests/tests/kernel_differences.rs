@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kotel_e2e::{
-    built_binary, json_lines, skip_without_bpf, writev_counts, Kotel, SendCapture, Workload,
+    built_binary, json_lines, kotel_programs_since, program_ids, skip_without_bpf, still_loaded,
+    writev_counts, Kotel, SendCapture, Workload,
 };
 
 const CALLS: u64 = 20_000;
@@ -53,6 +54,7 @@ fn capture_survives(btf: &PathBuf) -> String {
 
 /// [`capture_survives`] with extra environment variables for kotel.
 fn capture_survives_with(btf: &PathBuf, env: &[(&str, &str)]) -> String {
+    let before = program_ids();
     let kotel = Kotel::start_with_env(
         &[
             "capture",
@@ -68,6 +70,7 @@ fn capture_survives_with(btf: &PathBuf, env: &[(&str, &str)]) -> String {
         "kotel.capture.attached",
         env,
     );
+    let loaded = kotel_programs_since(&before);
     let out = Command::new(built_binary("kotel-writev-loop"))
         .args(["--calls", &CALLS.to_string()])
         .output()
@@ -81,6 +84,11 @@ fn capture_survives_with(btf: &PathBuf, env: &[(&str, &str)]) -> String {
         let _ = std::fs::remove_file(btf);
     }
     assert_eq!(code, 0, "kotel keeps running: {stderr}");
+    let left = still_loaded(&loaded);
+    assert!(
+        left.is_empty(),
+        "programs still loaded after exit: {left:?}"
+    );
     let counted = writev_counts(&stdout)
         .into_iter()
         .find_map(|(p, count)| (p == pid).then_some(count));
@@ -161,6 +169,18 @@ fn without_sock_send_length_tcp_falls_back_to_the_raw_syscall_hooks() {
         let bytes: u64 = mine.iter().map(|e| e["bytes"].as_u64().unwrap()).sum();
         assert_eq!(bytes, p["received"].as_u64().unwrap(), "{name}: bytes");
     }
+    let mut programs = cap.programs.clone();
+    programs.sort_unstable();
+    assert_eq!(
+        programs,
+        [
+            "raw_sys_enter",
+            "raw_sys_exit",
+            "sched_process_exit",
+            "tcp_sendmsg_mark"
+        ],
+        "attached (and detached at exit: checked) the fallback hooks"
+    );
     // ...and sendfile, which no send syscall carries, is what the fallback cannot see.
     let sendfile = cap.path("sendfile").expect("sendfile ran");
     assert!(

@@ -23,6 +23,13 @@ fn every_send_path_is_counted_to_the_byte() {
         "the socket tracepoints are used here: {}",
         cap.stderr
     );
+    let mut programs = cap.programs.clone();
+    programs.sort_unstable();
+    assert_eq!(
+        programs,
+        ["sched_process_exit", "tcp_send_begin", "tcp_send_end"],
+        "attached (and detached at exit: checked) the socket hooks alone"
+    );
     let paths = cap.truth["paths"].as_array().expect("paths");
     let names: Vec<&str> = paths.iter().filter_map(|p| p["path"].as_str()).collect();
     for want in [

@@ -184,10 +184,15 @@ fn sendmmsg() -> Value {
         // SAFETY: msgs and the buffers they point to outlive the call.
         let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), 4, 0) };
         t.call_ns += start.elapsed().as_nanos() as u64;
-        assert_eq!(sent, 4, "sendmmsg sent every message");
+        // A blocking sendmmsg may still stop early (the kernel is allowed to): count what it
+        // says it sent.
+        assert!(sent > 0, "sendmmsg: {}", std::io::Error::last_os_error());
         t.calls += 1;
         t.sends += sent as u64;
-        t.bytes += msgs.iter().map(|m| u64::from(m.msg_len)).sum::<u64>();
+        t.bytes += msgs[..sent as usize]
+            .iter()
+            .map(|m| u64::from(m.msg_len))
+            .sum::<u64>();
     }
     finish("sendmmsg", conn, t, gettid(), json!({}))
 }
