@@ -35,6 +35,10 @@ pub enum FloorHooks {
     /// The same, with the least a timer of TCP sends does: the start in task storage at the
     /// first, the difference at the second.
     TcpTimed,
+    /// The same timer with the start in a per-CPU slot instead of task storage: not a correct
+    /// timer (a send that sleeps or migrates loses its start), only a measure of what task
+    /// storage costs.
+    TcpPerCpu,
 }
 
 impl FloorHooks {
@@ -46,6 +50,7 @@ impl FloorHooks {
             FloorHooks::Timed => ["floor_timed_enter", "floor_timed_exit"],
             FloorHooks::TcpSocket => ["floor_tcp_begin", "floor_tcp_end"],
             FloorHooks::TcpTimed => ["floor_tcp_timed_begin", "floor_tcp_timed_end"],
+            FloorHooks::TcpPerCpu => ["floor_tcp_pcpu_begin", "floor_tcp_pcpu_end"],
         }
     }
 }

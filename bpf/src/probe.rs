@@ -186,7 +186,8 @@ pub const PROBES: [ProbeSpec; 4] = [
                 taxes_every_syscall: false,
             },
             HookSet {
-                name: "scheduler tracepoints, stacks at every switch-out",
+                // Stacks, when on, at every blocked switch-out.
+                name: "scheduler tracepoints",
                 hooks: &[SCHED_SWITCH],
                 taxes_every_syscall: false,
             },
@@ -194,9 +195,9 @@ pub const PROBES: [ProbeSpec; 4] = [
     },
 ];
 
-/// The off-CPU hook set that takes stacks in the switched-in task, only for the intervals that
-/// go to userspace.
-pub const OFFCPU_STACKS_AT_SWITCH_IN: &str = "scheduler tracepoints, stacks at switch-in";
+/// The off-CPU hook set that takes stacks in the switched-in task (at `sched_exit_tp`), only for
+/// the intervals that go to userspace.
+pub const OFFCPU_STACKS_AT_SWITCH_IN: &str = "scheduler tracepoints + sched_exit_tp";
 
 /// Hooks of kotel itself rather than of a probe: a process's exec (sent only when userspace
 /// asks for lifecycle records) and exit (always: it retires the process's histogram slots).

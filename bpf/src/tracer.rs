@@ -169,7 +169,13 @@ impl Tracer {
             ));
         }
         let kernel = preflight::KernelHooks::read(&cfg.btf_path, cfg.tracefs.clone())?;
-        let (plan, left_out, fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
+        let (mut plan, left_out, fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
+        if !cfg.capture_stacks && plan.uses(Probe::Offcpu, OFFCPU_STACKS_AT_SWITCH_IN) {
+            // Without stacks sched_exit_tp has nothing to do: the switch alone times off-CPU.
+            if let Some(plain) = Probe::Offcpu.spec().hook_sets.get(1) {
+                plan.choose(Probe::Offcpu, plain);
+            }
+        }
         if plan.probes().is_empty() {
             return Err(LoadError::NothingToAttach {
                 missing: left_out

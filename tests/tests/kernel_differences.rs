@@ -221,7 +221,10 @@ fn without_sched_exit_tp_offcpu_stacks_are_taken_at_switch_out() {
     let _ = std::fs::remove_file(&btf);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("kotel.probe.fallback: probe offcpu runs on scheduler tracepoints, stacks at every switch-out"),
+        stderr.contains(
+            "kotel.probe.fallback: probe offcpu runs on scheduler tracepoints (fallback): kernel \
+             has no tracepoint sched/sched_exit_tp"
+        ),
         "the fallback is said: {stderr}"
     );
     let tid = truth["sleeper"]["tid"].clone();

@@ -129,6 +129,7 @@ fn main() {
                 floor = Some(match value.as_str() {
                     "tcp" => FloorHooks::TcpSocket,
                     "tcp_timed" => FloorHooks::TcpTimed,
+                    "tcp_pcpu" => FloorHooks::TcpPerCpu,
                     other => panic!("--floor: unknown '{other}' (tcp, tcp_timed)"),
                 })
             }
