@@ -194,14 +194,8 @@ impl Tracer {
                 .map_err(LoadError::libbpf("filling the pid filter"))?;
         }
 
-        // Closing hooks before opening ones (the table's order), then kotel's own.
-        let mut wanted: Vec<Hook> = plan.hooks();
-        if cfg.lifecycle {
-            wanted.push(LIFECYCLE_EXEC);
-        }
-        wanted.push(LIFECYCLE_EXIT);
         let mut links = Vec::new();
-        for hook in wanted {
+        for hook in hooks_to_attach(&plan, cfg.lifecycle) {
             let prog = skel
                 .object()
                 .progs_mut()
@@ -369,12 +363,10 @@ impl Tracer {
                 .set_max_entries(1)
                 .map_err(LoadError::libbpf("sizing the stack map"))?;
         }
-        let mut wanted: Vec<&str> = plan.hooks().iter().map(|h| h.program).collect();
-        if cfg.lifecycle {
-            wanted.push(LIFECYCLE_EXEC.program);
-        }
-        // Always: a process's exit retires its histogram slots.
-        wanted.push(LIFECYCLE_EXIT.program);
+        let wanted: Vec<&str> = hooks_to_attach(plan, cfg.lifecycle)
+            .iter()
+            .map(|h| h.program)
+            .collect();
         for mut prog in open.open_object_mut().progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
             prog.set_autoload(wanted.contains(&name.as_str()));
@@ -657,6 +649,18 @@ impl Tracer {
                 .collect(),
         )
     }
+}
+
+/// Every hook to load and attach, in attach order: the plan's (closing hooks before opening
+/// ones), then kotel's own: exec when lifecycle records are wanted, and always the exit, which
+/// retires a process's histogram slots.
+fn hooks_to_attach(plan: &HookPlan, lifecycle: bool) -> Vec<Hook> {
+    let mut hooks = plan.hooks();
+    if lifecycle {
+        hooks.push(LIFECYCLE_EXEC);
+    }
+    hooks.push(LIFECYCLE_EXIT);
+    hooks
 }
 
 fn key_from_bytes(bytes: &[u8]) -> Option<RawHistogramKey> {
