@@ -169,7 +169,7 @@ impl Tracer {
             ));
         }
         let kernel = preflight::KernelHooks::read(&cfg.btf_path, cfg.tracefs.clone())?;
-        let (mut plan, left_out, fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
+        let (mut plan, left_out, mut fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
         if !cfg.capture_stacks && plan.uses(Probe::Offcpu, OFFCPU_STACKS_AT_SWITCH_IN) {
             // Without stacks sched_exit_tp has nothing to do: the switch alone times off-CPU.
             if let Some(plain) = Probe::Offcpu.spec().hook_sets.get(1) {
@@ -186,7 +186,8 @@ impl Tracer {
             });
         }
 
-        let (skel, plan, left_out) = Self::load_what_loads(cfg, plan, left_out, &table)?;
+        let (skel, plan, left_out) =
+            Self::load_what_loads(cfg, &kernel, plan, left_out, &mut fallbacks, &table)?;
         for pid in &cfg.pids {
             skel.maps
                 .pid_filter
@@ -249,44 +250,61 @@ impl Tracer {
 
     /// Loads the probes in `plan`. A kernel may refuse one probe's program (a BTF field it
     /// reads is absent, or the verifier of an older kernel rejects it); then each probe is tried
-    /// alone, those the kernel refuses are left out with the reason, and the rest load together.
-    /// Fails only when no probe loads.
+    /// alone, on its hook set and then on each later set the kernel has, and runs on the first
+    /// that loads (said in `fallbacks`); a probe none of whose sets loads is left out with the
+    /// kernel's reason. Fails only when no probe loads.
     fn load_what_loads(
         cfg: &TracerConfig,
+        kernel: &preflight::KernelHooks,
         plan: HookPlan,
         mut left_out: LeftOut,
+        fallbacks: &mut Vec<String>,
         table: &BucketTable,
     ) -> Result<(KotelSkel<'static>, HookPlan, LeftOut), LoadError> {
         let (all, log) = match libbpf_log::captured(|| Self::load(cfg, &plan, table)) {
             (Ok(skel), _) => return Ok((skel, plan, left_out)),
             (Err(e), log) => (e, log),
         };
-        let active = plan.probes();
-        if active.iter().count() == 1 {
-            eprint!("{log}");
-            return Err(all);
-        }
-        let mut loadable = ProbeSet::default();
-        for probe in active.iter() {
-            let alone = plan.only([probe].into_iter().collect());
-            match libbpf_log::captured(|| Self::load(cfg, &alone, table)) {
-                (Ok(_), _) => loadable.insert(probe),
-                (Err(e), log) => {
-                    let why = libbpf_log::why_refused(&log).unwrap_or_else(|| e.to_string());
-                    left_out.push((
-                        probe,
-                        format!("probe {probe} left out: this kernel refused its program: {why}"),
-                    ));
+        let mut kept = HookPlan::default();
+        for (probe, chosen) in plan.iter() {
+            let sets = probe.spec().hook_sets;
+            let from = sets.iter().position(|s| s.name == chosen.name).unwrap_or(0);
+            let mut refused: Option<(&str, String)> = None;
+            for set in sets[from..].iter().filter(|s| kernel.missing(s).is_empty()) {
+                let mut alone = HookPlan::default();
+                alone.choose(probe, set);
+                match libbpf_log::captured(|| Self::load(cfg, &alone, table)) {
+                    (Ok(_), _) => {
+                        kept.choose(probe, set);
+                        if let Some((name, why)) = &refused {
+                            fallbacks.push(format!(
+                                "probe {probe} runs on {} (fallback): this kernel refused its \
+                                 program on {name}: {why}",
+                                set.name
+                            ));
+                        }
+                        break;
+                    }
+                    (Err(e), log) => {
+                        let why = libbpf_log::why_refused(&log).unwrap_or_else(|| e.to_string());
+                        refused.get_or_insert((set.name, why));
+                    }
                 }
             }
+            if kept.set_of(probe).is_none() {
+                let why = refused.map_or_else(|| all.to_string(), |(_, why)| why);
+                left_out.push((
+                    probe,
+                    format!("probe {probe} left out: this kernel refused its program: {why}"),
+                ));
+            }
         }
-        if loadable.is_empty() {
+        if kept.probes().is_empty() {
             eprint!("{log}");
             return Err(all);
         }
-        let plan = plan.only(loadable);
-        let skel = Self::load(cfg, &plan, table)?;
-        Ok((skel, plan, left_out))
+        let skel = Self::load(cfg, &kept, table)?;
+        Ok((skel, kept, left_out))
     }
 
     /// Opens the BPF object, configures it for `plan` and loads it: only the programs of the

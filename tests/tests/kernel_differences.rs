@@ -9,7 +9,9 @@
 //! - one without `sock_send_length` (before 6.3): TCP falls back to the raw syscall hooks, which
 //!   see write, writev, send and sendmsg exactly and sendfile not at all;
 //! - one without `sched_exit_tp` (before 6.17): off-CPU falls back to taking stacks at every
-//!   blocked switch-out, and the stacks still name the sleep.
+//!   blocked switch-out, and the stacks still name the sleep;
+//! - one whose `struct sock` lacks `sk_protocol`, which only the socket-tracepoint TCP program
+//!   reads: the kernel refuses that program, and TCP runs on its next hook set.
 //!
 //! A missing tracefs (`KOTEL_TRACEFS` pointed at an empty directory) stands for a kernel or
 //! container without syscall tracepoints: writev falls back to the raw syscall hooks and still
@@ -263,4 +265,43 @@ fn without_tracefs_writev_falls_back_to_the_raw_syscall_hooks() {
         ),
         "the fallback is said: {stderr}"
     );
+}
+
+#[test]
+fn a_refused_program_falls_back_to_the_next_hook_set() {
+    if skip_without_bpf("a_refused_program_falls_back_to_the_next_hook_set") {
+        return;
+    }
+    let btf = btf_renaming("no-sk-protocol", "sk_protocol", "sk_protocoX");
+    let cap = SendCapture::run(&["--btf", btf.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&btf);
+    assert!(
+        cap.stderr.contains(
+            "kotel.probe.fallback: probe tcp_send runs on raw_syscalls (fallback): this kernel \
+             refused its program on socket tracepoints"
+        ) && cap.stderr.contains("sk_protocol"),
+        "the fallback is said with the reason: {}",
+        cap.stderr
+    );
+    let mut programs = cap.programs.clone();
+    programs.sort_unstable();
+    assert_eq!(
+        programs,
+        [
+            "raw_sys_enter",
+            "raw_sys_exit",
+            "sched_process_exit",
+            "tcp_sendmsg_mark"
+        ],
+        "the fallback hooks attached (and detached at exit: checked)"
+    );
+    for name in ["write", "writev", "send", "sendmsg"] {
+        let p = cap.path(name).expect("path ran");
+        let bytes: u64 = cap
+            .events_of(p)
+            .iter()
+            .map(|e| e["bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(bytes, p["received"].as_u64().unwrap(), "{name}: bytes");
+    }
 }
