@@ -203,6 +203,7 @@ fn without_sched_exit_tp_offcpu_stacks_are_taken_at_switch_out() {
     );
     let workload = Workload::start();
     let pid = workload.pid.to_string();
+    let before = program_ids();
     let kotel = Kotel::start(&[
         "capture",
         "--btf",
@@ -218,10 +219,23 @@ fn without_sched_exit_tp_offcpu_stacks_are_taken_at_switch_out() {
         "--duration",
         "0",
     ]);
+    let loaded = kotel_programs_since(&before);
     let truth = workload.run();
     let (code, stdout, stderr) = kotel.interrupt();
     let _ = std::fs::remove_file(&btf);
     assert_eq!(code, 0, "{stderr}");
+    let mut programs: Vec<&str> = loaded.iter().map(|(_, n)| *n).collect();
+    programs.sort_unstable();
+    assert_eq!(
+        programs,
+        ["sched_process_exit", "sched_switch"],
+        "the fallback hook alone"
+    );
+    let left = still_loaded(&loaded);
+    assert!(
+        left.is_empty(),
+        "programs still loaded after exit: {left:?}"
+    );
     assert!(
         stderr.contains(
             "kotel.probe.fallback: probe offcpu runs on scheduler tracepoints (fallback): kernel \
