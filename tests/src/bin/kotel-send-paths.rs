@@ -282,9 +282,11 @@ fn io_uring() -> Option<Value> {
 /// call blocks in the kernel until the peer drains it. A blocking write may still return short
 /// (the kernel is allowed to), so each write(2) is its own call and send here.
 fn blocking() -> Value {
+    // The buffer first: filling 32 MiB takes a while, and the write must start right after the
+    // connection, so that it waits for nearly all of the reader's delay.
+    let buf = vec![0x5au8; BIG_SEND];
     let conn = connect(LATE_READER);
     let fd = conn.stream.as_raw_fd();
-    let buf = vec![0x5au8; BIG_SEND];
     let mut t = Tally::default();
     let mut sent = 0;
     while sent < BIG_SEND {
