@@ -2,13 +2,13 @@
 //! own BTF, with one name renamed in place (same length, so the BTF stays valid) and handed to
 //! kotel with `--btf`:
 //! - one without the `tcp_sendmsg_locked` tracepoint (its `btf_trace_` typedef renamed), as on
-//!   kernels before 6.2: neither of the TCP probe's hook sets is there, so preflight leaves it
+//!   kernels before 6.16: neither of the TCP probe's hook sets is there, so preflight leaves it
 //!   out;
 //! - one whose `struct sock_common` lacks the `skc_v6_daddr` field the TCP program reads: its
 //!   CO-RE relocation fails, the kernel refuses that program, and kotel loads the rest;
-//! - one without `sock_send_length` (before 6.3): TCP falls back to the raw syscall hooks, which
-//!   see write, writev, send and sendmsg exactly and sendfile not at all;
-//! - one without `sched_exit_tp` (before 6.17): off-CPU falls back to taking stacks at every
+//! - one without `sock_send_length` (a kernel built without it): TCP falls back to the raw
+//!   syscall hooks, which see write, writev, send and sendmsg exactly and sendfile not at all;
+//! - one without `sched_exit_tp` (older kernels): off-CPU falls back to taking stacks at every
 //!   blocked switch-out, and the stacks still name the sleep;
 //! - one whose `struct sock` lacks `sk_protocol`, which only the socket-tracepoint TCP program
 //!   reads: the kernel refuses that program, and TCP runs on its next hook set.

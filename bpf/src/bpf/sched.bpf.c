@@ -14,7 +14,7 @@
  * which runs in the switched-in task itself at the end of __schedule(),
  * where both its kernel stack (still inside schedule()) and its user stack
  * (saved at kernel entry) are those it blocked with. On kernels without
- * sched_exit_tp (before 6.17) the fallback takes both at every blocked
+ * sched_exit_tp (older kernels) the fallback takes both at every blocked
  * switch-out, as before.
  */
 
