@@ -12,7 +12,9 @@ rates=("${@:-500000 1000000 2000000 0}")
 rates=(${rates[@]})
 cargo build -q --release -p kotel-collector -p kotel-e2e
 tmp=$(mktemp -d)
-trap 'pkill -INT -f "target/release/kotel capture" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+kpid=""
+# Only the kotel this script started is stopped, by its pid.
+trap '[ -n "$kpid" ] && kill -INT "$kpid" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 printf "%-12s %12s %12s %12s %10s %8s\n" "rate/s" "made" "received" "lost" "achieved/s" "exact"
 for rate in "${rates[@]}"; do
@@ -24,7 +26,7 @@ for rate in "${rates[@]}"; do
   for _ in $(seq 1 300); do grep -q kotel.capture.attached "$tmp/err" && break; sleep 0.1; done
   res=$(./target/release/kotel-writev-loop --threads 2 --calls "$calls" --rate "$per_thread")
   sleep 0.3
-  kill -INT "$kpid"; wait "$kpid"
+  kill -INT "$kpid"; wait "$kpid"; kpid=""
   wpid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' <<<"$res")
   made=$(sed -n 's/.*"calls":\([0-9]*\).*/\1/p' <<<"$res")
   achieved=$(sed -n 's/.*"calls_per_s":\([0-9]*\).*/\1/p' <<<"$res")
