@@ -67,12 +67,7 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *p, bool group_dead)
 {
 	__u32 retired;
-	struct task_state *s = state_of(p, false);
 
-	/* An exiting thread is running: an off-CPU interval still open means its
-	 * switch-in was never seen (see sched.bpf.c). Counted as lost. */
-	if (s && s->offcpu_ns && enable_offcpu)
-		count_drop(KOTEL_KIND_OFFCPU);
 	if (!group_dead)
 		return 0;
 	retired = hist_retire(p->tgid);

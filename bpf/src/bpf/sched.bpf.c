@@ -140,11 +140,6 @@ static __always_inline void switch_out(void *ctx, bool preempt, struct task_stru
 		return;
 	}
 	s->runnable_ns = 0;
-	/* Still open: its switch-in was never seen (rare, cause not known yet; see
-	 * docs). The interval cannot be timed: counted as a lost off-CPU event
-	 * rather than overwritten silently. */
-	if (s->offcpu_ns)
-		count_drop(KOTEL_KIND_OFFCPU);
 	s->offcpu_ns = now;
 	s->kstack_id = -1;
 	s->ustack_id = -1;
