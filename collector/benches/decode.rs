@@ -3,8 +3,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use kotel_bpf::abi;
-use kotel_collector::clock::Clock;
-use kotel_collector::decode::decode_event;
+use kotel_collector::kernel::clock::Clock;
+use kotel_collector::kernel::decode::decode_event;
 
 mod common;
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use kotel_bpf::abi;
-use kotel_collector::clock::Clock;
-use kotel_collector::decode::decode_event;
 use kotel_collector::enrich::{HostInfo, ProcessCache, ResourceOptions};
 use kotel_collector::export::Batch;
+use kotel_collector::kernel::clock::Clock;
+use kotel_collector::kernel::decode::decode_event;
 use kotel_collector::otlp::ids::IdGenerator;
 use kotel_collector::otlp::metrics::{ExemplarCandidate, MetricsBuilder, Temporality};
 use kotel_collector::otlp::spans::{kernel_span, SpanIds};

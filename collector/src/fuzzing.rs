@@ -3,7 +3,7 @@
 //! invariant breaks: ring-buffer records and histogram snapshots through decoding to spans,
 //! JSON lines and OTLP metrics; OTLP request bodies through the receiver's decoding, the peer
 //! lookup and linking to what is forwarded; config text and `OTEL_*` variables through
-//! [`crate::run::effective_config`]. No sockets, no BPF; linking reads a small fixture `/proc`
+//! [`crate::agent::effective_config`]. No sockets, no BPF; linking reads a small fixture `/proc`
 //! tree written once to a temporary directory.
 
 use std::collections::HashMap;
@@ -19,16 +19,17 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::cli::RunArgs;
-use crate::clock::Clock;
-use crate::decode::{decode_histogram, decode_record, DecodeError, Record};
 use crate::export::{Batch, Signal};
+use crate::kernel::clock::Clock;
+use crate::kernel::decode::{decode_histogram, decode_record, DecodeError, Record};
+use crate::kernel::Stacks;
 use crate::link::buffer::LinkBuffer;
 use crate::link::Linker;
 use crate::model::{Comm, KernelEvent};
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::{MetricsBuilder, Temporality};
 use crate::otlp::spans::{kernel_span, SpanIds};
-use crate::output::jsonl::{write_event, Stacks};
+use crate::output::jsonl::write_event;
 use crate::receiver::http::{self, Format};
 use crate::receiver::{PeerCache, Received};
 
@@ -402,7 +403,7 @@ fn forward(batch: Batch) {
 }
 
 /// The config target. Up to the first NUL byte the input is the config file; after it,
-/// `NAME=value` lines are the environment. Both go through [`crate::run::effective_config`]
+/// `NAME=value` lines are the environment. Both go through [`crate::agent::effective_config`]
 /// as `kotel run --config FILE` does, and the file through `kotel config check`'s parse,
 /// validation and printing. Header values are secrets: they must never show in what is
 /// printed or in an error.
@@ -449,7 +450,7 @@ pub fn config(data: &[u8]) {
             config: Some(path.to_path_buf()),
             ..RunArgs::default()
         };
-        match crate::run::effective_config(&args, &|name: &str| env.get(name).cloned()) {
+        match crate::agent::effective_config(&args, &|name: &str| env.get(name).cloned()) {
             Ok((cfg, export)) => format!("{cfg:#?}{export:#?}"),
             Err(e) => e.to_string(),
         }

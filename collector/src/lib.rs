@@ -1,25 +1,23 @@
 //! kotel-collector: turns what kotel's BPF probes capture into domain events and histograms,
 //! and the commands that present and export them.
 
+pub mod agent;
 pub mod artifacts;
-pub mod capture;
 pub mod cgroup;
 pub mod cli;
-pub mod clock;
+pub mod commands;
 pub mod config;
-pub mod decode;
 pub mod enrich;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod k8s;
+pub mod kernel;
 pub mod link;
 pub mod model;
 pub mod otlp;
 pub mod output;
 pub mod quantile;
 pub mod receiver;
-pub mod run;
 mod signals;
-pub mod symbolize;
 pub mod telemetry;

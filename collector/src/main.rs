@@ -3,9 +3,10 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
+use kotel_collector::agent::export_tls;
 use kotel_collector::cli::{Cli, Command, ConfigCommand};
+use kotel_collector::commands::{capture, run};
 use kotel_collector::config::{Config, DEFAULT_TOML};
-use kotel_collector::{capture, run};
 
 fn main() {
     let cli = Cli::parse(); // exits 2 naming the flag on a bad value
@@ -31,7 +32,7 @@ fn main() {
             .map_err(|e| (2, e.to_string()))
             .and_then(|c| {
                 // TLS files are read and checked too (their contents are never printed).
-                let tls = run::export_tls(&c.export.tls);
+                let tls = export_tls(&c.export.tls);
                 if tls.has_files() {
                     kotel_collector::export::tls::client_config(&tls, &[])
                         .map_err(|e| (2, format!("export: {e}")))?;

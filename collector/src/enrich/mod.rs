@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod proc;
+pub mod resources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

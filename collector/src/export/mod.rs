@@ -41,7 +41,6 @@ mod otlp_grpc;
 mod otlp_http;
 mod queue;
 pub(crate) mod retry;
-mod summary;
 pub mod tls;
 
 #[cfg(test)]
@@ -65,7 +64,6 @@ pub use otlp_grpc::OtlpGrpcExporter;
 pub use otlp_http::OtlpHttpExporter;
 pub use queue::{DropReason, ExportQueue, ExportStats, SignalStats, SubmitError};
 pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
-pub use summary::{RunSummary, SignalCounts};
 pub use tls::{Security, TlsFile, TlsSettings};
 
 /// The three OTLP signals kotel exports.

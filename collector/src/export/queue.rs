@@ -13,6 +13,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::telemetry::RateLimit;
+
 use super::{
     build_exporter, Backoff, Batch, EncodedBatch, ExportBuildError, ExportConfig, ExportError,
     ExportOutcome, Exporter, RetryConfig, Signal,
@@ -53,6 +55,16 @@ impl DropReason {
             DropReason::Permanent => "permanent_error",
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Its key in `summary.json`, next to the signal's `dropped` total.
+    pub fn summary_key(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "dropped_queue_full",
+            DropReason::Permanent => "dropped_permanent",
+            DropReason::RetriesExhausted => "dropped_retries_exhausted",
+            DropReason::Shutdown => "dropped_shutdown",
         }
     }
 
@@ -171,41 +183,6 @@ impl ExportStats {
 
     fn drop_items(&self, signal: Signal, reason: DropReason, items: u64) {
         self.counters(signal).dropped[reason.index()].fetch_add(items, Ordering::Relaxed);
-    }
-}
-
-/// Lets one log line through per [`LOG_EVERY`] and counts the ones held back.
-#[derive(Debug)]
-struct RateLimit {
-    origin: std::time::Instant,
-    next_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    fn new() -> RateLimit {
-        RateLimit {
-            origin: std::time::Instant::now(),
-            next_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when this line may be logged.
-    fn check(&self) -> Option<u64> {
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = self.next_ms.load(Ordering::Relaxed);
-        let every = LOG_EVERY.as_millis() as u64;
-        if now >= next
-            && self
-                .next_ms
-                .compare_exchange(next, now + every, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
     }
 }
 
@@ -357,9 +334,9 @@ impl ExportQueue {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             stats: ExportStats::default(),
-            drop_logs: std::array::from_fn(|_| RateLimit::new()),
-            retry_log: RateLimit::new(),
-            partial_log: RateLimit::new(),
+            drop_logs: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
+            retry_log: RateLimit::new(LOG_EVERY),
+            partial_log: RateLimit::new(LOG_EVERY),
         });
         let (deadline, deadline_rx) = watch::channel(None);
         let worker = Worker {
@@ -1141,15 +1118,5 @@ mod tests {
         }
         assert_eq!(stats.signal(Signal::Traces).dropped_shutdown, 6);
         assert_balanced(&stats);
-    }
-
-    #[test]
-    fn rate_limit_lets_one_through_per_interval() {
-        let r = RateLimit::new();
-        assert_eq!(r.check(), Some(0));
-        assert_eq!(r.check(), None);
-        assert_eq!(r.check(), None);
-        r.next_ms.store(0, Ordering::Relaxed);
-        assert_eq!(r.check(), Some(2));
     }
 }

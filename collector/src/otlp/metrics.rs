@@ -60,13 +60,15 @@ pub struct ExemplarCandidate {
     pub span_id: [u8; 8],
 }
 
-/// A counter of the agent about itself, exported as a monotonic sum.
+/// A counter or gauge of the agent about itself (declared in `telemetry::catalog`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SelfMetric {
     /// Metric name, `kotel.*`.
     pub name: &'static str,
     /// What it counts.
     pub description: &'static str,
+    /// UCUM unit (`{event}`, `{item}`, …).
+    pub unit: &'static str,
     /// Data point attributes.
     pub attributes: Vec<KeyValue>,
     /// Cumulative value.
@@ -435,7 +437,7 @@ impl MetricsBuilder {
         Metric {
             name: m.name.to_string(),
             description: m.description.to_string(),
-            unit: "1".to_string(),
+            unit: m.unit.to_string(),
             data: Some(Data::Sum(Sum {
                 data_points: vec![NumberDataPoint {
                     attributes: m.attributes.clone(),
@@ -457,7 +459,7 @@ fn gauge(m: &SelfMetric, now: u64) -> Metric {
     Metric {
         name: m.name.to_string(),
         description: m.description.to_string(),
-        unit: "1".to_string(),
+        unit: m.unit.to_string(),
         data: Some(Data::Gauge(
             opentelemetry_proto::tonic::metrics::v1::Gauge {
                 data_points: vec![NumberDataPoint {
@@ -746,6 +748,7 @@ mod tests {
         b.set_gauges(vec![SelfMetric {
             name: "kotel.process_cache.size",
             description: "Processes cached",
+            unit: "{process}",
             attributes: vec![],
             value: 12,
         }]);

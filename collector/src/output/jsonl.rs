@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::Summary;
+use crate::kernel::Stacks;
 use crate::model::{Histogram, KernelEvent};
 
 #[derive(Serialize)]
@@ -34,15 +35,6 @@ struct EventLine<'a> {
     kernel_stack: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_stack: Option<&'a [String]>,
-}
-
-/// Resolved stacks of an off-CPU event, innermost frame first.
-#[derive(Debug, Clone, Default)]
-pub struct Stacks {
-    /// Kernel frames as `function+0xoff`.
-    pub kernel: Option<Vec<String>>,
-    /// User frames as hex addresses.
-    pub user: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 pub use crate::link::resolve::PeerCache;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -41,6 +41,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::mpsc;
 
 use crate::export::{Batch, Signal};
+use crate::telemetry::RateLimit;
 
 /// How long a client is asked to wait when the channel is full.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -221,6 +222,28 @@ impl ReceiverStats {
         }
     }
 
+    /// Items of `signal` accepted so far.
+    pub fn accepted_items(&self, signal: Signal) -> u64 {
+        self.signal(signal).accepted_items.load(Ordering::Relaxed)
+    }
+
+    /// The counter of refusals for `reason`.
+    fn rejected_counter(&self, reason: Reject) -> &AtomicU64 {
+        match reason {
+            Reject::Malformed => &self.rejected_malformed,
+            Reject::Oversize => &self.rejected_oversize,
+            Reject::Busy => &self.rejected_busy,
+            Reject::Closed => &self.rejected_closed,
+            Reject::Unauthenticated => &self.rejected_unauthenticated,
+            Reject::Handshake => &self.rejected_handshake,
+        }
+    }
+
+    /// Refusals for `reason` so far.
+    pub fn rejected_for(&self, reason: Reject) -> u64 {
+        self.rejected_counter(reason).load(Ordering::Relaxed)
+    }
+
     /// Total requests refused, for any reason.
     pub fn rejected(&self) -> u64 {
         [
@@ -338,7 +361,7 @@ pub async fn start_with_peers(
         tx,
         stats: Arc::clone(&stats),
         max_request_bytes: cfg.max_request_bytes,
-        logs: std::array::from_fn(|_| RateLimit::new()),
+        logs: std::array::from_fn(|_| RateLimit::new(Duration::from_secs(1))),
         peers,
         token: cfg.bearer_token.clone(),
     });
@@ -389,19 +412,48 @@ impl Transport {
     }
 }
 
-/// Why a request was refused.
+/// Why a request (or, for [`Reject::Handshake`], a connection) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reject {
+pub enum Reject {
+    /// It could not be decoded (bad protobuf, JSON or gzip).
     Malformed,
+    /// It exceeded `max_request_bytes`.
     Oversize,
+    /// The channel to the agent was full; the client was told to retry.
     Busy,
+    /// The agent is stopping.
     Closed,
+    /// The bearer token was missing or wrong.
     Unauthenticated,
+    /// The TLS handshake failed.
     Handshake,
 }
 
 impl Reject {
-    fn as_str(self) -> &'static str {
+    /// Every reason, in [`Reject::index`] order.
+    pub const ALL: [Reject; 6] = [
+        Reject::Malformed,
+        Reject::Oversize,
+        Reject::Busy,
+        Reject::Closed,
+        Reject::Unauthenticated,
+        Reject::Handshake,
+    ];
+
+    /// Its key in `summary.json`, next to the `receiver_rejected` total.
+    pub fn summary_key(self) -> &'static str {
+        match self {
+            Reject::Malformed => "receiver_rejected_malformed",
+            Reject::Oversize => "receiver_rejected_oversize",
+            Reject::Busy => "receiver_rejected_busy",
+            Reject::Closed => "receiver_rejected_closed",
+            Reject::Unauthenticated => "receiver_rejected_unauthenticated",
+            Reject::Handshake => "receiver_rejected_tls_handshake",
+        }
+    }
+
+    /// The stable name used in logs and as the metrics' reason label.
+    pub fn as_str(self) -> &'static str {
         match self {
             Reject::Malformed => "malformed",
             Reject::Oversize => "oversize",
@@ -460,10 +512,8 @@ impl Intake {
         peer: SocketAddr,
         failure: &kotel_render::tls::HandshakeFailure,
     ) {
-        self.stats
-            .rejected_handshake
-            .fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = self.logs[Reject::Handshake.index()].check() {
+        let counter = self.stats.rejected_counter(Reject::Handshake);
+        self.logs[Reject::Handshake.index()].count_and_log(counter, 1, |suppressed| {
             tracing::warn!(
                 reason = failure.kind,
                 transport = transport.as_str(),
@@ -471,8 +521,8 @@ impl Intake {
                 error = %failure.message,
                 suppressed,
                 "kotel.receiver.tls_handshake_failed"
-            );
-        }
+            )
+        });
     }
 
     /// Offers a decoded request to the channel without waiting. On success the request is
@@ -528,16 +578,8 @@ impl Intake {
         peer: Option<SocketAddr>,
         why: &str,
     ) {
-        let counter = match reason {
-            Reject::Malformed => &self.stats.rejected_malformed,
-            Reject::Oversize => &self.stats.rejected_oversize,
-            Reject::Busy => &self.stats.rejected_busy,
-            Reject::Closed => &self.stats.rejected_closed,
-            Reject::Unauthenticated => &self.stats.rejected_unauthenticated,
-            Reject::Handshake => &self.stats.rejected_handshake,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = self.logs[reason.index()].check() {
+        let counter = self.stats.rejected_counter(reason);
+        self.logs[reason.index()].count_and_log(counter, 1, |suppressed| {
             tracing::warn!(
                 reason = reason.as_str(),
                 transport = transport.as_str(),
@@ -546,8 +588,8 @@ impl Intake {
                 error = why,
                 suppressed,
                 "kotel.receiver.rejected"
-            );
-        }
+            )
+        });
     }
 
     /// The message sent with a busy refusal.
@@ -566,40 +608,6 @@ impl Intake {
              decompression): {detail}",
             self.max_request_bytes
         )
-    }
-}
-
-/// Lets one log line through per second and counts the ones held back.
-#[derive(Debug)]
-struct RateLimit {
-    origin: Instant,
-    next_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    fn new() -> RateLimit {
-        RateLimit {
-            origin: Instant::now(),
-            next_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    fn check(&self) -> Option<u64> {
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = self.next_ms.load(Ordering::Relaxed);
-        if now >= next
-            && self
-                .next_ms
-                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
     }
 }
 

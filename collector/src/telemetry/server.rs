@@ -1,9 +1,8 @@
-//! The agent's own telemetry: counters every stage increments, rendered as Prometheus text on
-//! `/metrics`, plus `/healthz` and `/readyz`, served on a loopback address.
+//! The agent's HTTP endpoints about itself, served on a loopback address: `/metrics`
+//! (Prometheus text), `/healthz` and `/readyz`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,74 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-/// Counters shared by the pipeline stages and the HTTP endpoints. Cheap to update from any
-/// thread (relaxed atomics).
-#[derive(Debug, Default)]
-pub struct SelfStats {
-    /// Ring-buffer records decoded into events.
-    pub events_received: AtomicU64,
-    /// Events the kernel could not put in the ring buffer.
-    pub events_lost: AtomicU64,
-    /// Records that could not be decoded.
-    pub records_undecodable: AtomicU64,
-    /// Spans built from kernel events.
-    pub spans_produced: AtomicU64,
-    /// Metric export rounds completed.
-    pub metric_rounds: AtomicU64,
-    /// Processes whose cached metadata was dropped on exec or exit.
-    pub process_invalidations: AtomicU64,
-    /// Pictures rendered.
-    pub artifacts_made: AtomicU64,
-    /// Pictures skipped (renderer failed or unreachable).
-    pub artifacts_skipped: AtomicU64,
-    /// Set once the probes are attached and the exporter runs.
-    pub ready: AtomicBool,
-}
-
-/// One counter line for `/metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    /// Prometheus metric name.
-    pub name: String,
-    /// Help text.
-    pub help: &'static str,
-    /// Label pairs.
-    pub labels: Vec<(&'static str, String)>,
-    /// Value.
-    pub value: u64,
-}
-
-/// Renders samples as Prometheus text exposition format 0.0.4, grouping by name.
-pub fn render_prometheus(samples: &[Sample]) -> String {
-    let mut out = String::new();
-    let mut seen: Vec<&str> = Vec::new();
-    for s in samples {
-        if !seen.contains(&s.name.as_str()) {
-            seen.push(&s.name);
-            out.push_str(&format!(
-                "# HELP {} {}\n# TYPE {} counter\n",
-                s.name, s.help, s.name
-            ));
-        }
-        out.push_str(&s.name);
-        if !s.labels.is_empty() {
-            let labels: Vec<String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-                .collect();
-            out.push_str(&format!("{{{}}}", labels.join(",")));
-        }
-        out.push_str(&format!(" {}\n", s.value));
-    }
-    out
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use super::prometheus::{render_prometheus, Sample};
 
 /// Something that can list the current counters.
 pub trait SampleSource: Send + Sync + 'static {
@@ -153,46 +85,9 @@ fn route(req: &Request<Incoming>, source: &dyn SampleSource) -> Response<Full<By
     }
 }
 
-/// Reads a counter.
-pub fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
-}
-
-/// Adds to a counter.
-pub fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prometheus_text_groups_by_name_and_escapes_labels() {
-        let s = |name: &str, labels: Vec<(&'static str, String)>, value| Sample {
-            name: name.into(),
-            help: "h",
-            labels,
-            value,
-        };
-        let text = render_prometheus(&[
-            s(
-                "kotel_events_lost_total",
-                vec![("kind", "writev".into())],
-                3,
-            ),
-            s("kotel_events_lost_total", vec![("kind", "a\"b".into())], 4),
-            s("kotel_spans_total", vec![], 9),
-        ]);
-        assert_eq!(
-            text.matches("# TYPE kotel_events_lost_total counter")
-                .count(),
-            1
-        );
-        assert!(text.contains("kotel_events_lost_total{kind=\"writev\"} 3\n"));
-        assert!(text.contains("kotel_events_lost_total{kind=\"a\\\"b\"} 4\n"));
-        assert!(text.contains("kotel_spans_total 9\n"));
-    }
 
     struct Fixed(bool);
     impl SampleSource for Fixed {
@@ -200,6 +95,7 @@ mod tests {
             vec![Sample {
                 name: "kotel_up".into(),
                 help: "up",
+                kind: super::super::catalog::Kind::Gauge,
                 labels: vec![],
                 value: 1,
             }]

@@ -1,7 +1,14 @@
 //! The effective configuration of `kotel run`: the file (or the defaults), then the `OTEL_*`
 //! environment, then the flags; and the exporter's TLS settings from it.
 
-use super::*;
+use std::path::PathBuf;
+
+use super::RunError;
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::enrich::parse_resource_attributes;
+use crate::export::{Compression, ExportConfig, Protocol, RetryConfig, TlsFile, TlsSettings};
+use crate::otlp::metrics::Temporality;
 
 /// The effective configuration: file (or defaults), then `OTEL_*` environment, then flags.
 pub fn effective_config(
@@ -124,5 +131,88 @@ pub fn export_tls(t: &crate::config::ExportTlsSettings) -> TlsSettings {
         cert_file: file(&t.cert_file, "export.tls.cert_file"),
         key_file: file(&t.key_file, "export.tls.key_file"),
         insecure: t.insecure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_file() {
+        let dir = std::env::temp_dir().join(format!("kotel-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kotel.toml");
+        std::fs::write(
+            &file,
+            "[export]\nendpoint = \"http://file:4317\"\nqueue_bytes = 100000\n",
+        )
+        .unwrap();
+        let mut args = RunArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+
+        let (_, e) = effective_config(&args, &env_of(&[])).unwrap();
+        assert_eq!(e.endpoint.as_deref(), Some("http://file:4317"));
+        assert_eq!(e.queue_bytes, 100_000);
+
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=kernel"),
+        ]);
+        let (c, e) = effective_config(&args, &env).unwrap();
+        assert_eq!(e.endpoint.as_deref(), Some("http://env:4317"));
+        assert_eq!(
+            c.resource.attributes.get("team").map(String::as_str),
+            Some("kernel")
+        );
+
+        args.otlp_endpoint = Some("http://flag:4317".into());
+        args.queue_bytes = Some(4096);
+        let (_, e) = effective_config(&args, &env).unwrap();
+        assert_eq!(e.endpoint.as_deref(), Some("http://flag:4317"));
+        assert_eq!(e.queue_bytes, 4096);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_exit_2_naming_what_is_wrong() {
+        let args = RunArgs {
+            interval: Some(Duration::from_millis(1)),
+            ..Default::default()
+        };
+        let err = effective_config(&args, &env_of(&[])).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("metrics.interval"), "{err}");
+        let err = effective_config(
+            &RunArgs::default(),
+            &env_of(&[("OTEL_RESOURCE_ATTRIBUTES", "novalue")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("OTEL_RESOURCE_ATTRIBUTES"),
+            "{err}"
+        );
+        let err = effective_config(
+            &RunArgs::default(),
+            &env_of(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("OTEL_EXPORTER_OTLP_TIMEOUT"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use kotel_bpf::abi::{self, RawEvent};
 use kotel_bpf::buckets::BucketTable;
 use kotel_bpf::{HistogramSnapshot, Probe};
 
-use crate::clock::Clock;
+use crate::kernel::clock::Clock;
 use crate::model::{Comm, Histogram, KernelEvent};
 
 const AF_INET: u16 = 2;

@@ -1,20 +1,27 @@
 //! OTLP resources per process: /proc (cached, dropped on exec and exit), the host, and this
 //! node's pods when `[kubernetes]` is on.
 
-use super::*;
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::enrich::{HostInfo, ProcessCache, ResourceOptions};
+use crate::k8s::{self, PodMetadata};
+use crate::model::Comm;
+use crate::otlp::{attrs, SCOPE_VERSION};
 
 /// Resources per process, from /proc, dropped on exec and exit.
-pub(super) struct Resources {
-    pub(super) cache: ProcessCache,
-    pub(super) host: HostInfo,
-    pub(super) options: ResourceOptions,
-    pub(super) comms: HashMap<u32, Comm>,
+pub(crate) struct Resources {
+    pub(crate) cache: ProcessCache,
+    pub(crate) host: HostInfo,
+    pub(crate) options: ResourceOptions,
+    pub(crate) comms: HashMap<u32, Comm>,
     /// This node's pods, when `[kubernetes]` is on and the API client could be built.
-    pub(super) pods: Option<PodMetadata>,
+    pub(crate) pods: Option<PodMetadata>,
 }
 
 impl Resources {
-    pub(super) fn of(&mut self, pid: u32) -> Resource {
+    pub(crate) fn of(&mut self, pid: u32) -> Resource {
         let hint = self
             .comms
             .get(&pid)
@@ -32,7 +39,7 @@ impl Resources {
         resource
     }
 
-    pub(super) fn agent(&self) -> Resource {
+    pub(crate) fn agent(&self) -> Resource {
         let mut a = vec![
             attrs::string("service.name", "kotel"),
             attrs::string("service.version", SCOPE_VERSION),
@@ -51,7 +58,7 @@ impl Resources {
 
 /// This node's pod metadata when `mode` asks for it; the agent runs on without it when the
 /// client cannot be built.
-pub(super) fn pod_metadata(
+pub(crate) fn pod_metadata(
     mode: crate::config::KubernetesMode,
     runtime: &tokio::runtime::Handle,
 ) -> Option<PodMetadata> {

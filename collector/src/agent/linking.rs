@@ -1,0 +1,49 @@
+//! Phase: what applications sent to the OTLP receiver. Their traces get kernel child spans
+//! (and their processes become link targets); everything is then forwarded to the export
+//! queue.
+
+use super::Agent;
+use crate::export::Batch;
+use crate::receiver::Received;
+
+impl Agent {
+    /// Takes what the receiver has; it is linked after this round's drain.
+    pub(super) fn take_arrived(&mut self) {
+        if let Some(rx) = self.received.as_mut() {
+            while let Ok(r) = rx.try_recv() {
+                self.arrived.push(r);
+            }
+        }
+    }
+
+    /// Links and forwards what arrived before this round's drain.
+    pub(super) fn link_arrived(&mut self) {
+        for r in std::mem::take(&mut self.arrived) {
+            let batch = match r {
+                Received::Traces { mut request, peer } => {
+                    let pids = self.linker.link(&mut request, peer, &mut self.ids);
+                    for c in self.linker.linked.drain(..) {
+                        self.metrics.prefer_linked(
+                            c.pid,
+                            c.kind,
+                            c.end,
+                            c.duration_ns,
+                            c.trace_id,
+                            c.span_id,
+                        );
+                    }
+                    for pid in pids {
+                        if self.link_targets.insert(pid) {
+                            if let Err(e) = self.kernel.add_link_target(pid) {
+                                tracing::warn!(pid, error = %e, "kotel.link.target_failed");
+                            }
+                        }
+                    }
+                    Batch::Traces(request)
+                }
+                other => other.into_batch(),
+            };
+            let _ = self.queue.submit(batch); // a refusal is counted by the queue
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Every self-metric of the agent, declared once: its OTLP name, its Prometheus name, its key in
+//! `summary.json`, unit, help, labels and how to read it. `/metrics` ([`super::prometheus`]),
+//! the OTLP self-metrics ([`super::otlp`]) and `summary.json` ([`super::summary`]) are all
+//! rendered from [`CATALOG`], so the three always name the same set.
+
+use kotel_bpf::{DropCounts, Probe};
+
+use super::SelfStats;
+use crate::export::{ExportStats, Signal};
+use crate::k8s::PodStats;
+use crate::receiver::ReceiverStats;
+
+/// Whether a value only grows or is a current level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic since the agent started.
+    Counter,
+    /// The value now.
+    Gauge,
+}
+
+/// Label key of the kind of kernel event (`writev`, `tcp_send`, …).
+pub const LABEL_KIND: &str = "kotel.kind";
+/// Label key of the OTLP signal (`traces`, `metrics`, `logs`).
+pub const LABEL_SIGNAL: &str = "kotel.signal";
+/// Label key of the reason something was dropped or refused.
+pub const LABEL_REASON: &str = "kotel.reason";
+
+/// One data point of a self-metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// Label values, in the order of [`SelfMetricDef::labels`].
+    pub labels: Vec<String>,
+    /// The value.
+    pub value: u64,
+    /// The `summary.json` key that names this point on its own, next to the metric's total
+    /// (`dropped_queue_full` beside `dropped`); `None` when only the total is written.
+    pub part: Option<&'static str>,
+}
+
+impl Point {
+    fn plain(value: u64) -> Vec<Point> {
+        vec![Point {
+            labels: Vec::new(),
+            value,
+            part: None,
+        }]
+    }
+}
+
+/// Everything a self-metric is read from, gathered at one moment.
+#[derive(Debug)]
+pub struct Readings<'a> {
+    /// The main loop's counters and the gauges it publishes.
+    pub pipeline: &'a SelfStats,
+    /// The kernel side's drop counters, as last read.
+    pub drops: DropCounts,
+    /// The export queue's counters.
+    pub export: &'a ExportStats,
+    /// The OTLP receiver's counters, when it runs (zero otherwise).
+    pub receiver: Option<&'a ReceiverStats>,
+    /// The Kubernetes metadata cache's counters, when it runs (zero otherwise).
+    pub pods: Option<PodStats>,
+    /// Export attempts that failed in TLS.
+    pub export_tls_failures: u64,
+}
+
+/// The declaration of one self-metric.
+#[derive(Debug)]
+pub struct SelfMetricDef {
+    /// OTLP metric name, `kotel.*`.
+    pub name: &'static str,
+    /// Name on `/metrics` (counters end in `_total`).
+    pub prometheus: &'static str,
+    /// Key in `summary.json` (inside the signal's section when the metric has a signal label).
+    pub summary: &'static str,
+    /// UCUM unit, with an annotation in braces for counts of things.
+    pub unit: &'static str,
+    /// What it means, for people.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Label keys (OTLP attribute names; Prometheus drops the `kotel.` prefix).
+    pub labels: &'static [&'static str],
+    /// Reads its points.
+    pub read: fn(&Readings) -> Vec<Point>,
+}
+
+fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
+    super::get(c)
+}
+
+/// One point per signal, for what the export queue counts.
+fn per_signal(r: &Readings, value: fn(&crate::export::SignalStats) -> u64) -> Vec<Point> {
+    Signal::ALL
+        .iter()
+        .map(|&s| Point {
+            labels: vec![s.as_str().to_string()],
+            value: value(&r.export.signal(s)),
+            part: None,
+        })
+        .collect()
+}
+
+/// Every self-metric the agent has.
+pub static CATALOG: &[SelfMetricDef] = &[
+    SelfMetricDef {
+        name: "kotel.events.received",
+        prometheus: "kotel_events_received_total",
+        summary: "events_received",
+        unit: "{event}",
+        help: "Kernel events decoded from the ring buffer",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.events_received)),
+    },
+    SelfMetricDef {
+        name: "kotel.events.lost",
+        prometheus: "kotel_events_lost_total",
+        summary: "events_lost",
+        unit: "{event}",
+        help: "Kernel events the ring buffer had no room for",
+        kind: Kind::Counter,
+        labels: &[LABEL_KIND],
+        read: |r| {
+            Probe::ALL
+                .iter()
+                .map(|p| Point {
+                    labels: vec![p.name().to_string()],
+                    value: r.drops.ringbuf[usize::from(p.kind())],
+                    part: None,
+                })
+                .collect()
+        },
+    },
+    SelfMetricDef {
+        name: "kotel.lifecycle.lost",
+        prometheus: "kotel_lifecycle_records_lost_total",
+        summary: "lifecycle_records_lost",
+        unit: "{record}",
+        help: "Process exec/exit records the ring buffer had no room for (those processes' metadata and histogram slots are refreshed late)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.drops.lifecycle),
+    },
+    SelfMetricDef {
+        name: "kotel.histograms.dropped",
+        prometheus: "kotel_histogram_events_dropped_total",
+        summary: "histogram_events_dropped",
+        unit: "{event}",
+        help: "Events of processes that found no free histogram slot (counted in the overflow series instead)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.drops.hist_full),
+    },
+    SelfMetricDef {
+        name: "kotel.histograms.after_exit",
+        prometheus: "kotel_histogram_events_after_exit_total",
+        summary: "histogram_events_after_exit",
+        unit: "{event}",
+        help: "Events of threads still running after their process's exit retired its histograms (counted in the overflow series instead)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.drops.hist_exited),
+    },
+    SelfMetricDef {
+        name: "kotel.histograms.recycled",
+        prometheus: "kotel_histograms_recycled_total",
+        summary: "histograms_recycled",
+        unit: "{histogram}",
+        help: "Histogram slots of exited processes read one last time and reused",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.histograms_recycled)),
+    },
+    SelfMetricDef {
+        name: "kotel.task_storage.unavailable",
+        prometheus: "kotel_task_storage_unavailable_total",
+        summary: "task_storage_unavailable",
+        unit: "{event}",
+        help: "Events missed because the kernel could not give a thread its task storage (neither a span nor a histogram count)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.drops.task_storage),
+    },
+    SelfMetricDef {
+        name: "kotel.stacks.dropped",
+        prometheus: "kotel_stacks_dropped_total",
+        summary: "stacks_dropped",
+        unit: "{stack}",
+        help: "Stacks the stack map could not hold (their spans carry no stack)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.drops.stack),
+    },
+    SelfMetricDef {
+        name: "kotel.records.undecodable",
+        prometheus: "kotel_records_undecodable_total",
+        summary: "records_undecodable",
+        unit: "{record}",
+        help: "Ring-buffer records that could not be decoded (wrong size or unknown content)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.records_undecodable) + r.drops.malformed),
+    },
+    SelfMetricDef {
+        name: "kotel.spans.produced",
+        prometheus: "kotel_spans_produced_total",
+        summary: "kernel_spans",
+        unit: "{span}",
+        help: "Spans built from kernel events (part of the traces offered for export)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.spans_produced)),
+    },
+    SelfMetricDef {
+        name: "kotel.export.offered",
+        prometheus: "kotel_export_offered_items_total",
+        summary: "produced",
+        unit: "{item}",
+        help: "Items submitted for export (exported + rejected + dropped + still queued)",
+        kind: Kind::Counter,
+        labels: &[LABEL_SIGNAL],
+        read: |r| per_signal(r, |s| s.offered_items),
+    },
+    SelfMetricDef {
+        name: "kotel.export.exported",
+        prometheus: "kotel_export_exported_items_total",
+        summary: "exported",
+        unit: "{item}",
+        help: "Items the receiver accepted",
+        kind: Kind::Counter,
+        labels: &[LABEL_SIGNAL],
+        read: |r| per_signal(r, |s| s.exported_items),
+    },
+    SelfMetricDef {
+        name: "kotel.export.rejected",
+        prometheus: "kotel_export_rejected_items_total",
+        summary: "rejected",
+        unit: "{item}",
+        help: "Items the receiver rejected through OTLP partial success (not retried)",
+        kind: Kind::Counter,
+        labels: &[LABEL_SIGNAL],
+        read: |r| per_signal(r, |s| s.rejected_items),
+    },
+    SelfMetricDef {
+        name: "kotel.export.dropped",
+        prometheus: "kotel_export_dropped_items_total",
+        summary: "dropped",
+        unit: "{item}",
+        help: "Items dropped before delivery, by reason",
+        kind: Kind::Counter,
+        labels: &[LABEL_SIGNAL, LABEL_REASON],
+        read: |r| {
+            let mut out = Vec::new();
+            for s in Signal::ALL {
+                for (reason, value) in r.export.signal(s).dropped_by_reason() {
+                    out.push(Point {
+                        labels: vec![s.as_str().to_string(), reason.as_str().to_string()],
+                        value,
+                        part: Some(reason.summary_key()),
+                    });
+                }
+            }
+            out
+        },
+    },
+    SelfMetricDef {
+        name: "kotel.export.tls_failures",
+        prometheus: "kotel_export_tls_failures_total",
+        summary: "export_tls_failures",
+        unit: "{attempt}",
+        help: "Export attempts that failed in TLS (handshake refused either way)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.export_tls_failures),
+    },
+    SelfMetricDef {
+        name: "kotel.receiver.accepted",
+        prometheus: "kotel_receiver_accepted_items_total",
+        summary: "receiver_accepted",
+        unit: "{item}",
+        help: "Items applications sent that the OTLP receiver accepted",
+        kind: Kind::Counter,
+        labels: &[LABEL_SIGNAL],
+        read: |r| {
+            Signal::ALL
+                .iter()
+                .map(|&s| Point {
+                    labels: vec![s.as_str().to_string()],
+                    value: r.receiver.map_or(0, |rs| rs.accepted_items(s)),
+                    part: None,
+                })
+                .collect()
+        },
+    },
+    SelfMetricDef {
+        name: "kotel.receiver.rejected",
+        prometheus: "kotel_receiver_rejected_total",
+        summary: "receiver_rejected",
+        unit: "{request}",
+        help: "Requests (or, for tls_handshake, connections) the OTLP receiver refused",
+        kind: Kind::Counter,
+        labels: &[LABEL_REASON],
+        read: |r| {
+            crate::receiver::Reject::ALL
+                .iter()
+                .map(|&reason| Point {
+                    labels: vec![reason.as_str().to_string()],
+                    value: r.receiver.map_or(0, |rs| rs.rejected_for(reason)),
+                    part: Some(reason.summary_key()),
+                })
+                .collect()
+        },
+    },
+    SelfMetricDef {
+        name: "kotel.k8s.api_errors",
+        prometheus: "kotel_k8s_api_errors_total",
+        summary: "k8s_api_errors",
+        unit: "{call}",
+        help: "Kubernetes API calls that failed (pod metadata is missing meanwhile)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.pods.as_ref().map_or(0, |p| p.api_errors)),
+    },
+    SelfMetricDef {
+        name: "kotel.k8s.evictions",
+        prometheus: "kotel_k8s_evictions_total",
+        summary: "k8s_evictions",
+        unit: "{pod}",
+        help: "Pods dropped from the metadata cache because it was full",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(r.pods.as_ref().map_or(0, |p| p.evictions)),
+    },
+    SelfMetricDef {
+        name: "kotel.artifacts.made",
+        prometheus: "kotel_artifacts_made_total",
+        summary: "artifacts_made",
+        unit: "{picture}",
+        help: "Pictures (heatmaps, flame graphs) rendered and stored",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.artifacts_made)),
+    },
+    SelfMetricDef {
+        name: "kotel.artifacts.skipped",
+        prometheus: "kotel_artifacts_skipped_total",
+        summary: "artifacts_skipped",
+        unit: "{picture}",
+        help: "Pictures skipped because rendering failed or the renderer was unreachable",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.artifacts_skipped)),
+    },
+    SelfMetricDef {
+        name: "kotel.process_cache.invalidations",
+        prometheus: "kotel_process_cache_invalidations_total",
+        summary: "process_invalidations",
+        unit: "{process}",
+        help: "Processes whose cached metadata was dropped on exec or exit",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.process_invalidations)),
+    },
+    SelfMetricDef {
+        name: "kotel.metric.overflow.series",
+        prometheus: "kotel_metric_overflow_series_total",
+        summary: "metric_overflow_series",
+        unit: "{series}",
+        help: "Series folded into the overflow series (metrics.cardinality_limit reached)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.overflow_series)),
+    },
+    SelfMetricDef {
+        name: "kotel.process_cache.size",
+        prometheus: "kotel_process_cache_size",
+        summary: "process_cache_size",
+        unit: "{process}",
+        help: "Processes whose metadata the agent holds",
+        kind: Kind::Gauge,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.process_cache_size)),
+    },
+    SelfMetricDef {
+        name: "kotel.histograms.live",
+        prometheus: "kotel_histograms_live",
+        summary: "histograms_live",
+        unit: "{histogram}",
+        help: "In-kernel histograms of live processes (slots in use)",
+        kind: Kind::Gauge,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.histograms_live)),
+    },
+    SelfMetricDef {
+        name: "kotel.metric.series",
+        prometheus: "kotel_metric_series",
+        summary: "metric_series",
+        unit: "{series}",
+        help: "Processes with series of their own, summed over probes (each probe at most metrics.cardinality_limit)",
+        kind: Kind::Gauge,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.metric_series)),
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_follow_each_outputs_rules() {
+        let (mut names, mut prom, mut keys) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for def in CATALOG {
+            assert!(names.insert(def.name), "{} twice", def.name);
+            assert!(prom.insert(def.prometheus), "{} twice", def.prometheus);
+            let section = def.labels.contains(&LABEL_SIGNAL);
+            assert!(keys.insert((section, def.summary)), "{} twice", def.summary);
+            assert!(def.name.starts_with("kotel."), "{}", def.name);
+            assert!(def.prometheus.starts_with("kotel_"), "{}", def.prometheus);
+            assert_eq!(
+                def.prometheus.ends_with("_total"),
+                def.kind == Kind::Counter,
+                "{}: counters and only counters end in _total",
+                def.prometheus
+            );
+            assert!(!def.help.is_empty() && !def.unit.is_empty());
+        }
+    }
+}
