@@ -580,9 +580,19 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Checks every value that parsing alone does not.
+    /// Checks every value that parsing alone does not, section by section; the first
+    /// problem found is the error, naming its field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, message: String| Err(ConfigError::Invalid { field, message });
+        self.validate_capture()?;
+        self.validate_metrics()?;
+        self.validate_export()?;
+        self.validate_receiver()?;
+        self.validate_render()?;
+        self.validate_link_and_telemetry()
+    }
+
+    /// `[capture]`: probes, scale, ring buffer, histogram slots, pids.
+    fn validate_capture(&self) -> Result<(), ConfigError> {
         let c = &self.capture;
         if c.probes.is_empty() {
             return bad("capture.probes", "at least one probe is needed".into());
@@ -611,6 +621,11 @@ impl Config {
                 "pid 0 is the idle task, not a process".into(),
             );
         }
+        Ok(())
+    }
+
+    /// `[metrics]`: interval and cardinality limit.
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
         if self.metrics.interval < Duration::from_millis(100) {
             return bad(
                 "metrics.interval",
@@ -620,6 +635,11 @@ impl Config {
         if self.metrics.cardinality_limit == 0 {
             return bad("metrics.cardinality_limit", "must be at least 1".into());
         }
+        Ok(())
+    }
+
+    /// `[export]`: endpoint (no credentials in it), TLS file pairs, protocol, compression, queue, timeout, retry.
+    fn validate_export(&self) -> Result<(), ConfigError> {
         let e = &self.export;
         let scheme_ok = e.endpoint.starts_with("http://")
             || e.endpoint.starts_with("https://")
@@ -699,6 +719,11 @@ impl Config {
                 "initial_interval must be > 0 and <= max_interval".into(),
             );
         }
+        Ok(())
+    }
+
+    /// `[receiver]`: addresses, request limit, TLS file pairs.
+    fn validate_receiver(&self) -> Result<(), ConfigError> {
         for (field, addr) in [
             ("receiver.grpc", &self.receiver.grpc),
             ("receiver.http", &self.receiver.http),
@@ -713,9 +738,8 @@ impl Config {
         if self.receiver.max_request_bytes < 1024 {
             return bad("receiver.max_request_bytes", "must be at least 1024".into());
         }
-        let set = |p: &Path| !p.as_os_str().is_empty();
         let t = &self.receiver.tls;
-        match (set(&t.cert_file), set(&t.key_file)) {
+        match (is_set(&t.cert_file), is_set(&t.key_file)) {
             (true, false) => {
                 return bad(
                     "receiver.tls.key_file",
@@ -730,12 +754,17 @@ impl Config {
             }
             _ => {}
         }
-        if set(&t.client_ca_file) && !set(&t.cert_file) {
+        if is_set(&t.client_ca_file) && !is_set(&t.cert_file) {
             return bad(
                 "receiver.tls.client_ca_file",
                 "mutual TLS needs TLS: set cert_file and key_file too".into(),
             );
         }
+        Ok(())
+    }
+
+    /// `[render]`: the renderer URL and its TLS files (never TLS files with a plaintext renderer).
+    fn validate_render(&self) -> Result<(), ConfigError> {
         let r = &self.render;
         let https = r.renderer.starts_with("https://");
         if !r.renderer.is_empty() && !https && !r.renderer.starts_with("http://") {
@@ -754,12 +783,17 @@ impl Config {
                 ),
             );
         }
-        if set(&r.tls.cert_file) != set(&r.tls.key_file) {
+        if is_set(&r.tls.cert_file) != is_set(&r.tls.key_file) {
             return bad(
                 "render.tls.cert_file",
                 "cert_file and key_file go together (mutual TLS)".into(),
             );
         }
+        Ok(())
+    }
+
+    /// `[link]` and `[telemetry]`.
+    fn validate_link_and_telemetry(&self) -> Result<(), ConfigError> {
         if self.link.buffer_events == 0 {
             return bad("link.buffer_events", "must be at least 1".into());
         }
@@ -772,6 +806,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether a path setting was given (empty means unset).
+fn is_set(p: &Path) -> bool {
+    !p.as_os_str().is_empty()
+}
+
+/// The error for an invalid `field`.
+fn bad(field: &'static str, message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid { field, message })
 }
 
 /// "line L, column C, key `k`: message", without the source snippet that toml's own

@@ -216,21 +216,7 @@ impl MetricsBuilder {
 
         for (h, last) in items {
             let key = (h.pid, h.kind);
-            let point = match self.temporality {
-                Temporality::Cumulative => h.clone(),
-                Temporality::Delta => {
-                    let delta = match self.previous.get(&key) {
-                        Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
-                        None => h.clone(),
-                    };
-                    if last {
-                        self.previous.remove(&key);
-                    } else {
-                        self.previous.insert(key, h.clone());
-                    }
-                    delta
-                }
-            };
+            let point = self.point_of(h, last);
             // The kernel's own overflow (events that found no histogram slot) goes straight
             // to the overflow series.
             let admitted = h.pid != kotel_bpf::OVERFLOW_PID && self.admit(h.pid, h.kind);
@@ -247,17 +233,7 @@ impl MetricsBuilder {
             if admitted {
                 let mut series = self.series(&point, start, now, exemplar, Vec::new());
                 if let Some(extra) = self.artifacts.get(&key) {
-                    if let Some(Data::ExponentialHistogram(eh)) =
-                        series.first_mut().and_then(|m| m.data.as_mut())
-                    {
-                        for ex in eh
-                            .data_points
-                            .iter_mut()
-                            .flat_map(|dp| dp.exemplars.iter_mut())
-                        {
-                            ex.filtered_attributes.extend(extra.iter().cloned());
-                        }
-                    }
+                    attach_to_exemplars(&mut series, extra);
                 }
                 per_pid.entry(h.pid).or_default().extend(series);
             } else {
@@ -279,15 +255,7 @@ impl MetricsBuilder {
 
         let mut resource_metrics: Vec<ResourceMetrics> = per_pid
             .into_iter()
-            .map(|(pid, metrics)| ResourceMetrics {
-                resource: Some(resource_of(pid)),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope()),
-                    metrics,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
+            .map(|(pid, metrics)| on_resource(resource_of(pid), metrics))
             .collect();
 
         let mut agent_metrics: Vec<Metric> = Vec::new();
@@ -303,17 +271,28 @@ impl MetricsBuilder {
         agent_metrics.extend(self_metrics.iter().map(|m| self.self_metric(m, now)));
         agent_metrics.extend(self.gauges.iter().map(|g| gauge(g, now)));
         if !agent_metrics.is_empty() {
-            resource_metrics.push(ResourceMetrics {
-                resource: Some(agent),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope()),
-                    metrics: agent_metrics,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
+            resource_metrics.push(on_resource(agent, agent_metrics));
         }
         ExportMetricsServiceRequest { resource_metrics }
+    }
+
+    /// The point to export for `h`: itself (cumulative), or what it added since the last
+    /// build (delta; `last` ends the series, so nothing is remembered for it).
+    fn point_of(&mut self, h: &Histogram, last: bool) -> Histogram {
+        if self.temporality == Temporality::Cumulative {
+            return h.clone();
+        }
+        let key = (h.pid, h.kind);
+        let delta = match self.previous.get(&key) {
+            Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
+            None => h.clone(),
+        };
+        if last {
+            self.previous.remove(&key);
+        } else {
+            self.previous.insert(key, h.clone());
+        }
+        delta
     }
 
     /// Whether process `pid` gets its own series for `probe` under the cardinality limit. A
@@ -450,6 +429,32 @@ impl MetricsBuilder {
                 is_monotonic: true,
             })),
             ..Default::default()
+        }
+    }
+}
+
+/// `metrics` under one resource, in kotel's scope.
+fn on_resource(resource: Resource, metrics: Vec<Metric>) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(resource),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(scope()),
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Adds `extra` (the picture's link) to every exemplar of a histogram series.
+fn attach_to_exemplars(series: &mut [Metric], extra: &[KeyValue]) {
+    if let Some(Data::ExponentialHistogram(eh)) = series.first_mut().and_then(|m| m.data.as_mut()) {
+        for ex in eh
+            .data_points
+            .iter_mut()
+            .flat_map(|dp| dp.exemplars.iter_mut())
+        {
+            ex.filtered_attributes.extend(extra.iter().cloned());
         }
     }
 }

@@ -209,20 +209,65 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&s
         .transpose()
 }
 
+/// Answers one OTLP/HTTP request: checks where it goes and how it is encoded, reads and
+/// decodes its body within the limits, and offers it to the agent.
 async fn handle(
     intake: &Intake,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
+    let (signal, format, gzip) = match check_request(intake, &req, peer) {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal,
+    };
+    let reject = |reason: Reject, status: StatusCode, message: String| {
+        intake.reject(reason, Transport::Http, Some(signal), Some(peer), &message);
+        text(status, message)
+    };
+    let body = match read_body(intake, req, gzip).await {
+        Ok(body) => body,
+        Err((reason, status, message)) => return reject(reason, status, message),
+    };
+    let batch = match decode(signal, format, &body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            let kind = match format {
+                Format::Protobuf => "OTLP/protobuf",
+                Format::Json => "OTLP/JSON",
+            };
+            return reject(
+                Reject::Malformed,
+                StatusCode::BAD_REQUEST,
+                format!("malformed {kind} {signal} request: {e}"),
+            );
+        }
+    };
+
+    answer(
+        intake.offer(batch, Some(peer), Transport::Http),
+        intake,
+        signal,
+        format,
+    )
+}
+
+/// The signal, body format and whether it is gzipped, from the path and headers; or the
+/// refusal to send (wrong path, no or wrong token, not POST, unsupported encoding).
+#[allow(clippy::result_large_err)]
+fn check_request(
+    intake: &Intake,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(Signal, Format, bool), Response<Full<Bytes>>> {
     let signal = match req.uri().path() {
         "/v1/traces" => Signal::Traces,
         "/v1/metrics" => Signal::Metrics,
         "/v1/logs" => Signal::Logs,
         other => {
-            return text(
+            return Err(text(
                 StatusCode::NOT_FOUND,
                 format!("no OTLP endpoint at {other}: use /v1/traces, /v1/metrics or /v1/logs"),
-            )
+            ))
         }
     };
     let authorization = req
@@ -236,7 +281,7 @@ async fn handle(
         );
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+        return Err(r);
     }
     if req.method() != Method::POST {
         let mut r = text(
@@ -248,7 +293,7 @@ async fn handle(
         );
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return r;
+        return Err(r);
     }
     let media_type = header_str(req.headers(), header::CONTENT_TYPE)
         .ok()
@@ -264,14 +309,14 @@ async fn handle(
         Some("application/x-protobuf") => Format::Protobuf,
         Some("application/json") => Format::Json,
         other => {
-            return text(
+            return Err(text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "unsupported Content-Type {:?}: send application/x-protobuf or \
                      application/json",
                     other.unwrap_or("")
                 ),
-            )
+            ))
         }
     };
     let gzip = match header_str(req.headers(), header::CONTENT_ENCODING) {
@@ -279,18 +324,26 @@ async fn handle(
         Ok(Some(e)) if e.is_empty() || e.eq_ignore_ascii_case("identity") => false,
         Ok(Some(e)) if e.eq_ignore_ascii_case("gzip") => true,
         _ => {
-            return text(
+            return Err(text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported Content-Encoding: send gzip or no encoding".into(),
-            )
+            ))
         }
     };
 
+    Ok((signal, format, gzip))
+}
+
+/// Reads the body within the receiver's limit (refusing a declared oversize body before
+/// reading any of it) and within [`BODY_TIMEOUT`], then decompresses it within the limit.
+async fn read_body(
+    intake: &Intake,
+    req: Request<Incoming>,
+    gzip: bool,
+) -> Result<Bytes, (Reject, StatusCode, String)> {
     let max = intake.max_request_bytes;
-    let reject = |reason: Reject, status: StatusCode, message: String| {
-        intake.reject(reason, Transport::Http, Some(signal), Some(peer), &message);
-        text(status, message)
-    };
+    let reject =
+        |reason: Reject, status: StatusCode, message: String| Err((reason, status, message));
     let oversize = |detail: &str| {
         reject(
             Reject::Oversize,
@@ -335,38 +388,29 @@ async fn handle(
             )
         }
     };
-    let body = if gzip {
-        match gunzip(&body, max) {
-            Ok(plain) => Bytes::from(plain),
-            Err(Gunzip::TooLarge) => return oversize("the body is longer once decompressed"),
-            Err(Gunzip::Corrupt(e)) => {
-                return reject(
-                    Reject::Malformed,
-                    StatusCode::BAD_REQUEST,
-                    format!("the body is not valid gzip: {e}"),
-                )
-            }
-        }
-    } else {
-        body
-    };
+    if !gzip {
+        return Ok(body);
+    }
+    match gunzip(&body, max) {
+        Ok(plain) => Ok(Bytes::from(plain)),
+        Err(Gunzip::TooLarge) => oversize("the body is longer once decompressed"),
+        Err(Gunzip::Corrupt(e)) => reject(
+            Reject::Malformed,
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid gzip: {e}"),
+        ),
+    }
+}
 
-    let batch = match decode(signal, format, &body) {
-        Ok(batch) => batch,
-        Err(e) => {
-            let kind = match format {
-                Format::Protobuf => "OTLP/protobuf",
-                Format::Json => "OTLP/JSON",
-            };
-            return reject(
-                Reject::Malformed,
-                StatusCode::BAD_REQUEST,
-                format!("malformed {kind} {signal} request: {e}"),
-            );
-        }
-    };
-
-    match intake.offer(batch, Some(peer), Transport::Http) {
+/// The response to an offer: success in the request's format, busy with a retry delay, or
+/// shutting down.
+fn answer(
+    offered: Result<(), Reject>,
+    intake: &Intake,
+    signal: Signal,
+    format: Format,
+) -> Response<Full<Bytes>> {
+    match offered {
         Ok(()) => {
             let mut r = Response::new(Full::new(success_body(signal, format)));
             r.headers_mut().insert(
