@@ -12,6 +12,8 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== clang-format (BPF C)"
+bash scripts/check-bpf-format.sh
 echo "== cargo clippy"
 cargo clippy -q --workspace --all-targets -- -D warnings
 echo "== build"

@@ -32,9 +32,9 @@ pub mod kind {
 /// `KOTEL_DROP_*` indexes of the per-CPU `drops` map beyond the per-kind ring-buffer slots.
 pub mod drop {
     use crate::skel::types::kotel_drop;
-    /// The histogram map was full.
+    /// No free histogram slot: the event was counted in its kind's overflow histogram.
     pub const HIST_FULL: u32 = kotel_drop::KOTEL_DROP_HIST_FULL.0;
-    /// Task-local storage could not be had.
+    /// Task-local storage could not be allocated: the event was missed.
     pub const TASK_STORAGE: u32 = kotel_drop::KOTEL_DROP_TASK_STORAGE.0;
     /// An exec/exit record did not fit in the ring buffer.
     pub const LIFECYCLE: u32 = kotel_drop::KOTEL_DROP_LIFECYCLE.0;
@@ -42,7 +42,8 @@ pub mod drop {
     pub const STACK: u32 = kotel_drop::KOTEL_DROP_STACK.0;
     /// An event of a thread still running after its process's exit retired its histograms.
     pub const HIST_EXITED: u32 = kotel_drop::KOTEL_DROP_HIST_EXITED.0;
-    /// Number of slots.
+    /// Number of slots in the `drops` map: the per-kind ring-buffer slots `0..kind::COUNT`,
+    /// then the ones above.
     pub const COUNT: u32 = kotel_drop::KOTEL_DROP_COUNT.0;
 }
 

@@ -67,11 +67,15 @@ pub struct BucketTable {
 /// A scale outside [`MIN_SCALE`]..=[`MAX_SCALE`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("histogram scale {0} is out of range: use {MIN_SCALE}..={MAX_SCALE}")]
-pub struct ScaleError(pub i32);
+pub struct ScaleError(
+    /// The scale that was asked for.
+    pub i32,
+);
 
 impl BucketTable {
     /// Builds the table for `scale`: entry `i` is the smallest whole number of nanoseconds whose
-    /// reference index is `offset + i`.
+    /// reference index is `offset + i`. Fails with [`ScaleError`] for a scale outside
+    /// [`MIN_SCALE`]..=[`MAX_SCALE`].
     pub fn new(scale: i32) -> Result<Self, ScaleError> {
         if !(MIN_SCALE..=MAX_SCALE).contains(&scale) {
             return Err(ScaleError(scale));

@@ -31,7 +31,7 @@ pub enum LoadError {
     /// A program could not be attached to its tracepoint.
     #[error("attaching to tracepoint {tracepoint} failed: {source}{hint}", hint = attach_hint(tracepoint))]
     Attach {
-        /// `category/name`.
+        /// The tracepoint, as `category/name`.
         tracepoint: &'static str,
         /// libbpf's error.
         #[source]

@@ -62,7 +62,9 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Loads the floor object and attaches the chosen pair.
+    /// Loads the floor object and attaches the chosen pair. Fails with
+    /// [`LoadError::Privileges`] without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), and with
+    /// [`LoadError::Libbpf`] when the kernel refuses to load or attach the pair.
     pub fn attach(hooks: FloorHooks) -> Result<Floor, LoadError> {
         preflight::check_privileges()?;
         preflight::raise_memlock();

@@ -5,6 +5,8 @@
 //! out raw ring-buffer records and histogram snapshots; the collector decodes
 //! them into its own domain types.
 
+#![warn(missing_docs)]
+
 pub mod abi;
 pub mod buckets;
 mod error;
@@ -29,4 +31,6 @@ pub use error::LoadError;
 pub use probe::{
     Attach, Hook, HookPlan, HookSet, Probe, ProbeSet, ProbeSpec, DEFAULT_PROBES, PROBES,
 };
-pub use tracer::{CgroupFilter, DropCounts, HistogramSnapshot, Tracer, TracerConfig, OVERFLOW_PID};
+pub use tracer::{
+    CgroupFilter, DropCounts, HistogramSnapshot, Tracer, TracerConfig, OVERFLOW_PID, RETIRE_GRACE,
+};

@@ -19,7 +19,9 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Fails unless the effective capability set allows loading tracing programs: CAP_BPF and
-/// CAP_PERFMON, or CAP_SYS_ADMIN (which implies both).
+/// CAP_PERFMON, or CAP_SYS_ADMIN (which implies both). The error,
+/// [`LoadError::Privileges`], names the missing capabilities and the `perf_event_paranoid`
+/// level; an unreadable `/proc/self/status` counts as no capabilities.
 pub fn check_privileges() -> Result<(), LoadError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let effective = effective_caps(&status).unwrap_or(0);
@@ -56,7 +58,8 @@ pub fn paranoid_note(level: Option<&str>) -> String {
     }
 }
 
-/// The `CapEff` bitmask from `/proc/<pid>/status` text.
+/// The `CapEff` bitmask (bit `n` is capability `n`) from `/proc/<pid>/status` text; `None` when
+/// the line is missing or not hexadecimal.
 pub fn effective_caps(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
@@ -76,7 +79,8 @@ pub fn missing_caps(effective: u64) -> Option<String> {
     Some(missing.join(", "))
 }
 
-/// Fails with a clear message when `btf_path` does not exist.
+/// Fails with [`LoadError::NoBtf`], whose message says which kernel option kotel needs, when
+/// `btf_path` does not exist.
 pub fn check_btf(btf_path: &Path) -> Result<(), LoadError> {
     if btf_path.exists() {
         Ok(())
@@ -99,7 +103,8 @@ pub struct KernelHooks {
 
 impl KernelHooks {
     /// Reads the kernel BTF at `btf_path`; classic tracepoints are looked up under `tracefs`
-    /// (normally [`TRACEFS_ROOTS`]).
+    /// (normally [`TRACEFS_ROOTS`]). Fails with [`LoadError::Libbpf`] when the BTF cannot be
+    /// read or parsed.
     pub fn read(btf_path: &Path, tracefs: Vec<PathBuf>) -> Result<KernelHooks, LoadError> {
         let btf = Btf::from_path(btf_path).map_err(LoadError::libbpf("reading kernel BTF"))?;
         Ok(KernelHooks { btf, tracefs })

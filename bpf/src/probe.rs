@@ -34,11 +34,11 @@ pub enum Attach {
 /// One program on one tracepoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hook {
-    /// `category/name`.
+    /// The tracepoint, as `category/name` (`sched/sched_switch`).
     pub tracepoint: &'static str,
     /// The BPF program's name in the skeleton.
     pub program: &'static str,
-    /// How it attaches.
+    /// How the program reaches the tracepoint, which decides where preflight looks for it.
     pub attach: Attach,
 }
 
@@ -58,7 +58,7 @@ pub struct HookSet {
 /// Everything kotel knows about one probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeSpec {
-    /// The probe.
+    /// Which probe this row describes.
     pub probe: Probe,
     /// The name used on the command line, in config and output.
     pub name: &'static str,
@@ -274,7 +274,8 @@ impl FromStr for Probe {
 }
 
 /// Parses probe names, where `all` stands for every probe; duplicates are dropped, the order
-/// kept.
+/// kept, surrounding spaces ignored. An unknown name is an error whose message lists the valid
+/// ones.
 pub fn parse_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Probe>, String> {
     let mut out: Vec<Probe> = Vec::new();
     for name in names {
@@ -296,7 +297,7 @@ pub fn parse_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<P
 /// The default probes' names, comma-separated, as the command line takes them.
 pub const DEFAULT_PROBES: &str = "tcp_send,runqueue,offcpu";
 
-/// A set of probes.
+/// A set of probes, as a bit mask: `Copy`, and iterated in [`Probe::ALL`] order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProbeSet(u8);
 
@@ -372,7 +373,7 @@ impl HookPlan {
         self.chosen.sort_by_key(|(p, _)| *p);
     }
 
-    /// Only the probes in `keep`.
+    /// A copy of this plan with only the probes in `keep`.
     pub fn only(&self, keep: ProbeSet) -> HookPlan {
         HookPlan {
             chosen: self

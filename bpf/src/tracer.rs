@@ -31,9 +31,12 @@ pub struct TracerConfig {
     pub pids: Vec<u32>,
     /// Only tasks in this cgroup v2 or below it, when set.
     pub cgroup: Option<CgroupFilter>,
-    /// OTLP exponential histogram scale.
+    /// OTLP exponential histogram scale of the in-kernel histograms, in
+    /// [`MIN_SCALE`](crate::buckets::MIN_SCALE)..=[`MAX_SCALE`](crate::buckets::MAX_SCALE)
+    /// ([`Tracer::start`] refuses others).
     pub scale: i32,
-    /// Ring buffer size in bytes: a power of two, at least one page.
+    /// Ring buffer size in bytes: a power of two, at least 4096 ([`Tracer::start`] refuses
+    /// others).
     pub ring_buffer_bytes: u32,
     /// Take kernel and user stacks at off-CPU switch-out.
     pub capture_stacks: bool,
@@ -47,7 +50,7 @@ pub struct TracerConfig {
     /// once its process has exited and its final counts have been read ([`Tracer::recycle`]).
     /// An event that finds no free slot is counted in its probe's overflow histogram
     /// ([`OVERFLOW_PID`]) and in [`DropCounts::hist_full`]. Each takes about 5 KiB of kernel
-    /// memory.
+    /// memory. At least 1.
     pub max_histograms: u32,
 }
 
@@ -81,11 +84,13 @@ pub struct CgroupFilter {
 /// One in-kernel histogram as read from the map.
 #[derive(Debug, Clone, Copy)]
 pub struct HistogramSnapshot {
-    /// The process.
+    /// The owner process (thread group id), or [`OVERFLOW_PID`] for a kind's overflow
+    /// histogram.
     pub pid: u32,
-    /// `KOTEL_KIND_*`.
+    /// What it measures: a `KOTEL_KIND_*` value ([`abi::kind`]).
     pub kind: u8,
-    /// The kernel's counters.
+    /// The kernel's counters, durations in nanoseconds; bucket `i` is OTLP index
+    /// `offset + i` of the tracer's [`BucketTable`].
     pub raw: RawHistogram,
 }
 
@@ -152,6 +157,16 @@ pub const RETIRE_GRACE: Duration = Duration::from_millis(2);
 
 impl Tracer {
     /// Checks privileges and BTF, loads the programs configured by `cfg` and attaches them.
+    /// A probe the kernel lacks a tracepoint for, or whose program the verifier refuses, is
+    /// left out (see [`left_out`](Tracer::left_out)) or moved to a fallback hook set (see
+    /// [`fallbacks`](Tracer::fallbacks)) rather than failing the start.
+    ///
+    /// Fails with [`LoadError::Privileges`] without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN),
+    /// [`LoadError::NoBtf`] when `cfg.btf_path` does not exist, [`LoadError::Config`] for a
+    /// scale, ring buffer size or histogram capacity out of range,
+    /// [`LoadError::NothingToAttach`] when no wanted probe can run, [`LoadError::Attach`] when
+    /// a program does not attach, and [`LoadError::Libbpf`] when libbpf fails to open, load or
+    /// fill the object.
     pub fn start(cfg: &TracerConfig) -> Result<Tracer, LoadError> {
         preflight::check_privileges()?;
         preflight::check_btf(&cfg.btf_path)?;
@@ -400,6 +415,9 @@ impl Tracer {
     /// taken now and read on a later call. Call it often (every drain): a process's slots are
     /// reusable only after it. The caller owns the final counts from here on; a live
     /// [`histograms`](Tracer::histograms) read never returns a retired slot.
+    ///
+    /// Fails with [`LoadError::Libbpf`] when a map operation on the slot queues or the
+    /// histogram array fails (never expected on a loaded object).
     pub fn recycle(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
         let now = Instant::now();
         let maps = &self.skel.maps;
@@ -457,7 +475,7 @@ impl Tracer {
 
     /// Like [`recycle`](Tracer::recycle), but returns the final counts of every slot retired
     /// so far, waiting out the grace for the latest ones. For the last read, after
-    /// [`detach`](Tracer::detach).
+    /// [`detach`](Tracer::detach). Fails as [`recycle`](Tracer::recycle) does.
     pub fn recycle_all(&mut self) -> Result<Vec<HistogramSnapshot>, LoadError> {
         let mut finals = self.recycle()?;
         if !self.cooling.is_empty() {
@@ -479,7 +497,8 @@ impl Tracer {
     }
 
     /// Makes process `pid` a link target: from now on every event of it reaches userspace,
-    /// whatever its length, so sums over application spans are complete.
+    /// whatever its length, so sums over application spans are complete. Fails with
+    /// [`LoadError::Libbpf`] when the link-target map is full (4096 processes).
     pub fn add_link_target(&mut self, pid: u32) -> Result<(), LoadError> {
         self.skel
             .maps
@@ -536,7 +555,10 @@ impl Tracer {
     }
 
     /// Waits up to `timeout` for a wakeup (the kernel wakes only when the buffer fills up),
-    /// then drains every record, calling `on_record` with each. Returns the number drained.
+    /// then drains every record, calling `on_record` with each [`EVENT_SIZE`]-byte record
+    /// (records of another size are counted in [`DropCounts::malformed`]). Returns the number
+    /// drained. An interrupted wait (EINTR) is not an error; any other failure of the ring
+    /// buffer is [`LoadError::Libbpf`].
     pub fn poll(
         &mut self,
         timeout: Duration,
@@ -568,7 +590,7 @@ impl Tracer {
 
     /// Reads every in-kernel histogram: the slot map says which (pid, kind) owns which slot.
     /// Events that found no slot of their own come as one histogram per kind with pid
-    /// [`OVERFLOW_PID`].
+    /// [`OVERFLOW_PID`]. Fails with [`LoadError::Libbpf`] when a map cannot be read.
     pub fn histograms(&self) -> Result<Vec<HistogramSnapshot>, LoadError> {
         let slots = &self.skel.maps.hist_slots;
         let mut out = Vec::new();
@@ -620,7 +642,8 @@ impl Tracer {
         Ok(out)
     }
 
-    /// Sums the per-CPU drop counters.
+    /// Sums the per-CPU drop counters. Fails with [`LoadError::Libbpf`] when the counter map
+    /// cannot be read.
     pub fn drops(&self) -> Result<DropCounts, LoadError> {
         let map = &self.skel.maps.drops;
         let slot = |idx: u32| -> Result<u64, LoadError> {

@@ -2,6 +2,8 @@
 //! prost/tonic from `proto/kotel/render/v1/render.proto`. OTLP types come from the
 //! `opentelemetry-proto` crate and are never copied here.
 
+#![warn(missing_docs)]
+
 /// `kotel.render.v1`: the renderer service and its messages.
 pub mod render {
     /// Version 1 of the renderer API.

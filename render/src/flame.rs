@@ -14,7 +14,8 @@ use crate::escape::{one_line, xml_safe_chars};
 pub const DEFAULT_WIDTH: u32 = 1200;
 
 /// Renders the flame graph as SVG text. Checks the request for malformed values (not for
-/// size: that is [`crate::limits::check_flame`]'s job).
+/// size: that is [`crate::limits::check_flame`]'s job): [`RenderError::Invalid`] for an unknown
+/// format or nothing to draw.
 pub fn flame_svg(req: &RenderFlameRequest) -> Result<String, RenderError> {
     crate::limits::validate_flame(req)?;
     let mut lines: Vec<String> = req

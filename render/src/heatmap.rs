@@ -42,7 +42,8 @@ pub struct HeatmapOptions {
 
 impl HeatmapOptions {
     /// Checks that the template is an `http://`, `https://` or path-absolute (`/...`) URL, so
-    /// no marker link can carry a `javascript:` or `data:` URL.
+    /// no marker link can carry a `javascript:` or `data:` URL; an empty template is fine.
+    /// Anything else is [`RenderError::Invalid`].
     pub fn validate(&self) -> Result<(), RenderError> {
         let t = self.trace_url_template.trim_start().to_ascii_lowercase();
         if t.is_empty()
@@ -100,7 +101,8 @@ fn buckets(req: &RenderHeatmapRequest, col: usize) -> impl Iterator<Item = Bucke
 }
 
 /// Renders the heatmap as SVG text. Checks the request for malformed values (not for size:
-/// that is [`crate::limits::check_heatmap`]'s job).
+/// that is [`crate::limits::check_heatmap`]'s job): [`RenderError::Invalid`] as
+/// [`crate::limits::validate_heatmap`] says.
 pub fn heatmap_svg(
     req: &RenderHeatmapRequest,
     opts: &HeatmapOptions,

@@ -20,6 +20,8 @@
 //! # Ok::<(), kotel_render::RenderError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod escape;
 pub mod flame;
@@ -87,7 +89,8 @@ pub struct Renderer {
 
 impl Renderer {
     /// Opens the store and checks the options (the trace link template must be http(s) or a
-    /// path).
+    /// path). Fails with [`RenderError::Invalid`] for a bad template and [`RenderError::Store`]
+    /// when the store directory cannot be created.
     pub fn new(config: RendererConfig) -> Result<Renderer, RenderError> {
         config.heatmap.validate()?;
         Ok(Renderer {
@@ -108,12 +111,15 @@ impl Renderer {
         &self.limits
     }
 
-    /// The URL of `<id>.<ext>`.
+    /// The URL of the artifact `<id>.<ext>`: `<url_prefix>/<id>.<ext>`. The id is not checked.
     pub fn url(&self, id: &str, ext: Ext) -> String {
         format!("{}/{id}.{}", self.url_prefix, ext.as_str())
     }
 
     /// Checks, renders and stores a heatmap; one artifact per requested format (SVG when none).
+    /// Fails with [`RenderError::Limit`] for a request over [`Limits`],
+    /// [`RenderError::Invalid`] for a malformed one, [`RenderError::Raster`] when the PNG cannot
+    /// be made and [`RenderError::Store`] when the store cannot write.
     pub fn render_heatmap(
         &self,
         req: &RenderHeatmapRequest,
@@ -125,7 +131,7 @@ impl Renderer {
     }
 
     /// Checks, renders and stores a flame graph; one artifact per requested format (SVG when
-    /// none).
+    /// none). Fails as [`render_heatmap`](Renderer::render_heatmap) does.
     pub fn render_flame(&self, req: &RenderFlameRequest) -> Result<RenderResponse, RenderError> {
         limits::check_flame(req, &self.limits)?;
         let svg = flame_svg(req)?;

@@ -66,7 +66,8 @@ fn len(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// Checks the requested formats: every value must be a known `Format`.
+/// Checks the requested formats: every value must be a known `Format`, else
+/// [`RenderError::Invalid`].
 pub fn check_formats(formats: &[i32]) -> Result<(), RenderError> {
     bound("formats", 8, len(formats.len()))?;
     for &f in formats {
@@ -98,7 +99,9 @@ fn check_size(limits: &Limits, width: u32, height: u32) -> Result<(), RenderErro
     Ok(())
 }
 
-/// Checks a heatmap request against `limits` and for malformed values.
+/// Checks a heatmap request against `limits` and for malformed values:
+/// [`RenderError::Limit`] names the first bound exceeded, [`RenderError::Invalid`] what is
+/// malformed.
 pub fn check_heatmap(req: &RenderHeatmapRequest, limits: &Limits) -> Result<(), RenderError> {
     bound(
         "request bytes",
@@ -188,7 +191,9 @@ pub fn validate_heatmap(req: &RenderHeatmapRequest) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// Checks a flame graph request against `limits` and for malformed values.
+/// Checks a flame graph request against `limits` and for malformed values:
+/// [`RenderError::Limit`] names the first bound exceeded, [`RenderError::Invalid`] what is
+/// malformed.
 pub fn check_flame(req: &RenderFlameRequest, limits: &Limits) -> Result<(), RenderError> {
     bound(
         "request bytes",

@@ -31,7 +31,8 @@ pub fn fontdb() -> Arc<fontdb::Database> {
 }
 
 /// Rasterizes `svg` at its own size and encodes it as PNG (fast compression). Returns the PNG
-/// bytes, width and height.
+/// bytes, width and height in pixels. Fails with [`RenderError::Raster`] when the SVG does not
+/// parse, its pixmap cannot be allocated or the PNG encoder fails.
 pub fn svg_to_png(svg: &str) -> Result<(Vec<u8>, u32, u32), RenderError> {
     let opts = usvg::Options {
         font_family: FONT_FAMILY.to_string(),

@@ -38,9 +38,9 @@ pub enum ServerError {
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source} (is the port in use?)")]
     Bind {
-        /// The address.
+        /// The address that could not be bound.
         addr: SocketAddr,
-        /// The underlying error.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The renderer could not be built (store directory, options).
@@ -66,7 +66,7 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Request bounds.
     pub limits: Limits,
-    /// Heatmap options.
+    /// Heatmap options (the trace link template of exemplar markers).
     pub heatmap: HeatmapOptions,
     /// Serve TLS (and require client certificates when a client CA is given); `None`:
     /// plaintext.
@@ -80,7 +80,8 @@ pub struct Server {
     pub grpc_addr: SocketAddr,
     /// Bound HTTP address.
     pub http_addr: SocketAddr,
-    /// Base of artifact URLs.
+    /// Base of artifact URLs, without a trailing `/`: artifacts are served under
+    /// `<public_url>/artifacts/`.
     pub public_url: String,
     /// The renderer both servers use.
     pub renderer: Arc<Renderer>,
@@ -99,7 +100,10 @@ impl Server {
     }
 }
 
-/// Binds both listeners and starts serving on the current tokio runtime.
+/// Binds both listeners and starts serving on the current tokio runtime. Fails with
+/// [`ServerError::Bind`] when a listener cannot be bound, [`ServerError::Tls`] when a TLS file
+/// is unreadable or unusable, and [`ServerError::Renderer`] when the store or the options are
+/// bad; nothing is served then.
 pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)

@@ -79,9 +79,9 @@ pub fn parse_name(name: &str) -> Result<(&str, Ext), StoreError> {
 /// One stored file, as listed by [`Store::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The artifact id.
+    /// The artifact id, 64 lowercase hex digits (the renderer's is the SHA-256 of the SVG).
     pub id: String,
-    /// Its type.
+    /// Whether the file is the SVG or its PNG.
     pub ext: Ext,
     /// Size in bytes.
     pub size: u64,
@@ -90,7 +90,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// `<id>.<ext>`
+    /// The file's name in the store directory, `<id>.<ext>`.
     pub fn file_name(&self) -> String {
         format!("{}.{}", self.id, self.ext.as_str())
     }
@@ -114,7 +114,8 @@ impl Default for StoreConfig {
     }
 }
 
-/// The store. Safe to share between threads: writes and sweeps are serialized by a lock;
+/// A content-addressed directory of rendered pictures, `<id>.svg|png`, kept under a size cap
+/// and a TTL. Safe to share between threads: writes and sweeps are serialized by a lock;
 /// reads go straight to the file system.
 #[derive(Debug)]
 pub struct Store {
@@ -125,7 +126,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::Io`] when the
+    /// directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>, config: StoreConfig) -> Result<Store, StoreError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
@@ -146,7 +148,8 @@ impl Store {
         &self.dir
     }
 
-    /// The path of `<id>.<ext>` (after validating the id).
+    /// The path of `<id>.<ext>`, whether or not it is stored. Fails with
+    /// [`StoreError::BadName`] when `id` is not 64 lowercase hex digits.
     pub fn path(&self, id: &str, ext: Ext) -> Result<PathBuf, StoreError> {
         if !valid_id(id) {
             return Err(StoreError::BadName(id.chars().take(100).collect()));
@@ -156,7 +159,8 @@ impl Store {
 
     /// Stores `bytes` as `<id>.<ext>` (atomically, through a temporary file and a rename),
     /// then sweeps expired files and enforces the size cap. Storing an id that is already
-    /// there refreshes its age. Returns the file's path.
+    /// there refreshes its age. Returns the file's path. Fails with [`StoreError::BadName`] for
+    /// a bad id and [`StoreError::Io`] when the file cannot be written.
     pub fn put(&self, id: &str, ext: Ext, bytes: &[u8]) -> Result<PathBuf, StoreError> {
         let path = self.path(id, ext)?;
         let io = |op, path: &Path| {

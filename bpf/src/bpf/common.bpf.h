@@ -139,28 +139,28 @@ struct {
 /* Per-thread state, in task-local storage. */
 struct task_state {
 	/* writev on its own syscall tracepoints (writev.bpf.c). */
-	__u64 wv_start_ns;   /* enter of a writev, 0 when none */
+	__u64 wv_start_ns; /* enter of a writev, 0 when none */
 	__s32 wv_fd;
 	__u32 wv_iovcnt;
 	/* A TCP send on the socket tracepoints (tcp_send.bpf.c): the socket and when
 	 * tcp_sendmsg_locked first ran for it in the current send. */
 	__u64 tcp_sk;
-	__u64 tcp_start_ns;  /* 0 when no send is open */
+	__u64 tcp_start_ns; /* 0 when no send is open */
 	/* The raw_syscalls fallback (raw_syscalls.bpf.c), for kernels without the
 	 * hooks above. */
-	__u64 sys_start_ns;  /* enter of a tracked syscall, 0 when none */
-	__s64 sys_nr;        /* which syscall */
+	__u64 sys_start_ns; /* enter of a tracked syscall, 0 when none */
+	__s64 sys_nr;       /* which syscall */
 	__s32 sys_fd;
 	__u32 sys_iovcnt;
-	__u8 sys_is_tcp;     /* tcp_sendmsg ran inside this syscall */
+	__u8 sys_is_tcp; /* tcp_sendmsg ran inside this syscall */
 	__u8 reserved[1];
 	__u16 family;
 	__u16 lport;
 	__u16 dport;
 	__u8 laddr[16];
 	__u8 daddr[16];
-	__u64 runnable_ns;   /* became runnable, 0 when not waiting for a CPU */
-	__u64 offcpu_ns;     /* switched out blocked, 0 when not blocked */
+	__u64 runnable_ns; /* became runnable, 0 when not waiting for a CPU */
+	__u64 offcpu_ns;   /* switched out blocked, 0 when not blocked */
 	/* An off-CPU interval waiting for its stacks at sched_exit_tp. */
 	__u64 offcpu_start_ns;
 	__u64 offcpu_end_ns; /* 0 when none waits */
@@ -171,9 +171,9 @@ struct task_state {
 	 * bumps its gen, so no thread keeps writing into a recycled slot. */
 	__u32 hist_slot[KOTEL_KIND_COUNT];
 	__u32 hist_gen[KOTEL_KIND_COUNT];
-	__u32 pid;            /* thread group id, set with the state */
-	__u32 link_gen_seen;  /* link_gen when `linked` was decided */
-	__u8 linked;          /* the process is a link target */
+	__u32 pid;           /* thread group id, set with the state */
+	__u32 link_gen_seen; /* link_gen when `linked` was decided */
+	__u8 linked;         /* the process is a link target */
 	__u8 reserved2[7];
 };
 
@@ -254,8 +254,7 @@ static __always_inline struct task_state *state_of(struct task_struct *t, bool c
 {
 	struct task_state *s;
 
-	s = bpf_task_storage_get(&task_states, t, 0,
-				 create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	s = bpf_task_storage_get(&task_states, t, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	if (!s) {
 		if (create)
 			count_drop(KOTEL_DROP_TASK_STORAGE);
@@ -318,8 +317,7 @@ static __always_inline __u32 hist_slot_alloc(void)
  * `*gen` is the slot's generation, read before `t`'s group was checked to
  * be alive: a retire (which follows the group's death) bumps it later, so
  * a cached (slot, gen) can never outlive the slot's owner. Cold path. */
-static __always_inline __u32 hist_slot_of(struct task_struct *t, __u32 pid, __u32 kind,
-					  __u32 *gen)
+static __always_inline __u32 hist_slot_of(struct task_struct *t, __u32 pid, __u32 kind, __u32 *gen)
 {
 	struct kotel_hist_key key = { .pid = pid, .kind = kind };
 	__u32 *found = bpf_map_lookup_elem(&hist_slots, &key);
@@ -487,9 +485,8 @@ static __always_inline void event_submit(struct kotel_event *e)
  * enough or its process is a link target, reserves its ring-buffer record
  * with what every call event carries. The caller adds the rest and submits
  * it with event_submit. NULL when nothing goes to userspace. */
-static __always_inline struct kotel_event *call_event(struct task_state *s, __u32 kind,
-						      __u64 start, __u64 now, __s64 ret,
-						      __s32 fd, __u32 iovcnt)
+static __always_inline struct kotel_event *call_event(struct task_state *s, __u32 kind, __u64 start,
+						      __u64 now, __s64 ret, __s32 fd, __u32 iovcnt)
 {
 	__u64 ns = now - start;
 

@@ -18,21 +18,21 @@ enum kotel_kind {
 	KOTEL_KIND_OFFCPU = 3,   /* switched out blocked until switched back in */
 	KOTEL_KIND_COUNT = 4,
 	/* Process lifecycle records (no duration), for userspace caches. */
-	KOTEL_KIND_EXEC = 16,    /* the process called execve: its metadata changed */
-	KOTEL_KIND_EXIT = 17,    /* the whole thread group exited */
+	KOTEL_KIND_EXEC = 16, /* the process called execve: its metadata changed */
+	KOTEL_KIND_EXIT = 17, /* the whole thread group exited */
 };
 
 /* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
  * ring-buffer reservation failures, one per kind. */
 enum kotel_drop {
-	KOTEL_DROP_HIST_FULL = 4,     /* no free histogram slot: event counted in
-				       * the kind's overflow histogram instead */
-	KOTEL_DROP_TASK_STORAGE = 5,  /* task storage unavailable: event missed */
-	KOTEL_DROP_LIFECYCLE = 6,     /* ring buffer full: an exec/exit record lost */
-	KOTEL_DROP_STACK = 7,         /* stack map full or collided: stack id missing */
-	KOTEL_DROP_HIST_EXITED = 8,   /* event of a thread still running after its process's
-				       * exit retired its histograms: counted in the
-				       * kind's overflow histogram instead */
+	KOTEL_DROP_HIST_FULL = 4,    /* no free histogram slot: event counted in
+				      * the kind's overflow histogram instead */
+	KOTEL_DROP_TASK_STORAGE = 5, /* task storage unavailable: event missed */
+	KOTEL_DROP_LIFECYCLE = 6,    /* ring buffer full: an exec/exit record lost */
+	KOTEL_DROP_STACK = 7,        /* stack map full or collided: stack id missing */
+	KOTEL_DROP_HIST_EXITED = 8,  /* event of a thread still running after its process's
+				      * exit retired its histograms: counted in the
+				      * kind's overflow histogram instead */
 	KOTEL_DROP_COUNT = 9,
 };
 
@@ -66,9 +66,9 @@ struct kotel_event {
 	__u16 dport;       /* peer port, host byte order */
 	__u8 kind;         /* enum kotel_kind */
 	__u8 reserved0;
-	__u8 laddr[16];    /* local address: 4 bytes for IPv4, 16 for IPv6 */
-	__u8 daddr[16];    /* peer address, same encoding */
-	char comm[16];     /* thread name */
+	__u8 laddr[16]; /* local address: 4 bytes for IPv4, 16 for IPv6 */
+	__u8 daddr[16]; /* peer address, same encoding */
+	char comm[16];  /* thread name */
 	__u32 reserved1;
 };
 
