@@ -1,6 +1,8 @@
 //! kotel-collector: turns what kotel's BPF probes capture into domain events and histograms,
 //! and the commands that present and export them.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod artifacts;
 pub mod cgroup;
