@@ -12,8 +12,12 @@
    histograms.
    kotel's RSS (VmRSS) is sampled every 0.2 s and its CPU time read from /proc at the end.
 
-Run as root after `cargo build --release --workspace --bins`:
+3. A/B (`ab [rounds]`): the cost of (2a without the receiver), every event a span, for the
+   build at KOTEL_BASE_BIN and this build, rounds interleaved; medians and their ratio.
+
+Run as root after `cargo build --release --workspace --bins --features kotel-e2e/bench`:
     python3 scripts/bench_agent.py
+    KOTEL_BASE_BIN=/path/to/other/kotel python3 scripts/bench_agent.py ab 5
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ LOOP = ROOT / "target" / "release" / "kotel-writev-loop"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def start_kotel(args: list[str]) -> subprocess.Popen:
+def start_kotel(args: list[str], binary: Path = KOTEL) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [str(KOTEL), "run", "--telemetry", "none", *args],
+        [str(binary), "run", "--telemetry", "none", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,10 +112,13 @@ def latency() -> dict:
     }
 
 
-def cost(threshold: str, receiver: bool) -> dict:
+def cost(threshold: str, receiver: bool, binary: Path = KOTEL) -> dict:
     with tempfile.TemporaryDirectory() as out:
         extra = [] if receiver else ["--receiver-grpc", "none", "--receiver-http", "none"]
-        kotel = start_kotel(["--probes", "writev", "--span-threshold", threshold, "--interval", "1s", "--out", out, *extra])
+        kotel = start_kotel(
+            ["--probes", "writev", "--span-threshold", threshold, "--interval", "1s", "--out", out, *extra],
+            binary,
+        )
         cpu0, t0 = cpu_seconds(kotel.pid), time.time()
         samples: list[float] = []
         loop = subprocess.Popen(
@@ -137,9 +144,32 @@ def cost(threshold: str, receiver: bool) -> dict:
     }
 
 
+def ab(rounds: int) -> dict:
+    """Pipeline cost of the build at KOTEL_BASE_BIN and of this one, rounds interleaved."""
+    base = Path(os.environ.get("KOTEL_BASE_BIN") or sys.exit("set KOTEL_BASE_BIN to the other kotel"))
+    runs: dict[str, list[dict]] = {"base": [], "this": []}
+    for _ in range(rounds):
+        for name, binary in (("base", base), ("this", KOTEL)):
+            runs[name].append(cost("0", False, binary))
+    cpu = {n: statistics.median(r["cpu_percent_of_one_core"] for r in rs) for n, rs in runs.items()}
+    rss = {n: statistics.median(r["rss_max_mib"] for r in rs) for n, rs in runs.items()}
+    return {
+        "rounds": rounds,
+        "events_per_s": round(statistics.median(r["events_per_s"] for rs in runs.values() for r in rs)),
+        "cpu_percent_of_one_core": cpu,
+        "cpu_this_over_base": round(cpu["this"] / cpu["base"], 3),
+        "rss_max_mib": rss,
+        "spans_exported": {n: [r["spans_exported"] for r in rs] for n, rs in runs.items()},
+        "events_lost": {n: sum(r["events_lost"] for r in rs) for n, rs in runs.items()},
+    }
+
+
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root (BPF)")
+    if len(sys.argv) > 1 and sys.argv[1] == "ab":
+        print(json.dumps(ab(int(sys.argv[2]) if len(sys.argv) > 2 else 5), indent=2))
+        return
     result = {"latency": latency(), "cost": [cost("0", True), cost("0", False), cost("1ms", True)]}
     print(json.dumps(result, indent=2))
 
