@@ -3,7 +3,6 @@
 
 pub mod artifacts;
 pub mod capture;
-pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -12,7 +11,6 @@ pub mod enrich;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod k8s;
 pub mod link;
 pub mod model;
 pub mod otlp;

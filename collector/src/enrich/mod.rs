@@ -1,8 +1,11 @@
 //! The `enrich` transform: who a pid is — process, container, pod and host metadata read from
 //! `/proc` and cgroups — as an OTLP Resource, with a bounded cache in front of `/proc`.
 
+pub mod cgroup;
 pub mod container;
+pub mod k8s;
 pub mod proc;
+pub mod resources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

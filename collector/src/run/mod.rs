@@ -24,12 +24,12 @@ use crate::cli::RunArgs;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::decode::{decode_histogram, decode_record, Record};
-use crate::enrich::{parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
+use crate::enrich::resources::{pod_metadata, Resources};
+use crate::enrich::{cgroup, parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
 use crate::export::{
     Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, RunSummary,
     Signal, TlsFile, TlsSettings,
 };
-use crate::k8s::{self, PodMetadata};
 use crate::link::buffer::LinkBuffer;
 use crate::link::Linker;
 use crate::model::{Comm, KernelEvent};
@@ -37,19 +37,17 @@ use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::{ExemplarCandidate, MetricsBuilder, SelfMetric, Temporality};
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::traces::SpanBatcher;
-use crate::otlp::{attrs, SCOPE_VERSION};
+use crate::otlp::attrs;
 use crate::output::{table, Summary};
 use crate::receiver::{self, Received, ReceiverConfig};
+use crate::signals;
 use crate::symbolize::{hex_frames, kernel_frames, KernelSymbols};
 use crate::telemetry::{self, Sample, SampleSource, SelfStats};
-use crate::{cgroup, signals};
 
-mod resources;
 mod self_metrics;
 mod self_telemetry;
 mod settings;
 
-use resources::{pod_metadata, Resources};
 use self_metrics::{artifact_attrs, export_metrics};
 use self_telemetry::{receiver_samples, Telemetry};
 pub use settings::{effective_config, export_tls};

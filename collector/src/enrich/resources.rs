@@ -1,20 +1,32 @@
 //! OTLP resources per process: /proc (cached, dropped on exec and exit), the host, and this
 //! node's pods when `[kubernetes]` is on.
 
-use super::*;
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::k8s::{self, PodMetadata};
+use super::{HostInfo, ProcessCache, ResourceOptions};
+use crate::model::Comm;
+use crate::otlp::{attrs, SCOPE_VERSION};
 
 /// Resources per process, from /proc, dropped on exec and exit.
-pub(super) struct Resources {
-    pub(super) cache: ProcessCache,
-    pub(super) host: HostInfo,
-    pub(super) options: ResourceOptions,
-    pub(super) comms: HashMap<u32, Comm>,
+pub struct Resources {
+    /// What /proc said about each process; the owner invalidates a pid on exec and exit.
+    pub cache: ProcessCache,
+    /// The machine kotel runs on.
+    pub host: HostInfo,
+    /// How each process's resource is built.
+    pub options: ResourceOptions,
+    /// The kernel's name of each process seen in an event, the hint for processes already gone.
+    pub comms: HashMap<u32, Comm>,
     /// This node's pods, when `[kubernetes]` is on and the API client could be built.
-    pub(super) pods: Option<PodMetadata>,
+    pub pods: Option<PodMetadata>,
 }
 
 impl Resources {
-    pub(super) fn of(&mut self, pid: u32) -> Resource {
+    /// The resource of process `pid`: its /proc metadata, the host, and its pod when known.
+    pub fn of(&mut self, pid: u32) -> Resource {
         let hint = self
             .comms
             .get(&pid)
@@ -32,7 +44,8 @@ impl Resources {
         resource
     }
 
-    pub(super) fn agent(&self) -> Resource {
+    /// The resource of kotel itself, for its self metrics.
+    pub fn agent(&self) -> Resource {
         let mut a = vec![
             attrs::string("service.name", "kotel"),
             attrs::string("service.version", SCOPE_VERSION),
@@ -51,7 +64,7 @@ impl Resources {
 
 /// This node's pod metadata when `mode` asks for it; the agent runs on without it when the
 /// client cannot be built.
-pub(super) fn pod_metadata(
+pub fn pod_metadata(
     mode: crate::config::KubernetesMode,
     runtime: &tokio::runtime::Handle,
 ) -> Option<PodMetadata> {
