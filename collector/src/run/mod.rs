@@ -33,11 +33,11 @@ use crate::export::{
 use crate::link::buffer::LinkBuffer;
 use crate::link::Linker;
 use crate::model::{Comm, KernelEvent};
+use crate::otlp::attrs;
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::{ExemplarCandidate, MetricsBuilder, SelfMetric, Temporality};
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::traces::SpanBatcher;
-use crate::otlp::attrs;
 use crate::output::{table, Summary};
 use crate::receiver::{self, Received, ReceiverConfig};
 use crate::signals;
