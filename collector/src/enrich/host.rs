@@ -2,15 +2,14 @@
 
 use std::path::Path;
 
-/// Environment variables naming the Kubernetes node, in order of preference.
-const NODE_NAME_VARS: [&str; 3] = ["KOTEL_NODE_NAME", "NODE_NAME", "K8S_NODE_NAME"];
+use super::semconv::NODE_NAME_VARS;
 
 /// The machine kotel runs on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostInfo {
     /// `host.name`: the kernel's hostname (in kotel's UTS namespace).
     pub host_name: String,
-    /// `k8s.node.name`, from `KOTEL_NODE_NAME`, else `NODE_NAME`, else `K8S_NODE_NAME`.
+    /// `k8s.node.name`, from `KOTEL_NODE_NAME`, else `NODE_NAME`.
     pub node_name: Option<String>,
 }
 
@@ -20,9 +19,14 @@ impl HostInfo {
     pub fn detect(proc_root: &Path) -> HostInfo {
         HostInfo {
             host_name: read_hostname(proc_root),
-            node_name: node_name_from(|name| std::env::var(name).ok()),
+            node_name: node_name_from_env(),
         }
     }
+}
+
+/// The node name from the first non-empty of [`NODE_NAME_VARS`] in kotel's environment.
+pub(super) fn node_name_from_env() -> Option<String> {
+    node_name_from(|name| std::env::var(name).ok())
 }
 
 fn read_hostname(proc_root: &Path) -> String {
@@ -85,21 +89,20 @@ mod tests {
         };
         assert_eq!(node_name_from(env(&[])), None);
         assert_eq!(
-            node_name_from(env(&[("K8S_NODE_NAME", "c"), ("NODE_NAME", "b")])).as_deref(),
+            node_name_from(env(&[("NODE_NAME", "b")])).as_deref(),
             Some("b")
         );
         assert_eq!(
-            node_name_from(env(&[
-                ("K8S_NODE_NAME", "c"),
-                ("NODE_NAME", "b"),
-                ("KOTEL_NODE_NAME", "a")
-            ]))
-            .as_deref(),
+            node_name_from(env(&[("NODE_NAME", "b"), ("KOTEL_NODE_NAME", "a")])).as_deref(),
             Some("a")
         );
         assert_eq!(
-            node_name_from(env(&[("KOTEL_NODE_NAME", " "), ("K8S_NODE_NAME", "c")])).as_deref(),
-            Some("c")
+            node_name_from(env(&[("KOTEL_NODE_NAME", " "), ("NODE_NAME", " b ")])).as_deref(),
+            Some("b"),
+            "blank values are skipped, values are trimmed"
         );
+        // Only the variables the DaemonSet sets and the docs name count.
+        assert_eq!(node_name_from(env(&[("K8S_NODE_NAME", "c")])), None);
+        assert_eq!(NODE_NAME_VARS, ["KOTEL_NODE_NAME", "NODE_NAME"]);
     }
 }

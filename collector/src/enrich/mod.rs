@@ -11,6 +11,7 @@ mod process_cache;
 mod process_info;
 mod resource_attributes;
 pub mod resources;
+pub mod semconv;
 
 pub use host::HostInfo;
 pub use process_cache::{CacheStats, ProcessCache, DEAD_PROCESS_TTL};

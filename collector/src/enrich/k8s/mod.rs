@@ -17,11 +17,9 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::host::node_name_from_env;
 pub use store::PodMeta;
 use store::Store;
-
-/// Environment variables naming this node, in order of preference.
-const NODE_NAME_VARS: [&str; 2] = ["KOTEL_NODE_NAME", "NODE_NAME"];
 
 /// Set by Kubernetes in every container; its presence means kotel runs in a cluster.
 pub const SERVICE_HOST_VAR: &str = "KUBERNETES_SERVICE_HOST";
@@ -157,12 +155,7 @@ impl PodMetadata {
         if std::env::var_os(SERVICE_HOST_VAR).is_none() {
             return Ok(None);
         }
-        let node = NODE_NAME_VARS
-            .iter()
-            .filter_map(|var| std::env::var(var).ok())
-            .map(|value| value.trim().to_owned())
-            .find(|value| !value.is_empty())
-            .ok_or(K8sError::NoNodeName)?;
+        let node = node_name_from_env().ok_or(K8sError::NoNodeName)?;
         let config = kube::Config::incluster().map_err(|e| K8sError::Config(e.to_string()))?;
         // The client spawns its request buffer on the current runtime.
         let _entered = runtime.enter();
