@@ -8,18 +8,13 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::host::HostInfo;
 use super::proc;
+use super::semconv::{
+    CONTAINER_ID, HOST_NAME, K8S_NODE_NAME, K8S_POD_UID, PROCESS_COMMAND_LINE,
+    PROCESS_EXECUTABLE_NAME, PROCESS_PID, SERVICE_NAME,
+};
 
 /// `service.name` when a process has neither a declared service name nor an executable name.
 const UNKNOWN_SERVICE: &str = "unknown_service";
-
-const SERVICE_NAME: &str = "service.name";
-const PROCESS_PID: &str = "process.pid";
-const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
-const PROCESS_COMMAND_LINE: &str = "process.command_line";
-const CONTAINER_ID: &str = "container.id";
-const K8S_POD_UID: &str = "k8s.pod.uid";
-const HOST_NAME: &str = "host.name";
-const K8S_NODE_NAME: &str = "k8s.node.name";
 
 /// Attributes that kotel sets itself; extra attributes with these keys are dropped, whether or
 /// not kotel has a value for them.

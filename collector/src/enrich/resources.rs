@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::k8s::{self, PodMetadata};
+use super::semconv::{HOST_NAME, K8S_NODE_NAME, PROCESS_PID, SERVICE_NAME, SERVICE_VERSION};
 use super::{HostInfo, ProcessCache, ResourceOptions};
 use crate::model::Comm;
 use crate::otlp::{attrs, SCOPE_VERSION};
@@ -47,13 +48,13 @@ impl Resources {
     /// The resource of kotel itself, for its self metrics.
     pub fn agent(&self) -> Resource {
         let mut a = vec![
-            attrs::string("service.name", "kotel"),
-            attrs::string("service.version", SCOPE_VERSION),
-            attrs::int("process.pid", i64::from(std::process::id())),
-            attrs::string("host.name", self.host.host_name.clone()),
+            attrs::string(SERVICE_NAME, "kotel"),
+            attrs::string(SERVICE_VERSION, SCOPE_VERSION),
+            attrs::int(PROCESS_PID, i64::from(std::process::id())),
+            attrs::string(HOST_NAME, self.host.host_name.clone()),
         ];
         if let Some(node) = &self.host.node_name {
-            a.push(attrs::string("k8s.node.name", node.clone()));
+            a.push(attrs::string(K8S_NODE_NAME, node.clone()));
         }
         Resource {
             attributes: a,

@@ -20,6 +20,11 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 
+use crate::enrich::semconv::{
+    CONTAINER_ID, KOTEL_KERNEL_EVENTS, KOTEL_LINK_MATCH, KOTEL_LINK_PID_SOURCE,
+    KOTEL_OFFCPU_DURATION, KOTEL_RUNQUEUE_DELAY, KOTEL_TCP_SEND_DURATION, KOTEL_WRITEV_DURATION,
+    PROCESS_PID, THREAD_ID,
+};
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::{attrs, scope};
@@ -163,8 +168,8 @@ impl Linker {
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or_default();
             let reported =
-                int_attr(resource_attrs, "process.pid").and_then(|p| u32::try_from(p).ok());
-            let container = str_attr(resource_attrs, "container.id").map(str::to_string);
+                int_attr(resource_attrs, PROCESS_PID).and_then(|p| u32::try_from(p).ok());
+            let container = str_attr(resource_attrs, CONTAINER_ID).map(str::to_string);
             let peer_pid = self.peer_pid(peer);
             let (pid, source) = match reported {
                 Some(r) => {
@@ -221,7 +226,7 @@ impl Linker {
     ) -> Vec<Span> {
         let root = &self.proc_root;
         let threads = &mut self.threads;
-        let tid = int_attr(&span.attributes, "thread.id")
+        let tid = int_attr(&span.attributes, THREAD_ID)
             .and_then(|t| u32::try_from(t).ok())
             .and_then(|t| cached(threads, (pid, t), || resolve::host_tid(root, pid, t)));
         let how = if tid.is_some() { "thread" } else { "process" };
@@ -254,12 +259,10 @@ impl Linker {
                         parent_span_id: Some(parent),
                     },
                 );
+                child.attributes.push(attrs::string(KOTEL_LINK_MATCH, how));
                 child
                     .attributes
-                    .push(attrs::string("kotel.link.match", how));
-                child
-                    .attributes
-                    .push(attrs::string("kotel.link.pid_source", source));
+                    .push(attrs::string(KOTEL_LINK_PID_SOURCE, source));
                 if let Ok(span_id) = <[u8; 8]>::try_from(child.span_id.as_slice()) {
                     self.linked.push(LinkedChild {
                         pid,
@@ -275,20 +278,17 @@ impl Linker {
         }
         let secs = |p| sums.get(&p).copied().unwrap_or(0) as f64 / 1e9;
         span.attributes
-            .push(attrs::double("kotel.offcpu.duration", secs(Probe::Offcpu)));
+            .push(attrs::double(KOTEL_OFFCPU_DURATION, secs(Probe::Offcpu)));
         span.attributes
-            .push(attrs::double("kotel.runqueue.delay", secs(Probe::Runqueue)));
+            .push(attrs::double(KOTEL_RUNQUEUE_DELAY, secs(Probe::Runqueue)));
         span.attributes
-            .push(attrs::double("kotel.writev.duration", secs(Probe::Writev)));
-        span.attributes.push(attrs::double(
-            "kotel.tcp.send.duration",
-            secs(Probe::TcpSend),
-        ));
+            .push(attrs::double(KOTEL_WRITEV_DURATION, secs(Probe::Writev)));
         span.attributes
-            .push(attrs::int("kotel.kernel.events", count));
-        span.attributes.push(attrs::string("kotel.link.match", how));
+            .push(attrs::double(KOTEL_TCP_SEND_DURATION, secs(Probe::TcpSend)));
+        span.attributes.push(attrs::int(KOTEL_KERNEL_EVENTS, count));
+        span.attributes.push(attrs::string(KOTEL_LINK_MATCH, how));
         span.attributes
-            .push(attrs::string("kotel.link.pid_source", source));
+            .push(attrs::string(KOTEL_LINK_PID_SOURCE, source));
         children
     }
 }

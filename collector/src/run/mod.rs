@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::decode::{decode_histogram, decode_record, Record};
 use crate::enrich::resources::{pod_metadata, Resources};
+use crate::enrich::semconv::{KOTEL_STACK_KERNEL, KOTEL_STACK_USER};
 use crate::enrich::{cgroup, parse_resource_attributes, HostInfo, ProcessCache, ResourceOptions};
 use crate::export::{
     Batch, Compression, ExportConfig, ExportQueue, ExportStats, Protocol, RetryConfig, RunSummary,
@@ -367,13 +368,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 let mut span = kernel_span(&ev, span_ids);
                 if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {
                     span.attributes.push(attrs::strings(
-                        "kotel.stack.kernel",
+                        KOTEL_STACK_KERNEL,
                         kernel_frames(&ksyms, &ips),
                     ));
                 }
                 if let Some(ips) = ev.user_stack_id.and_then(|id| tracer.stack(id)) {
                     span.attributes
-                        .push(attrs::strings("kotel.stack.user", hex_frames(&ips)));
+                        .push(attrs::strings(KOTEL_STACK_USER, hex_frames(&ips)));
                 }
                 if ev.kind == Probe::Offcpu {
                     if let Some(ips) = ev.kernel_stack_id.and_then(|id| tracer.stack(id)) {

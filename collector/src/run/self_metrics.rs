@@ -2,6 +2,7 @@
 //! their pictures), plus kotel's own counters and gauges as self metrics.
 
 use super::*;
+use crate::enrich::semconv;
 
 /// Reads the kernel histograms and queues one metrics request.
 pub(super) fn export_metrics(
@@ -24,17 +25,17 @@ pub(super) fn export_metrics(
         .map(|p| SelfMetric {
             name: "kotel.events.lost",
             description: "Kernel events the ring buffer had no room for",
-            attributes: vec![attrs::string("kotel.kind", p.name())],
+            attributes: vec![attrs::string(semconv::KOTEL_KIND, p.name())],
             value: drops.ringbuf[usize::from(p.kind())],
         })
         .collect();
     let export = queue.stats();
     for sig in [Signal::Traces, Signal::Metrics] {
         let s = export.signal(sig);
-        let a = || vec![attrs::string("kotel.signal", sig.as_str())];
+        let a = || vec![attrs::string(semconv::KOTEL_SIGNAL, sig.as_str())];
         for (reason, value) in s.dropped_by_reason() {
             let mut attributes = a();
-            attributes.push(attrs::string("kotel.reason", reason.as_str()));
+            attributes.push(attrs::string(semconv::KOTEL_REASON, reason.as_str()));
             self_metrics.push(SelfMetric {
                 name: "kotel.export.dropped",
                 description: "Items dropped before delivery, by reason",
@@ -128,7 +129,7 @@ pub(super) fn export_metrics(
                 name: "kotel.receiver.rejected",
                 description:
                     "Requests (or, for tls_handshake, connections) the OTLP receiver refused",
-                attributes: vec![attrs::string("kotel.reason", reason)],
+                attributes: vec![attrs::string(semconv::KOTEL_REASON, reason)],
                 value: sample.value,
             });
         }
@@ -180,8 +181,8 @@ pub(super) fn artifact_attrs(
     r: &crate::artifacts::ArtifactRef,
 ) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
     vec![
-        attrs::string("kotel.artifact.url", r.url.clone()),
-        attrs::string("kotel.artifact.id", r.id.clone()),
-        attrs::string("kotel.artifact.media_type", r.media_type.clone()),
+        attrs::string(semconv::KOTEL_ARTIFACT_URL, r.url.clone()),
+        attrs::string(semconv::KOTEL_ARTIFACT_ID, r.id.clone()),
+        attrs::string(semconv::KOTEL_ARTIFACT_MEDIA_TYPE, r.media_type.clone()),
     ]
 }

@@ -18,6 +18,10 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::host::node_name_from_env;
+use super::semconv::{
+    K8S_CONTAINER_NAME, K8S_DEPLOYMENT_NAME, K8S_NAMESPACE_NAME, K8S_NODE_NAME, K8S_POD_NAME,
+    K8S_POD_UID,
+};
 pub use store::PodMeta;
 use store::Store;
 
@@ -232,19 +236,6 @@ pub fn start_with(
         _task: Arc::new(TaskGuard(task)),
     }
 }
-
-/// Resource attribute keys, in the order [`k8s_attributes`] emits them.
-pub const K8S_POD_NAME: &str = "k8s.pod.name";
-/// `k8s.namespace.name`.
-pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
-/// `k8s.container.name`.
-pub const K8S_CONTAINER_NAME: &str = "k8s.container.name";
-/// `k8s.deployment.name`.
-pub const K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
-/// `k8s.pod.uid`.
-pub const K8S_POD_UID: &str = "k8s.pod.uid";
-/// `k8s.node.name`.
-pub const K8S_NODE_NAME: &str = "k8s.node.name";
 
 /// The semantic-convention `k8s.*` attributes of `attrs`, in a fixed order: pod name,
 /// namespace, container name, deployment name, pod uid, node name; each when non-empty.
