@@ -444,8 +444,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             for r in arrived.drain(..) {
                 match r {
                     Received::Traces { mut request, peer } => {
-                        let pids = linker.link(&mut request, peer, &mut ids);
-                        for c in linker.linked.drain(..) {
+                        let linked = linker.link(&mut request, peer, &mut ids);
+                        for c in linked.children {
                             metrics.prefer_linked(
                                 c.pid,
                                 c.kind,
@@ -455,7 +455,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                                 c.span_id,
                             );
                         }
-                        for pid in pids {
+                        for pid in linked.pids {
                             if link_targets.insert(pid) {
                                 if let Err(e) = tracer.add_link_target(pid) {
                                     tracing::warn!(pid, error = %e, "kotel.link.target_failed");
@@ -622,8 +622,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         for r in arrived.drain(..) {
             let batch = match r {
                 Received::Traces { mut request, peer } => {
-                    linker.link(&mut request, peer, &mut ids);
-                    linker.linked.clear();
+                    // No metrics round and no tracer follow: neither children nor pids are needed.
+                    let _ = linker.link(&mut request, peer, &mut ids);
                     Batch::Traces(request)
                 }
                 other => other.into_batch(),
