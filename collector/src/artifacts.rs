@@ -21,6 +21,7 @@ use kotel_proto::render::v1::{
 };
 use kotel_render::{Renderer, RendererConfig};
 
+use crate::enrich::semconv::{KOTEL_KIND, PROCESS_PID};
 use crate::model::Histogram;
 use crate::otlp::expo;
 use crate::otlp::metrics::ExemplarCandidate;
@@ -199,8 +200,8 @@ impl Artifacts {
             let req = RenderHeatmapRequest {
                 title: format!("{} (pid {pid}) {} latency", names(pid), probe.name()),
                 labels: [
-                    ("process.pid".to_string(), pid.to_string()),
-                    ("kotel.kind".to_string(), probe.name().to_string()),
+                    (PROCESS_PID.to_string(), pid.to_string()),
+                    (KOTEL_KIND.to_string(), probe.name().to_string()),
                 ]
                 .into_iter()
                 .collect(),

@@ -319,8 +319,10 @@ pub fn otlp_request(data: &[u8]) {
         Received::Traces { mut request, peer } => {
             let before = request.clone();
             let mut linker = Linker::new(root.to_path_buf(), fixture_buffer());
-            let pids = linker.link(&mut request, peer, &mut IdGenerator::with_seed(7));
+            let linked = linker.link(&mut request, peer, &mut IdGenerator::with_seed(7));
+            let pids = &linked.pids;
             assert!(pids.iter().all(|p| [100, 200].contains(p)), "{pids:?}");
+            assert_eq!(linked.children.len() as u64, linker.stats().child_spans);
             check_linked(&before, &request, linker.stats().child_spans);
             assert_eq!(Batch::Traces(before).items(), items);
             forward(Batch::Traces(request));
@@ -639,8 +641,8 @@ mod tests {
             };
             let peer = (mode >> 4 & 3 == 1).then(|| FIXTURE_PEER.parse().unwrap());
             let mut linker = Linker::new(fixture_proc().to_path_buf(), fixture_buffer());
-            let pids = linker.link(&mut req, peer, &mut IdGenerator::with_seed(1));
-            assert_eq!(pids, vec![want], "{seed}");
+            let linked = linker.link(&mut req, peer, &mut IdGenerator::with_seed(1));
+            assert_eq!(linked.pids, vec![want], "{seed}");
             assert!(linker.stats().child_spans > 0, "{seed}");
         }
     }

@@ -5,7 +5,6 @@
 
 pub mod agent;
 pub mod artifacts;
-pub mod cgroup;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -13,7 +12,6 @@ pub mod enrich;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod k8s;
 pub mod kernel;
 pub mod link;
 pub mod model;

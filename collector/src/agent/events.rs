@@ -5,6 +5,7 @@
 use kotel_bpf::Probe;
 
 use super::Agent;
+use crate::enrich::semconv::{KOTEL_STACK_KERNEL, KOTEL_STACK_USER};
 use crate::kernel::symbols::folded;
 use crate::kernel::Drained;
 use crate::model::KernelEvent;
@@ -63,7 +64,7 @@ impl Agent {
         let stacks = self.kernel.stacks(ev);
         if let Some(frames) = &stacks.kernel {
             span.attributes
-                .push(attrs::strings("kotel.stack.kernel", frames.clone()));
+                .push(attrs::strings(KOTEL_STACK_KERNEL, frames.clone()));
             if ev.kind == Probe::Offcpu {
                 if let Some(a) = self.artifacts.as_mut() {
                     a.add_offcpu_stack(folded(&ev.comm.to_string_lossy(), frames), ev.duration_ns);
@@ -72,7 +73,7 @@ impl Agent {
         }
         if let Some(frames) = stacks.user {
             span.attributes
-                .push(attrs::strings("kotel.stack.user", frames));
+                .push(attrs::strings(KOTEL_STACK_USER, frames));
         }
         if let Some(now) = self.held.offer(ev.pid, ev.kind, ev.duration_ns, span) {
             self.batcher.push(ev.pid, now);

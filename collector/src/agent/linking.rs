@@ -21,8 +21,8 @@ impl Agent {
         for r in std::mem::take(&mut self.arrived) {
             let batch = match r {
                 Received::Traces { mut request, peer } => {
-                    let pids = self.linker.link(&mut request, peer, &mut self.ids);
-                    for c in self.linker.linked.drain(..) {
+                    let linked = self.linker.link(&mut request, peer, &mut self.ids);
+                    for c in linked.children {
                         self.metrics.prefer_linked(
                             c.pid,
                             c.kind,
@@ -32,7 +32,7 @@ impl Agent {
                             c.span_id,
                         );
                     }
-                    for pid in pids {
+                    for pid in linked.pids {
                         if self.link_targets.insert(pid) {
                             if let Err(e) = self.kernel.add_link_target(pid) {
                                 tracing::warn!(pid, error = %e, "kotel.link.target_failed");

@@ -16,6 +16,7 @@ use kotel_bpf::TracerConfig;
 use super::{io_err, Agent, HeldSpans, Plan, RunError, Timers};
 use crate::artifacts::Artifacts;
 use crate::config::{Config, ConfigError};
+use crate::enrich::cgroup;
 use crate::enrich::resources::{pod_metadata, Resources};
 use crate::enrich::{HostInfo, ProcessCache, ResourceOptions};
 use crate::export::{ExportConfig, ExportQueue};
@@ -26,8 +27,8 @@ use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::MetricsBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{self, ReceiverConfig};
+use crate::signals;
 use crate::telemetry::{self, AgentTelemetry, SampleSource};
-use crate::{cgroup, signals};
 
 /// Most spans in one export request.
 const MAX_SPANS_PER_BATCH: usize = 2048;

@@ -154,8 +154,8 @@ fn forward_leftovers(
     for r in arrived {
         let batch = match r {
             Received::Traces { mut request, peer } => {
-                linker.link(&mut request, peer, ids);
-                linker.linked.clear();
+                // Too late for exemplars: only the children in the request matter now.
+                let _ = linker.link(&mut request, peer, ids);
                 Batch::Traces(request)
             }
             other => other.into_batch(),

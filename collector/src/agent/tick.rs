@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::{Agent, RunError};
 use crate::artifacts::ArtifactRef;
+use crate::enrich::semconv;
 use crate::export::{Batch, ExportQueue, Signal};
 use crate::model::Comm;
 use crate::otlp::attrs;
@@ -173,8 +174,8 @@ pub(super) fn queue_batches(
 /// The exemplar and span attributes that point at a picture.
 fn artifact_attrs(r: &ArtifactRef) -> Vec<KeyValue> {
     vec![
-        attrs::string("kotel.artifact.url", r.url.clone()),
-        attrs::string("kotel.artifact.id", r.id.clone()),
-        attrs::string("kotel.artifact.media_type", r.media_type.clone()),
+        attrs::string(semconv::KOTEL_ARTIFACT_URL, r.url.clone()),
+        attrs::string(semconv::KOTEL_ARTIFACT_ID, r.id.clone()),
+        attrs::string(semconv::KOTEL_ARTIFACT_MEDIA_TYPE, r.media_type.clone()),
     ]
 }

@@ -51,12 +51,14 @@ impl CaptureError {
 fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
     let cgroup = match &args.cgroup {
         None => None,
-        Some(path) => Some(
-            crate::cgroup::resolve(path).map_err(|reason| CaptureError::Flag {
-                flag: "--cgroup",
-                reason,
-            })?,
-        ),
+        Some(path) => {
+            Some(
+                crate::enrich::cgroup::resolve(path).map_err(|reason| CaptureError::Flag {
+                    flag: "--cgroup",
+                    reason,
+                })?,
+            )
+        }
     };
     Ok(TracerConfig {
         probes: args.probes.0.iter().copied().collect(),

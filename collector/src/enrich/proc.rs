@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::container::{container_id_from_cgroup, pod_uid_from_cgroup};
 use super::parse_resource_attributes;
+use super::semconv::SERVICE_NAME;
 
 /// Most bytes read from `cmdline` or `environ`.
 pub const MAX_ARGS_BYTES: usize = 64 * 1024;
@@ -135,7 +136,7 @@ pub fn service_name_from_environ(environ: &[u8], truncated: bool) -> Option<Stri
     let attrs = parse_resource_attributes(&var("OTEL_RESOURCE_ATTRIBUTES")?).ok()?;
     attrs
         .into_iter()
-        .find(|(key, value)| key == "service.name" && !value.is_empty())
+        .find(|(key, value)| key == SERVICE_NAME && !value.is_empty())
         .map(|(_, value)| value)
 }
 

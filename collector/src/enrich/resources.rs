@@ -5,23 +5,29 @@ use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::enrich::{HostInfo, ProcessCache, ResourceOptions};
-use crate::k8s::{self, PodMetadata};
+use super::k8s::{self, PodMetadata};
+use super::semconv::{HOST_NAME, K8S_NODE_NAME, PROCESS_PID, SERVICE_NAME, SERVICE_VERSION};
+use super::{HostInfo, ProcessCache, ResourceOptions};
 use crate::model::Comm;
 use crate::otlp::{attrs, SCOPE_VERSION};
 
 /// Resources per process, from /proc, dropped on exec and exit.
-pub(crate) struct Resources {
-    pub(crate) cache: ProcessCache,
-    pub(crate) host: HostInfo,
-    pub(crate) options: ResourceOptions,
-    pub(crate) comms: HashMap<u32, Comm>,
+pub struct Resources {
+    /// What /proc said about each process; the owner invalidates a pid on exec and exit.
+    pub cache: ProcessCache,
+    /// The machine kotel runs on.
+    pub host: HostInfo,
+    /// How each process's resource is built.
+    pub options: ResourceOptions,
+    /// The kernel's name of each process seen in an event, the hint for processes already gone.
+    pub comms: HashMap<u32, Comm>,
     /// This node's pods, when `[kubernetes]` is on and the API client could be built.
-    pub(crate) pods: Option<PodMetadata>,
+    pub pods: Option<PodMetadata>,
 }
 
 impl Resources {
-    pub(crate) fn of(&mut self, pid: u32) -> Resource {
+    /// The resource of process `pid`: its /proc metadata, the host, and its pod when known.
+    pub fn of(&mut self, pid: u32) -> Resource {
         let hint = self
             .comms
             .get(&pid)
@@ -39,15 +45,16 @@ impl Resources {
         resource
     }
 
-    pub(crate) fn agent(&self) -> Resource {
+    /// The resource of kotel itself, for its self metrics.
+    pub fn agent(&self) -> Resource {
         let mut a = vec![
-            attrs::string("service.name", "kotel"),
-            attrs::string("service.version", SCOPE_VERSION),
-            attrs::int("process.pid", i64::from(std::process::id())),
-            attrs::string("host.name", self.host.host_name.clone()),
+            attrs::string(SERVICE_NAME, "kotel"),
+            attrs::string(SERVICE_VERSION, SCOPE_VERSION),
+            attrs::int(PROCESS_PID, i64::from(std::process::id())),
+            attrs::string(HOST_NAME, self.host.host_name.clone()),
         ];
         if let Some(node) = &self.host.node_name {
-            a.push(attrs::string("k8s.node.name", node.clone()));
+            a.push(attrs::string(K8S_NODE_NAME, node.clone()));
         }
         Resource {
             attributes: a,
@@ -58,7 +65,7 @@ impl Resources {
 
 /// This node's pod metadata when `mode` asks for it; the agent runs on without it when the
 /// client cannot be built.
-pub(crate) fn pod_metadata(
+pub fn pod_metadata(
     mode: crate::config::KubernetesMode,
     runtime: &tokio::runtime::Handle,
 ) -> Option<PodMetadata> {

@@ -20,6 +20,11 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 
+use crate::enrich::semconv::{
+    CONTAINER_ID, KOTEL_KERNEL_EVENTS, KOTEL_LINK_MATCH, KOTEL_LINK_PID_SOURCE,
+    KOTEL_OFFCPU_DURATION, KOTEL_RUNQUEUE_DELAY, KOTEL_TCP_SEND_DURATION, KOTEL_WRITEV_DURATION,
+    PROCESS_PID, THREAD_ID,
+};
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::{attrs, scope};
@@ -57,6 +62,16 @@ pub struct LinkedChild {
     pub span_id: [u8; 8],
 }
 
+/// What one [`Linker::link`] call made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Linked {
+    /// The host pids identified, each once, in the order their resources came: they become
+    /// link targets.
+    pub pids: Vec<u32>,
+    /// The kernel events that became child spans, so that exemplars can point at them.
+    pub children: Vec<LinkedChild>,
+}
+
 /// Most kernel child spans under one application span; the sums still count every event.
 const MAX_CHILDREN_PER_SPAN: usize = 256;
 
@@ -72,8 +87,6 @@ pub struct Linker {
     threads: HashMap<(u32, u32), (Option<u32>, Instant)>,
     processes: HashMap<ProcessKey, (Option<u32>, Instant)>,
     stats: LinkStats,
-    /// Child spans made since the caller last drained this.
-    pub linked: Vec<LinkedChild>,
 }
 
 /// (reported pid, connection owner, container id): what a host pid is resolved from.
@@ -128,7 +141,6 @@ impl Linker {
             threads: HashMap::new(),
             processes: HashMap::new(),
             stats: LinkStats::default(),
-            linked: Vec::new(),
         }
     }
 
@@ -148,14 +160,15 @@ impl Linker {
 
     /// Links `req` in place: summary attributes on every matched application span, and one
     /// extra `kotel` scope per resource holding the kernel child spans. Returns the host pids
-    /// that were identified (they become link targets).
+    /// that were identified and the children made.
+    #[must_use = "the pids become link targets and the children feed exemplars"]
     pub fn link(
         &mut self,
         req: &mut ExportTraceServiceRequest,
         peer: Option<SocketAddr>,
         ids: &mut IdGenerator,
-    ) -> Vec<u32> {
-        let mut seen = Vec::new();
+    ) -> Linked {
+        let mut linked = Linked::default();
         for rs in &mut req.resource_spans {
             let resource_attrs = rs
                 .resource
@@ -163,8 +176,8 @@ impl Linker {
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or_default();
             let reported =
-                int_attr(resource_attrs, "process.pid").and_then(|p| u32::try_from(p).ok());
-            let container = str_attr(resource_attrs, "container.id").map(str::to_string);
+                int_attr(resource_attrs, PROCESS_PID).and_then(|p| u32::try_from(p).ok());
+            let container = str_attr(resource_attrs, CONTAINER_ID).map(str::to_string);
             let peer_pid = self.peer_pid(peer);
             let (pid, source) = match reported {
                 Some(r) => {
@@ -190,14 +203,14 @@ impl Linker {
             let span_count: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
             self.stats.app_spans += span_count as u64;
             let Some(pid) = pid else { continue };
-            if !seen.contains(&pid) {
-                seen.push(pid);
+            if !linked.pids.contains(&pid) {
+                linked.pids.push(pid);
             }
             let mut children = Vec::new();
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
                     self.stats.matched_spans += 1;
-                    children.extend(self.link_span(span, pid, source, ids));
+                    children.extend(self.link_span(span, pid, source, ids, &mut linked.children));
                 }
             }
             if !children.is_empty() {
@@ -209,19 +222,22 @@ impl Linker {
                 });
             }
         }
-        seen
+        linked
     }
 
+    /// Links one application span of process `pid`: adds its summary attributes and returns its
+    /// kernel child spans, recording each in `linked`.
     fn link_span(
         &mut self,
         span: &mut Span,
         pid: u32,
         source: &'static str,
         ids: &mut IdGenerator,
+        linked: &mut Vec<LinkedChild>,
     ) -> Vec<Span> {
         let root = &self.proc_root;
         let threads = &mut self.threads;
-        let tid = int_attr(&span.attributes, "thread.id")
+        let tid = int_attr(&span.attributes, THREAD_ID)
             .and_then(|t| u32::try_from(t).ok())
             .and_then(|t| cached(threads, (pid, t), || resolve::host_tid(root, pid, t)));
         let how = if tid.is_some() { "thread" } else { "process" };
@@ -254,14 +270,12 @@ impl Linker {
                         parent_span_id: Some(parent),
                     },
                 );
+                child.attributes.push(attrs::string(KOTEL_LINK_MATCH, how));
                 child
                     .attributes
-                    .push(attrs::string("kotel.link.match", how));
-                child
-                    .attributes
-                    .push(attrs::string("kotel.link.pid_source", source));
+                    .push(attrs::string(KOTEL_LINK_PID_SOURCE, source));
                 if let Ok(span_id) = <[u8; 8]>::try_from(child.span_id.as_slice()) {
-                    self.linked.push(LinkedChild {
+                    linked.push(LinkedChild {
                         pid,
                         kind: e.kind,
                         end: e.end,
@@ -275,20 +289,17 @@ impl Linker {
         }
         let secs = |p| sums.get(&p).copied().unwrap_or(0) as f64 / 1e9;
         span.attributes
-            .push(attrs::double("kotel.offcpu.duration", secs(Probe::Offcpu)));
+            .push(attrs::double(KOTEL_OFFCPU_DURATION, secs(Probe::Offcpu)));
         span.attributes
-            .push(attrs::double("kotel.runqueue.delay", secs(Probe::Runqueue)));
+            .push(attrs::double(KOTEL_RUNQUEUE_DELAY, secs(Probe::Runqueue)));
         span.attributes
-            .push(attrs::double("kotel.writev.duration", secs(Probe::Writev)));
-        span.attributes.push(attrs::double(
-            "kotel.tcp.send.duration",
-            secs(Probe::TcpSend),
-        ));
+            .push(attrs::double(KOTEL_WRITEV_DURATION, secs(Probe::Writev)));
         span.attributes
-            .push(attrs::int("kotel.kernel.events", count));
-        span.attributes.push(attrs::string("kotel.link.match", how));
+            .push(attrs::double(KOTEL_TCP_SEND_DURATION, secs(Probe::TcpSend)));
+        span.attributes.push(attrs::int(KOTEL_KERNEL_EVENTS, count));
+        span.attributes.push(attrs::string(KOTEL_LINK_MATCH, how));
         span.attributes
-            .push(attrs::string("kotel.link.pid_source", source));
+            .push(attrs::string(KOTEL_LINK_PID_SOURCE, source));
         children
     }
 }
@@ -377,8 +388,8 @@ mod tests {
             .buffer
             .push(&ev(Probe::Offcpu, tid, 5_000, 100), true); // outside
         let mut req = request(Some(i64::from(me)), Some(i64::from(tid)));
-        let pids = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
-        assert_eq!(pids, vec![me]);
+        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        assert_eq!(linked.pids, vec![me]);
         let rs = &req.resource_spans[0];
         let app = &rs.scope_spans[0].spans[0];
         assert_eq!(app.name, "handle_request", "the application span is kept");
@@ -405,6 +416,34 @@ mod tests {
             attrs::find(&kids[0].attributes, "kotel.link.pid_source"),
             Some(&Value::StringValue("resource".into()))
         );
+        assert_eq!(
+            linked.children,
+            vec![LinkedChild {
+                pid: me,
+                kind: Probe::Offcpu,
+                end: 1_400,
+                duration_ns: 300,
+                trace_id: [7; 16],
+                span_id: kids[0].span_id.as_slice().try_into().unwrap(),
+            }],
+            "what it made is returned, to point exemplars at the child span"
+        );
+
+        // Each call returns only what it made.
+        linker
+            .buffer
+            .push(&ev(Probe::Runqueue, tid, 1_500, 50), true);
+        let mut req = request(Some(i64::from(me)), Some(i64::from(tid)));
+        let again = linker.link(&mut req, None, &mut IdGenerator::with_seed(2));
+        assert_eq!(again.pids, vec![me]);
+        assert_eq!(
+            again
+                .children
+                .iter()
+                .map(|c| (c.kind, c.end))
+                .collect::<Vec<_>>(),
+            vec![(Probe::Offcpu, 1_400), (Probe::Runqueue, 1_550)]
+        );
     }
 
     #[test]
@@ -415,7 +454,8 @@ mod tests {
         let mut req = request(Some(i64::from(me)), None);
         let span = &mut req.resource_spans[0].scope_spans[0].spans[0];
         (span.start_time_unix_nano, span.end_time_unix_nano) = (2_000, 1_000);
-        linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        assert!(linked.children.is_empty());
         assert_eq!(
             req.resource_spans[0].scope_spans.len(),
             1,
@@ -428,11 +468,12 @@ mod tests {
                 .push(&ev(Probe::Runqueue, 1, 1_100 + i, 1), true);
         }
         let mut req = request(Some(i64::from(me)), None);
-        linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
         assert_eq!(
             req.resource_spans[0].scope_spans[1].spans.len(),
             MAX_CHILDREN_PER_SPAN
         );
+        assert_eq!(linked.children.len(), MAX_CHILDREN_PER_SPAN);
         assert_eq!(
             linker.stats().children_capped,
             301 - MAX_CHILDREN_PER_SPAN as u64
@@ -456,13 +497,15 @@ mod tests {
             .buffer
             .push(&ev(Probe::Runqueue, 2, 1_300, 100), true);
         let mut req = request(Some(i64::from(me)), None);
-        linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
         assert_eq!(req.resource_spans[0].scope_spans[1].spans.len(), 2);
+        assert_eq!(linked.children.len(), 2);
         let mut unknown = request(None, None);
         let before = unknown.clone();
-        assert!(linker
-            .link(&mut unknown, None, &mut IdGenerator::with_seed(1))
-            .is_empty());
+        assert_eq!(
+            linker.link(&mut unknown, None, &mut IdGenerator::with_seed(1)),
+            Linked::default()
+        );
         assert_eq!(unknown, before, "no process, no change");
     }
 }

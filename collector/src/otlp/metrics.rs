@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::{attrs, bytes_metric, duration_metric, expo, scope};
+use crate::enrich::semconv::OTEL_METRIC_OVERFLOW;
 use crate::model::Histogram;
 
 /// How data points relate to each other over time.
@@ -265,7 +266,7 @@ impl MetricsBuilder {
                 start,
                 now,
                 ex,
-                vec![attrs::boolean("otel.metric.overflow", true)],
+                vec![attrs::boolean(OTEL_METRIC_OVERFLOW, true)],
             ));
         }
         agent_metrics.extend(self_metrics.iter().map(|m| self.self_metric(m, now)));

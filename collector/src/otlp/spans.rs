@@ -3,6 +3,11 @@
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span, Status};
 
 use super::{attrs, span_name};
+use crate::enrich::semconv::{
+    KOTEL_BYTES, KOTEL_CPU, KOTEL_ERRNO, KOTEL_FD, KOTEL_IOVCNT, KOTEL_STACK_KERNEL_ID,
+    KOTEL_STACK_USER_ID, NETWORK_LOCAL_ADDRESS, NETWORK_LOCAL_PORT, NETWORK_PEER_ADDRESS,
+    NETWORK_PEER_PORT, NETWORK_TRANSPORT, THREAD_ID, THREAD_NAME,
+};
 use crate::model::KernelEvent;
 use kotel_bpf::Probe;
 
@@ -20,40 +25,37 @@ pub struct SpanIds {
 /// Builds the span for `ev` with the attributes DESIGN.md lists.
 pub fn kernel_span(ev: &KernelEvent, ids: SpanIds) -> Span {
     let mut a = Vec::with_capacity(12);
-    a.push(attrs::int("thread.id", i64::from(ev.tid)));
-    a.push(attrs::string("thread.name", ev.comm.to_string_lossy()));
-    a.push(attrs::int("kotel.cpu", i64::from(ev.cpu)));
+    a.push(attrs::int(THREAD_ID, i64::from(ev.tid)));
+    a.push(attrs::string(THREAD_NAME, ev.comm.to_string_lossy()));
+    a.push(attrs::int(KOTEL_CPU, i64::from(ev.cpu)));
     if let Some(b) = ev.bytes {
-        a.push(attrs::int("kotel.bytes", b as i64));
+        a.push(attrs::int(KOTEL_BYTES, b as i64));
     }
     if let Some(fd) = ev.fd {
-        a.push(attrs::int("kotel.fd", i64::from(fd)));
+        a.push(attrs::int(KOTEL_FD, i64::from(fd)));
     }
     if let Some(n) = ev.iovcnt {
-        a.push(attrs::int("kotel.iovcnt", i64::from(n)));
+        a.push(attrs::int(KOTEL_IOVCNT, i64::from(n)));
     }
     if ev.kind == Probe::TcpSend {
-        a.push(attrs::string("network.transport", "tcp"));
+        a.push(attrs::string(NETWORK_TRANSPORT, "tcp"));
         if let Some(peer) = ev.peer {
-            a.push(attrs::string("network.peer.address", peer.ip().to_string()));
-            a.push(attrs::int("network.peer.port", i64::from(peer.port())));
+            a.push(attrs::string(NETWORK_PEER_ADDRESS, peer.ip().to_string()));
+            a.push(attrs::int(NETWORK_PEER_PORT, i64::from(peer.port())));
         }
         if let Some(local) = ev.local {
-            a.push(attrs::string(
-                "network.local.address",
-                local.ip().to_string(),
-            ));
-            a.push(attrs::int("network.local.port", i64::from(local.port())));
+            a.push(attrs::string(NETWORK_LOCAL_ADDRESS, local.ip().to_string()));
+            a.push(attrs::int(NETWORK_LOCAL_PORT, i64::from(local.port())));
         }
     }
     if let Some(id) = ev.kernel_stack_id {
-        a.push(attrs::int("kotel.stack.kernel_id", i64::from(id)));
+        a.push(attrs::int(KOTEL_STACK_KERNEL_ID, i64::from(id)));
     }
     if let Some(id) = ev.user_stack_id {
-        a.push(attrs::int("kotel.stack.user_id", i64::from(id)));
+        a.push(attrs::int(KOTEL_STACK_USER_ID, i64::from(id)));
     }
     let status = ev.errno.map(|errno| {
-        a.push(attrs::int("kotel.errno", i64::from(errno)));
+        a.push(attrs::int(KOTEL_ERRNO, i64::from(errno)));
         Status {
             code: StatusCode::Error as i32,
             message: format!("errno {errno}"),

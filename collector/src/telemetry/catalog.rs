@@ -6,8 +6,9 @@
 use kotel_bpf::{DropCounts, Probe};
 
 use super::SelfStats;
+use crate::enrich::k8s::PodStats;
+use crate::enrich::semconv;
 use crate::export::{ExportStats, Signal};
-use crate::k8s::PodStats;
 use crate::receiver::ReceiverStats;
 
 /// Whether a value only grows or is a current level.
@@ -20,11 +21,11 @@ pub enum Kind {
 }
 
 /// Label key of the kind of kernel event (`writev`, `tcp_send`, …).
-pub const LABEL_KIND: &str = "kotel.kind";
+pub const LABEL_KIND: &str = semconv::KOTEL_KIND;
 /// Label key of the OTLP signal (`traces`, `metrics`, `logs`).
-pub const LABEL_SIGNAL: &str = "kotel.signal";
+pub const LABEL_SIGNAL: &str = semconv::KOTEL_SIGNAL;
 /// Label key of the reason something was dropped or refused.
-pub const LABEL_REASON: &str = "kotel.reason";
+pub const LABEL_REASON: &str = semconv::KOTEL_REASON;
 
 /// One data point of a self-metric.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use kotel_bpf::DropCounts;
 pub use rate_limit::RateLimit;
 pub use server::{serve, SampleSource};
 
+use crate::enrich::k8s::PodMetadata;
 use crate::export::ExportStats;
-use crate::k8s::PodMetadata;
 use crate::receiver::ReceiverStats;
 use catalog::Readings;
 use prometheus::Sample;

@@ -17,11 +17,13 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::host::node_name_from_env;
+use super::semconv::{
+    K8S_CONTAINER_NAME, K8S_DEPLOYMENT_NAME, K8S_NAMESPACE_NAME, K8S_NODE_NAME, K8S_POD_NAME,
+    K8S_POD_UID,
+};
 pub use store::PodMeta;
 use store::Store;
-
-/// Environment variables naming this node, in order of preference.
-const NODE_NAME_VARS: [&str; 2] = ["KOTEL_NODE_NAME", "NODE_NAME"];
 
 /// Set by Kubernetes in every container; its presence means kotel runs in a cluster.
 pub const SERVICE_HOST_VAR: &str = "KUBERNETES_SERVICE_HOST";
@@ -157,12 +159,7 @@ impl PodMetadata {
         if std::env::var_os(SERVICE_HOST_VAR).is_none() {
             return Ok(None);
         }
-        let node = NODE_NAME_VARS
-            .iter()
-            .filter_map(|var| std::env::var(var).ok())
-            .map(|value| value.trim().to_owned())
-            .find(|value| !value.is_empty())
-            .ok_or(K8sError::NoNodeName)?;
+        let node = node_name_from_env().ok_or(K8sError::NoNodeName)?;
         let config = kube::Config::incluster().map_err(|e| K8sError::Config(e.to_string()))?;
         // The client spawns its request buffer on the current runtime.
         let _entered = runtime.enter();
@@ -239,19 +236,6 @@ pub fn start_with(
         _task: Arc::new(TaskGuard(task)),
     }
 }
-
-/// Resource attribute keys, in the order [`k8s_attributes`] emits them.
-pub const K8S_POD_NAME: &str = "k8s.pod.name";
-/// `k8s.namespace.name`.
-pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
-/// `k8s.container.name`.
-pub const K8S_CONTAINER_NAME: &str = "k8s.container.name";
-/// `k8s.deployment.name`.
-pub const K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
-/// `k8s.pod.uid`.
-pub const K8S_POD_UID: &str = "k8s.pod.uid";
-/// `k8s.node.name`.
-pub const K8S_NODE_NAME: &str = "k8s.node.name";
 
 /// The semantic-convention `k8s.*` attributes of `attrs`, in a fixed order: pod name,
 /// namespace, container name, deployment name, pod uid, node name; each when non-empty.
