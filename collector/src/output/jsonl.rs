@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::Summary;
 use crate::kernel::Stacks;
 use crate::model::{Histogram, KernelEvent};
+use crate::telemetry::catalog::capture_losses;
 
 #[derive(Serialize)]
 struct EventLine<'a> {
@@ -52,18 +53,6 @@ struct HistogramLine<'a> {
     offset: i32,
     bucket_counts: &'a [u64],
     clamped: u64,
-}
-
-#[derive(Serialize)]
-struct LostLine {
-    r#type: &'static str,
-    count: u64,
-    per_kind: [u64; 4],
-    histogram_map_full: u64,
-    histogram_after_exit: u64,
-    task_storage_unavailable: u64,
-    stacks_not_stored: u64,
-    undecodable: u64,
 }
 
 /// Writes one event line.
@@ -118,18 +107,20 @@ pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
     for h in &s.histograms {
         write_histogram(out, h, &s.process_name(h.pid))?;
     }
-    let lost = LostLine {
-        r#type: "lost",
-        count: s.drops.lost_events(),
-        per_kind: s.drops.ringbuf,
-        histogram_map_full: s.drops.hist_full,
-        histogram_after_exit: s.drops.hist_exited,
-        task_storage_unavailable: s.drops.task_storage,
-        stacks_not_stored: s.drops.stack,
-        undecodable: s.undecodable + s.drops.malformed,
-    };
-    serde_json::to_writer(&mut *out, &lost)?;
-    out.write_all(b"\n")
+    // The losses as the self-metric catalog declares them, with the per-kind split after the
+    // total.
+    let mut fields = vec![("type".to_string(), serde_json::json!("lost"))];
+    for (key, value) in capture_losses(s.drops, s.undecodable) {
+        fields.push((key.to_string(), value.into()));
+        if key == "count" {
+            fields.push(("per_kind".to_string(), serde_json::json!(s.drops.ringbuf)));
+        }
+    }
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+        .collect();
+    writeln!(out, "{{{}}}", body.join(","))
 }
 
 #[cfg(test)]
@@ -167,5 +158,45 @@ mod tests {
         assert_eq!(v["peer"], "[::1]:2");
         assert_eq!(v["bytes"], 5);
         assert!(out.ends_with(b"\n") && out.iter().filter(|&&b| b == b'\n').count() == 1);
+    }
+
+    /// The closing `lost` line names every kernel-side loss with the value of its own counter.
+    #[test]
+    fn the_lost_line_reports_each_kernel_loss_under_its_documented_key() {
+        let drops = kotel_bpf::DropCounts {
+            ringbuf: [1, 2, 3, 4],
+            hist_full: 11,
+            task_storage: 12,
+            lifecycle: 13,
+            stack: 14,
+            hist_exited: 15,
+            malformed: 16,
+        };
+        let summary = Summary {
+            drops,
+            undecodable: 100,
+            ..Summary::default()
+        };
+        let mut out = Vec::new();
+        write_summary(&mut out, &summary).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "type": "lost",
+                "count": 10,
+                "per_kind": [1, 2, 3, 4],
+                "histogram_map_full": 11,
+                "histogram_after_exit": 15,
+                "task_storage_unavailable": 12,
+                "stacks_not_stored": 14,
+                "undecodable": 116,
+            })
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("{\"type\":\"lost\",\"count\":10,\"per_kind\":[1,2,3,4],"),
+            "{text}"
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::Summary;
 use crate::quantile::quantile_ns;
+use crate::telemetry::catalog::capture_losses;
 
 /// Formats nanoseconds for people: 850ns, 12.3µs, 4.56ms, 1.20s.
 pub fn human_ns(ns: u64) -> String {
@@ -70,16 +71,15 @@ pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
             bytes
         )?;
     }
-    let d = &s.drops;
-    writeln!(
-        out,
-        "lost events {}  (histogram map full {}, after exit {}, task storage unavailable {}, undecodable {})",
-        d.lost_events(),
-        d.hist_full,
-        d.hist_exited,
-        d.task_storage,
-        s.undecodable + d.malformed
-    )
+    let losses = capture_losses(s.drops, s.undecodable);
+    let (total, parts) = losses
+        .split_first()
+        .expect("the catalog declares kernel losses");
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+        .collect();
+    writeln!(out, "lost events {}  ({})", total.1, parts.join(", "))
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ pub struct SelfMetricDef {
     pub prometheus: &'static str,
     /// Key in `summary.json` (inside the signal's section when the metric has a signal label).
     pub summary: &'static str,
+    /// Key in the closing `lost` line of `kotel capture` (kernel-side losses only).
+    pub capture: Option<&'static str>,
     /// UCUM unit, with an annotation in braces for counts of things.
     pub unit: &'static str,
     /// What it means, for people.
@@ -109,6 +111,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.events.received",
         prometheus: "kotel_events_received_total",
         summary: "events_received",
+        capture: None,
         unit: "{event}",
         help: "Kernel events decoded from the ring buffer",
         kind: Kind::Counter,
@@ -119,6 +122,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.events.lost",
         prometheus: "kotel_events_lost_total",
         summary: "events_lost",
+        capture: Some("count"),
         unit: "{event}",
         help: "Kernel events the ring buffer had no room for",
         kind: Kind::Counter,
@@ -138,6 +142,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.lifecycle.lost",
         prometheus: "kotel_lifecycle_records_lost_total",
         summary: "lifecycle_records_lost",
+        capture: None,
         unit: "{record}",
         help: "Process exec/exit records the ring buffer had no room for (those processes' metadata and histogram slots are refreshed late)",
         kind: Kind::Counter,
@@ -148,6 +153,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.histograms.dropped",
         prometheus: "kotel_histogram_events_dropped_total",
         summary: "histogram_events_dropped",
+        capture: Some("histogram_map_full"),
         unit: "{event}",
         help: "Events of processes that found no free histogram slot (counted in the overflow series instead)",
         kind: Kind::Counter,
@@ -158,6 +164,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.histograms.after_exit",
         prometheus: "kotel_histogram_events_after_exit_total",
         summary: "histogram_events_after_exit",
+        capture: Some("histogram_after_exit"),
         unit: "{event}",
         help: "Events of threads still running after their process's exit retired its histograms (counted in the overflow series instead)",
         kind: Kind::Counter,
@@ -168,6 +175,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.histograms.recycled",
         prometheus: "kotel_histograms_recycled_total",
         summary: "histograms_recycled",
+        capture: None,
         unit: "{histogram}",
         help: "Histogram slots of exited processes read one last time and reused",
         kind: Kind::Counter,
@@ -178,6 +186,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.task_storage.unavailable",
         prometheus: "kotel_task_storage_unavailable_total",
         summary: "task_storage_unavailable",
+        capture: Some("task_storage_unavailable"),
         unit: "{event}",
         help: "Events missed because the kernel could not give a thread its task storage (neither a span nor a histogram count)",
         kind: Kind::Counter,
@@ -188,6 +197,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.stacks.dropped",
         prometheus: "kotel_stacks_dropped_total",
         summary: "stacks_dropped",
+        capture: Some("stacks_not_stored"),
         unit: "{stack}",
         help: "Stacks the stack map could not hold (their spans carry no stack)",
         kind: Kind::Counter,
@@ -198,6 +208,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.records.undecodable",
         prometheus: "kotel_records_undecodable_total",
         summary: "records_undecodable",
+        capture: Some("undecodable"),
         unit: "{record}",
         help: "Ring-buffer records that could not be decoded (wrong size or unknown content)",
         kind: Kind::Counter,
@@ -208,6 +219,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.spans.produced",
         prometheus: "kotel_spans_produced_total",
         summary: "kernel_spans",
+        capture: None,
         unit: "{span}",
         help: "Spans built from kernel events (part of the traces offered for export)",
         kind: Kind::Counter,
@@ -218,6 +230,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.export.offered",
         prometheus: "kotel_export_offered_items_total",
         summary: "produced",
+        capture: None,
         unit: "{item}",
         help: "Items submitted for export (exported + rejected + dropped + still queued)",
         kind: Kind::Counter,
@@ -228,6 +241,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.export.exported",
         prometheus: "kotel_export_exported_items_total",
         summary: "exported",
+        capture: None,
         unit: "{item}",
         help: "Items the receiver accepted",
         kind: Kind::Counter,
@@ -238,6 +252,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.export.rejected",
         prometheus: "kotel_export_rejected_items_total",
         summary: "rejected",
+        capture: None,
         unit: "{item}",
         help: "Items the receiver rejected through OTLP partial success (not retried)",
         kind: Kind::Counter,
@@ -248,6 +263,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.export.dropped",
         prometheus: "kotel_export_dropped_items_total",
         summary: "dropped",
+        capture: None,
         unit: "{item}",
         help: "Items dropped before delivery, by reason",
         kind: Kind::Counter,
@@ -270,6 +286,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.export.tls_failures",
         prometheus: "kotel_export_tls_failures_total",
         summary: "export_tls_failures",
+        capture: None,
         unit: "{attempt}",
         help: "Export attempts that failed in TLS (handshake refused either way)",
         kind: Kind::Counter,
@@ -280,6 +297,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.receiver.accepted",
         prometheus: "kotel_receiver_accepted_items_total",
         summary: "receiver_accepted",
+        capture: None,
         unit: "{item}",
         help: "Items applications sent that the OTLP receiver accepted",
         kind: Kind::Counter,
@@ -299,6 +317,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.receiver.rejected",
         prometheus: "kotel_receiver_rejected_total",
         summary: "receiver_rejected",
+        capture: None,
         unit: "{request}",
         help: "Requests (or, for tls_handshake, connections) the OTLP receiver refused",
         kind: Kind::Counter,
@@ -318,6 +337,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.k8s.api_errors",
         prometheus: "kotel_k8s_api_errors_total",
         summary: "k8s_api_errors",
+        capture: None,
         unit: "{call}",
         help: "Kubernetes API calls that failed (pod metadata is missing meanwhile)",
         kind: Kind::Counter,
@@ -328,6 +348,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.k8s.evictions",
         prometheus: "kotel_k8s_evictions_total",
         summary: "k8s_evictions",
+        capture: None,
         unit: "{pod}",
         help: "Pods dropped from the metadata cache because it was full",
         kind: Kind::Counter,
@@ -338,6 +359,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.artifacts.made",
         prometheus: "kotel_artifacts_made_total",
         summary: "artifacts_made",
+        capture: None,
         unit: "{picture}",
         help: "Pictures (heatmaps, flame graphs) rendered and stored",
         kind: Kind::Counter,
@@ -348,6 +370,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.artifacts.skipped",
         prometheus: "kotel_artifacts_skipped_total",
         summary: "artifacts_skipped",
+        capture: None,
         unit: "{picture}",
         help: "Pictures skipped because rendering failed or the renderer was unreachable",
         kind: Kind::Counter,
@@ -358,6 +381,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.process_cache.invalidations",
         prometheus: "kotel_process_cache_invalidations_total",
         summary: "process_invalidations",
+        capture: None,
         unit: "{process}",
         help: "Processes whose cached metadata was dropped on exec or exit",
         kind: Kind::Counter,
@@ -368,6 +392,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.metric.overflow.series",
         prometheus: "kotel_metric_overflow_series_total",
         summary: "metric_overflow_series",
+        capture: None,
         unit: "{series}",
         help: "Series folded into the overflow series (metrics.cardinality_limit reached)",
         kind: Kind::Counter,
@@ -378,6 +403,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.process_cache.size",
         prometheus: "kotel_process_cache_size",
         summary: "process_cache_size",
+        capture: None,
         unit: "{process}",
         help: "Processes whose metadata the agent holds",
         kind: Kind::Gauge,
@@ -388,6 +414,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.histograms.live",
         prometheus: "kotel_histograms_live",
         summary: "histograms_live",
+        capture: None,
         unit: "{histogram}",
         help: "In-kernel histograms of live processes (slots in use)",
         kind: Kind::Gauge,
@@ -398,6 +425,7 @@ pub static CATALOG: &[SelfMetricDef] = &[
         name: "kotel.metric.series",
         prometheus: "kotel_metric_series",
         summary: "metric_series",
+        capture: None,
         unit: "{series}",
         help: "Processes with series of their own, summed over probes (each probe at most metrics.cardinality_limit)",
         kind: Kind::Gauge,
@@ -405,6 +433,26 @@ pub static CATALOG: &[SelfMetricDef] = &[
         read: |r| Point::plain(get(&r.pipeline.metric_series)),
     },
 ];
+
+/// What `kotel capture` closes with: each kernel-side loss, under its capture key, summed
+/// over labels, in catalog order.
+pub fn capture_losses(drops: DropCounts, undecodable: u64) -> Vec<(&'static str, u64)> {
+    let pipeline = SelfStats::default();
+    super::add(&pipeline.records_undecodable, undecodable);
+    let export = ExportStats::default();
+    let r = Readings {
+        pipeline: &pipeline,
+        drops,
+        export: &export,
+        receiver: None,
+        pods: None,
+        export_tls_failures: 0,
+    };
+    CATALOG
+        .iter()
+        .filter_map(|d| Some((d.capture?, (d.read)(&r).iter().map(|p| p.value).sum())))
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {
