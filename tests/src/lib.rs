@@ -266,8 +266,9 @@ impl SendCapture {
         let before = program_ids();
         let kotel = Kotel::start(&args);
         let loaded = kotel_programs_since(&before);
+        // The workload has exited, so every send of it is in the ring buffer: kotel drains that
+        // once more after the interrupt, before it prints anything.
         let truth = workload.run();
-        std::thread::sleep(std::time::Duration::from_millis(200));
         let (code, stdout, stderr) = kotel.interrupt();
         assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
         let left = still_loaded(&loaded);
