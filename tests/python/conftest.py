@@ -23,6 +23,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -263,6 +264,30 @@ class KotelRun:
             if ATTACHED_MARKER in line:
                 return
 
+    def wait_for_log(self, *parts: str, timeout: float = ATTACH_TIMEOUT) -> str:
+        """Waits (bounded) for kotel's next stderr line holding every one of ``parts``, read on
+        from the last line an earlier wait took, and returns it. The lines stay in what
+        ``interrupt`` returns."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._stderr.next_line(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                pytest.fail(
+                    f"kotel did not log {parts} within {timeout} s; stderr:\n"
+                    + "\n".join(self._stderr.lines),
+                    pytrace=False,
+                )
+            if line is None:
+                code = self.proc.wait(timeout=10)
+                pytest.fail(
+                    f"kotel exited with {code} before logging {parts}; stderr:\n"
+                    + "\n".join(self._stderr.lines),
+                    pytrace=False,
+                )
+            if all(p in line for p in parts):
+                return line
+
     def interrupt(self, timeout: float = EXIT_TIMEOUT) -> tuple[int, str, str]:
         """Sends SIGINT (as Ctrl-C would) and waits up to ``timeout`` seconds for kotel to
         flush and exit. Returns (returncode, stdout, stderr)."""
@@ -279,6 +304,41 @@ class KotelRun:
 
     def close(self) -> None:
         _stop_child(self.proc)
+
+
+# --------------------------------------------------------------------------------------------
+# Waiting on a real signal
+# --------------------------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Polls ``condition()`` every 100 ms until it is truthy and returns that value; fails the
+    test, naming ``what``, once ``timeout`` seconds have passed without it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not within {timeout} s", pytrace=False)
+        time.sleep(0.1)
+
+
+def scrape(port: int) -> str:
+    """kotel's ``/metrics`` text, from its telemetry listener on 127.0.0.1:``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def prometheus_value(text: str, name: str, labels: str = "") -> int | None:
+    """The value of sample ``name{labels}`` (``labels`` as rendered, e.g.
+    ``signal="traces"``) in a ``/metrics`` text, or None when it is not there."""
+    series = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == series:
+            return int(value)
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -119,7 +119,9 @@ def test_sigint_during_a_long_backoff_delivers_at_once(
     kotel = kotel_run(kotel_args(w.pid, out_dir, receiver.endpoint, "--config", str(config)))
     receiver.stop()
     truth = w.run()
-    time.sleep(2.0)  # two export intervals: every batch has been tried and failed by now
+    # An export failed and its batch now waits out a backoff of up to an hour, holding up the
+    # queue behind it (batches go out in order).
+    kotel.wait_for_log("kotel.export.retry")
     receiver.start()  # same port
     code, _, stderr = kotel.interrupt()
     assert code == 0, f"kotel exit code {code}; stderr:\n{stderr}"
@@ -135,10 +137,10 @@ def test_bounded_queue_counts_what_it_drops(receiver, workload, kotel_run, tmp_p
     kotel = kotel_run(
         kotel_args(w.pid, out_dir, receiver.endpoint, "--queue-bytes", str(SMALL_QUEUE_BYTES))
     )
-    # Down for the whole workload run and two export intervals after it: the queue overflows.
+    # Down for the whole workload run and until the queue has overflowed.
     receiver.stop()
     w.run()
-    time.sleep(2.0)
+    kotel.wait_for_log("kotel.export.dropped", "queue_full")
     # Back before kotel exits, so what the queue kept can arrive (at most once).
     receiver.start()
     code, _, stderr = kotel.interrupt()

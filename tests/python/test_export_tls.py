@@ -18,14 +18,13 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import tls_certs
-from conftest import built_binary, free_port
+from conftest import built_binary, free_port, prometheus_value, scrape, wait_until
 from kotel_checks import Window, check_export, check_summary_all_delivered, kotel_args, read_summary
 from otlp_http_receiver import OtlpHttpsReceiver
 from otlp_receiver import OtlpReceiver, ServerTls
@@ -36,6 +35,10 @@ SECRET = "kotel-test-s3cret-7d1f"
 
 #: Short enough that a rejected run ends quickly; kotel keeps retrying until then.
 SHUTDOWN_GRACE = "1s"
+
+#: The longest wait for kotel's exports to be delivered, or to fail in TLS (a bound, not a
+#: measurement: spans are flushed every 100 ms and metrics every second).
+EXPORT_WAIT = 30.0
 
 
 @pytest.fixture
@@ -87,10 +90,33 @@ def _config(
     return path
 
 
-def _run(workload, kotel_run, out_dir: Path, config: Path, env: dict[str, str] | None = None):
-    """Runs the workload under ``kotel run --config config``; returns (pid, truth, stdout,
-    stderr, window) once kotel has exited 0. kotel's ``/metrics`` text, read just before it
-    was interrupted, is left in ``out_dir / "metrics.prom"``."""
+def _delivered(prom: str) -> bool:
+    """Both spans and metric points have been exported (accepted by the receiver)."""
+    return all(
+        (prometheus_value(prom, "kotel_export_exported_items_total", f'signal="{signal}"') or 0)
+        > 0
+        for signal in ("traces", "metrics")
+    )
+
+
+def _tls_failed(prom: str) -> bool:
+    """An export attempt has failed in TLS."""
+    return (prometheus_value(prom, "kotel_export_tls_failures_total") or 0) > 0
+
+
+def _run(
+    workload,
+    kotel_run,
+    out_dir: Path,
+    config: Path,
+    env: dict[str, str] | None = None,
+    *,
+    until: Callable[[str], bool] = _delivered,
+):
+    """Runs the workload under ``kotel run --config config`` until kotel's ``/metrics`` text
+    satisfies ``until`` (exports delivered, by default); returns (pid, truth, stdout, stderr,
+    window) once kotel has exited 0. That ``/metrics`` text is left in
+    ``out_dir / "metrics.prom"``."""
     w = workload()
     start = time.time_ns()
     port = free_port()
@@ -99,9 +125,13 @@ def _run(workload, kotel_run, out_dir: Path, config: Path, env: dict[str, str] |
     )
     kotel = kotel_run(args, env)
     truth = w.run()
-    time.sleep(1.5)  # a metrics interval, so that metric exports are attempted too
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        (out_dir / "metrics.prom").write_bytes(r.read())
+
+    def satisfied() -> str | None:
+        text = scrape(port)
+        return text if until(text) else None
+
+    prom = wait_until(satisfied, EXPORT_WAIT, f"kotel's /metrics to satisfy {until.__name__}")
+    (out_dir / "metrics.prom").write_text(prom)
     code, stdout, stderr = kotel.interrupt()
     window = Window(start, time.time_ns())
     assert code == 0, f"kotel exit code {code}; stderr:\n{stderr}"
@@ -303,7 +333,9 @@ def test_grpc_rejections(
             cert=client.cert if client else None,
             key=client.key if client else None,
         )
-        _, _, _, stderr, _ = _run(workload, kotel_run, tmp_path / "out", config)
+        _, _, _, stderr, _ = _run(
+            workload, kotel_run, tmp_path / "out", config, until=_tls_failed
+        )
         assert receiver.total("calls") == 0, receiver.counters()
     _assert_rejected(tmp_path / "out", stderr, tap, cause)
 
@@ -336,7 +368,9 @@ def test_http_rejections(
             cert=client.cert,
             key=client.key,
         )
-        _, _, _, stderr, _ = _run(workload, kotel_run, tmp_path / "out", config)
+        _, _, _, stderr, _ = _run(
+            workload, kotel_run, tmp_path / "out", config, until=_tls_failed
+        )
         assert receiver.accepted() == 0
     finally:
         receiver.close()

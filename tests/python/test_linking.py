@@ -7,16 +7,16 @@ child spans linked under them. The application knows what it did inside ``handle
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import LineReader, free_port
 
 from otlp_receiver import any_value, attributes
 
@@ -25,12 +25,45 @@ pytestmark = pytest.mark.bpf
 HERE = Path(__file__).resolve().parent
 
 
-def run_app(port: int, *flags: str, pidns: bool = False) -> dict:
-    cmd = [sys.executable, str(HERE / "traced_app.py"), "--endpoint", f"http://127.0.0.1:{port}", *flags]
+#: Bounded waits: for the application to send its spans, for them to come out of kotel
+#: upstream, and for the application to exit once told.
+APP_TIMEOUT = 60.0
+ARRIVAL_TIMEOUT = 20.0
+
+
+def run_app(receiver, endpoint: str, *flags: str, pidns: bool = False) -> dict:
+    """Runs ``traced_app.py`` against kotel's receiver at ``endpoint`` and returns its truth,
+    once every one of its spans has come out of kotel into the upstream ``receiver`` (linked)
+    and the application, told so, has exited 0. Until then its workers stay up, as a server's
+    do: kotel reads their thread ids, and the owner of the connection, from /proc as it links."""
+    cmd = [sys.executable, str(HERE / "traced_app.py"), "--endpoint", endpoint, *flags]
     if pidns:
         cmd = ["unshare", "--pid", "--fork", "--mount-proc", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    app = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    stdout, stderr = LineReader(app.stdout), LineReader(app.stderr)
+    try:
+        try:
+            line = stdout.next_line(timeout=APP_TIMEOUT)
+        except queue.Empty:
+            line = None
+        assert line, f"traced_app.py printed no truth; stderr:\n{stderr.rest()}"
+        truth = json.loads(line)
+        ids = {w["span_id"] for w in truth["workers"]}
+        arrived = receiver.wait_for(
+            lambda: ids <= {s.span.span_id.hex() for s in receiver.spans()},
+            timeout=ARRIVAL_TIMEOUT,
+        )
+        assert arrived, f"the application's spans did not come out of kotel: {sorted(ids)}"
+        app.stdin.close()
+        code = app.wait(timeout=APP_TIMEOUT)
+        assert code == 0, f"traced_app.py exited {code}; stderr:\n{stderr.rest()}"
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    return truth
 
 
 def linked_run(receiver, kotel_run, tmp_path, *flags: str, pidns: bool = False):
@@ -40,9 +73,7 @@ def linked_run(receiver, kotel_run, tmp_path, *flags: str, pidns: bool = False):
          "--otlp-endpoint", receiver.endpoint,
          "--receiver-grpc", f"127.0.0.1:{port}", "--receiver-http", "none", "--telemetry", "none"]
     )
-    truth = run_app(port, *flags, pidns=pidns)
-    ids = {w["span_id"] for w in truth["workers"]}
-    receiver.wait_for(lambda: ids <= {s.span.span_id.hex() for s in receiver.spans()}, timeout=20)
+    truth = run_app(receiver, f"http://127.0.0.1:{port}", *flags, pidns=pidns)
     code, _, stderr = kotel.interrupt()
     assert code == 0, stderr
     return truth, receiver.spans()
@@ -138,9 +169,8 @@ def test_bad_input_is_refused_and_kotel_keeps_serving(receiver, kotel_run, tmp_p
                   b"Content-Length: %d\r\n\r\n" % (64 << 20))
         status = s.recv(64).split(b" ")[1]
     assert status == b"413"
-    truth = run_app(grpc_port, "--with-pid", "--thread-id")
+    truth = run_app(receiver, f"http://127.0.0.1:{grpc_port}", "--with-pid", "--thread-id")
     w = truth["workers"][0]
-    receiver.wait_for(lambda: w["span_id"] in {s.span.span_id.hex() for s in receiver.spans()}, timeout=20)
     code, _, stderr = kotel.interrupt()
     assert code == 0, stderr
     check_worker(w, receiver.spans(), truth, "thread", "resource")

@@ -7,22 +7,25 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from conftest import built_binary, free_port
+from conftest import built_binary, free_port, wait_until
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from otlp_json import read_jsonl
+from otlp_json import parse, read_jsonl
 from otlp_receiver import attributes
 
 pytestmark = pytest.mark.bpf
 
 HOSTILE = "</text><script>alert(1)</script>"
+
+#: The longest wait for an interval's pictures (a bound, not a measurement: kotel's interval
+#: is one second here).
+PICTURES_WAIT = 30.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -51,6 +54,25 @@ def exemplar_artifacts(metric_requests) -> list[tuple[dict, object]]:
     return out
 
 
+def exported_so_far(path: Path, message_class):
+    """The complete lines of an OTLP/JSON lines file kotel is still writing, decoded."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    complete = text[: text.rfind("\n") + 1]
+    return [parse(line, message_class) for line in complete.splitlines() if line.strip()]
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def spans_by_id(trace_requests) -> dict[bytes, object]:
     return {s.span_id: s for req in trace_requests for rs in req.resource_spans
             for ss in rs.scope_spans for s in ss.spans}
@@ -63,7 +85,15 @@ def test_in_process_pictures_escape_hostile_names(workload, kotel_run, tmp_path,
     kotel = kotel_run(["--pid", w.pid, "--span-threshold", "1ms", "--interval", "1s", "--out", out,
                        "--receiver-grpc", "none", "--receiver-http", "none", "--telemetry", "none"])
     w.run()
-    time.sleep(1.5)
+    # An interval with the workload's events has ended: its pictures are made and linked from
+    # the exemplars kotel exported.
+    wait_until(
+        lambda: exemplar_artifacts(exported_so_far(out / "metrics.jsonl", ExportMetricsServiceRequest))
+        and list(out.glob(f"heatmap-{w.pid}-*.svg"))
+        and (out / "offcpu-flame.svg").is_file(),
+        PICTURES_WAIT,
+        "the workload's pictures, linked from exported exemplars",
+    )
     code, _, stderr = kotel.interrupt()
     assert code == 0, stderr
     heatmaps = sorted(out.glob(f"heatmap-{w.pid}-*.svg"))
@@ -99,19 +129,18 @@ def test_sidecar_pictures_are_served_over_http(workload, receiver, kotel_run, tm
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until(lambda: listening(http_port), 30.0, "kotel-render listening")
         w = workload()
         kotel = kotel_run(["--pid", w.pid, "--span-threshold", "1ms", "--interval", "1s", "--out", tmp_path / "out",
                            "--otlp-endpoint", receiver.endpoint, "--renderer", f"http://127.0.0.1:{grpc_port}",
                            "--receiver-grpc", "none", "--receiver-http", "none", "--telemetry", "none"])
         w.run()
-        time.sleep(1.5)
+        # An interval with the workload's events has ended: its pictures are made and linked
+        # from the exemplars kotel exported.
+        pictured = receiver.wait_for(
+            lambda: exemplar_artifacts(receiver.requests("metrics")), timeout=PICTURES_WAIT
+        )
+        assert pictured, f"no exemplar linked a picture within {PICTURES_WAIT} s"
         code, _, stderr = kotel.interrupt()
         assert code == 0, stderr
         found = exemplar_artifacts(receiver.requests("metrics"))

@@ -8,9 +8,11 @@ and collector/tests/sidecar_tls.rs.)
 from __future__ import annotations
 
 import http.client
+import queue
 import re
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import tls_certs
@@ -36,6 +38,20 @@ def _get(port: int, ctx: ssl.SSLContext) -> int | str:
         return type(e).__name__
     finally:
         conn.close()
+
+
+def _wait_for_line(lines: LineReader, marker: str, timeout: float) -> bool:
+    """Reads on (bounded) until a line holding ``marker``; whether one came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.next_line(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            return False
+        if line is None:
+            return False
+        if marker in line:
+            return True
 
 
 def test_kotel_render_tls_flags(tmp_path):
@@ -65,8 +81,11 @@ def test_kotel_render_tls_flags(tmp_path):
         wrong = ssl.create_default_context(cafile=pki.wrong_ca)
         wrong.load_cert_chain(pki.client.cert, pki.client.key)
         assert _get(port, wrong) != 200, "a client trusting another CA refuses the server"
+        # The server logs a failed handshake once it has seen it fail, which may be after the
+        # client saw it: wait for the line (bounded) before stopping the server.
+        logged = _wait_for_line(stderr, "kotel_render.tls.handshake_failed", timeout=30)
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
     rest = stderr.rest()
-    assert "kotel_render.tls.handshake_failed" in rest, rest
+    assert logged, rest

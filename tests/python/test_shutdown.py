@@ -12,7 +12,6 @@ must exit within ``conftest.EXIT_TIMEOUT`` of the (second) signal.
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import subprocess
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_TIMEOUT, free_port
+from conftest import EXIT_TIMEOUT, free_port, prometheus_value, scrape, wait_until
 from kotel_checks import read_summary, resource_pid, spans_of
 
 pytestmark = pytest.mark.bpf
@@ -98,27 +97,15 @@ def _config(tmp_path: Path, body: str) -> Path:
     return path
 
 
-def _args(pid: int, out_dir: Path, endpoint: str, config: Path) -> list[str]:
+def _args(
+    pid: int, out_dir: Path, endpoint: str, config: Path, telemetry: str = "none"
+) -> list[str]:
     return [
         "--pid", str(pid), "--span-threshold", "0", "--duration", "0",
         "--probes", "writev", "--interval", LONG, "--receiver-grpc", "none",
-        "--receiver-http", "none", "--telemetry", "none",
+        "--receiver-http", "none", "--telemetry", telemetry,
         "--out", str(out_dir), "--otlp-endpoint", endpoint, "--config", str(config),
     ]  # fmt: skip
-
-
-def _wait_for(kotel, marker: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = kotel._stderr.next_line(timeout=max(deadline - time.monotonic(), 0))
-        except queue.Empty:
-            break
-        if line is None:
-            pytest.fail(f"kotel exited before logging {marker}", pytrace=False)
-        if marker in line:
-            return
-    pytest.fail(f"kotel did not log {marker} within {timeout} s", pytrace=False)
 
 
 def _terminate(kotel) -> tuple[int, str]:
@@ -140,12 +127,20 @@ def test_sigterm_flushes_the_queue_and_detaches_everything(
     config = _config(tmp_path, f'[export]\nspan_flush = "{LONG}"\nshutdown_grace = "{LONG}"\n')
     before = BpfObjects.snapshot()
     w = workload()
-    kotel = kotel_run(_args(w.pid, out_dir, receiver.endpoint, config))
+    port = free_port()
+    kotel = kotel_run(_args(w.pid, out_dir, receiver.endpoint, config, f"127.0.0.1:{port}"))
     objects = BpfObjects(before)
     assert len(objects.progs) >= 3 and objects.maps and objects.links, vars(objects)
 
     truth = w.run()
-    time.sleep(0.5)  # the events are drained within 50 ms; the batch holds them
+    # Every writev has become a span (drained and built: kotel's own count says so), and the
+    # batch holds them all.
+    calls = truth["writev"]["calls"]
+    wait_until(
+        lambda: (prometheus_value(scrape(port), "kotel_spans_produced_total") or 0) >= calls,
+        30.0,
+        f"kotel to build a span of each of the {calls} writev calls",
+    )
     assert not spans_of(receiver.spans(), w.pid, "writev"), "nothing left before SIGTERM"
 
     code, stderr = _terminate(kotel)
@@ -182,7 +177,7 @@ def test_a_second_sigterm_exits_at_once(workload, kotel_run, tmp_path: Path) -> 
     w.run()
 
     kotel.proc.send_signal(signal.SIGTERM)
-    _wait_for(kotel, "kotel.run.flushing")
+    kotel.wait_for_log("kotel.run.flushing", timeout=30.0)
     time.sleep(0.5)
     assert kotel.proc.poll() is None, "still flushing towards the unreachable collector"
     code, stderr = _terminate(kotel)

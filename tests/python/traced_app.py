@@ -3,11 +3,14 @@
 Inside a span ``handle_request`` each worker thread does three things it can account for
 exactly: ``writev`` of known sizes to /dev/null, one TCP send of a known size to a local
 server, and a 30 ms sleep. Outside any span it then does the same again. Spans go over OTLP/gRPC
-to the endpoint given (kotel's receiver). At the end it prints one JSON line of truth: its
-pid (as it sees it), each worker's native thread id, the sizes, and the ids of its spans.
+to the endpoint given (kotel's receiver). Once they are sent it prints one JSON line of truth:
+its pid (as it sees it), each worker's native thread id, the sizes, and the ids of its spans.
+Like a server's, its workers then stay up until a line (or the end) on stdin tells it to exit:
+kotel reads their thread ids, and the owner of the connection, from /proc while it links the
+spans, so a test lets it go once the spans have come out of kotel linked.
 
     python3 traced_app.py --endpoint http://127.0.0.1:PORT [--with-pid] [--threads N]
-                          [--thread-id]
+                          [--thread-id]  < a line once the spans have arrived
 
 ``--with-pid`` puts ``process.pid`` on the resource (the SDK's default resource has none);
 ``--thread-id`` sets ``thread.id`` on each span to the worker's native thread id.
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -139,16 +143,16 @@ def main() -> None:
     for t in threads:
         t.start()
     finished.wait()
-    # Give the kernel side a moment to drain its ring buffer before the spans arrive.
-    time.sleep(0.3)
+    # No pause for the kernel side: kotel links a request only after draining the ring buffer,
+    # which by then holds every event that happened before the request was sent.
     provider.force_flush()
-    time.sleep(0.5)  # the workers stay up a while after their spans were sent, as a server's do
+    print(json.dumps({"pid": os.getpid(), "workers": results, "sleep_s": SLEEP_S, "tcp_size": TCP_SIZE}), flush=True)
+    sys.stdin.readline()  # the test's word that the spans came out linked
     flushed.set()
     for t in threads:
         t.join()
     provider.shutdown()
     srv.close()
-    print(json.dumps({"pid": os.getpid(), "workers": results, "sleep_s": SLEEP_S, "tcp_size": TCP_SIZE}), flush=True)
 
 
 if __name__ == "__main__":

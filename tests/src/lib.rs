@@ -61,6 +61,10 @@ fn kernel_release() -> String {
         .to_string()
 }
 
+/// How long kotel may take to attach, or to finish what follows the attach (a bound, not a
+/// measurement).
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A running `kotel` process whose stdout is collected.
 pub struct Kotel {
     child: Child,
@@ -106,7 +110,7 @@ impl Kotel {
             stderr_seen: Vec::new(),
         };
         loop {
-            match k.stderr_lines.recv_timeout(Duration::from_secs(60)) {
+            match k.stderr_lines.recv_timeout(ATTACH_TIMEOUT) {
                 Ok(line) => {
                     let attached = line.contains(marker);
                     k.stderr_seen.push(line);
@@ -266,8 +270,9 @@ impl SendCapture {
         let before = program_ids();
         let kotel = Kotel::start(&args);
         let loaded = kotel_programs_since(&before);
+        // The workload has exited, so every send of it is in the ring buffer: kotel drains that
+        // once more after the interrupt, before it prints anything.
         let truth = workload.run();
-        std::thread::sleep(std::time::Duration::from_millis(200));
         let (code, stdout, stderr) = kotel.interrupt();
         assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
         let left = still_loaded(&loaded);

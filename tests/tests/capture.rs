@@ -1,11 +1,10 @@
 //! Real BPF end to end: `kotel capture` around a workload that knows what it did, checked
 //! against that truth — counts, bytes, addresses, sleep and run-queue durations, histograms.
 
-use std::collections::HashSet;
-
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use kotel_bpf::buckets::{ns_to_seconds, reference_index};
+use kotel_bpf::OVERFLOW_PID;
 use kotel_e2e::{json_lines, skip_without_bpf, Kotel, Workload};
 use serde_json::Value;
 
@@ -13,10 +12,67 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
 }
 
+fn i32_of(v: &Value) -> i32 {
+    v.as_i64()
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or_else(|| panic!("not an i32: {v}"))
+}
+
 struct Captured {
     events: Vec<Value>,
     histograms: Vec<Value>,
     lost: Value,
+}
+
+/// One kind's kernel histograms as the workload's events filled them, added up: the workload's
+/// own and the kind's overflow histogram ([`OVERFLOW_PID`]). An event of a thread still running
+/// once its process's exit has begun (a thread preempted on its way out, switched in again)
+/// finds the process's slot retired and is counted in the overflow histogram instead. The
+/// capture is limited to the workload in the kernel, so the overflow holds its events only.
+struct Histogram {
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+    bytes: u64,
+    zero_count: u64,
+    scale: i32,
+    /// Bucket index → count, for the non-empty buckets.
+    buckets: BTreeMap<i32, u64>,
+}
+
+impl Histogram {
+    fn sum(lines: &[&Value]) -> Option<Histogram> {
+        let first = lines.first()?;
+        let mut h = Histogram {
+            count: 0,
+            sum_ns: 0,
+            max_ns: 0,
+            bytes: 0,
+            zero_count: 0,
+            scale: i32_of(&first["scale"]),
+            buckets: BTreeMap::new(),
+        };
+        for l in lines {
+            assert_eq!(i32_of(&l["scale"]), h.scale, "one scale for a kind: {l}");
+            h.count += u(&l["count"]);
+            h.sum_ns += u(&l["sum_ns"]);
+            h.max_ns = h.max_ns.max(u(&l["max_ns"]));
+            h.bytes += u(&l["bytes"]);
+            h.zero_count += u(&l["zero_count"]);
+            let offset = i32_of(&l["offset"]);
+            for (i, c) in l["bucket_counts"]
+                .as_array()
+                .expect("buckets")
+                .iter()
+                .enumerate()
+            {
+                if u(c) > 0 {
+                    *h.buckets.entry(offset + i as i32).or_default() += u(c);
+                }
+            }
+        }
+        Some(h)
+    }
 }
 
 impl Captured {
@@ -27,12 +83,27 @@ impl Captured {
             .collect()
     }
 
-    fn histogram(&self, kind: &str) -> Option<&Value> {
-        self.histograms.iter().find(|h| h["kind"] == kind)
+    /// The workload's `kind` histogram with that kind's overflow histogram added.
+    fn histogram(&self, kind: &str) -> Option<Histogram> {
+        let lines: Vec<&Value> = self
+            .histograms
+            .iter()
+            .filter(|h| h["kind"] == kind)
+            .collect();
+        Histogram::sum(&lines)
+    }
+
+    /// What the overflow histograms count, over every kind.
+    fn overflow_count(&self) -> u64 {
+        self.histograms
+            .iter()
+            .filter(|h| u(&h["pid"]) == u64::from(OVERFLOW_PID))
+            .map(|h| u(&h["count"]))
+            .sum()
     }
 }
 
-fn capture_workload(extra: &[&str]) -> (Value, Captured, u32) {
+fn capture_workload(extra: &[&str]) -> (Value, Captured) {
     let workload = Workload::start();
     let pid = workload.pid;
     let pid_arg = pid.to_string();
@@ -47,8 +118,9 @@ fn capture_workload(extra: &[&str]) -> (Value, Captured, u32) {
     ];
     args.extend_from_slice(extra);
     let kotel = Kotel::start(&args);
+    // The workload has exited, so every event of it is in the ring buffer: kotel drains that
+    // once more after the interrupt, before it prints anything.
     let truth = workload.run();
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let (code, stdout, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
     let lines = json_lines(&stdout);
@@ -65,15 +137,38 @@ fn capture_workload(extra: &[&str]) -> (Value, Captured, u32) {
         histograms: by_type("histogram"),
         lost,
     };
-    // The pid filter works in the kernel: nothing from other processes.
-    for e in captured.events.iter().chain(&captured.histograms) {
+    // The pid filter works in the kernel: nothing from other processes. Histograms are the
+    // workload's own or the overflow ones, which then count only its events.
+    for e in &captured.events {
         assert_eq!(
             u(&e["pid"]),
             u64::from(pid),
             "only the workload is traced: {e}"
         );
     }
-    (truth, captured, pid)
+    for h in &captured.histograms {
+        assert!(
+            [u64::from(pid), u64::from(OVERFLOW_PID)].contains(&u(&h["pid"])),
+            "only the workload is traced: {h}"
+        );
+    }
+    // The workload alone never fills the histogram slots: whatever an overflow histogram
+    // counts came after the workload's exit had begun, and each such event was counted so.
+    let lost = &captured.lost;
+    assert_eq!(u(&lost["histogram_map_full"]), 0, "lost: {lost}");
+    assert_eq!(
+        captured.overflow_count(),
+        u(&lost["histogram_after_exit"]),
+        "overflow histograms vs events after the exit: {lost}"
+    );
+    if captured.overflow_count() > 0 {
+        eprintln!(
+            "KOTEL-E2E capture: {} events of pid {} counted after its exit had begun",
+            captured.overflow_count(),
+            pid
+        );
+    }
+    (truth, captured)
 }
 
 #[test]
@@ -81,7 +176,7 @@ fn capture_matches_what_the_workload_did() {
     if skip_without_bpf("capture_matches_what_the_workload_did") {
         return;
     }
-    let (truth, cap, _pid) = capture_workload(&["--min-latency", "0", "--probes", "all"]);
+    let (truth, cap) = capture_workload(&["--min-latency", "0", "--probes", "all"]);
 
     // Nothing was lost at this rate.
     assert_eq!(u(&cap.lost["count"]), 0, "lost: {}", cap.lost);
@@ -212,9 +307,9 @@ fn capture_matches_what_the_workload_did() {
         );
         let cpu = u(&truth["spinners"]["cpu"]);
         let cpus: Vec<u64> = waits.iter().map(|e| u(&e["cpu"])).collect();
-        // The first wait may end on another CPU: the thread starts there before it pins itself.
+        // Pinned from its creation, so every wait, the first one included, ends on that CPU.
         assert!(
-            cpus.iter().skip(1).all(|&c| c == cpu),
+            cpus.iter().all(|&c| c == cpu),
             "spinner {tid} ran on {cpus:?}, pinned to {cpu}"
         );
     }
@@ -227,17 +322,12 @@ fn capture_matches_what_the_workload_did() {
             .histogram(kind)
             .unwrap_or_else(|| panic!("histogram for {kind}"));
         let events = cap.events_of(kind, None);
+        assert_eq!(h.count, events.len() as u64, "{kind} histogram count");
         assert_eq!(
-            u(&h["count"]),
-            events.len() as u64,
-            "{kind} histogram count"
-        );
-        assert_eq!(
-            u(&h["sum_ns"]),
+            h.sum_ns,
             events.iter().map(|e| u(&e["duration_ns"])).sum::<u64>(),
             "{kind} sum"
         );
-        let scale = h["scale"].as_i64().expect("scale") as i32;
         let mut want: BTreeMap<i32, u64> = BTreeMap::new();
         let mut zeros = 0;
         for e in &events {
@@ -245,34 +335,25 @@ fn capture_matches_what_the_workload_did() {
                 0 => zeros += 1,
                 d => {
                     *want
-                        .entry(reference_index(ns_to_seconds(d), scale))
+                        .entry(reference_index(ns_to_seconds(d), h.scale))
                         .or_default() += 1
                 }
             }
         }
-        let offset = h["offset"].as_i64().expect("offset") as i32;
-        let got: BTreeMap<i32, u64> = h["bucket_counts"]
-            .as_array()
-            .expect("buckets")
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| u(c) > 0)
-            .map(|(i, c)| (offset + i as i32, u(c)))
-            .collect();
         assert_eq!(
-            got, want,
+            h.buckets, want,
             "{kind}: kernel buckets vs the OTLP reference mapping"
         );
-        assert_eq!(u(&h["zero_count"]), zeros, "{kind} zero count");
+        assert_eq!(h.zero_count, zeros, "{kind} zero count");
         let max = events
             .iter()
             .map(|e| u(&e["duration_ns"]))
             .max()
             .unwrap_or(0);
-        assert_eq!(u(&h["max_ns"]), max, "{kind} max");
+        assert_eq!(h.max_ns, max, "{kind} max");
     }
     let wh = cap.histogram("writev").expect("writev histogram");
-    assert_eq!(u(&wh["bytes"]), u(&wv["bytes"]), "histogram bytes");
+    assert_eq!(wh.bytes, u(&wv["bytes"]), "histogram bytes");
 }
 
 /// Above a threshold only slow events come through the ring buffer, yet the histograms still
@@ -282,8 +363,7 @@ fn threshold_filters_events_but_histograms_count_everything() {
     if skip_without_bpf("threshold_filters_events_but_histograms_count_everything") {
         return;
     }
-    let (truth, cap, _pid) =
-        capture_workload(&["--min-latency", "15ms", "--probes", "writev,offcpu"]);
+    let (truth, cap) = capture_workload(&["--min-latency", "15ms", "--probes", "writev,offcpu"]);
     assert_eq!(u(&cap.lost["count"]), 0);
     assert!(
         cap.events
@@ -297,11 +377,11 @@ fn threshold_filters_events_but_histograms_count_everything() {
     );
     let wh = cap.histogram("writev").expect("writev histogram");
     assert_eq!(
-        u(&wh["count"]),
+        wh.count,
         u(&truth["writev"]["calls"]),
         "every writev counted"
     );
-    assert_eq!(u(&wh["bytes"]), u(&truth["writev"]["bytes"]));
+    assert_eq!(wh.bytes, u(&truth["writev"]["bytes"]));
     // The 20, 35 and 50 ms sleeps pass a 15 ms threshold.
     let sleeper = u(&truth["sleeper"]["tid"]);
     assert_eq!(
@@ -311,7 +391,7 @@ fn threshold_filters_events_but_histograms_count_everything() {
     );
     let offcpu = cap.histogram("offcpu").expect("offcpu histogram");
     assert!(
-        u(&offcpu["count"]) > 3,
+        offcpu.count > 3,
         "short off-CPU intervals are counted, not reported"
     );
 }

@@ -1,8 +1,8 @@
 //! A workload whose truth is known independently of kotel: N writev calls of known sizes, M TCP
 //! sends of known sizes over loopback (IPv4 and IPv6), a thread that sleeps known durations, and
-//! two threads spinning on one CPU. It prints `{"pid":…}`, waits for a line on stdin, runs, and
-//! prints what it did as one JSON line. Only write(2) is used for its own output, so its writev
-//! and TCP counts are exactly the workload's.
+//! two threads spinning on one CPU, pinned to it from their creation. It prints `{"pid":…}`,
+//! waits for a line on stdin, runs, and prints what it did as one JSON line. Only write(2) is
+//! used for its own output, so its writev and TCP counts are exactly the workload's.
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -100,31 +100,65 @@ fn do_sleeps() -> serde_json::Value {
     json!({"tid": gettid(), "sleeps": sleeps})
 }
 
-fn first_allowed_cpu() -> usize {
-    // SAFETY: sched_getaffinity fills a cpu_set_t we own.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-        (0..libc::CPU_SETSIZE as usize)
-            .find(|&c| libc::CPU_ISSET(c, &set))
-            .unwrap_or(0)
-    }
+const CPU_SET_BYTES: usize = std::mem::size_of::<libc::cpu_set_t>();
+
+/// The calling thread's CPU affinity.
+fn affinity() -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills the one we own.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let r = unsafe { libc::sched_getaffinity(0, CPU_SET_BYTES, &mut set) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(r, 0, "sched_getaffinity: {err}");
+    set
 }
 
-/// Two threads pinned to one CPU, spinning for the same wall time: each waits for the other.
+/// Sets the calling thread's CPU affinity; when it returns, the thread runs inside `set`.
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: sched_setaffinity reads a cpu_set_t we own.
+    let r = unsafe { libc::sched_setaffinity(0, CPU_SET_BYTES, set) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(r, 0, "sched_setaffinity: {err}");
+}
+
+fn first_allowed_cpu() -> usize {
+    let set = affinity();
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads a cpu_set_t we own; `c` is below CPU_SETSIZE.
+        .find(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .unwrap_or(0)
+}
+
+/// Spawns `f` on a thread that is pinned to `cpu` from its creation: the caller pins itself,
+/// spawns (a new thread inherits its creator's affinity, and the kernel places it inside it)
+/// and restores its own affinity. So every run-queue wait of the new thread, its first one
+/// included, ends on `cpu`.
+fn spawn_pinned<T: Send + 'static>(
+    cpu: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let own = affinity();
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET adds `cpu` to the set we own.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    set_affinity(&pinned);
+    let handle = thread::spawn(f);
+    set_affinity(&own);
+    handle
+}
+
+/// Two threads pinned to one CPU from their creation, spinning for the same wall time: each
+/// waits for the other.
 fn do_spinners() -> serde_json::Value {
     let cpu = first_allowed_cpu();
     let barrier = Arc::new(Barrier::new(2));
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                // SAFETY: sets this thread's affinity from a cpu_set_t we own.
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(cpu, &mut set);
-                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-                }
+            spawn_pinned(cpu, move || {
                 barrier.wait();
                 let (t, cpu0) = (Instant::now(), cpu_time_ns());
                 let mut x = 0u64;
