@@ -490,10 +490,15 @@ impl Tracer {
         self.recycled
     }
 
-    /// Detaches every program: nothing new enters the ring buffer or the histograms, while
-    /// both stay readable for a final drain.
+    /// Detaches every program and waits until the ones already running on other CPUs have
+    /// returned: nothing enters the ring buffer or the histograms afterwards, while both stay
+    /// readable for a final drain that misses nothing.
     pub fn detach(&mut self) {
+        if self.links.is_empty() {
+            return;
+        }
         self.links.clear();
+        wait_for_running_programs();
     }
 
     /// Makes process `pid` a link target: from now on every event of it reaches userspace,
@@ -712,4 +717,21 @@ fn key_from_bytes(bytes: &[u8]) -> Option<RawHistogramKey> {
         pid: u32::from_ne_bytes(bytes[0..4].try_into().ok()?),
         kind: u32::from_ne_bytes(bytes[4..8].try_into().ok()?),
     })
+}
+
+/// `membarrier(2)` command that returns after an RCU grace period (`synchronize_rcu`).
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+
+/// Waits until every BPF program that was running when its link went away has returned.
+/// Unregistering a tracepoint's program does not wait for the instances already running on
+/// other CPUs; they run with preemption disabled, an RCU read-side section, so one RCU grace
+/// period covers them, which `membarrier(MEMBARRIER_CMD_GLOBAL)` waits for. Where it is
+/// unavailable (a `nohz_full` kernel refuses it), [`RETIRE_GRACE`] is waited out instead: a
+/// program finishes its few map updates in microseconds.
+fn wait_for_running_programs() {
+    // SAFETY: membarrier takes no pointers; MEMBARRIER_CMD_GLOBAL with flags 0 only blocks.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        std::thread::sleep(RETIRE_GRACE);
+    }
 }
