@@ -239,6 +239,8 @@ pub struct SendCapture {
     pub truth: Value,
     /// kotel's `tcp_send` events.
     pub events: Vec<Value>,
+    /// kotel's `runqueue` events, when that probe was asked for.
+    pub runqueue: Vec<Value>,
     /// kotel's `tcp_send` histogram line.
     pub histogram: Option<Value>,
     /// kotel's stderr.
@@ -251,6 +253,11 @@ pub struct SendCapture {
 impl SendCapture {
     /// Runs `kotel-send-paths` under `kotel capture --probes tcp_send --min-latency 0`.
     pub fn run(extra: &[&str]) -> SendCapture {
+        SendCapture::run_probes("tcp_send", extra)
+    }
+
+    /// Runs `kotel-send-paths` under `kotel capture --probes <probes> --min-latency 0`.
+    pub fn run_probes(probes: &str, extra: &[&str]) -> SendCapture {
         let workload = Workload::start_named("kotel-send-paths");
         let pid = workload.pid.to_string();
         let mut args = vec![
@@ -258,7 +265,7 @@ impl SendCapture {
             "--pid",
             &pid,
             "--probes",
-            "tcp_send",
+            probes,
             "--min-latency",
             "0",
             "--format",
@@ -286,11 +293,14 @@ impl SendCapture {
             .find(|l| l["type"] == "lost")
             .expect("a lost line");
         assert_eq!(lost["count"], 0, "nothing lost: {lost}");
-        let events = lines
-            .iter()
-            .filter(|l| l["type"] == "event" && l["kind"] == "tcp_send")
-            .cloned()
-            .collect();
+        let of_kind = |kind: &str| -> Vec<Value> {
+            lines
+                .iter()
+                .filter(|l| l["type"] == "event" && l["kind"] == kind)
+                .cloned()
+                .collect()
+        };
+        let (events, runqueue) = (of_kind("tcp_send"), of_kind("runqueue"));
         let histogram = lines
             .iter()
             .find(|l| l["type"] == "histogram" && l["kind"] == "tcp_send")
@@ -298,6 +308,7 @@ impl SendCapture {
         SendCapture {
             truth,
             events,
+            runqueue,
             histogram,
             stderr,
             programs: loaded.into_iter().map(|(_, name)| name).collect(),

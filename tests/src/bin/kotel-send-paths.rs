@@ -73,14 +73,25 @@ struct Tally {
     sends: u64,
     bytes: u64,
     call_ns: u64,
+    /// (start, end) of each call timed by [`Tally::call`], Unix nanoseconds (CLOCK_REALTIME,
+    /// the clock kotel converts kernel timestamps to).
+    windows: Vec<[u64; 2]>,
+}
+
+/// Now, in Unix nanoseconds.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Tally {
     /// Times one call that returns bytes sent (or -1).
     fn call(&mut self, f: impl FnOnce() -> isize) -> usize {
-        let t = Instant::now();
+        let (t, start) = (Instant::now(), unix_ns());
         let r = f();
         self.call_ns += t.elapsed().as_nanos() as u64;
+        self.windows.push([start, unix_ns()]);
         assert!(r >= 0, "send failed: {}", std::io::Error::last_os_error());
         self.calls += 1;
         self.sends += 1;
@@ -102,7 +113,7 @@ fn finish(path: &str, conn: Conn, tally: Tally, tid: u32, extra: Value) -> Value
     let mut v = json!({
         "path": path, "tid": tid, "local": local.to_string(), "peer": peer.to_string(),
         "calls": tally.calls, "sends": tally.sends, "bytes": tally.bytes,
-        "received": received, "call_ns": tally.call_ns,
+        "received": received, "call_ns": tally.call_ns, "call_windows": tally.windows,
     });
     if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
         v.extend(extra.clone());
