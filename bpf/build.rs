@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const SRC_DIR: &str = "src/bpf";
-/// (source, skeleton file): kotel's probes, and the empty programs benchmarks measure as the floor.
-const OBJECTS: [(&str, &str); 2] = [
-    ("src/bpf/kotel.bpf.c", "kotel.skel.rs"),
-    ("src/bpf/floor.bpf.c", "floor.skel.rs"),
-];
+/// (source, skeleton file) of kotel's probes.
+const PROBES: (&str, &str) = ("src/bpf/kotel.bpf.c", "kotel.skel.rs");
+/// (source, skeleton file) of the empty programs benchmarks measure as the floor: built only
+/// with the `bench` feature.
+const FLOOR: (&str, &str) = ("src/bpf/floor.bpf.c", "floor.skel.rs");
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -20,7 +20,9 @@ fn main() {
         other => panic!("kotel's vendored vmlinux.h is for x86_64; no BPF build for {other}"),
     };
 
-    for (source, skeleton) in OBJECTS {
+    let bench = env::var_os("CARGO_FEATURE_BENCH").is_some();
+    let objects = std::iter::once(PROBES).chain(bench.then_some(FLOOR));
+    for (source, skeleton) in objects {
         SkeletonBuilder::new()
             .source(source)
             .clang_args([

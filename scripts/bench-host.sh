@@ -26,7 +26,8 @@ done
 rounds="${1:-3}"
 figures="${KOTEL_BENCH_FIGURES:-getppid pingpong nginx tcpsend writev}"
 modes="${KOTEL_BENCH_MODES:-untraced floor_tcp floor_tcp_timed kotel kotel_all${KOTEL_BASE_BIN:+ base base_all}}"
-cargo build -q --release -p kotel-collector -p kotel-e2e
+# The floor programs and the benchmark loops that attach them need kotel-e2e's bench feature.
+cargo build -q --release -p kotel-collector -p kotel-e2e --features kotel-e2e/bench
 host_loop=./target/release/kotel-host-loop
 writev_loop=./target/release/kotel-writev-loop
 cpu=$(( $(nproc) - 1 ))

@@ -15,7 +15,8 @@ dpkg -s bpftrace >/dev/null 2>&1 || { apt-get install -y -qq bpftrace >/dev/null
 rounds="${1:-5}"
 calls="${2:-2000000}"
 modes="${KOTEL_BENCH_MODES:-untraced floor_raw floor_syscalls floor_timed kotel bpftrace}"
-cargo build -q --release -p kotel-collector -p kotel-e2e
+# The floor programs and the benchmark loops that attach them need kotel-e2e's bench feature.
+cargo build -q --release -p kotel-collector -p kotel-e2e --features kotel-e2e/bench
 loop=./target/release/kotel-writev-loop
 cpu=$(( $(nproc) - 1 ))
 tmp=$(mktemp -d)

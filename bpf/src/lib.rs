@@ -3,13 +3,15 @@
 //! The BPF C lives in `src/bpf/`; `build.rs` compiles it and generates the
 //! libbpf-rs skeleton. [`Tracer`] loads, configures and attaches it, and hands
 //! out raw ring-buffer records and histogram snapshots; the collector decodes
-//! them into its own domain types.
+//! them into its own domain types. The `bench` feature adds `floor`: empty
+//! programs on the same hooks, which only benchmarks attach.
 
 #![warn(missing_docs)]
 
 pub mod abi;
 pub mod buckets;
 mod error;
+#[cfg(feature = "bench")]
 pub mod floor;
 mod libbpf_log;
 pub mod preflight;

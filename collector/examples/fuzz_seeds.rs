@@ -12,22 +12,12 @@ use std::path::{Path, PathBuf};
 
 use kotel_bpf::abi::{self, RawEvent};
 use kotel_collector::config::DEFAULT_TOML;
-use kotel_collector::fuzzing::FIXTURE_CONTAINER;
 use kotel_proto::render::v1::{
     ExemplarMarker, FoldedStack, Format, HeatmapColumn, RenderFlameRequest, RenderHeatmapRequest,
 };
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use kotel_testkit::otlp::{int_attr, sdk, str_attr};
+use kotel_testkit::proc_tree::{CONTAINER_ID, CONTAINER_NS_PID, HOST_PID};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{
-    exponential_histogram_data_point::Buckets, metric, number_data_point, ExponentialHistogram,
-    ExponentialHistogramDataPoint, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-    Sum,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 fn main() -> std::io::Result<()> {
@@ -146,161 +136,36 @@ fn decode(dir: &Path) -> std::io::Result<()> {
     put(dir, "histograms", &with_mode(0b1000, &h))
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-/// A request from an OpenTelemetry SDK: `resource` attributes, two spans of one trace (one
-/// with a `thread.id`) covering the fixture's kernel events at `base`.
-fn traces(resource: Vec<KeyValue>, base: u64) -> ExportTraceServiceRequest {
-    let span = |id: u8, start: u64, end: u64, thread: Option<i64>| Span {
-        trace_id: vec![0xab; 16],
-        span_id: vec![id; 8],
-        parent_span_id: if id == 1 { vec![] } else { vec![1; 8] },
-        name: "handle_request".into(),
-        kind: 2,
-        start_time_unix_nano: base + start,
-        end_time_unix_nano: base + end,
-        attributes: thread
-            .map(|t| vec![kv("thread.id", any_value::Value::IntValue(t))])
-            .unwrap_or_default(),
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span(1, 0, 20_000, None), span(2, 2_000, 9_000, Some(101))],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-fn metrics() -> ExportMetricsServiceRequest {
-    let metric = |name: &str, data| Metric {
-        name: name.into(),
-        unit: "s".into(),
-        data: Some(data),
-        ..Default::default()
-    };
-    let number = |v: f64| NumberDataPoint {
-        time_unix_nano: 1_700_000_000_000_000_000,
-        value: Some(number_data_point::Value::AsDouble(v)),
-        ..Default::default()
-    };
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![kv(
-                    "service.name",
-                    any_value::Value::StringValue("shop".into()),
-                )],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![
-                    metric(
-                        "queue.depth",
-                        metric::Data::Gauge(Gauge {
-                            data_points: vec![number(3.0), number(4.5)],
-                        }),
-                    ),
-                    metric(
-                        "requests",
-                        metric::Data::Sum(Sum {
-                            data_points: vec![number(10.0)],
-                            aggregation_temporality: 2,
-                            is_monotonic: true,
-                        }),
-                    ),
-                    metric(
-                        "latency",
-                        metric::Data::ExponentialHistogram(ExponentialHistogram {
-                            data_points: vec![ExponentialHistogramDataPoint {
-                                count: 6,
-                                sum: Some(0.25),
-                                scale: 3,
-                                zero_count: 1,
-                                positive: Some(Buckets {
-                                    offset: -80,
-                                    bucket_counts: vec![2, 0, 3],
-                                }),
-                                ..Default::default()
-                            }],
-                            aggregation_temporality: 1,
-                        }),
-                    ),
-                ],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-fn logs() -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: vec![LogRecord {
-                    time_unix_nano: 1_700_000_000_000_000_000,
-                    severity_number: 9,
-                    severity_text: "INFO".into(),
-                    body: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("order placed".into())),
-                    }),
-                    trace_id: vec![0xab; 16],
-                    span_id: vec![1; 8],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
 }
 
-/// OTLP requests. Mode: signal (0 traces, 1 metrics, 2 logs), bit 2 JSON, bit 3 gzip, bits
-/// 4–5 the peer (1 = the fixture's socket, owned by pid 100).
+/// OTLP requests (the testkit's [`sdk`] ones, made for the fixture `/proc` the target links
+/// against). Mode: signal (0 traces, 1 metrics, 2 logs), bit 2 JSON, bit 3 gzip, bits 4–5 the
+/// peer (1 = the fixture's socket, owned by its host process).
 fn otlp(dir: &Path) -> std::io::Result<()> {
-    let pid = |p| kv("process.pid", any_value::Value::IntValue(p));
+    let pid = |p: u32| int_attr("process.pid", i64::from(p));
     let cases: Vec<(&str, u8, ExportTraceServiceRequest)> = vec![
-        ("traces-pid", 0, traces(vec![pid(100)], 0)),
+        ("traces-pid", 0, sdk::traces(vec![pid(HOST_PID)], 0)),
         (
             "traces-pid-today",
             0,
-            traces(vec![pid(100)], 1_700_000_000_000_000_000),
+            sdk::traces(vec![pid(HOST_PID)], 1_700_000_000_000_000_000),
         ),
         (
             "traces-container",
             0,
-            traces(
+            sdk::traces(
                 vec![
-                    pid(7),
-                    kv(
-                        "container.id",
-                        any_value::Value::StringValue(FIXTURE_CONTAINER.into()),
-                    ),
+                    pid(CONTAINER_NS_PID),
+                    str_attr("container.id", CONTAINER_ID),
                 ],
                 0,
             ),
         ),
-        ("traces-peer", 0b01_0000, traces(Vec::new(), 0)),
+        ("traces-peer", 0b01_0000, sdk::traces(Vec::new(), 0)),
     ];
     for (name, mode, req) in &cases {
         let wire = req.encode_to_vec();
@@ -310,14 +175,14 @@ fn otlp(dir: &Path) -> std::io::Result<()> {
     }
     let wire = cases[0].2.encode_to_vec();
     put(dir, "traces-pid.pb.gz", &with_mode(8, &gzip(&wire)))?;
-    let m = metrics();
+    let m = sdk::metrics();
     put(dir, "metrics.pb", &with_mode(1, &m.encode_to_vec()))?;
     put(
         dir,
         "metrics.json",
         &with_mode(5, &serde_json::to_vec(&m).unwrap()),
     )?;
-    let l = logs();
+    let l = sdk::logs();
     put(dir, "logs.pb", &with_mode(2, &l.encode_to_vec()))?;
     put(
         dir,

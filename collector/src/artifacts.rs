@@ -402,18 +402,17 @@ impl Backend {
 pub fn sidecar_tls(
     render: &crate::config::RenderSettings,
 ) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
-    use kotel_render::tls::{read_certs, read_key, TlsFile};
+    use kotel_tls::{read_certs, read_key, TlsFile};
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     if !render.renderer.starts_with("https://") {
         return Ok(None);
     }
-    kotel_render::tls::install_crypto_provider();
+    kotel_tls::install_crypto_provider();
     let t = &render.tls;
-    let named =
-        |e: kotel_render::tls::TlsError| format!("render.tls.{}: {e}", e.file().config_key());
+    let named = |e: kotel_tls::TlsError| format!("render.tls.{}: {e}", e.file().config_key());
     let read = |p: &Path, file| {
         std::fs::read(p).map_err(|e| {
-            named(kotel_render::tls::TlsError::File {
+            named(kotel_tls::TlsError::File {
                 file,
                 path: p.to_path_buf(),
                 message: format!("cannot read it: {e}"),

@@ -297,11 +297,11 @@ pub struct ReceiverTlsSettings {
 
 impl ReceiverTlsSettings {
     /// The files, when TLS is on (call after [`Config::validate`]).
-    pub fn files(&self) -> Option<kotel_render::tls::ServerTlsFiles> {
+    pub fn files(&self) -> Option<kotel_tls::ServerTlsFiles> {
         if self.cert_file.as_os_str().is_empty() {
             return None;
         }
-        Some(kotel_render::tls::ServerTlsFiles {
+        Some(kotel_tls::ServerTlsFiles {
             cert: self.cert_file.clone(),
             key: self.key_file.clone(),
             client_ca: Some(self.client_ca_file.clone()).filter(|p| !p.as_os_str().is_empty()),

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use kotel_bpf::abi::{self, RawHistogram};
 use kotel_bpf::buckets::BucketTable;
 use kotel_bpf::{HistogramSnapshot, Probe};
+use kotel_testkit::proc_tree::{self, CONTAINER_PID, CONTAINER_THREAD, HOST_PID, HOST_THREAD};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -194,50 +195,13 @@ fn histograms(mut rest: &[u8]) {
     }
 }
 
-/// The fixture `/proc`: pid 100 in the host's namespace (threads 100 and 101) owning the
-/// socket of `127.0.0.1:40000`; pid 200 in a container (`NSpid 200 7`, threads 200 = 7 and
-/// 201 = 8, a docker cgroup).
-pub const FIXTURE_PEER: &str = "127.0.0.1:40000";
-/// The container id of the fixture's pid 200.
-pub const FIXTURE_CONTAINER: &str =
-    "4e1f6f4c4b6d2a1f0c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f";
-
+/// The fixture `/proc` ([`proc_tree`]), written once per process to a temporary directory.
 fn fixture_proc() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let root = scratch(&std::env::temp_dir(), "kotel-fuzz-proc-");
         let _ = std::fs::remove_dir_all(&root);
-        let write = |rel: &str, text: &str| {
-            let p = root.join(rel);
-            std::fs::create_dir_all(p.parent().expect("a parent")).expect("fixture dir");
-            std::fs::write(p, text).expect("fixture file");
-        };
-        for (pid, tasks, ns) in [
-            (100u32, [(100u32, "100"), (101, "101")], ""),
-            (200, [(200, "200\t7"), (201, "201\t8")], "\t7"),
-        ] {
-            write(&format!("{pid}/status"), &format!("Name:\tapp\nNSpid:\t{pid}{ns}\n"));
-            write(&format!("{pid}/comm"), "app\n");
-            for (tid, nspid) in tasks {
-                write(
-                    &format!("{pid}/task/{tid}/status"),
-                    &format!("Name:\tapp\nNSpid:\t{nspid}\n"),
-                );
-            }
-        }
-        write(
-            "200/cgroup",
-            &format!("0::/system.slice/docker-{FIXTURE_CONTAINER}.scope\n"),
-        );
-        write("100/cgroup", "0::/user.slice\n");
-        write(
-            "net/tcp",
-            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
-             0: 0100007F:9C40 0100007F:10BE 01 00000000:00000000 00:00000000 00000000     0        0 777 1\n",
-        );
-        write("net/tcp6", "  sl  local_address\n");
-        std::fs::create_dir_all(root.join("100/fd")).expect("fixture fd dir");
-        let _ = std::os::unix::fs::symlink("socket:[777]", root.join("100/fd/3"));
+        proc_tree::write(&root).expect("writing the fixture /proc");
         root
     })
 }
@@ -248,7 +212,12 @@ fn fixture_buffer() -> LinkBuffer {
     let mut buffer = LinkBuffer::new(64, u64::MAX);
     let mut n = 0u64;
     for base in [0u64, 1_700_000_000_000_000_000] {
-        for (pid, tid) in [(100u32, 100u32), (100, 101), (200, 200), (200, 201)] {
+        for (pid, tid) in [
+            (HOST_PID, HOST_PID),
+            (HOST_PID, HOST_THREAD),
+            (CONTAINER_PID, CONTAINER_PID),
+            (CONTAINER_PID, CONTAINER_THREAD),
+        ] {
             for (i, kind) in Probe::ALL.into_iter().enumerate() {
                 n += 1;
                 let start = base + 1_000 + (i as u64) * 2_000 + n * 10;
@@ -298,7 +267,7 @@ pub fn otlp_request(data: &[u8]) {
     let gzip = mode & 8 != 0;
     let peer: Option<SocketAddr> = match (mode >> 4) & 3 {
         0 => None,
-        1 => Some(FIXTURE_PEER.parse().expect("an address")),
+        1 => Some(proc_tree::PEER.parse().expect("an address")),
         2 => Some("127.0.0.1:40001".parse().expect("an address")),
         _ => Some("[::1]:40000".parse().expect("an address")),
     };
@@ -313,7 +282,11 @@ pub fn otlp_request(data: &[u8]) {
     let peers = PeerCache::new(root.to_path_buf());
     if let (Some(addr), Signal::Traces) = (peer, signal) {
         let owner = peers.resolve(addr);
-        assert_eq!(owner.is_some(), addr.to_string() == FIXTURE_PEER, "{addr}");
+        assert_eq!(
+            owner.is_some(),
+            addr.to_string() == proc_tree::PEER,
+            "{addr}"
+        );
     }
     match Received::new(batch, peer) {
         Received::Traces { mut request, peer } => {
@@ -321,7 +294,10 @@ pub fn otlp_request(data: &[u8]) {
             let mut linker = Linker::new(root.to_path_buf(), fixture_buffer());
             let linked = linker.link(&mut request, peer, &mut IdGenerator::with_seed(7));
             let pids = &linked.pids;
-            assert!(pids.iter().all(|p| [100, 200].contains(p)), "{pids:?}");
+            assert!(
+                pids.iter().all(|p| [HOST_PID, CONTAINER_PID].contains(p)),
+                "{pids:?}"
+            );
             assert_eq!(linked.children.len() as u64, linker.stats().child_spans);
             check_linked(&before, &request, linker.stats().child_spans);
             assert_eq!(Batch::Traces(before).items(), items);
@@ -618,10 +594,10 @@ mod tests {
     #[test]
     fn seeds_reach_linking() {
         for (seed, want) in [
-            ("traces-pid.pb", 100),
-            ("traces-pid-today.json", 100),
-            ("traces-container.pb", 200),
-            ("traces-peer.pb", 100),
+            ("traces-pid.pb", HOST_PID),
+            ("traces-pid-today.json", HOST_PID),
+            ("traces-container.pb", CONTAINER_PID),
+            ("traces-peer.pb", HOST_PID),
         ] {
             let bytes = corpus("otlp_receiver")
                 .into_iter()
@@ -639,7 +615,7 @@ mod tests {
             else {
                 panic!("{seed} decodes");
             };
-            let peer = (mode >> 4 & 3 == 1).then(|| FIXTURE_PEER.parse().unwrap());
+            let peer = (mode >> 4 & 3 == 1).then(|| proc_tree::PEER.parse().unwrap());
             let mut linker = Linker::new(fixture_proc().to_path_buf(), fixture_buffer());
             let linked = linker.link(&mut req, peer, &mut IdGenerator::with_seed(1));
             assert_eq!(linked.pids, vec![want], "{seed}");

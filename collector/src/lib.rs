@@ -10,6 +10,8 @@ pub mod commands;
 pub mod config;
 pub mod enrich;
 pub mod export;
+// Test code: compiled for the fuzz targets (feature `fuzzing`) and the unit tests only.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod kernel;

@@ -10,31 +10,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kotel_collector::receiver::{self, Received, ReceiverConfig, ReceiverHandle};
-use kotel_render::tls::ServerTlsFiles;
+use kotel_testkit::pki::{self, CertPair, Pki};
+use kotel_tls::ServerTlsFiles;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-#[path = "../../render/tests/support/test_pki.rs"]
-mod test_pki;
-use test_pki::{path, pki};
-
 async fn export(
     handle: &ReceiverHandle,
-    pki: &serde_json::Value,
-    client: Option<&str>,
+    pki: &Pki,
+    client: Option<&CertPair>,
 ) -> Result<(), String> {
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(path(&pki["ca"])).unwrap(),
-        ))
+        .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()))
         .domain_name("localhost");
     if let Some(c) = client {
         tls = tls.identity(Identity::from_pem(
-            std::fs::read(path(&pki[c]["cert"])).unwrap(),
-            std::fs::read(path(&pki[c]["key"])).unwrap(),
+            std::fs::read(&c.cert).unwrap(),
+            std::fs::read(&c.key).unwrap(),
         ));
     }
     let port = handle.grpc_addr().unwrap().port();
@@ -55,23 +50,23 @@ async fn export(
 
 async fn https_post(
     handle: &ReceiverHandle,
-    pki: &serde_json::Value,
-    client: &str,
+    pki: &Pki,
+    client: &CertPair,
 ) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    kotel_render::tls::install_crypto_provider();
+    kotel_tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(path(&pki["ca"])).unwrap() {
+    for c in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            CertificateDer::pem_file_iter(path(&pki[client]["cert"]))
+            CertificateDer::pem_file_iter(&client.cert)
                 .unwrap()
                 .map(Result::unwrap)
                 .collect(),
-            PrivateKeyDer::from_pem_file(path(&pki[client]["key"])).unwrap(),
+            PrivateKeyDer::from_pem_file(&client.key).unwrap(),
         )
         .unwrap();
     let tcp = tokio::net::TcpStream::connect(handle.http_addr().unwrap())
@@ -98,23 +93,23 @@ async fn https_post(
 async fn mtls_receiver_keeps_the_peer_and_refuses_bad_clients() {
     let dir = std::env::temp_dir().join(format!("kotel-receiver-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let Some(pki) = pki(&dir, "mtls_receiver_keeps_the_peer_and_refuses_bad_clients") else {
+    let Some(pki) = pki::make(&dir, "mtls_receiver_keeps_the_peer_and_refuses_bad_clients") else {
         return;
     };
     let cfg = ReceiverConfig {
         grpc: Some("127.0.0.1:0".parse().unwrap()),
         http: Some("127.0.0.1:0".parse().unwrap()),
         tls: Some(ServerTlsFiles {
-            cert: path(&pki["server"]["cert"]),
-            key: path(&pki["server"]["key"]),
-            client_ca: Some(path(&pki["ca"])),
+            cert: pki.server.cert.clone(),
+            key: pki.server.key.clone(),
+            client_ca: Some(pki.ca.clone()),
         }),
         ..ReceiverConfig::default()
     };
     let (tx, mut rx) = cfg.channel();
     let handle = receiver::start(&cfg, tx).await.unwrap();
 
-    export(&handle, &pki, Some("client"))
+    export(&handle, &pki, Some(&pki.client))
         .await
         .expect("mTLS export");
     let Some(Received::Traces { peer, .. }) = rx.recv().await else {
@@ -122,14 +117,21 @@ async fn mtls_receiver_keeps_the_peer_and_refuses_bad_clients() {
     };
     let peer = peer.expect("the peer address survives TLS (linking needs it)");
     assert!(peer.ip().is_loopback() && peer.port() != 0, "{peer}");
-    let reply = https_post(&handle, &pki, "client").await.expect("HTTPS");
+    let reply = https_post(&handle, &pki, &pki.client).await.expect("HTTPS");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
     let stats = handle.stats();
     assert_eq!(stats.rejected_handshake.load(Ordering::Relaxed), 0);
-    for bad in [None, Some("wrong_client"), Some("client_expired")] {
+    for (bad, client) in [
+        ("no client certificate", None),
+        ("a wrong-CA client certificate", Some(&pki.wrong_client)),
+        ("an expired client certificate", Some(&pki.client_expired)),
+    ] {
         let before = stats.rejected_handshake.load(Ordering::Relaxed);
-        assert!(export(&handle, &pki, bad).await.is_err(), "{bad:?} refused");
+        assert!(
+            export(&handle, &pki, client).await.is_err(),
+            "{bad} refused"
+        );
         let mut counted = before;
         for _ in 0..100 {
             counted = stats.rejected_handshake.load(Ordering::Relaxed);
@@ -138,9 +140,9 @@ async fn mtls_receiver_keeps_the_peer_and_refuses_bad_clients() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(counted > before, "{bad:?} counted");
+        assert!(counted > before, "{bad} counted");
         // An HTTPS connection is one handshake: exactly one more.
-        if let Some(client) = bad {
+        if let Some(client) = client {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let before = stats.rejected_handshake.load(Ordering::Relaxed);
             assert!(https_post(&handle, &pki, client).await.is_err());

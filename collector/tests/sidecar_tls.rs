@@ -13,19 +13,11 @@ use std::path::{Path, PathBuf};
 use kotel_collector::artifacts::{sidecar_tls, Artifacts};
 use kotel_collector::config::{RenderSettings, RenderTlsSettings};
 use kotel_render::server::{start, Server, ServerConfig};
-use kotel_render::tls::ServerTlsFiles;
 use kotel_render::{HeatmapOptions, Limits, StoreConfig};
+use kotel_testkit::pki::{self, CertPair, Pki};
+use kotel_tls::ServerTlsFiles;
 
-#[path = "../../render/tests/support/test_pki.rs"]
-mod test_pki;
-use test_pki::{path, pki};
-
-fn sidecar(
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    pki: &serde_json::Value,
-    mtls: bool,
-) -> Server {
+fn sidecar(rt: &tokio::runtime::Runtime, dir: &Path, pki: &Pki, mtls: bool) -> Server {
     rt.block_on(start(ServerConfig {
         grpc: "127.0.0.1:0".parse().unwrap(),
         http: "127.0.0.1:0".parse().unwrap(),
@@ -35,9 +27,9 @@ fn sidecar(
         limits: Limits::default(),
         heatmap: HeatmapOptions::default(),
         tls: Some(ServerTlsFiles {
-            cert: path(&pki["server"]["cert"]),
-            key: path(&pki["server"]["key"]),
-            client_ca: mtls.then(|| path(&pki["ca"])),
+            cert: pki.server.cert.clone(),
+            key: pki.server.key.clone(),
+            client_ca: mtls.then(|| pki.ca.clone()),
         }),
     }))
     .unwrap()
@@ -91,23 +83,26 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn tls_round_trip_and_refusals() {
     let dir = tempfile_dir("tls");
-    let Some(pki) = pki(&dir, "tls_round_trip_and_refusals") else {
+    let Some(pki) = pki::make(&dir, "tls_round_trip_and_refusals") else {
         return;
     };
     let rt = runtime();
     let srv = sidecar(&rt, &dir, &pki, false);
     let https = format!("https://localhost:{}", srv.grpc_addr.port());
-    let trusting = |ca: &str| RenderTlsSettings {
-        ca_file: path(&pki[ca]),
+    let trusting = |ca: &Path| RenderTlsSettings {
+        ca_file: ca.to_path_buf(),
         ..RenderTlsSettings::default()
     };
 
-    let url = render_once(&rt, https.clone(), trusting("ca")).expect("rendered over TLS");
+    let url = render_once(&rt, https.clone(), trusting(&pki.ca)).expect("rendered over TLS");
     assert!(
         url.starts_with(&format!("https://{}/artifacts/", srv.http_addr)),
         "{url}"
     );
-    assert_eq!(render_once(&rt, https.clone(), trusting("wrong_ca")), None);
+    assert_eq!(
+        render_once(&rt, https.clone(), trusting(&pki.wrong_ca)),
+        None
+    );
     // No ca_file: the system's roots, which do not hold the test CA. Refused, not downgraded.
     assert_eq!(render_once(&rt, https, RenderTlsSettings::default()), None);
     let plaintext = format!("http://127.0.0.1:{}", srv.grpc_addr.port());
@@ -126,25 +121,28 @@ fn tls_round_trip_and_refusals() {
 #[test]
 fn mtls_round_trip_needs_the_client_certificate() {
     let dir = tempfile_dir("mtls");
-    let Some(pki) = pki(&dir, "mtls_round_trip_needs_the_client_certificate") else {
+    let Some(pki) = pki::make(&dir, "mtls_round_trip_needs_the_client_certificate") else {
         return;
     };
     let rt = runtime();
     let srv = sidecar(&rt, &dir, &pki, true);
     let https = format!("https://localhost:{}", srv.grpc_addr.port());
-    let with = |pair: Option<&str>| RenderTlsSettings {
-        ca_file: path(&pki["ca"]),
-        cert_file: pair.map(|p| path(&pki[p]["cert"])).unwrap_or_default(),
-        key_file: pair.map(|p| path(&pki[p]["key"])).unwrap_or_default(),
+    let with = |pair: Option<&CertPair>| RenderTlsSettings {
+        ca_file: pki.ca.clone(),
+        cert_file: pair.map(|p| p.cert.clone()).unwrap_or_default(),
+        key_file: pair.map(|p| p.key.clone()).unwrap_or_default(),
     };
-    let url = render_once(&rt, https.clone(), with(Some("client"))).expect("rendered over mTLS");
+    let url = render_once(&rt, https.clone(), with(Some(&pki.client))).expect("rendered over mTLS");
     assert!(url.starts_with("https://"), "{url}");
     assert_eq!(render_once(&rt, https.clone(), with(None)), None);
     assert_eq!(
-        render_once(&rt, https.clone(), with(Some("wrong_client"))),
+        render_once(&rt, https.clone(), with(Some(&pki.wrong_client))),
         None
     );
-    assert_eq!(render_once(&rt, https, with(Some("client_expired"))), None);
+    assert_eq!(
+        render_once(&rt, https, with(Some(&pki.client_expired))),
+        None
+    );
     assert!(
         handshake_failures(&srv, 3) >= 3,
         "each refusal was a TLS refusal"

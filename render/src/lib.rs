@@ -30,7 +30,6 @@ pub mod limits;
 pub mod png;
 pub mod server;
 pub mod store;
-pub mod tls;
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@
 //! 413.
 //!
 //! TLS is optional ([`ServerConfig::tls`]): both listeners then speak only TLS (gRPC with ALPN
-//! `h2`), handshakes run off the accept loop within a deadline (see [`crate::tls`]), artifact
+//! `h2`), handshakes run off the accept loop within a deadline (see [`kotel_tls`]), artifact
 //! URLs default to `https://`, and with a client CA every client must present a certificate
 //! signed by it. Failed handshakes are counted in [`Server::tls_failures`] and logged.
 
@@ -29,8 +29,8 @@ use kotel_proto::render::v1::{RenderFlameRequest, RenderHeatmapRequest, RenderRe
 use prost::Message;
 
 use crate::escape::escape;
-use crate::tls::{self, ServerTlsFiles, TlsError};
 use crate::{HeatmapOptions, Limits, RenderError, Renderer, RendererConfig, StoreConfig};
+use kotel_tls::{self as tls, ServerTlsFiles, TlsError};
 
 /// What can stop the server from starting.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,46 +18,12 @@ use http_body_util::{BodyExt, Empty};
 use kotel_proto::render::v1::renderer_client::RendererClient;
 use kotel_proto::render::v1::Format;
 use kotel_render::server::{start, Server, ServerConfig};
-use kotel_render::tls::ServerTlsFiles;
 use kotel_render::{HeatmapOptions, Limits, StoreConfig};
+use kotel_testkit::pki::{self, CertPair, Pki};
+use kotel_tls::ServerTlsFiles;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-mod support {
-    pub mod test_pki;
-}
-use support::test_pki;
-
-/// Paths of the files `tls_certs.py` wrote.
-struct Pki {
-    ca: PathBuf,
-    wrong_ca: PathBuf,
-    server: (PathBuf, PathBuf),
-    client: (PathBuf, PathBuf),
-    client_expired: (PathBuf, PathBuf),
-    wrong_client: (PathBuf, PathBuf),
-}
-
-/// Makes a fresh PKI in `dir`, or says loudly why it cannot and returns `None`.
-fn pki(dir: &Path, test: &str) -> Option<Pki> {
-    let v = test_pki::pki(dir, test)?;
-    let p = |k: &str| PathBuf::from(v[k].as_str().expect(k));
-    let pair = |k: &str| {
-        (
-            PathBuf::from(v[k]["cert"].as_str().expect(k)),
-            PathBuf::from(v[k]["key"].as_str().expect(k)),
-        )
-    };
-    Some(Pki {
-        ca: p("ca"),
-        wrong_ca: p("wrong_ca"),
-        server: pair("server"),
-        client: pair("client"),
-        client_expired: pair("client_expired"),
-        wrong_client: pair("wrong_client"),
-    })
-}
 
 async fn server(dir: &Path, pki: &Pki, mtls: bool) -> Server {
     start(ServerConfig {
@@ -69,8 +35,8 @@ async fn server(dir: &Path, pki: &Pki, mtls: bool) -> Server {
         limits: Limits::default(),
         heatmap: HeatmapOptions::default(),
         tls: Some(ServerTlsFiles {
-            cert: pki.server.0.clone(),
-            key: pki.server.1.clone(),
+            cert: pki.server.cert.clone(),
+            key: pki.server.key.clone(),
             client_ca: mtls.then(|| pki.ca.clone()),
         }),
     })
@@ -86,13 +52,13 @@ fn read(p: &Path) -> Vec<u8> {
 async fn grpc_client(
     srv: &Server,
     ca: &Path,
-    identity: Option<&(PathBuf, PathBuf)>,
+    identity: Option<&CertPair>,
 ) -> Result<RendererClient<tonic::transport::Channel>, String> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(ca)))
         .domain_name("localhost");
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(read(cert), read(key)));
+    if let Some(pair) = identity {
+        tls = tls.identity(Identity::from_pem(read(&pair.cert), read(&pair.key)));
     }
     let channel = Endpoint::from_shared(format!("https://localhost:{}", srv.grpc_addr.port()))
         .unwrap()
@@ -120,7 +86,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 async fn render(
     srv: &Server,
     ca: &Path,
-    identity: Option<&(PathBuf, PathBuf)>,
+    identity: Option<&CertPair>,
 ) -> Result<kotel_proto::render::v1::RenderResponse, String> {
     let mut client = grpc_client(srv, ca, identity).await?;
     let mut req = common::heatmap_request(10, 16);
@@ -137,9 +103,9 @@ async fn render(
 async fn https_get(
     url: &str,
     ca: &Path,
-    identity: Option<&(PathBuf, PathBuf)>,
+    identity: Option<&CertPair>,
 ) -> Result<(u16, bytes::Bytes), String> {
-    kotel_render::tls::install_crypto_provider();
+    kotel_tls::install_crypto_provider();
     let uri: hyper::Uri = url.parse().unwrap();
     assert_eq!(uri.scheme_str(), Some("https"), "{url}");
     let mut roots = rustls::RootCertStore::empty();
@@ -148,13 +114,13 @@ async fn https_get(
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let mut config = match identity {
-        Some((cert, key)) => builder
+        Some(pair) => builder
             .with_client_auth_cert(
-                CertificateDer::pem_file_iter(cert)
+                CertificateDer::pem_file_iter(&pair.cert)
                     .unwrap()
                     .map(Result::unwrap)
                     .collect(),
-                PrivateKeyDer::from_pem_file(key).unwrap(),
+                PrivateKeyDer::from_pem_file(&pair.key).unwrap(),
             )
             .unwrap(),
         None => builder.with_no_client_auth(),
@@ -227,7 +193,7 @@ async fn plain_http_get(addr: std::net::SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_round_trip_with_https_artifact_urls() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(pki) = pki(dir.path(), "tls_round_trip_with_https_artifact_urls") else {
+    let Some(pki) = pki::make(dir.path(), "tls_round_trip_with_https_artifact_urls") else {
         return;
     };
     let srv = server(dir.path(), &pki, false).await;
@@ -288,7 +254,7 @@ async fn tls_round_trip_with_https_artifact_urls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_requires_a_valid_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(pki) = pki(dir.path(), "mtls_requires_a_valid_client_certificate") else {
+    let Some(pki) = pki::make(dir.path(), "mtls_requires_a_valid_client_certificate") else {
         return;
     };
     let srv = server(dir.path(), &pki, true).await;
@@ -330,7 +296,7 @@ async fn mtls_requires_a_valid_client_certificate() {
 async fn silent_and_garbage_clients_do_not_stall_the_listener() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let Some(pki) = pki(
+    let Some(pki) = pki::make(
         dir.path(),
         "silent_and_garbage_clients_do_not_stall_the_listener",
     ) else {
@@ -339,22 +305,20 @@ async fn silent_and_garbage_clients_do_not_stall_the_listener() {
     const SILENT: usize = 200;
     const GARBAGE: usize = 50;
     let files = ServerTlsFiles {
-        cert: pki.server.0.clone(),
-        key: pki.server.1.clone(),
+        cert: pki.server.cert.clone(),
+        key: pki.server.key.clone(),
         client_ca: None,
     };
-    let config = kotel_render::tls::server_config(&files, &[b"http/1.1"]).unwrap();
+    let config = kotel_tls::server_config(&files, &[b"http/1.1"]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = Arc::clone(&failures);
     // A short deadline so the test sees the silent clients time out.
-    let (mut conns, task) = kotel_render::tls::spawn_handshakes(
-        listener,
-        config,
-        Duration::from_secs(5),
-        move |_, f| seen.lock().unwrap().push(f.kind),
-    );
+    let (mut conns, task) =
+        kotel_tls::spawn_handshakes(listener, config, Duration::from_secs(5), move |_, f| {
+            seen.lock().unwrap().push(f.kind)
+        });
 
     // Clients that connect and say nothing, and clients that send junk.
     let mut silent = Vec::new();

@@ -506,135 +506,25 @@ fn outcome(rejected: i64, message: String) -> ExportOutcome {
 
 #[cfg(test)]
 pub(crate) mod testdata {
-    //! Small OTLP requests for the tests of every export module.
+    //! The testkit's tagged OTLP requests (`kotel_testkit::otlp::tagged`) as export batches.
 
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use opentelemetry_proto::tonic::metrics::v1::{
-        metric, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric,
-        NumberDataPoint, ResourceMetrics, ScopeMetrics,
-    };
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
+    use kotel_testkit::otlp::tagged;
 
     use super::Batch;
 
-    fn resource(tag: u64) -> Option<Resource> {
-        Some(Resource {
-            attributes: vec![KeyValue {
-                key: "process.pid".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::IntValue(tag as i64)),
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-    }
-
-    /// A trace batch of `n` spans whose ids are derived from `tag`.
+    /// A trace batch of `n` spans, told apart by `tag`.
     pub fn traces(tag: u64, n: usize) -> Batch {
-        let spans = (0..n as u64)
-            .map(|i| Span {
-                trace_id: [&tag.to_be_bytes()[..], &i.to_be_bytes()[..]].concat(),
-                span_id: (tag * 1000 + i + 1).to_be_bytes().to_vec(),
-                name: "writev".into(),
-                kind: span::SpanKind::Internal as i32,
-                start_time_unix_nano: 1_700_000_000_000_000_000 + i,
-                end_time_unix_nano: 1_700_000_000_000_100_000 + i,
-                attributes: vec![KeyValue {
-                    key: "kotel.bytes".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::IntValue(4096)),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        Batch::Traces(ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: resource(tag),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        })
+        Batch::Traces(tagged::traces(tag, n))
     }
 
-    /// A metrics batch: one gauge with `n` points and one exponential histogram with one point.
+    /// A metrics batch of `n + 1` points (a gauge of `n`, a histogram of one).
     pub fn metrics(tag: u64, n: usize) -> Batch {
-        let points = (0..n as u64)
-            .map(|i| NumberDataPoint {
-                time_unix_nano: 1_700_000_000_000_000_000 + i,
-                value: Some(
-                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
-                        i as i64,
-                    ),
-                ),
-                ..Default::default()
-            })
-            .collect();
-        Batch::Metrics(ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: resource(tag),
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![
-                        Metric {
-                            name: "kotel.events.lost".into(),
-                            data: Some(metric::Data::Gauge(Gauge {
-                                data_points: points,
-                            })),
-                            ..Default::default()
-                        },
-                        Metric {
-                            name: "kotel.writev.duration".into(),
-                            unit: "s".into(),
-                            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-                                data_points: vec![ExponentialHistogramDataPoint {
-                                    count: 3,
-                                    scale: 3,
-                                    ..Default::default()
-                                }],
-                                aggregation_temporality: 1,
-                            })),
-                            ..Default::default()
-                        },
-                    ],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        })
+        Batch::Metrics(tagged::metrics(tag, n))
     }
 
     /// A logs batch of `n` records.
     pub fn logs(tag: u64, n: usize) -> Batch {
-        let records = (0..n as u64)
-            .map(|i| LogRecord {
-                time_unix_nano: 1_700_000_000_000_000_000 + i,
-                severity_text: "INFO".into(),
-                body: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(format!("record {tag}/{i}"))),
-                }),
-                ..Default::default()
-            })
-            .collect();
-        Batch::Logs(ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: resource(tag),
-                scope_logs: vec![ScopeLogs {
-                    log_records: records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        })
+        Batch::Logs(tagged::logs(tag, n))
     }
 }
 

@@ -7,7 +7,7 @@
 //! `RESOURCE_EXHAUSTED` (naming the limit) and `INVALID_ARGUMENT`, and counts them. The same
 //! router checks the bearer token, when one is configured, before any decoding.
 //!
-//! With TLS, connections come from `kotel_render::tls::spawn_handshakes` (handshakes off the
+//! With TLS, connections come from `kotel_tls::spawn_handshakes` (handshakes off the
 //! accept loop, each within a deadline) and carry tonic's `TlsConnectInfo`, from which the
 //! peer address is read just as from a plain TCP connection.
 
@@ -83,7 +83,7 @@ impl GrpcServer {
         let svc = Handler(Arc::clone(&intake));
         let on_handshake_failure = {
             let intake = Arc::clone(&intake);
-            move |peer, failure: kotel_render::tls::HandshakeFailure| {
+            move |peer, failure: kotel_tls::HandshakeFailure| {
                 intake.handshake_failed(Transport::Grpc, peer, &failure)
             }
         };
@@ -120,10 +120,10 @@ impl GrpcServer {
                 })
             }
             Some(config) => {
-                let (conns, handshakes) = kotel_render::tls::spawn_handshakes(
+                let (conns, handshakes) = kotel_tls::spawn_handshakes(
                     listener,
                     config,
-                    kotel_render::tls::HANDSHAKE_TIMEOUT,
+                    kotel_tls::HANDSHAKE_TIMEOUT,
                     on_handshake_failure,
                 );
                 let incoming = futures_util::stream::unfold(conns, |mut rx| async move {
@@ -358,10 +358,10 @@ mod tests {
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
     use tonic::transport::Channel;
 
-    use super::super::testdata;
     use super::super::{start, Received, ReceiverConfig, ReceiverHandle};
     use super::*;
     use crate::export::{classify_grpc, ExportError};
+    use kotel_testkit::otlp::tagged;
 
     async fn receiver(
         max_request_bytes: usize,
@@ -436,7 +436,7 @@ mod tests {
         let (handle, mut rx, channel) = receiver(1 << 20, 8).await;
         let server = handle.grpc_addr().unwrap();
         let r = TraceServiceClient::new(channel.clone())
-            .export(testdata::traces(7, 3, 10))
+            .export(tagged::traces(7, 3))
             .await
             .unwrap()
             .into_inner();
@@ -446,11 +446,11 @@ mod tests {
             "no partial_success"
         );
         MetricsServiceClient::new(channel.clone())
-            .export(testdata::metrics(4))
+            .export(tagged::metrics(1, 4))
             .await
             .unwrap();
         LogsServiceClient::new(channel)
-            .export(testdata::logs(5))
+            .export(tagged::logs(1, 5))
             .await
             .unwrap();
 
@@ -458,17 +458,17 @@ mod tests {
         let Some(Received::Traces { request, peer }) = rx.recv().await else {
             panic!("traces first");
         };
-        assert_eq!(request, testdata::traces(7, 3, 10));
+        assert_eq!(request, tagged::traces(7, 3));
         peers.push(peer);
         let Some(Received::Metrics { request, peer }) = rx.recv().await else {
             panic!("then metrics");
         };
-        assert_eq!(request, testdata::metrics(4));
+        assert_eq!(request, tagged::metrics(1, 4));
         peers.push(peer);
         let Some(Received::Logs { request, peer }) = rx.recv().await else {
             panic!("then logs");
         };
-        assert_eq!(request, testdata::logs(5));
+        assert_eq!(request, tagged::logs(1, 5));
         peers.push(peer);
         // One channel, one connection: the same client address each time, not the server's.
         let peer = peers[0].expect("peer address known");
@@ -484,7 +484,11 @@ mod tests {
             )
         };
         assert_eq!(counts(Signal::Traces), (1, 3));
-        assert_eq!(counts(Signal::Metrics), (1, 4));
+        assert_eq!(
+            counts(Signal::Metrics),
+            (1, 5),
+            "4 gauge points + 1 histogram point"
+        );
         assert_eq!(counts(Signal::Logs), (1, 5));
         assert_eq!(stats.rejected(), 0);
         handle.shutdown().await;
@@ -495,13 +499,13 @@ mod tests {
         let (handle, mut rx, channel) = receiver(1 << 20, 8).await;
         TraceServiceClient::new(channel)
             .send_compressed(CompressionEncoding::Gzip)
-            .export(testdata::traces(1, 2, 5000))
+            .export(tagged::padded_traces(1, 2, 5000))
             .await
             .unwrap();
         let got = rx.recv().await.unwrap();
         assert_eq!(
             got.into_batch(),
-            Batch::Traces(testdata::traces(1, 2, 5000))
+            Batch::Traces(tagged::padded_traces(1, 2, 5000))
         );
         handle.shutdown().await;
     }
@@ -509,7 +513,7 @@ mod tests {
     #[tokio::test]
     async fn oversize_is_resource_exhausted_naming_the_limit() {
         let (handle, mut rx, channel) = receiver(16 * 1024, 8).await;
-        let big = testdata::traces(1, 1, 64 * 1024);
+        let big = tagged::padded_traces(1, 1, 64 * 1024);
         // Plain, and gzip that is small on the wire but too large once decompressed.
         for gzip in [false, true] {
             let mut client = TraceServiceClient::new(channel.clone());
@@ -526,7 +530,7 @@ mod tests {
 
         // Still serving.
         TraceServiceClient::new(channel)
-            .export(testdata::traces(1, 1, 10))
+            .export(tagged::traces(1, 1))
             .await
             .unwrap();
         assert!(rx.recv().await.is_some());
@@ -552,7 +556,7 @@ mod tests {
         assert!(rx.try_recv().is_err());
 
         LogsServiceClient::new(channel)
-            .export(testdata::logs(1))
+            .export(tagged::logs(1, 1))
             .await
             .unwrap();
         assert!(rx.recv().await.is_some());
@@ -563,11 +567,8 @@ mod tests {
     async fn full_channel_is_resource_exhausted_with_retry_info() {
         let (handle, mut rx, channel) = receiver(1 << 20, 1).await;
         let mut client = TraceServiceClient::new(channel);
-        client.export(testdata::traces(1, 1, 1)).await.unwrap();
-        let err = client
-            .export(testdata::traces(2, 1, 1))
-            .await
-            .expect_err("busy");
+        client.export(tagged::traces(1, 1)).await.unwrap();
+        let err = client.export(tagged::traces(2, 1)).await.expect_err("busy");
         assert_eq!(err.code(), Code::ResourceExhausted);
         // Our own exporter, which follows the OTLP spec, reads it as "retry in 1 s".
         assert_eq!(
@@ -579,7 +580,7 @@ mod tests {
         );
         assert_eq!(handle.stats().rejected_busy.load(Ordering::Relaxed), 1);
         assert!(rx.recv().await.is_some());
-        client.export(testdata::traces(3, 1, 1)).await.unwrap();
+        client.export(tagged::traces(3, 1)).await.unwrap();
         handle.shutdown().await;
     }
 
@@ -591,7 +592,8 @@ mod tests {
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..N {
             let mut client = TraceServiceClient::new(channel.clone());
-            calls.spawn(async move { client.export(testdata::traces(i as u8, 2, 100)).await });
+            calls
+                .spawn(async move { client.export(tagged::padded_traces(i as u64, 2, 100)).await });
         }
         let (mut ok, mut busy) = (0, 0);
         while let Some(done) = calls.join_next().await {
@@ -615,7 +617,7 @@ mod tests {
         // The consumer drains; the next request goes through.
         while rx.try_recv().is_ok() {}
         TraceServiceClient::new(channel)
-            .export(testdata::traces(99, 1, 1))
+            .export(tagged::traces(99, 1))
             .await
             .unwrap();
         assert!(matches!(rx.recv().await, Some(Received::Traces { .. })));

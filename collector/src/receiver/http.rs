@@ -9,7 +9,7 @@
 //! one) gets 401 with `WWW-Authenticate: Bearer` before its body is read.
 //!
 //! With TLS, the accept loop takes connections whose handshake already finished from
-//! `kotel_render::tls::spawn_handshakes` (off the loop, each within a deadline).
+//! `kotel_tls::spawn_handshakes` (off the loop, each within a deadline).
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -74,10 +74,10 @@ impl HttpServer {
             None => tokio::spawn(serve_plain(listener, intake, stopped)),
             Some(config) => {
                 let failed = Arc::clone(&intake);
-                let (conns, handshakes) = kotel_render::tls::spawn_handshakes(
+                let (conns, handshakes) = kotel_tls::spawn_handshakes(
                     listener,
                     config,
-                    kotel_render::tls::HANDSHAKE_TIMEOUT,
+                    kotel_tls::HANDSHAKE_TIMEOUT,
                     move |peer, failure| failed.handshake_failed(Transport::Http, peer, &failure),
                 );
                 tokio::spawn(async move {
@@ -139,7 +139,7 @@ async fn serve_plain(
 /// The same over connections whose TLS handshake finished; while [`MAX_CONNECTIONS`] are
 /// served, no more are taken, which in turn stops the handshakes.
 async fn serve_tls(
-    mut conns: tokio::sync::mpsc::Receiver<kotel_render::tls::Accepted>,
+    mut conns: tokio::sync::mpsc::Receiver<kotel_tls::Accepted>,
     intake: Arc<Intake>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -503,10 +503,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::mpsc;
 
-    use super::super::testdata;
     use super::super::{start, Received, ReceiverConfig, ReceiverHandle};
     use super::*;
     use crate::export::{classify_http, ExportError};
+    use kotel_testkit::otlp::tagged;
 
     async fn receiver(
         max_request_bytes: usize,
@@ -604,9 +604,9 @@ mod tests {
     async fn protobuf_for_each_signal_arrives_with_the_peer() {
         let (handle, mut rx, addr) = receiver(1 << 20, 8).await;
         let cases = [
-            ("/v1/traces", Batch::Traces(testdata::traces(3, 2, 10))),
-            ("/v1/metrics", Batch::Metrics(testdata::metrics(3))),
-            ("/v1/logs", Batch::Logs(testdata::logs(4))),
+            ("/v1/traces", Batch::Traces(tagged::traces(3, 2))),
+            ("/v1/metrics", Batch::Metrics(tagged::metrics(1, 3))),
+            ("/v1/logs", Batch::Logs(tagged::logs(1, 4))),
         ];
         for (path, batch) in cases {
             let body = match &batch {
@@ -624,7 +624,11 @@ mod tests {
         }
         let stats = handle.stats();
         assert_eq!(stats.traces.accepted_items.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.metrics.accepted_items.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            stats.metrics.accepted_items.load(Ordering::Relaxed),
+            4,
+            "3 gauge points + 1 histogram point"
+        );
         assert_eq!(stats.logs.accepted_items.load(Ordering::Relaxed), 4);
         handle.shutdown().await;
     }
@@ -632,7 +636,7 @@ mod tests {
     #[tokio::test]
     async fn gzip_bodies_are_decompressed() {
         let (handle, mut rx, addr) = receiver(1 << 20, 8).await;
-        let req = testdata::traces(5, 3, 2000);
+        let req = tagged::padded_traces(5, 3, 2000);
         let reply = post(
             addr,
             "/v1/traces",
@@ -700,14 +704,14 @@ mod tests {
         assert_eq!(span.end_time_unix_nano, 1_544_712_661_000_000_000);
 
         // What our serializer writes, we read back: metrics and logs, gzip too.
-        let metrics = serde_json::to_vec(&testdata::metrics(2)).unwrap();
+        let metrics = serde_json::to_vec(&tagged::metrics(1, 2)).unwrap();
         let reply = post(addr, "/v1/metrics", &[JSON, GZIP], &gzip(&metrics)).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(
             rx.recv().await.unwrap().into_batch(),
-            Batch::Metrics(testdata::metrics(2))
+            Batch::Metrics(tagged::metrics(1, 2))
         );
-        let logs = serde_json::to_vec(&testdata::logs(2)).unwrap();
+        let logs = serde_json::to_vec(&tagged::logs(1, 2)).unwrap();
         let reply = post(
             addr,
             "/v1/logs",
@@ -718,7 +722,7 @@ mod tests {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(
             rx.recv().await.unwrap().into_batch(),
-            Batch::Logs(testdata::logs(2))
+            Batch::Logs(tagged::logs(1, 2))
         );
         handle.shutdown().await;
     }
@@ -747,7 +751,7 @@ mod tests {
         assert_eq!(handle.stats().rejected_malformed.load(Ordering::Relaxed), 4);
         assert!(rx.try_recv().is_err());
 
-        let ok = testdata::logs(1).encode_to_vec();
+        let ok = tagged::logs(1, 1).encode_to_vec();
         assert_eq!(post(addr, "/v1/logs", &[PROTO], &ok).await.status, 200);
         assert!(rx.recv().await.is_some());
         handle.shutdown().await;
@@ -772,7 +776,7 @@ mod tests {
     #[tokio::test]
     async fn oversize_is_413_declared_streamed_or_decompressed() {
         let (handle, mut rx, addr) = receiver(16 * 1024, 8).await;
-        let big = testdata::traces(1, 1, 64 * 1024).encode_to_vec();
+        let big = tagged::padded_traces(1, 1, 64 * 1024).encode_to_vec();
 
         // Declared by Content-Length.
         let reply = post(addr, "/v1/traces", &[PROTO], &big).await;
@@ -795,7 +799,7 @@ mod tests {
 
         assert_eq!(handle.stats().rejected_oversize.load(Ordering::Relaxed), 3);
         assert!(rx.try_recv().is_err());
-        let ok = testdata::traces(1, 1, 10).encode_to_vec();
+        let ok = tagged::traces(1, 1).encode_to_vec();
         assert_eq!(post(addr, "/v1/traces", &[PROTO], &ok).await.status, 200);
         handle.shutdown().await;
     }
@@ -803,7 +807,7 @@ mod tests {
     #[tokio::test]
     async fn full_channel_is_429_with_retry_after() {
         let (handle, mut rx, addr) = receiver(1 << 20, 1).await;
-        let body = testdata::traces(1, 1, 1).encode_to_vec();
+        let body = tagged::traces(1, 1).encode_to_vec();
         assert_eq!(post(addr, "/v1/traces", &[PROTO], &body).await.status, 200);
         let busy = post(addr, "/v1/traces", &[PROTO], &body).await;
         assert_eq!(busy.status, 429);
@@ -839,7 +843,7 @@ mod tests {
         let (handle, mut rx, addr) = receiver(1 << 20, QUEUE).await;
         let mut calls = JoinSet::new();
         for i in 0..N {
-            let body = testdata::traces(i as u8, 2, 100).encode_to_vec();
+            let body = tagged::padded_traces(i as u64, 2, 100).encode_to_vec();
             calls.spawn(async move { post(addr, "/v1/traces", &[PROTO], &body).await.status });
         }
         let (mut ok, mut busy) = (0, 0);
@@ -862,7 +866,7 @@ mod tests {
         assert_eq!(rx.len(), QUEUE);
 
         while rx.try_recv().is_ok() {}
-        let body = testdata::traces(99, 1, 1).encode_to_vec();
+        let body = tagged::traces(99, 1).encode_to_vec();
         assert_eq!(post(addr, "/v1/traces", &[PROTO], &body).await.status, 200);
         assert!(rx.recv().await.is_some());
         handle.shutdown().await;

@@ -16,7 +16,7 @@
 //!   `RESOURCE_EXHAUSTED` / 413, and the servers keep serving.
 //!
 //! - Optional TLS on both listeners ([`ReceiverConfig::tls`], mutual TLS with a client CA):
-//!   handshakes run off the accept loop within a deadline (see `kotel_render::tls`), and a
+//!   handshakes run off the accept loop within a deadline (see `kotel_tls`), and a
 //!   failed handshake (wrong CA, expired or missing client certificate, a plaintext client)
 //!   is counted as `rejected_handshake`. An optional bearer token ([`auth`]) is checked on
 //!   every request before anything is decoded: gRPC `UNAUTHENTICATED`, HTTP 401.
@@ -124,7 +124,7 @@ pub struct ReceiverConfig {
     /// (the channel passed to [`start`] is what bounds memory). Default 256.
     pub queue: usize,
     /// TLS on both listeners (mutual TLS when a client CA is given); `None`: plaintext.
-    pub tls: Option<kotel_render::tls::ServerTlsFiles>,
+    pub tls: Option<kotel_tls::ServerTlsFiles>,
     /// The bearer token every request must carry; `None`: no authentication.
     pub bearer_token: Option<auth::BearerToken>,
 }
@@ -160,8 +160,7 @@ impl ReceiverConfig {
         };
         let tls = settings.tls.files();
         if let Some(files) = &tls {
-            kotel_render::tls::server_config(files, &[])
-                .map_err(|source| ReceiverError::Tls { source })?;
+            kotel_tls::server_config(files, &[]).map_err(|source| ReceiverError::Tls { source })?;
         }
         Ok(ReceiverConfig {
             grpc: listen(&settings.grpc),
@@ -285,7 +284,7 @@ pub enum ReceiverError {
     Tls {
         /// What was wrong.
         #[source]
-        source: kotel_render::tls::TlsError,
+        source: kotel_tls::TlsError,
     },
 }
 
@@ -348,14 +347,11 @@ pub async fn start_with_peers(
     let tls = |alpn: &[u8]| {
         cfg.tls
             .as_ref()
-            .map(|files| kotel_render::tls::server_config(files, &[alpn]))
+            .map(|files| kotel_tls::server_config(files, &[alpn]))
             .transpose()
             .map_err(|source| ReceiverError::Tls { source })
     };
-    let (grpc_tls, http_tls) = (
-        tls(kotel_render::tls::ALPN_H2)?,
-        tls(kotel_render::tls::ALPN_HTTP1)?,
-    );
+    let (grpc_tls, http_tls) = (tls(kotel_tls::ALPN_H2)?, tls(kotel_tls::ALPN_HTTP1)?);
     let stats = Arc::new(ReceiverStats::default());
     let intake = Arc::new(Intake {
         tx,
@@ -510,7 +506,7 @@ impl Intake {
         &self,
         transport: Transport,
         peer: SocketAddr,
-        failure: &kotel_render::tls::HandshakeFailure,
+        failure: &kotel_tls::HandshakeFailure,
     ) {
         let counter = self.stats.rejected_counter(Reject::Handshake);
         self.logs[Reject::Handshake.index()].count_and_log(counter, 1, |suppressed| {
@@ -612,85 +608,9 @@ impl Intake {
 }
 
 #[cfg(test)]
-pub(crate) mod testdata {
-    //! Small OTLP requests for the receiver tests.
-
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use opentelemetry_proto::tonic::metrics::v1::{
-        metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-    };
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-
-    /// `n` spans; span `i` has trace id `[tag; 16]` and span id `[i + 1; 8]`, and an attribute
-    /// of `pad` bytes.
-    pub fn traces(tag: u8, n: usize, pad: usize) -> ExportTraceServiceRequest {
-        let spans = (0..n)
-            .map(|i| Span {
-                trace_id: vec![tag; 16],
-                span_id: vec![i as u8 + 1; 8],
-                name: "handle_request".into(),
-                start_time_unix_nano: 1_700_000_000_000_000_000,
-                end_time_unix_nano: 1_700_000_000_030_000_000,
-                attributes: vec![KeyValue {
-                    key: "pad".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("x".repeat(pad))),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-    }
-
-    /// One gauge with `n` data points.
-    pub fn metrics(n: usize) -> ExportMetricsServiceRequest {
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![Metric {
-                        name: "app.requests".into(),
-                        data: Some(metric::Data::Gauge(Gauge {
-                            data_points: vec![NumberDataPoint::default(); n],
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-    }
-
-    /// `n` log records.
-    pub fn logs(n: usize) -> ExportLogsServiceRequest {
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs {
-                    log_records: vec![LogRecord::default(); n],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
+    use kotel_testkit::otlp::tagged;
+
     use super::*;
 
     #[test]
@@ -736,7 +656,7 @@ mod tests {
         let err = TraceServiceClient::connect(format!("http://{grpc}"))
             .await
             .unwrap()
-            .export(testdata::traces(1, 1, 1))
+            .export(tagged::traces(1, 1))
             .await
             .expect_err("nobody reads");
         assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -775,7 +695,7 @@ mod tests {
         let grpc = format!("http://{}", handle.grpc_addr().unwrap());
         let mut client = TraceServiceClient::connect(grpc).await.unwrap();
         for token in [None, Some("Bearer t0ken-not")] {
-            let mut req = tonic::Request::new(testdata::traces(1, 1, 1));
+            let mut req = tonic::Request::new(tagged::traces(1, 1));
             if let Some(t) = token {
                 req.metadata_mut()
                     .insert("authorization", t.parse().unwrap());
@@ -784,7 +704,7 @@ mod tests {
             assert_eq!(err.code(), tonic::Code::Unauthenticated);
             assert!(!err.message().contains("t0ken"), "{}", err.message());
         }
-        let mut req = tonic::Request::new(testdata::traces(2, 1, 1));
+        let mut req = tonic::Request::new(tagged::traces(2, 1));
         req.metadata_mut()
             .insert("authorization", "Bearer t0ken".parse().unwrap());
         client.export(req).await.unwrap();

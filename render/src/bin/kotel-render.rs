@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use kotel_render::server::{self, ServerConfig};
-use kotel_render::tls::ServerTlsFiles;
 use kotel_render::{HeatmapOptions, Limits, StoreConfig};
+use kotel_tls::ServerTlsFiles;
 
 /// Renders latency heatmaps and off-CPU flame graphs (SVG, PNG) and serves them.
 #[derive(Debug, Parser)]
@@ -55,11 +55,11 @@ struct Args {
 }
 
 /// The flag a TLS file came from, for error messages.
-fn tls_flag(file: kotel_render::tls::TlsFile) -> &'static str {
+fn tls_flag(file: kotel_tls::TlsFile) -> &'static str {
     match file {
-        kotel_render::tls::TlsFile::Cert => "--tls-cert",
-        kotel_render::tls::TlsFile::Key => "--tls-key",
-        kotel_render::tls::TlsFile::ClientCa | kotel_render::tls::TlsFile::Ca => "--tls-client-ca",
+        kotel_tls::TlsFile::Cert => "--tls-cert",
+        kotel_tls::TlsFile::Key => "--tls-key",
+        kotel_tls::TlsFile::ClientCa | kotel_tls::TlsFile::Ca => "--tls-client-ca",
     }
 }
 

@@ -16,6 +16,9 @@
 //!
 //! Prints one JSON line: the mode, the calls or round trips made, elapsed time and
 //! nanoseconds per call or round trip.
+//!
+//! Built only with the `bench` feature: `cargo build --release -p kotel-e2e --features bench`
+//! (scripts/bench-host.sh does).
 
 use std::time::Instant;
 

@@ -1,6 +1,7 @@
 //! Benchmark workload: a tight loop of 1-byte writev calls to /dev/null on one or more pinned
 //! threads, optionally paced, optionally with the empty "floor" BPF programs attached
-//! in-process. Prints one JSON line: calls made, elapsed time and nanoseconds per call.
+//! in-process (`--floor`, in builds with the `bench` feature). Prints one JSON line: calls
+//! made, elapsed time and nanoseconds per call.
 //!
 //! `kotel-writev-loop [--calls N] [--threads T] [--rate PER_THREAD_PER_S]
 //!                    [--floor none|raw|syscalls|timed] [--cpu C]
@@ -19,7 +20,61 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kotel_bpf::floor::{Floor, FloorHooks};
+use floor::FloorHooks;
+
+/// `--floor`: the empty "floor" BPF programs, which only builds with the `bench` feature
+/// (`cargo build --release -p kotel-e2e --features bench`) hold. The end-to-end tests run this
+/// workload without them.
+#[cfg(feature = "bench")]
+mod floor {
+    pub use kotel_bpf::floor::{Floor, FloorHooks};
+
+    /// The hooks `--floor <name>` names; `None` for `none`.
+    pub fn parse(name: &str) -> Result<Option<FloorHooks>, String> {
+        match name {
+            "none" => Ok(None),
+            "raw" => Ok(Some(FloorHooks::RawSyscalls)),
+            "syscalls" => Ok(Some(FloorHooks::WritevSyscall)),
+            "timed" => Ok(Some(FloorHooks::Timed)),
+            other => Err(format!(
+                "--floor: unknown '{other}' (none, raw, syscalls, timed)"
+            )),
+        }
+    }
+
+    /// Attaches the floor programs on `hooks` until the returned value is dropped; exits the
+    /// process when that fails.
+    pub fn attach(hooks: FloorHooks) -> Floor {
+        Floor::attach(hooks).unwrap_or_else(|e| {
+            eprintln!("kotel-writev-loop: {e}");
+            std::process::exit(1);
+        })
+    }
+}
+
+/// `--floor` in a build without the `bench` feature: only `none`.
+#[cfg(not(feature = "bench"))]
+mod floor {
+    /// No floor programs in this build, so no hooks to name.
+    #[derive(Debug, Clone, Copy)]
+    pub enum FloorHooks {}
+
+    /// `None` for `none`; any other name is an error that says how to build with the floor.
+    pub fn parse(name: &str) -> Result<Option<FloorHooks>, String> {
+        match name {
+            "none" => Ok(None),
+            other => Err(format!(
+                "--floor {other}: this build has no floor programs; build it with \
+                 `cargo build --release -p kotel-e2e --features bench`"
+            )),
+        }
+    }
+
+    /// Nothing to attach: there are no hooks.
+    pub fn attach(hooks: FloorHooks) {
+        match hooks {}
+    }
+}
 
 struct Args {
     calls: u64,
@@ -52,19 +107,7 @@ fn parse_args() -> Result<Args, String> {
             "--cpu" => a.cpu = Some(num(&value)? as usize),
             "--until-eof" => a.until_eof = num(&value)? != 0,
             "--slow-every" => a.slow_every = num(&value)?,
-            "--floor" => {
-                a.floor = match value.as_str() {
-                    "none" => None,
-                    "raw" => Some(FloorHooks::RawSyscalls),
-                    "syscalls" => Some(FloorHooks::WritevSyscall),
-                    "timed" => Some(FloorHooks::Timed),
-                    other => {
-                        return Err(format!(
-                            "--floor: unknown '{other}' (none, raw, syscalls, timed)"
-                        ))
-                    }
-                }
-            }
+            "--floor" => a.floor = floor::parse(&value)?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -220,12 +263,7 @@ fn main() {
         eprintln!("kotel-writev-loop: {e}");
         std::process::exit(2);
     });
-    let _floor = args.floor.map(|h| {
-        Floor::attach(h).unwrap_or_else(|e| {
-            eprintln!("kotel-writev-loop: {e}");
-            std::process::exit(1);
-        })
-    });
+    let _floor = args.floor.map(floor::attach);
     // Warm up page tables and caches outside the timed part.
     writev_loop(10_000, 0);
     if args.until_eof {
