@@ -16,6 +16,9 @@ echo "== clang-format (BPF C)"
 bash scripts/check-bpf-format.sh
 echo "== cargo clippy"
 cargo clippy -q --workspace --all-targets -- -D warnings
+# The benchmark-only floor programs and the fuzz entry points sit behind features: linted too.
+cargo clippy -q -p kotel-e2e --all-targets --features bench -- -D warnings
+cargo clippy -q -p kotel-collector --all-targets --features fuzzing -- -D warnings
 echo "== build"
 cargo build -q --workspace --bins
 echo "== deploy manifests (kubernetes-validate, checkov, config, Dockerfile packages)"
