@@ -102,50 +102,122 @@ fn buckets(req: &RenderHeatmapRequest, col: usize) -> impl Iterator<Item = Bucke
 
 /// Renders the heatmap as SVG text. Checks the request for malformed values (not for size:
 /// that is [`crate::limits::check_heatmap`]'s job): [`RenderError::Invalid`] as
-/// [`crate::limits::validate_heatmap`] says.
+/// [`crate::limits::validate_heatmap`] says. The document is drawn back to front: title,
+/// cells, axes, the p50/p99/rate lines, the legend, then the exemplar markers on top.
 pub fn heatmap_svg(
     req: &RenderHeatmapRequest,
     opts: &HeatmapOptions,
 ) -> Result<String, RenderError> {
     crate::limits::validate_heatmap(req)?;
-    let (w, h) = heatmap_size(req);
-    let plot = Plot {
-        x0: f64::from(LEFT),
-        x1: f64::from(w - RIGHT),
-        y0: f64::from(TOP),
-        y1: f64::from(h - BOTTOM),
-    };
-    let ncols = req.columns.len();
+    let g = Geometry::of(req);
+    let grid = display_grid(req, &g);
+    let max = grid.iter().copied().fold(0.0f64, f64::max);
 
-    // Latency domain in whole decades of seconds, from the data (and markers), 1ns..1000s.
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for i in 0..ncols {
-        for b in buckets(req, i) {
-            lo = lo.min(b.lo);
-            hi = hi.max(b.hi);
+    let mut s = String::with_capacity(16 * 1024);
+    let (w, h) = (g.w, g.h);
+    let _ = write!(
+        s,
+        r##"<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">
+<rect width="{w}" height="{h}" fill="#ffffff"/>
+"##
+    );
+    title(&mut s, req, &g);
+    cells(&mut s, &g, &grid, max);
+    axes(&mut s, req, &g);
+    lines(&mut s, req, &g);
+    legend(&mut s, &g, max);
+    markers(&mut s, req, &g, opts);
+    s.push_str("</svg>\n");
+    Ok(s)
+}
+
+/// Where things go: the picture's size, the plot area, the latency domain in whole decades
+/// of seconds and the display grid's rows and columns.
+struct Geometry {
+    w: u32,
+    h: u32,
+    plot: Plot,
+    plot_h: f64,
+    ncols: usize,
+    nrows: usize,
+    /// Lowest and highest decade shown (log10 of seconds).
+    d0: f64,
+    d1: f64,
+    /// The window's end (Unix nanoseconds) and length (nanoseconds).
+    end: u64,
+    total: u64,
+}
+
+impl Geometry {
+    fn of(req: &RenderHeatmapRequest) -> Geometry {
+        let (w, h) = heatmap_size(req);
+        let plot = Plot {
+            x0: f64::from(LEFT),
+            x1: f64::from(w - RIGHT),
+            y0: f64::from(TOP),
+            y1: f64::from(h - BOTTOM),
+        };
+        let ncols = req.columns.len();
+        // Latency domain in whole decades of seconds, from the data (and markers), 1ns..1000s.
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for i in 0..ncols {
+            for b in buckets(req, i) {
+                lo = lo.min(b.lo);
+                hi = hi.max(b.hi);
+            }
+        }
+        for m in &req.markers {
+            if m.value_seconds > 0.0 {
+                lo = lo.min(m.value_seconds.log10());
+                hi = hi.max(m.value_seconds.log10());
+            }
+        }
+        let (d0, d1) = if lo.is_finite() && hi.is_finite() {
+            let d0 = lo.floor().clamp(-9.0, 2.0);
+            let d1 = hi.ceil().clamp(d0 + 1.0, 3.0);
+            (d0, d1)
+        } else {
+            (-6.0, 0.0)
+        };
+        let plot_h = plot.y1 - plot.y0;
+        let total = req.column_width_nanos.saturating_mul(ncols as u64);
+        Geometry {
+            w,
+            h,
+            nrows: MAX_ROWS.min((plot_h / 4.0) as usize).max(1),
+            plot,
+            plot_h,
+            ncols,
+            d0,
+            d1,
+            end: req.start_unix_nano.saturating_add(total),
+            total,
         }
     }
-    for m in &req.markers {
-        if m.value_seconds > 0.0 {
-            lo = lo.min(m.value_seconds.log10());
-            hi = hi.max(m.value_seconds.log10());
-        }
-    }
-    let (d0, d1) = if lo.is_finite() && hi.is_finite() {
-        let d0 = lo.floor().clamp(-9.0, 2.0);
-        let d1 = hi.ceil().clamp(d0 + 1.0, 3.0);
-        (d0, d1)
-    } else {
-        (-6.0, 0.0)
-    };
-    let plot_h = plot.y1 - plot.y0;
-    let nrows = MAX_ROWS.min((plot_h / 4.0) as usize).max(1);
-    let y_of = |log10s: f64| plot.y1 - ((log10s - d0) / (d1 - d0)).clamp(0.0, 1.0) * plot_h;
 
-    // Merge buckets into display rows, spreading each bucket's count over the rows its range
-    // overlaps in log space (counts are conserved; out-of-range buckets land on the edge rows).
+    /// The height of a latency (log10 of seconds), clamped to the plot.
+    fn y_of(&self, log10s: f64) -> f64 {
+        self.plot.y1 - ((log10s - self.d0) / (self.d1 - self.d0)).clamp(0.0, 1.0) * self.plot_h
+    }
+
+    /// The left edge of column `i`, on a whole pixel.
+    fn col_x(&self, i: usize) -> f64 {
+        (self.plot.x0 + (self.plot.x1 - self.plot.x0) * i as f64 / self.ncols.max(1) as f64).round()
+    }
+
+    /// The bottom edge of row `r`, on a whole pixel.
+    fn row_y(&self, r: usize) -> f64 {
+        (self.plot.y1 - self.plot_h * r as f64 / self.nrows as f64).round()
+    }
+}
+
+/// The display grid, column by column: each bucket's count spread over the rows its range
+/// overlaps in log space (counts are conserved; out-of-range buckets land on the edge rows).
+fn display_grid(req: &RenderHeatmapRequest, g: &Geometry) -> Vec<f64> {
+    let (ncols, nrows, d0) = (g.ncols, g.nrows, g.d0);
     let mut grid = vec![0.0f64; ncols * nrows];
-    let scale_rows = nrows as f64 / (d1 - d0);
+    let scale_rows = nrows as f64 / (g.d1 - d0);
     for (i, col) in req.columns.iter().enumerate() {
         let cells = &mut grid[i * nrows..(i + 1) * nrows];
         cells[0] += col.zero_count as f64;
@@ -164,26 +236,16 @@ pub fn heatmap_svg(
             }
         }
     }
-    let max = grid.iter().copied().fold(0.0f64, f64::max);
+    grid
+}
 
-    let mut s = String::with_capacity(16 * 1024);
-    let _ = write!(
-        s,
-        r##"<?xml version="1.0" encoding="UTF-8" standalone="no"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">
-<rect width="{w}" height="{h}" fill="#ffffff"/>
-"##
-    );
-
-    // Title (process, kind, time window) and labels.
-    let end = req
-        .start_unix_nano
-        .saturating_add(req.column_width_nanos.saturating_mul(ncols as u64));
+/// Title (process, kind, time window) and labels.
+fn title(s: &mut String, req: &RenderHeatmapRequest, g: &Geometry) {
     let window = format!(
         "{} – {} UTC ({} × {})",
         utc(req.start_unix_nano, true),
-        utc(end, false),
-        ncols,
+        utc(g.end, false),
+        g.ncols,
         duration(req.column_width_nanos)
     );
     let title = if req.title.is_empty() {
@@ -192,21 +254,22 @@ pub fn heatmap_svg(
         truncate(&req.title, 120)
     };
     s.push_str(r#"<text x="8" y="17" font-size="14" font-weight="bold">"#);
-    push_escaped(&mut s, &title);
+    push_escaped(s, &title);
     s.push_str(r#"<tspan font-weight="normal" font-size="11" dx="8">"#);
-    push_escaped(&mut s, &window);
+    push_escaped(s, &window);
     s.push_str("</tspan></text>\n");
     if !req.labels.is_empty() {
         let labels: Vec<String> = req.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let max_chars = (w as usize).saturating_sub(16) / 6;
+        let max_chars = (g.w as usize).saturating_sub(16) / 6;
         s.push_str(r##"<text x="8" y="34" fill="#555555">"##);
-        push_escaped(&mut s, &truncate(&labels.join("  "), max_chars));
+        push_escaped(s, &truncate(&labels.join("  "), max_chars));
         s.push_str("</text>\n");
     }
+}
 
-    // Cells: one path per colour, integer pixel edges, no anti-aliasing.
-    let col_x = |i: usize| (plot.x0 + (plot.x1 - plot.x0) * i as f64 / ncols.max(1) as f64).round();
-    let row_y = |r: usize| (plot.y1 - plot_h * r as f64 / nrows as f64).round();
+/// Cells: one path per colour, integer pixel edges, no anti-aliasing; a note when empty.
+fn cells(s: &mut String, g: &Geometry, grid: &[f64], max: f64) {
+    let (ncols, nrows, plot) = (g.ncols, g.nrows, &g.plot);
     let mut paths: Vec<String> = vec![String::new(); PALETTE.len()];
     let mut levels = vec![0usize; grid.len()];
     if max > 0.0 {
@@ -219,7 +282,7 @@ pub fn heatmap_svg(
         }
     }
     for i in 0..ncols {
-        let (xa, xb) = (col_x(i), col_x(i + 1));
+        let (xa, xb) = (g.col_x(i), g.col_x(i + 1));
         let mut r = 0;
         while r < nrows {
             let level = levels[i * nrows + r];
@@ -229,7 +292,7 @@ pub fn heatmap_svg(
                 run += 1;
             }
             if level > 0 {
-                let (ya, yb) = (row_y(run), row_y(r));
+                let (ya, yb) = (g.row_y(run), g.row_y(r));
                 let _ = write!(
                     paths[level - 1],
                     "M{xa} {ya}h{}v{}h-{}z",
@@ -256,8 +319,11 @@ pub fn heatmap_svg(
             (plot.y0 + plot.y1) / 2.0
         );
     }
+}
 
-    // Frame, latency ticks and grid.
+/// Frame, latency ticks, time ticks and their grid lines.
+fn axes(s: &mut String, req: &RenderHeatmapRequest, g: &Geometry) {
+    let (plot, plot_h, ncols) = (&g.plot, g.plot_h, g.ncols);
     let _ = writeln!(
         s,
         r##"<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#999999" shape-rendering="crispEdges"/>"##,
@@ -268,9 +334,9 @@ pub fn heatmap_svg(
     );
     let mut grid_d = String::new();
     s.push_str(r#"<g text-anchor="end">"#);
-    let mut e = d0;
-    while e <= d1 + 1e-9 {
-        let y = y_of(e).round();
+    let mut e = g.d0;
+    while e <= g.d1 + 1e-9 {
+        let y = g.y_of(e).round();
         let _ = write!(grid_d, "M{} {y}H{}", plot.x0 - 4.0, plot.x1);
         let _ = write!(
             s,
@@ -284,12 +350,12 @@ pub fn heatmap_svg(
     s.push_str("</g>\n");
 
     // Time ticks.
-    let total = req.column_width_nanos.saturating_mul(ncols as u64);
+    let total = g.total;
     let step = time_step(total);
     let first = req.start_unix_nano.div_ceil(step).saturating_mul(step);
     s.push_str(r#"<g text-anchor="middle">"#);
     let mut t = first;
-    while ncols > 0 && t <= end {
+    while ncols > 0 && t <= g.end {
         let x = (plot.x0 + (plot.x1 - plot.x0) * (t - req.start_unix_nano) as f64 / total as f64)
             .round();
         let _ = write!(grid_d, "M{x} {}V{}", plot.y0, plot.y1 + 4.0);
@@ -309,8 +375,12 @@ pub fn heatmap_svg(
         s,
         r##"<path d="{grid_d}" stroke="#000000" stroke-opacity="0.12" fill="none" shape-rendering="crispEdges"/>"##
     );
+}
 
-    // p50 / p99 step lines and the event rate on its own linear axis.
+/// p50 / p99 step lines and the event rate on its own linear axis.
+fn lines(s: &mut String, req: &RenderHeatmapRequest, g: &Geometry) {
+    let (plot, plot_h, ncols) = (&g.plot, g.plot_h, g.ncols);
+    let y_of = |log10s: f64| g.y_of(log10s);
     let column_secs = req.column_width_nanos as f64 / 1e9;
     let mut p50 = Vec::with_capacity(ncols);
     let mut p99 = Vec::with_capacity(ncols);
@@ -319,14 +389,15 @@ pub fn heatmap_svg(
         let total =
             col.zero_count as f64 + col.bucket_counts.iter().map(|&c| c as f64).sum::<f64>();
         rates.push(total / column_secs);
-        p50.push(quantile(req, i, total, 0.50).map(&y_of));
-        p99.push(quantile(req, i, total, 0.99).map(&y_of));
+        p50.push(quantile(req, i, total, 0.50).map(y_of));
+        p99.push(quantile(req, i, total, 0.99).map(y_of));
     }
     let rate_max = nice_ceil(rates.iter().copied().fold(0.0f64, f64::max));
     let rate_y: Vec<Option<f64>> = rates
         .iter()
         .map(|&r| Some(plot.y1 - r / rate_max * plot_h))
         .collect();
+    let col_x = |i: usize| g.col_x(i);
     for (ys, color, extra) in [
         (&rate_y, RATE_COLOR, r#" stroke-dasharray="4 3""#),
         (&p50, P50_COLOR, ""),
@@ -349,9 +420,12 @@ pub fn heatmap_svg(
         plot.x1 + 4.0,
         plot.y1
     );
+}
 
-    // Colour legend.
-    let lx = f64::from(w) - 52.0;
+/// The colour legend and the key for the lines.
+fn legend(s: &mut String, g: &Geometry, max: f64) {
+    let (plot, plot_h) = (&g.plot, g.plot_h);
+    let lx = f64::from(g.w) - 52.0;
     let sw = plot_h / PALETTE.len() as f64;
     s.push_str(r#"<g shape-rendering="crispEdges">"#);
     for (k, color) in PALETTE.iter().enumerate() {
@@ -375,9 +449,7 @@ pub fn heatmap_svg(
         lx + 5.0,
         plot.y0 - 4.0
     );
-
-    // Key for the lines.
-    let ky = f64::from(h) - 6.0;
+    let ky = f64::from(g.h) - 6.0;
     let kx = plot.x1 - 170.0;
     let _ = writeln!(
         s,
@@ -389,26 +461,28 @@ pub fn heatmap_svg(
         kx + 120.0,
         y = ky - 4.0
     );
+}
 
-    // Exemplar markers, linked to their traces.
-    if ncols > 0 && total > 0 {
-        for m in &req.markers {
-            if m.time_unix_nano < req.start_unix_nano || m.time_unix_nano > end {
-                continue;
-            }
-            let x = plot.x0
-                + (plot.x1 - plot.x0) * (m.time_unix_nano - req.start_unix_nano) as f64
-                    / total as f64;
-            let y = if m.value_seconds > 0.0 {
-                y_of(m.value_seconds.log10())
-            } else {
-                plot.y1
-            };
-            marker(&mut s, m, x, y, opts);
-        }
+/// Exemplar markers inside the window, linked to their traces.
+fn markers(s: &mut String, req: &RenderHeatmapRequest, g: &Geometry, opts: &HeatmapOptions) {
+    if g.ncols == 0 || g.total == 0 {
+        return;
     }
-    s.push_str("</svg>\n");
-    Ok(s)
+    let plot = &g.plot;
+    for m in &req.markers {
+        if m.time_unix_nano < req.start_unix_nano || m.time_unix_nano > g.end {
+            continue;
+        }
+        let x = plot.x0
+            + (plot.x1 - plot.x0) * (m.time_unix_nano - req.start_unix_nano) as f64
+                / g.total as f64;
+        let y = if m.value_seconds > 0.0 {
+            g.y_of(m.value_seconds.log10())
+        } else {
+            plot.y1
+        };
+        marker(s, m, x, y, opts);
+    }
 }
 
 struct Plot {
