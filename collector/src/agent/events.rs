@@ -15,15 +15,18 @@ use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::telemetry;
 
 impl Agent {
-    /// Counts the records of a drain that could not be decoded; the first one is logged.
+    /// Counts the records of a drain that could not be decoded, and logs the drain's first
+    /// error (at most once a second, saying how many lines were held back).
     pub(super) fn count_undecodable(&self, drained: &Drained) {
+        let Some(e) = &drained.first_error else {
+            return;
+        };
         let counter = &self.tele.stats.records_undecodable;
-        if let Some(e) = &drained.first_error {
-            if telemetry::get(counter) == 0 {
-                tracing::warn!(error = %e, "kotel.decode.failed");
-            }
-        }
-        telemetry::add(counter, drained.undecodable);
+        self.decode_log.count_and_log(
+            counter,
+            drained.undecodable,
+            |suppressed| tracing::warn!(error = %e, suppressed, "kotel.decode.failed"),
+        );
     }
 
     /// Handles the events of one drain.

@@ -41,7 +41,7 @@ use crate::otlp::metrics::MetricsBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{Received, ReceiverHandle};
 use crate::signals;
-use crate::telemetry::AgentTelemetry;
+use crate::telemetry::{AgentTelemetry, RateLimit};
 
 pub(crate) use error::io_err;
 pub use error::RunError;
@@ -108,6 +108,8 @@ pub struct Agent {
     artifacts: Option<Artifacts>,
     /// Final histograms of exited processes, kept for the closing summary.
     ended: Vec<Histogram>,
+    /// Undecodable records are counted each time and logged at most once a second.
+    decode_log: RateLimit,
 }
 
 impl Agent {

@@ -28,7 +28,7 @@ use crate::otlp::metrics::MetricsBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{self, ReceiverConfig};
 use crate::signals;
-use crate::telemetry::{self, AgentTelemetry, SampleSource};
+use crate::telemetry::{self, AgentTelemetry, RateLimit, SampleSource};
 
 /// Most spans in one export request.
 const MAX_SPANS_PER_BATCH: usize = 2048;
@@ -155,6 +155,7 @@ impl Agent {
             ),
             artifacts,
             ended: Vec::new(),
+            decode_log: RateLimit::new(Duration::from_secs(1)),
         })
     }
 }
