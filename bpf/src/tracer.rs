@@ -40,6 +40,9 @@ pub struct TracerConfig {
     pub ring_buffer_bytes: u32,
     /// Take kernel and user stacks at off-CPU switch-out.
     pub capture_stacks: bool,
+    /// Whether kernel threads' scheduler intervals reach userspace as events. Off: they are
+    /// still counted in the histograms, but send nothing through the ring buffer.
+    pub kernel_threads: bool,
     /// Kernel BTF to use for CO-RE, and to find `tp_btf` tracepoints.
     pub btf_path: PathBuf,
     /// Where classic tracepoints are looked up (tracefs mounts), in order.
@@ -64,6 +67,7 @@ impl Default for TracerConfig {
             scale: 3,
             ring_buffer_bytes: 8 << 20,
             capture_stacks: true,
+            kernel_threads: false,
             btf_path: PathBuf::from(preflight::SYSFS_BTF),
             tracefs: preflight::TRACEFS_ROOTS.iter().map(PathBuf::from).collect(),
             max_histograms: 1024,
@@ -359,6 +363,7 @@ impl Tracer {
         ro.tcp_send_on_raw = plan.uses(Probe::TcpSend, "raw_syscalls");
         ro.stacks_at_switch_in = plan.uses(Probe::Offcpu, OFFCPU_STACKS_AT_SWITCH_IN);
         ro.capture_stacks = cfg.capture_stacks;
+        ro.send_kernel_threads = cfg.kernel_threads;
         ro.enable_lifecycle = cfg.lifecycle;
         ro.min_latency_ns = cfg.min_latency_ns;
         ro.self_pid = std::process::id();

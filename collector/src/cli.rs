@@ -84,6 +84,11 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_probes)]
     pub probes: Option<ProbeList>,
 
+    /// Spans for kernel threads' run-queue and off-CPU intervals too (`capture.kernel_threads`;
+    /// they are always counted in the histograms).
+    #[arg(long)]
+    pub kernel_threads: bool,
+
     /// OTLP/gRPC receiver address for applications' telemetry, or "none".
     #[arg(long, value_name = "ADDR")]
     pub receiver_grpc: Option<String>,
@@ -167,6 +172,11 @@ pub struct CaptureArgs {
     /// Do not take stacks at off-CPU switch-out.
     #[arg(long)]
     pub no_stacks: bool,
+
+    /// Report kernel threads' run-queue and off-CPU intervals too (always counted in the
+    /// histograms).
+    #[arg(long)]
+    pub kernel_threads: bool,
 
     /// Kernel BTF file for CO-RE, for kernels without /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "PATH", default_value = kotel_bpf::preflight::SYSFS_BTF)]

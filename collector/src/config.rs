@@ -35,6 +35,9 @@ ring_buffer_bytes = 8388608
 max_histograms = 1024
 # Take kernel and user stacks when a thread blocks (about 1.4 us per blocked switch).
 stacks = true
+# Spans (and pictures) for kernel threads' run-queue and off-CPU time too. Off, they are
+# still counted in the histograms but send nothing to userspace.
+kernel_threads = false
 
 [metrics]
 # How often histograms are read and exported.
@@ -351,6 +354,9 @@ pub struct CaptureConfig {
     pub max_histograms: u32,
     /// Stacks at off-CPU switch-out.
     pub stacks: bool,
+    /// Kernel threads' run-queue and off-CPU intervals become spans too (they are always
+    /// counted in the histograms).
+    pub kernel_threads: bool,
 }
 
 /// `[metrics]`.
@@ -481,6 +487,7 @@ impl Default for CaptureConfig {
             ring_buffer_bytes: 8 << 20,
             max_histograms: 1024,
             stacks: true,
+            kernel_threads: false,
         }
     }
 }

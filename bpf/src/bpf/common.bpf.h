@@ -25,6 +25,9 @@ const volatile bool tcp_send_on_raw = false;
 const volatile bool enable_runqueue = false;
 const volatile bool enable_offcpu = false;
 const volatile bool capture_stacks = true;
+/* Kernel threads (PF_KTHREAD) still count in the histograms but send no
+ * event to userspace unless this is set. */
+const volatile bool send_kernel_threads = false;
 /* Take off-CPU stacks in the switched-in task at sched_exit_tp, only for the
  * intervals that go to userspace, instead of at every blocked switch-out. */
 const volatile bool stacks_at_switch_in = false;

@@ -19,6 +19,7 @@
  */
 
 #define KOTEL_TASK_RUNNING 0
+#define KOTEL_PF_KTHREAD 0x00200000
 #define KOTEL_TASK_DEAD 0x80
 #define KOTEL_EEXIST 17
 #define KOTEL_ENOMEM 12
@@ -85,15 +86,23 @@ static __always_inline void send_sched(struct task_struct *t, struct task_state 
 	event_submit(e);
 }
 
-/* Counts one scheduler interval and sends it when it is slow enough or its
- * process is a link target. */
+/* Whether an interval of `t` that is counted also goes to userspace: slow
+ * enough or of a link target, and not of a kernel thread (unless asked). */
+static __always_inline bool worth_sending(struct task_struct *t, struct task_state *s, __u64 ns)
+{
+	if (!send_kernel_threads && (t->flags & KOTEL_PF_KTHREAD))
+		return false;
+	return ns >= min_latency_ns || link_target(s);
+}
+
+/* Counts one scheduler interval and sends it when it is worth sending. */
 static __always_inline void emit_sched(struct task_struct *t, struct task_state *s, __u32 kind,
 				       __u64 start, __u64 now, __s32 kstack, __s32 ustack)
 {
 	__u64 ns = now - start;
 
 	hist_record(s, t, kind, ns, -1);
-	if (ns < min_latency_ns && !link_target(s))
+	if (!worth_sending(t, s, ns))
 		return;
 	send_sched(t, s, kind, start, now, kstack, ustack);
 }
@@ -175,7 +184,7 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 		/* Counted now; sent from sched_exit_tp with the stacks, when
 		 * it goes to userspace at all. */
 		hist_record(s, next, KOTEL_KIND_OFFCPU, now - start, -1);
-		if (now - start < min_latency_ns && !link_target(s))
+		if (!worth_sending(next, s, now - start))
 			return;
 
 		__u32 zero = 0;

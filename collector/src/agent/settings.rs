@@ -37,6 +37,9 @@ pub fn effective_config(
     if let Some(p) = &args.probes {
         c.probes = p.0.clone();
     }
+    if args.kernel_threads {
+        c.kernel_threads = true;
+    }
     if let Some(i) = args.interval {
         cfg.metrics.interval = i;
     }
