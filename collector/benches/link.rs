@@ -51,7 +51,7 @@ fn bench_link(c: &mut Criterion) {
         LinkBuffer::new(EVENTS as usize, u64::MAX),
     );
     for i in 0..EVENTS {
-        linker.buffer.push(&event(i, tid), i % 10 == 0);
+        linker.remember(&event(i, tid), i % 10 == 0);
     }
     // Spans of 50 µs each spread over the buffer's time range, all on this thread.
     let spans: Vec<Span> = (0..SPANS as u64)

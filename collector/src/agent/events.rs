@@ -36,7 +36,7 @@ impl Agent {
             // Link targets send shorter events too, for exact sums.
             let slow = ev.duration_ns >= self.plan.threshold_ns;
             if self.plan.linking {
-                self.linker.buffer.push(&ev, slow);
+                self.linker.remember(&ev, slow);
             }
             if slow {
                 self.span_of(&ev);

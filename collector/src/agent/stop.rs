@@ -163,7 +163,7 @@ fn forward_leftovers(
         let _ = queue.submit(batch); // a refusal is counted by the queue
     }
     let ls = linker.stats();
-    let bs = linker.buffer.stats();
+    let bs = linker.buffer_stats();
     tracing::info!(
         app_spans = ls.app_spans,
         matched = ls.matched_spans,

@@ -28,7 +28,7 @@ impl Agent {
     pub(super) fn tick(&mut self, done: bool) -> Result<(), RunError> {
         if self.timers.last_expiry.elapsed() >= EXPIRE_EVERY {
             self.timers.last_expiry = Instant::now();
-            self.linker.buffer.expire(super::setup::unix_now());
+            self.linker.expire(super::setup::unix_now());
             self.resources.cache.sweep();
         }
         if self.batcher.due() || (done && !self.batcher.is_empty()) {

@@ -25,10 +25,11 @@ use crate::enrich::semconv::{
     KOTEL_OFFCPU_DURATION, KOTEL_RUNQUEUE_DELAY, KOTEL_TCP_SEND_DURATION, KOTEL_WRITEV_DURATION,
     PROCESS_PID, THREAD_ID,
 };
+use crate::model::KernelEvent;
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::otlp::{attrs, scope};
-use buffer::LinkBuffer;
+use buffer::{BufferStats, LinkBuffer};
 use resolve::PeerCache;
 
 /// What linking did, cumulatively.
@@ -79,7 +80,7 @@ const MAX_CHILDREN_PER_SPAN: usize = 256;
 #[derive(Debug)]
 pub struct Linker {
     /// Kernel events waiting for their application spans.
-    pub buffer: LinkBuffer,
+    buffer: LinkBuffer,
     proc_root: PathBuf,
     peers: Arc<PeerCache>,
     /// (host pid, reported tid) → host tid, and (reported pid, peer pid) → host pid: /proc
@@ -142,6 +143,22 @@ impl Linker {
             processes: HashMap::new(),
             stats: LinkStats::default(),
         }
+    }
+
+    /// Keeps a kernel event until its application span arrives or its window passes; `child`
+    /// says whether it may become a child span of its own (else it only adds to the sums).
+    pub fn remember(&mut self, ev: &KernelEvent, child: bool) {
+        self.buffer.push(ev, child);
+    }
+
+    /// Forgets the events older than the window, as of `now` (Unix nanoseconds).
+    pub fn expire(&mut self, now: u64) {
+        self.buffer.expire(now);
+    }
+
+    /// The event buffer's counters.
+    pub fn buffer_stats(&self) -> BufferStats {
+        self.buffer.stats()
     }
 
     /// The connection-owner cache, to share with the receiver.
