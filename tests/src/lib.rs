@@ -216,6 +216,38 @@ pub fn json_lines(s: &str) -> Vec<Value> {
         .collect()
 }
 
+/// What `kotel capture --format jsonl` printed, split by line type.
+#[derive(Debug, Clone)]
+pub struct JsonlCapture {
+    /// The `event` lines.
+    pub events: Vec<Value>,
+    /// The closing `histogram` lines.
+    pub histograms: Vec<Value>,
+    /// The closing `lost` line.
+    pub lost: Value,
+}
+
+/// Runs `kotel capture --format jsonl --duration 0 <args>` while `during` runs, then
+/// interrupts it and checks it exited 0. kotel detaches and drains the ring buffer once more
+/// after the interrupt, before it prints anything, so every event `during` caused is in.
+pub fn capture_jsonl<T>(args: &[&str], during: impl FnOnce() -> T) -> (T, JsonlCapture) {
+    let mut all = vec!["capture", "--format", "jsonl", "--duration", "0"];
+    all.extend_from_slice(args);
+    let kotel = Kotel::start(&all);
+    let out = during();
+    let (code, stdout, stderr) = kotel.interrupt();
+    assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
+    let lines = json_lines(&stdout);
+    let of = |t: &str| -> Vec<Value> { lines.iter().filter(|l| l["type"] == t).cloned().collect() };
+    let lost = of("lost").pop().expect("a lost line");
+    let captured = JsonlCapture {
+        events: of("event"),
+        histograms: of("histogram"),
+        lost,
+    };
+    (out, captured)
+}
+
 /// The `writev` rows of `kotel capture --format table`'s summary, as (pid, count). Rows end in
 /// PROBE COUNT P50 P99 MAX BYTES and are read from the right, since a process name may contain
 /// spaces.

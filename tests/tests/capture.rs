@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use kotel_bpf::buckets::{ns_to_seconds, reference_index};
 use kotel_bpf::OVERFLOW_PID;
-use kotel_e2e::{json_lines, skip_without_bpf, Kotel, Workload};
+use kotel_e2e::{capture_jsonl, skip_without_bpf, Workload};
 use serde_json::Value;
 
 fn u(v: &Value) -> u64 {
@@ -107,35 +107,14 @@ fn capture_workload(extra: &[&str]) -> (Value, Captured) {
     let workload = Workload::start();
     let pid = workload.pid;
     let pid_arg = pid.to_string();
-    let mut args = vec![
-        "capture",
-        "--pid",
-        &pid_arg,
-        "--format",
-        "jsonl",
-        "--duration",
-        "0",
-    ];
+    let mut args = vec!["--pid", &pid_arg];
     args.extend_from_slice(extra);
-    let kotel = Kotel::start(&args);
-    // The workload has exited, so every event of it is in the ring buffer: kotel drains that
-    // once more after the interrupt, before it prints anything.
-    let truth = workload.run();
-    let (code, stdout, stderr) = kotel.interrupt();
-    assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
-    let lines = json_lines(&stdout);
-    let by_type = |t: &str| {
-        lines
-            .iter()
-            .filter(|l| l["type"] == t)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let lost = by_type("lost").pop().expect("a lost line");
+    // The workload has exited when `run` returns, so every event of it is in.
+    let (truth, c) = capture_jsonl(&args, || workload.run());
     let captured = Captured {
-        events: by_type("event"),
-        histograms: by_type("histogram"),
-        lost,
+        events: c.events,
+        histograms: c.histograms,
+        lost: c.lost,
     };
     // The pid filter works in the kernel: nothing from other processes. Histograms are the
     // workload's own or the overflow ones, which then count only its events.

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use kotel_e2e::{json_lines, skip_without_bpf, Kotel};
+use kotel_e2e::{capture_jsonl, skip_without_bpf};
 use serde_json::Value;
 
 /// `PF_KTHREAD` in a task's flags.
@@ -40,26 +40,10 @@ fn wake_kernel_threads() {
 /// A system-wide capture of run-queue and off-CPU intervals while kernel threads run, every
 /// interval reported (`--min-latency 0`): (events, histograms, lost line).
 fn capture(extra: &[&str]) -> (Vec<Value>, Vec<Value>, Value) {
-    let mut args = vec![
-        "capture",
-        "--probes",
-        "runqueue,offcpu",
-        "--min-latency",
-        "0",
-        "--format",
-        "jsonl",
-        "--duration",
-        "0",
-    ];
+    let mut args = vec!["--probes", "runqueue,offcpu", "--min-latency", "0"];
     args.extend_from_slice(extra);
-    let kotel = Kotel::start(&args);
-    wake_kernel_threads();
-    let (code, stdout, stderr) = kotel.interrupt();
-    assert_eq!(code, 0, "{stderr}");
-    let lines = json_lines(&stdout);
-    let of = |t: &str| -> Vec<Value> { lines.iter().filter(|l| l["type"] == t).cloned().collect() };
-    let lost = of("lost").pop().expect("a lost line");
-    (of("event"), of("histogram"), lost)
+    let ((), c) = capture_jsonl(&args, wake_kernel_threads);
+    (c.events, c.histograms, c.lost)
 }
 
 /// The pids among `pids` that `/proc` says are kernel threads (those already gone are left

@@ -16,4 +16,5 @@ pub mod semconv;
 pub use host::HostInfo;
 pub use process_cache::{CacheStats, ProcessCache, DEAD_PROCESS_TTL};
 pub use process_info::{ProcessInfo, ResourceOptions};
+pub(crate) use resource_attributes::percent_decode;
 pub use resource_attributes::{parse_resource_attributes, EnrichError};

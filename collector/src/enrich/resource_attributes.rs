@@ -38,8 +38,9 @@ pub fn parse_resource_attributes(s: &str) -> Result<Vec<(String, String)>, Enric
     Ok(pairs)
 }
 
-/// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8. Shared
+/// with the exporter's `OTEL_EXPORTER_OTLP_HEADERS` parsing.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{RetryConfig, TlsFile, TlsSettings};
+use crate::enrich::percent_decode;
 
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
 const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -311,25 +312,6 @@ fn parse_headers(raw: &str) -> Result<Vec<(String, String)>, ExportConfigError> 
         out.push((key, value));
     }
     Ok(out)
-}
-
-/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -228,8 +228,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn log_drop(&self, signal: Signal, reason: DropReason, items: u64, why: &str) {
-        if let Some(suppressed) = self.drop_logs[reason.index()].check() {
+    /// Counts `items` of `signal` as dropped for `reason` and logs it (rate-limited).
+    fn drop_and_log(&self, signal: Signal, reason: DropReason, items: u64, why: &str) {
+        let counter = &self.stats.counters(signal).dropped[reason.index()];
+        self.drop_logs[reason.index()].count_and_log(counter, items, |suppressed| {
             tracing::warn!(
                 signal = signal.as_str(),
                 reason = reason.as_str(),
@@ -237,8 +239,8 @@ impl Shared {
                 error = why,
                 suppressed,
                 "kotel.export.dropped"
-            );
-        }
+            )
+        });
     }
 
     /// Counts everything still queued or in flight as dropped for `reason`.
@@ -390,9 +392,8 @@ impl ExportQueue {
                 Ok(())
             }
             Some((reason, err)) => {
-                self.shared.stats.drop_items(signal, reason, items);
                 self.shared
-                    .log_drop(signal, reason, items, &err.to_string());
+                    .drop_and_log(signal, reason, items, &err.to_string());
                 Err(err)
             }
         }
@@ -594,8 +595,7 @@ impl<E: Exporter> Worker<E> {
                 }
             }
             Finished::Dropped(reason, why) => {
-                self.shared.stats.drop_items(signal, reason, entry.items);
-                self.shared.log_drop(signal, reason, entry.items, &why);
+                self.shared.drop_and_log(signal, reason, entry.items, &why);
             }
         }
         counters.queued.fetch_sub(entry.items, Ordering::Relaxed);

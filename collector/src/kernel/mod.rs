@@ -116,7 +116,7 @@ impl KernelSource {
     }
 
     /// The symbolized kernel stack of `ev`, innermost first, where it has one.
-    pub fn kernel_frames(&self, ev: &KernelEvent) -> Option<Vec<String>> {
+    fn kernel_frames(&self, ev: &KernelEvent) -> Option<Vec<String>> {
         ev.kernel_stack_id
             .and_then(|id| self.tracer.stack(id))
             .map(|ips| kernel_frames(&self.symbols, &ips))
