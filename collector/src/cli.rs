@@ -89,6 +89,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub kernel_threads: bool,
 
+    /// Most standalone spans per process and metrics interval: the slowest are kept, the rest
+    /// counted as skipped (`capture.span_budget`; 0: no limit). Linked children are not
+    /// counted against it.
+    #[arg(long, value_name = "N")]
+    pub span_budget: Option<usize>,
+
     /// OTLP/gRPC receiver address for applications' telemetry, or "none".
     #[arg(long, value_name = "ADDR")]
     pub receiver_grpc: Option<String>,

@@ -38,6 +38,10 @@ stacks = true
 # Spans (and pictures) for kernel threads' run-queue and off-CPU time too. Off, they are
 # still counted in the histograms but send nothing to userspace.
 kernel_threads = false
+# kotel run: most standalone spans per process and metrics interval. The slowest are kept
+# (always the slowest of each probe, the exemplar), the rest are counted as skipped
+# (kotel.spans.skipped, reason budget). Linked children never count against it. 0: no limit.
+span_budget = 100
 
 [metrics]
 # How often histograms are read and exported.
@@ -357,6 +361,8 @@ pub struct CaptureConfig {
     /// Kernel threads' run-queue and off-CPU intervals become spans too (they are always
     /// counted in the histograms).
     pub kernel_threads: bool,
+    /// Most standalone spans per process and metrics interval (0: no limit).
+    pub span_budget: usize,
 }
 
 /// `[metrics]`.
@@ -488,6 +494,7 @@ impl Default for CaptureConfig {
             max_histograms: 1024,
             stacks: true,
             kernel_threads: false,
+            span_budget: 100,
         }
     }
 }

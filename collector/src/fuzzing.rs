@@ -27,8 +27,8 @@ use crate::kernel::Stacks;
 use crate::link::buffer::LinkBuffer;
 use crate::link::Linker;
 use crate::model::{Comm, KernelEvent};
-use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::{MetricsBuilder, Temporality};
+use crate::otlp::pending::PendingSpan;
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::output::jsonl::write_event;
 use crate::receiver::http::{self, Format};
@@ -221,26 +221,40 @@ fn fixture_buffer() -> LinkBuffer {
             for (i, kind) in Probe::ALL.into_iter().enumerate() {
                 n += 1;
                 let start = base + 1_000 + (i as u64) * 2_000 + n * 10;
-                buffer.push(
-                    &KernelEvent {
-                        kind,
-                        pid,
-                        tid,
-                        comm: Comm::from_kernel(b"app\0"),
-                        cpu: 0,
-                        start_unix_nano: start,
-                        duration_ns: 5_000 + n,
-                        bytes: matches!(kind, Probe::Writev | Probe::TcpSend).then_some(64),
-                        errno: None,
-                        fd: matches!(kind, Probe::Writev | Probe::TcpSend).then_some(3),
-                        iovcnt: (kind == Probe::Writev).then_some(1),
-                        local: None,
-                        peer: None,
-                        kernel_stack_id: None,
-                        user_stack_id: None,
-                    },
-                    n % 2 == 0,
-                );
+                let ev = KernelEvent {
+                    kind,
+                    pid,
+                    tid,
+                    comm: Comm::from_kernel(b"app\0"),
+                    cpu: 0,
+                    start_unix_nano: start,
+                    duration_ns: 5_000 + n,
+                    bytes: matches!(kind, Probe::Writev | Probe::TcpSend).then_some(64),
+                    errno: None,
+                    fd: matches!(kind, Probe::Writev | Probe::TcpSend).then_some(3),
+                    iovcnt: (kind == Probe::Writev).then_some(1),
+                    local: None,
+                    peer: None,
+                    kernel_stack_id: None,
+                    user_stack_id: None,
+                };
+                let pending = (n % 2 == 0).then(|| PendingSpan {
+                    pid,
+                    kind,
+                    duration_ns: ev.duration_ns,
+                    end: ev.start_unix_nano + ev.duration_ns,
+                    standalone: true,
+                    span: kernel_span(
+                        &ev,
+                        SpanIds {
+                            trace_id: [3; 16],
+                            span_id: n.to_be_bytes(),
+                            parent_span_id: None,
+                        },
+                    ),
+                });
+                let released = buffer.push(&ev, pending);
+                assert!(released.is_empty(), "the fixture fits the buffer");
             }
         }
     }
@@ -292,7 +306,7 @@ pub fn otlp_request(data: &[u8]) {
         Received::Traces { mut request, peer } => {
             let before = request.clone();
             let mut linker = Linker::new(root.to_path_buf(), fixture_buffer());
-            let linked = linker.link(&mut request, peer, &mut IdGenerator::with_seed(7));
+            let linked = linker.link(&mut request, peer);
             let pids = &linked.pids;
             assert!(
                 pids.iter().all(|p| [HOST_PID, CONTAINER_PID].contains(p)),
@@ -617,7 +631,7 @@ mod tests {
             };
             let peer = (mode >> 4 & 3 == 1).then(|| proc_tree::PEER.parse().unwrap());
             let mut linker = Linker::new(fixture_proc().to_path_buf(), fixture_buffer());
-            let linked = linker.link(&mut req, peer, &mut IdGenerator::with_seed(1));
+            let linked = linker.link(&mut req, peer);
             assert_eq!(linked.pids, vec![want], "{seed}");
             assert!(linker.stats().child_spans > 0, "{seed}");
         }

@@ -1,6 +1,9 @@
-//! Phase: the kernel events of one drain. Every event can be linked; those at or above the
-//! threshold also become spans of their own, with their stacks, an exemplar candidate for
-//! their histogram, and (off-CPU) a frame in the flame graph.
+//! Phase: the kernel events of one drain. Each event long enough for a span is built into one
+//! at once (ids, attributes, stacks) and then settles exactly once: while an OTLP receiver
+//! runs it waits in the link buffer for the application span that covers it (a child there)
+//! or for its window to pass; then, or at once without a receiver, it goes out on its own
+//! through the span budget. Settling is also when its exemplar is offered, so an exemplar
+//! always points at a span that is exported where it points.
 
 use kotel_bpf::Probe;
 
@@ -10,7 +13,7 @@ use crate::kernel::symbols::folded;
 use crate::kernel::Drained;
 use crate::model::KernelEvent;
 use crate::otlp::attrs;
-use crate::otlp::metrics::ExemplarCandidate;
+use crate::otlp::pending::PendingSpan;
 use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::telemetry;
 
@@ -34,36 +37,27 @@ impl Agent {
         telemetry::add(&self.tele.stats.events_received, events.len() as u64);
         for ev in events {
             // Link targets send shorter events too, for exact sums.
-            let slow = ev.duration_ns >= self.plan.threshold_ns;
+            let child = ev.duration_ns >= self.plan.threshold_ns;
+            let standalone = child;
+            let pending = (child || standalone).then(|| self.build(&ev, standalone));
             if self.plan.linking {
-                self.linker.remember(&ev, slow);
-            }
-            if slow {
-                self.span_of(&ev);
+                let released = self.linker.remember(&ev, pending);
+                self.settle(released);
+            } else if let Some(p) = pending {
+                self.settle([p]);
             }
         }
     }
 
-    /// Builds the span of one slow event and sends it on, or holds it back as the slowest of
-    /// its series.
-    fn span_of(&mut self, ev: &KernelEvent) {
-        let span_ids = SpanIds {
+    /// Builds the span of `ev` with its stacks; its off-CPU stack goes into the flame graph.
+    fn build(&mut self, ev: &KernelEvent, standalone: bool) -> PendingSpan {
+        let ids = SpanIds {
             trace_id: self.ids.trace_id(),
             span_id: self.ids.span_id(),
             parent_span_id: None,
         };
-        self.metrics.observe(
-            ev.pid,
-            ev.kind,
-            ExemplarCandidate {
-                duration_ns: ev.duration_ns,
-                time_unix_nano: ev.start_unix_nano.saturating_add(ev.duration_ns),
-                trace_id: span_ids.trace_id,
-                span_id: span_ids.span_id,
-            },
-        );
         self.resources.comms.insert(ev.pid, ev.comm);
-        let mut span = kernel_span(ev, span_ids);
+        let mut span = kernel_span(ev, ids);
         let stacks = self.kernel.stacks(ev);
         if let Some(frames) = &stacks.kernel {
             span.attributes
@@ -78,9 +72,26 @@ impl Agent {
             span.attributes
                 .push(attrs::strings(KOTEL_STACK_USER, frames));
         }
-        if let Some(now) = self.held.offer(ev.pid, ev.kind, ev.duration_ns, span) {
-            self.batcher.push(ev.pid, now);
+        if standalone {
+            telemetry::add(&self.tele.stats.spans_produced, 1);
         }
-        telemetry::add(&self.tele.stats.spans_produced, 1);
+        PendingSpan {
+            pid: ev.pid,
+            kind: ev.kind,
+            duration_ns: ev.duration_ns,
+            end: ev.start_unix_nano.saturating_add(ev.duration_ns),
+            standalone,
+            span,
+        }
+    }
+
+    /// Spans that no application span claimed: those that stand on their own are offered as
+    /// exemplars and to the budget; the others (children only) end here.
+    pub(super) fn settle(&mut self, released: impl IntoIterator<Item = PendingSpan>) {
+        for p in released.into_iter().filter(|p| p.standalone) {
+            self.metrics.observe(p.pid, p.kind, p.exemplar());
+            let skipped = self.budget.offer(p);
+            telemetry::add(&self.tele.stats.spans_skipped_budget, skipped);
+        }
     }
 }

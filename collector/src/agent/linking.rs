@@ -4,9 +4,18 @@
 
 use super::Agent;
 use crate::export::Batch;
+use crate::otlp::metrics::ExemplarCandidate;
 use crate::receiver::Received;
 
 impl Agent {
+    /// Stops the receiver: requests in flight are answered and reach the channel, new ones
+    /// are refused.
+    pub(super) fn close_receiver(&mut self) {
+        if let Some(handle) = self.receiver.take() {
+            self.runtime.block_on(handle.shutdown());
+        }
+    }
+
     /// Takes what the receiver has; it is linked after this round's drain.
     pub(super) fn take_arrived(&mut self) {
         if let Some(rx) = self.received.as_mut() {
@@ -21,15 +30,17 @@ impl Agent {
         for r in std::mem::take(&mut self.arrived) {
             let batch = match r {
                 Received::Traces { mut request, peer } => {
-                    let linked = self.linker.link(&mut request, peer, &mut self.ids);
+                    let linked = self.linker.link(&mut request, peer);
                     for c in linked.children {
-                        self.metrics.prefer_linked(
+                        self.metrics.observe(
                             c.pid,
                             c.kind,
-                            c.end,
-                            c.duration_ns,
-                            c.trace_id,
-                            c.span_id,
+                            ExemplarCandidate {
+                                duration_ns: c.duration_ns,
+                                time_unix_nano: c.end,
+                                trace_id: c.trace_id,
+                                span_id: c.span_id,
+                            },
                         );
                     }
                     for pid in linked.pids {

@@ -13,9 +13,9 @@
 //! the OTLP receiver and the telemetry endpoints. The stages meet at the export queue, which is
 //! bounded in bytes and counts every drop.
 
+mod budget;
 mod error;
 mod events;
-mod held;
 mod lifecycle;
 mod linking;
 mod settings;
@@ -48,7 +48,7 @@ pub use error::RunError;
 pub use settings::{effective_config, export_tls};
 pub use stop::Report;
 
-use held::HeldSpans;
+use budget::SpanBudget;
 
 /// Longest wait for ring-buffer records (the kernel submits without waking us).
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -103,7 +103,7 @@ pub struct Agent {
     resources: Resources,
     ids: IdGenerator,
     batcher: SpanBatcher,
-    held: HeldSpans,
+    budget: SpanBudget,
     metrics: MetricsBuilder,
     artifacts: Option<Artifacts>,
     /// Final histograms of exited processes, kept for the closing summary.
@@ -119,8 +119,11 @@ impl Agent {
         loop {
             let done = self.stop_due();
             if done {
-                // Detach first, then drain: nothing can arrive after the last read.
+                // Detach first, then drain: nothing can arrive after the last read. The
+                // receiver closes too, so that what applications sent until now is linked in
+                // this last round.
                 self.kernel.stop();
+                self.close_receiver();
             }
             // Requests that arrived before this drain are linked after it: every kernel event
             // of theirs happened before the application sent them, so it is drained by then.
@@ -131,6 +134,11 @@ impl Agent {
             self.handle_lifecycle(&drained.lifecycle);
             self.retire_exited(done)?;
             self.link_arrived();
+            if done {
+                // Nothing can claim them any more: the unclaimed go out on their own.
+                let released = self.linker.release_all();
+                self.settle(released);
+            }
             self.tick(done)?;
             if done {
                 return Ok(());

@@ -40,6 +40,9 @@ pub fn effective_config(
     if args.kernel_threads {
         c.kernel_threads = true;
     }
+    if let Some(n) = args.span_budget {
+        c.span_budget = n;
+    }
     if let Some(i) = args.interval {
         cfg.metrics.interval = i;
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kotel_bpf::TracerConfig;
 
-use super::{io_err, Agent, HeldSpans, Plan, RunError, Timers};
+use super::{io_err, Agent, Plan, RunError, SpanBudget, Timers};
 use crate::artifacts::Artifacts;
 use crate::config::{Config, ConfigError};
 use crate::enrich::cgroup;
@@ -147,7 +147,7 @@ impl Agent {
             resources,
             ids: IdGenerator::new(),
             batcher: SpanBatcher::new(MAX_SPANS_PER_BATCH, cfg.export.span_flush),
-            held: HeldSpans::default(),
+            budget: SpanBudget::new(cfg.capture.span_budget),
             metrics: MetricsBuilder::new(
                 cfg.metrics.temporality,
                 cfg.metrics.cardinality_limit,

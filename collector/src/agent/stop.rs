@@ -1,5 +1,6 @@
-//! Phase: stop. The probes are detached and drained (by the last loop round), what the loop
-//! still holds is queued, the closing summary is read before the BPF object goes away, what
+//! Phase: stop. The probes are detached and drained, the receiver closed and what it took
+//! linked, and the unclaimed spans released (by the last loop round); what the loop still
+//! holds is queued, the closing summary is read before the BPF object goes away, what
 //! applications sent while stopping is still linked, the export queue flushes within the grace
 //! period, and `summary.json` is written — also when the loop ended on an error.
 
@@ -10,10 +11,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::mpsc;
 
 use super::tick::queue_batches;
-use super::{io_err, Agent, HeldSpans, RunError};
+use super::{io_err, Agent, RunError, SpanBudget};
 use crate::export::{Batch, ExportQueue, ExportStats};
 use crate::link::Linker;
-use crate::otlp::ids::IdGenerator;
 use crate::otlp::traces::SpanBatcher;
 use crate::output::Summary;
 use crate::receiver::Received;
@@ -42,11 +42,14 @@ impl Agent {
         let mut failure = loop_result.err();
         if let Some(e) = &failure {
             // Spans already built are produced data: they go to the queue, to be exported or
-            // counted as dropped, like at any other stop.
+            // counted as dropped, like at any other stop. Those still waiting for their
+            // application spans go too, on their own (what arrives later is forwarded as is).
             self.kernel.stop();
+            let released = self.linker.release_all();
+            self.settle(released);
             let resources = &mut self.resources;
             let spans = flush_spans(
-                &mut self.held,
+                &mut self.budget,
                 &mut self.batcher,
                 &mut |pid| resources.of(pid),
                 &self.queue,
@@ -67,14 +70,13 @@ impl Agent {
             received,
             arrived,
             mut linker,
-            mut ids,
             ..
         } = self;
         drop(kernel);
         if let Some(handle) = receiver {
             runtime.block_on(handle.shutdown());
         }
-        forward_leftovers(received, arrived, &mut linker, &mut ids, &queue);
+        forward_leftovers(received, arrived, &mut linker, &queue);
         tracing::info!(
             grace_ms = plan.shutdown_grace.as_millis() as u64,
             second_signal = "exits at once, unflushed",
@@ -143,7 +145,6 @@ fn forward_leftovers(
     received: Option<mpsc::Receiver<Received>>,
     mut arrived: Vec<Received>,
     linker: &mut Linker,
-    ids: &mut IdGenerator,
     queue: &ExportQueue,
 ) {
     if let Some(mut rx) = received {
@@ -155,7 +156,7 @@ fn forward_leftovers(
         let batch = match r {
             Received::Traces { mut request, peer } => {
                 // Too late for exemplars: only the children in the request matter now.
-                let _ = linker.link(&mut request, peer, ids);
+                let _ = linker.link(&mut request, peer);
                 Batch::Traces(request)
             }
             other => other.into_batch(),
@@ -174,16 +175,16 @@ fn forward_leftovers(
     );
 }
 
-/// Queues every span the loop still holds — the slowest of each series, waiting for its
-/// interval's picture, and what waits in the span batcher — so that each one is exported or
-/// counted as dropped by the queue. Returns how many spans it queued.
+/// Queues every span the loop still holds — the budget's, waiting for the interval's
+/// pictures, and what waits in the span batcher — so that each one is exported or counted as
+/// dropped by the queue. Returns how many spans it queued.
 fn flush_spans(
-    held: &mut HeldSpans,
+    budget: &mut SpanBudget,
     batcher: &mut SpanBatcher,
     resource_of: &mut dyn FnMut(u32) -> Resource,
     queue: &ExportQueue,
 ) -> u64 {
-    for ((pid, _), span) in held.drain() {
+    for (pid, span) in budget.drain(&mut |_, _| Vec::new()) {
         batcher.push(pid, span);
     }
     queue_batches(batcher, resource_of, queue)
@@ -198,6 +199,7 @@ mod tests {
 
     use super::*;
     use crate::export::Signal;
+    use crate::otlp::pending::PendingSpan;
 
     /// Accepts every batch.
     struct Accept;
@@ -216,7 +218,7 @@ mod tests {
     }
 
     /// What the main loop holds when it stops on an error — spans in the batcher and the
-    /// slowest of each series held back for its picture — all reaches the queue, so it is
+    /// budget's, waiting for the interval's pictures — all reaches the queue, so it is
     /// exported or counted, and summary.json balances against `spans_produced`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn spans_held_at_an_error_stop_are_queued_not_lost() {
@@ -235,22 +237,30 @@ mod tests {
         for i in 0..5u64 {
             batcher.push(100 + (i % 2) as u32, span(i));
         }
-        let mut held = HeldSpans::default();
-        assert!(held.offer(100, Probe::Writev, 7, span(10)).is_none());
-        assert!(held.offer(101, Probe::Offcpu, 9, span(11)).is_none());
+        let mut budget = SpanBudget::new(10);
+        let pending = |pid, kind, i| PendingSpan {
+            pid,
+            kind,
+            duration_ns: 7,
+            end: 1,
+            standalone: true,
+            span: span(i),
+        };
+        assert_eq!(budget.offer(pending(100, Probe::Writev, 10)), 0);
+        assert_eq!(budget.offer(pending(101, Probe::Offcpu, 11)), 0);
         let produced = 7;
         let mut resource_of = |_pid: u32| Resource::default();
 
-        let queued = flush_spans(&mut held, &mut batcher, &mut resource_of, &queue);
+        let queued = flush_spans(&mut budget, &mut batcher, &mut resource_of, &queue);
         assert_eq!(queued, produced);
-        assert!(held.is_empty() && batcher.is_empty());
+        assert!(budget.is_empty() && batcher.is_empty());
         queue.shutdown(Duration::from_secs(5)).await;
         let t = queue.stats().signal(Signal::Traces);
         assert_eq!((t.offered_items, t.exported_items), (produced, produced));
         assert!(t.is_balanced());
         // Nothing left: a second flush queues nothing.
         assert_eq!(
-            flush_spans(&mut held, &mut batcher, &mut resource_of, &queue),
+            flush_spans(&mut budget, &mut batcher, &mut resource_of, &queue),
             0
         );
     }

@@ -1,6 +1,6 @@
 //! Phase: the periodic work of each round. Expired link-buffer events and processes go, due
 //! span batches are queued, the kernel's drop counts are read, a heatmap column is sampled,
-//! and once per metrics interval the pictures are drawn, held spans released and a metrics
+//! and once per metrics interval the pictures are drawn, the budget's spans released and a metrics
 //! request built.
 
 use std::io::{self, Write};
@@ -28,7 +28,8 @@ impl Agent {
     pub(super) fn tick(&mut self, done: bool) -> Result<(), RunError> {
         if self.timers.last_expiry.elapsed() >= EXPIRE_EVERY {
             self.timers.last_expiry = Instant::now();
-            self.linker.expire(super::setup::unix_now());
+            let released = self.linker.expire(super::setup::unix_now());
+            self.settle(released);
             self.resources.cache.sweep();
         }
         if self.batcher.due() || (done && !self.batcher.is_empty()) {
@@ -69,10 +70,11 @@ impl Agent {
     }
 
     /// Draws the interval's heatmaps and flame graph, attaches them to the slowest exemplar of
-    /// each series and to its held-back span, and releases the held spans to the batcher.
+    /// each series and to its span (the budget's slowest of that series), and releases the
+    /// budget's spans to the batcher.
     fn draw_pictures(&mut self) {
         let Some(a) = self.artifacts.as_mut() else {
-            for ((pid, _), span) in self.held.drain() {
+            for (pid, span) in self.budget.drain(&mut |_, _| Vec::new()) {
                 self.batcher.push(pid, span);
             }
             return;
@@ -91,11 +93,13 @@ impl Agent {
         if let Some(flame) = a.render_flame() {
             tracing::debug!(url = %flame.url, "kotel.artifact.flame");
         }
-        for (key, mut span) in self.held.drain() {
-            if let Some(r) = refs.get(&key) {
-                span.attributes.extend(artifact_attrs(r));
-            }
-            self.batcher.push(key.0, span);
+        let mut picture = |pid, kind| {
+            refs.get(&(pid, kind))
+                .map(artifact_attrs)
+                .unwrap_or_default()
+        };
+        for (pid, span) in self.budget.drain(&mut picture) {
+            self.batcher.push(pid, span);
         }
         let stats = &self.tele.stats;
         telemetry::set(&stats.artifacts_made, a.made);

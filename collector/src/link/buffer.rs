@@ -1,13 +1,16 @@
 //! Kernel events waiting to be linked under application spans: per process, in arrival
 //! (roughly end-time) order, for `window` and within a memory cap. Events above the span
-//! threshold keep everything a child span needs; the rest keep a compact record so sums over
-//! a span stay exact.
+//! threshold carry their built span ([`PendingSpan`]), taken by the first application span
+//! that claims it; the rest keep a compact record so sums over a span stay exact. What leaves
+//! unclaimed (past the window, evicted by the cap, or at the end) is handed back, so that it
+//! can still go out as a span of its own: nothing waits here to be lost.
 
 use std::collections::{HashMap, VecDeque};
 
 use kotel_bpf::Probe;
 
 use crate::model::KernelEvent;
+use crate::otlp::pending::PendingSpan;
 
 /// How far out of end-time order events may arrive: one ring buffer is shared by all CPUs and
 /// records are reserved when an event ends, so only the gap between reading the clock and
@@ -15,7 +18,7 @@ use crate::model::KernelEvent;
 const SKEW_NS: u64 = 1_000_000;
 
 /// One buffered kernel event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LinkedEvent {
     /// Thread id (host namespace).
     pub tid: u32,
@@ -25,8 +28,9 @@ pub struct LinkedEvent {
     pub start: u64,
     /// End, Unix ns.
     pub end: u64,
-    /// The whole event, kept only for events that become child spans.
-    pub full: Option<Box<KernelEvent>>,
+    /// Its built span, until an application span takes it (events too short for a span of
+    /// their own have none).
+    pub pending: Option<Box<PendingSpan>>,
 }
 
 /// Counters of the buffer.
@@ -67,48 +71,65 @@ impl LinkBuffer {
         }
     }
 
-    /// Adds an event; `child` keeps the whole event for a child span.
-    pub fn push(&mut self, ev: &KernelEvent, child: bool) {
+    /// Adds an event with its built span, if it has one. Returns the unclaimed spans of the
+    /// events the cap evicted to make room.
+    pub fn push(&mut self, ev: &KernelEvent, pending: Option<PendingSpan>) -> Vec<PendingSpan> {
+        let mut released = Vec::new();
         while self.stats.held >= self.capacity {
-            self.evict_oldest();
+            released.extend(self.evict_oldest());
         }
         let linked = LinkedEvent {
             tid: ev.tid,
             kind: ev.kind,
             start: ev.start_unix_nano,
             end: ev.start_unix_nano.saturating_add(ev.duration_ns),
-            full: child.then(|| Box::new(ev.clone())),
+            pending: pending.map(Box::new),
         };
         let longest = self.longest.entry(ev.pid).or_default();
         *longest = (*longest).max(ev.duration_ns);
         self.per_pid.entry(ev.pid).or_default().push_back(linked);
         self.order.push_back(ev.pid);
         self.stats.held += 1;
+        released
     }
 
-    fn evict_oldest(&mut self) {
-        let Some(pid) = self.order.pop_front() else {
-            return;
-        };
-        if let Some(q) = self.per_pid.get_mut(&pid) {
-            if q.pop_front().is_some() {
-                self.stats.held -= 1;
-                self.stats.evicted_full += 1;
-            }
-            if q.is_empty() {
-                self.per_pid.remove(&pid);
-                self.longest.remove(&pid);
-            }
+    fn evict_oldest(&mut self) -> Option<PendingSpan> {
+        let pid = self.order.pop_front()?;
+        let q = self.per_pid.get_mut(&pid)?;
+        let evicted = q.pop_front();
+        if evicted.is_some() {
+            self.stats.held -= 1;
+            self.stats.evicted_full += 1;
         }
+        if q.is_empty() {
+            self.per_pid.remove(&pid);
+            self.longest.remove(&pid);
+        }
+        evicted.and_then(|e| e.pending).map(|p| *p)
     }
 
-    /// Drops events that ended more than the window before `now` (Unix ns).
-    pub fn expire(&mut self, now: u64) {
+    /// Drops events that ended more than the window before `now` (Unix ns). Returns the
+    /// unclaimed spans among them.
+    pub fn expire(&mut self, now: u64) -> Vec<PendingSpan> {
         let horizon = now.saturating_sub(self.window_ns);
+        self.remove_older_than(horizon)
+    }
+
+    /// Empties the buffer, at the end of a run. Returns the unclaimed spans, oldest first.
+    pub fn release_all(&mut self) -> Vec<PendingSpan> {
+        let mut released = self.remove_older_than(u64::MAX);
+        released.sort_by_key(|p| p.end);
+        released
+    }
+
+    fn remove_older_than(&mut self, horizon: u64) -> Vec<PendingSpan> {
+        let mut released = Vec::new();
         let mut removed = 0;
         self.per_pid.retain(|_, q| {
             while q.front().is_some_and(|e| e.end < horizon) {
-                q.pop_front();
+                if let Some(p) = q.pop_front().and_then(|e| e.pending) {
+                    released.push(*p);
+                }
                 removed += 1;
             }
             !q.is_empty()
@@ -132,24 +153,26 @@ impl LinkBuffer {
             }
             self.order = order;
         }
+        released
     }
 
-    /// Events of `pid` (only thread `tid` when given) that overlap `[start, end)`.
+    /// Events of `pid` (only thread `tid` when given) that overlap `[start, end)`, mutable so
+    /// that a claimed span can be taken.
     pub fn overlapping(
-        &self,
+        &mut self,
         pid: u32,
         tid: Option<u32>,
         start: u64,
         end: u64,
-    ) -> Vec<&LinkedEvent> {
-        let Some(q) = self.per_pid.get(&pid) else {
+    ) -> Vec<&mut LinkedEvent> {
+        let Some(q) = self.per_pid.get_mut(&pid) else {
             return Vec::new();
         };
         let longest = self.longest.get(&pid).copied().unwrap_or(0);
         let from = q.partition_point(|e| e.end.saturating_add(SKEW_NS) < start);
         // Past this end time an event started after the span ended.
         let stop = end.saturating_add(longest).saturating_add(SKEW_NS);
-        q.range(from..)
+        q.range_mut(from..)
             .take_while(|e| e.end < stop)
             .filter(|e| e.start < end && e.end > start && tid.is_none_or(|t| t == e.tid))
             .collect()
@@ -162,7 +185,7 @@ impl LinkBuffer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::Comm;
 
@@ -186,14 +209,37 @@ mod tests {
         }
     }
 
+    /// A built span for `e`.
+    pub(crate) fn pend(e: &KernelEvent) -> PendingSpan {
+        PendingSpan {
+            pid: e.pid,
+            kind: e.kind,
+            duration_ns: e.duration_ns,
+            end: e.start_unix_nano + e.duration_ns,
+            standalone: true,
+            span: crate::otlp::spans::kernel_span(
+                e,
+                crate::otlp::spans::SpanIds {
+                    trace_id: [1; 16],
+                    span_id: e.start_unix_nano.to_be_bytes(),
+                    parent_span_id: None,
+                },
+            ),
+        }
+    }
+
+    fn push(b: &mut LinkBuffer, e: KernelEvent, with_span: bool) -> Vec<PendingSpan> {
+        b.push(&e, with_span.then(|| pend(&e)))
+    }
+
     #[test]
     fn overlap_respects_process_thread_and_window() {
         let mut b = LinkBuffer::new(100, 10_000_000_000);
-        b.push(&ev(1, 10, 100, 50), true); // [100,150)
-        b.push(&ev(1, 11, 200, 50), false); // [200,250)
-        b.push(&ev(2, 20, 120, 10), true);
-        b.push(&ev(1, 10, 400, 50), false); // [400,450)
-        let got = |tid, s, e| {
+        push(&mut b, ev(1, 10, 100, 50), true); // [100,150)
+        push(&mut b, ev(1, 11, 200, 50), false); // [200,250)
+        push(&mut b, ev(2, 20, 120, 10), true);
+        push(&mut b, ev(1, 10, 400, 50), false); // [400,450)
+        let mut got = |tid, s, e| {
             b.overlapping(1, tid, s, e)
                 .iter()
                 .map(|x| x.start)
@@ -206,7 +252,7 @@ mod tests {
             Vec::<u64>::new(),
             "touching is not overlapping"
         );
-        assert!(b.overlapping(1, None, 0, 1000)[0].full.is_some());
+        assert!(b.overlapping(1, None, 0, 1000)[0].pending.is_some());
         assert!(b.overlapping(9, None, 0, 1000).is_empty());
     }
 
@@ -214,10 +260,14 @@ mod tests {
     fn a_long_event_ending_far_after_the_span_is_found() {
         let mut b = LinkBuffer::new(100, u64::MAX);
         for i in 0..50 {
-            b.push(&ev(1, 1, 1_000_000_000 + i * 1_000_000, 1_000), false);
+            push(
+                &mut b,
+                ev(1, 1, 1_000_000_000 + i * 1_000_000, 1_000),
+                false,
+            );
         }
         // Started inside [2.0 s, 2.1 s), blocked for 5 s.
-        b.push(&ev(1, 1, 2_050_000_000, 5_000_000_000), true);
+        push(&mut b, ev(1, 1, 2_050_000_000, 5_000_000_000), true);
         let found = b.overlapping(1, None, 2_000_000_000, 2_100_000_000);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].end, 7_050_000_000);
@@ -227,7 +277,7 @@ mod tests {
     fn the_cap_evicts_oldest_and_the_window_expires() {
         let mut b = LinkBuffer::new(3, 1_000);
         for i in 0..5 {
-            b.push(&ev(1 + i % 2, 1, i as u64 * 100, 10), false);
+            push(&mut b, ev(1 + i % 2, 1, i as u64 * 100, 10), false);
         }
         let s = b.stats();
         assert_eq!((s.held, s.evicted_full), (3, 2));
@@ -235,8 +285,37 @@ mod tests {
         let s = b.stats();
         assert_eq!(s.held, 2);
         assert_eq!(s.expired, 1);
-        b.push(&ev(3, 1, 500, 10), false);
-        b.push(&ev(3, 1, 600, 10), false);
+        push(&mut b, ev(3, 1, 500, 10), false);
+        push(&mut b, ev(3, 1, 600, 10), false);
         assert_eq!(b.stats().held, 3, "cap still holds after expiry");
+    }
+
+    #[test]
+    fn unclaimed_spans_come_back_whichever_way_they_leave() {
+        let mut b = LinkBuffer::new(3, 1_000);
+        let ends = |v: Vec<PendingSpan>| v.iter().map(|p| p.end).collect::<Vec<_>>();
+        assert!(push(&mut b, ev(1, 1, 0, 10), true).is_empty());
+        assert!(push(&mut b, ev(1, 1, 100, 10), false).is_empty());
+        assert!(push(&mut b, ev(1, 1, 200, 10), true).is_empty());
+        // A claimed span is gone from the buffer; its event still counts for sums.
+        let taken = b.overlapping(1, None, 195, 215)[0].pending.take();
+        assert_eq!(taken.map(|p| p.end), Some(210));
+        assert_eq!(
+            ends(push(&mut b, ev(1, 1, 300, 10), true)),
+            vec![10],
+            "evicted"
+        );
+        assert_eq!(
+            ends(b.expire(1_250)),
+            Vec::<u64>::new(),
+            "neither expired one has a span left"
+        );
+        assert_eq!(b.stats().held, 1);
+        assert_eq!(
+            ends(b.release_all()),
+            vec![310],
+            "the claimed one is not released"
+        );
+        assert_eq!(b.stats().held, 0);
     }
 }

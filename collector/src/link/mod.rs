@@ -26,8 +26,7 @@ use crate::enrich::semconv::{
     PROCESS_PID, THREAD_ID,
 };
 use crate::model::KernelEvent;
-use crate::otlp::ids::IdGenerator;
-use crate::otlp::spans::{kernel_span, SpanIds};
+use crate::otlp::pending::PendingSpan;
 use crate::otlp::{attrs, scope};
 use buffer::{BufferStats, LinkBuffer};
 use resolve::PeerCache;
@@ -145,15 +144,25 @@ impl Linker {
         }
     }
 
-    /// Keeps a kernel event until its application span arrives or its window passes; `child`
-    /// says whether it may become a child span of its own (else it only adds to the sums).
-    pub fn remember(&mut self, ev: &KernelEvent, child: bool) {
-        self.buffer.push(ev, child);
+    /// Keeps a kernel event until its application span arrives or its window passes, with
+    /// its built span when it has one (else it only adds to the sums). Returns the unclaimed
+    /// spans the buffer's cap pushed out to make room.
+    #[must_use = "unclaimed spans still go out on their own"]
+    pub fn remember(&mut self, ev: &KernelEvent, pending: Option<PendingSpan>) -> Vec<PendingSpan> {
+        self.buffer.push(ev, pending)
     }
 
-    /// Forgets the events older than the window, as of `now` (Unix nanoseconds).
-    pub fn expire(&mut self, now: u64) {
-        self.buffer.expire(now);
+    /// Forgets the events older than the window, as of `now` (Unix nanoseconds). Returns the
+    /// unclaimed spans among them.
+    #[must_use = "unclaimed spans still go out on their own"]
+    pub fn expire(&mut self, now: u64) -> Vec<PendingSpan> {
+        self.buffer.expire(now)
+    }
+
+    /// Empties the buffer at the end of a run. Returns the unclaimed spans, oldest first.
+    #[must_use = "unclaimed spans still go out on their own"]
+    pub fn release_all(&mut self) -> Vec<PendingSpan> {
+        self.buffer.release_all()
     }
 
     /// The event buffer's counters.
@@ -183,7 +192,6 @@ impl Linker {
         &mut self,
         req: &mut ExportTraceServiceRequest,
         peer: Option<SocketAddr>,
-        ids: &mut IdGenerator,
     ) -> Linked {
         let mut linked = Linked::default();
         for rs in &mut req.resource_spans {
@@ -223,12 +231,23 @@ impl Linker {
             if !linked.pids.contains(&pid) {
                 linked.pids.push(pid);
             }
-            let mut children = Vec::new();
-            for ss in &mut rs.scope_spans {
-                for span in &mut ss.spans {
-                    self.stats.matched_spans += 1;
-                    children.extend(self.link_span(span, pid, source, ids, &mut linked.children));
+            // Innermost (shortest) spans first: an event covered by nested spans becomes the
+            // child of the deepest one, and only of that one; every one still sums it.
+            let mut order: Vec<(usize, usize, u64)> = Vec::new();
+            for (i, ss) in rs.scope_spans.iter().enumerate() {
+                for (j, span) in ss.spans.iter().enumerate() {
+                    let length = span
+                        .end_time_unix_nano
+                        .saturating_sub(span.start_time_unix_nano);
+                    order.push((i, j, length));
                 }
+            }
+            order.sort_by_key(|&(i, j, length)| (length, i, j));
+            let mut children = Vec::new();
+            for (i, j, _) in order {
+                self.stats.matched_spans += 1;
+                let span = &mut rs.scope_spans[i].spans[j];
+                children.extend(self.link_span(span, pid, source, &mut linked.children));
             }
             if !children.is_empty() {
                 self.stats.child_spans += children.len() as u64;
@@ -249,7 +268,6 @@ impl Linker {
         span: &mut Span,
         pid: u32,
         source: &'static str,
-        ids: &mut IdGenerator,
         linked: &mut Vec<LinkedChild>,
     ) -> Vec<Span> {
         let root = &self.proc_root;
@@ -278,29 +296,22 @@ impl Linker {
                 self.stats.children_capped += 1;
                 continue;
             }
-            if let Some(full) = &e.full {
-                let mut child = kernel_span(
-                    full,
-                    SpanIds {
-                        trace_id,
-                        span_id: ids.span_id(),
-                        parent_span_id: Some(parent),
-                    },
-                );
+            // Claimed once: a span that took it (here or under another application span)
+            // leaves none behind, so it is never exported twice.
+            if let Some(pending) = e.pending.take() {
+                linked.push(LinkedChild {
+                    pid,
+                    kind: e.kind,
+                    end: e.end,
+                    duration_ns: pending.duration_ns,
+                    trace_id,
+                    span_id: pending.span_id(),
+                });
+                let mut child = pending.into_child(trace_id, parent);
                 child.attributes.push(attrs::string(KOTEL_LINK_MATCH, how));
                 child
                     .attributes
                     .push(attrs::string(KOTEL_LINK_PID_SOURCE, source));
-                if let Ok(span_id) = <[u8; 8]>::try_from(child.span_id.as_slice()) {
-                    linked.push(LinkedChild {
-                        pid,
-                        kind: e.kind,
-                        end: e.end,
-                        duration_ns: full.duration_ns,
-                        trace_id,
-                        span_id,
-                    });
-                }
                 children.push(child);
             }
         }
@@ -348,6 +359,11 @@ mod tests {
         }
     }
 
+    fn keep(linker: &mut Linker, e: KernelEvent, with_span: bool) {
+        let released = linker.remember(&e, with_span.then(|| buffer::tests::pend(&e)));
+        assert!(released.is_empty(), "the tests' buffers are large enough");
+    }
+
     fn request(pid: Option<i64>, thread: Option<i64>) -> ExportTraceServiceRequest {
         let mut attributes = vec![attrs::string("service.name", "app")];
         if let Some(p) = pid {
@@ -392,20 +408,12 @@ mod tests {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
-        linker
-            .buffer
-            .push(&ev(Probe::Offcpu, tid, 1_100, 300), true); // inside
-        linker
-            .buffer
-            .push(&ev(Probe::Writev, tid, 1_900, 200), false); // straddles the end: 100 ns inside
-        linker
-            .buffer
-            .push(&ev(Probe::Runqueue, tid + 1, 1_200, 100), true); // other thread
-        linker
-            .buffer
-            .push(&ev(Probe::Offcpu, tid, 5_000, 100), true); // outside
+        keep(&mut linker, ev(Probe::Offcpu, tid, 1_100, 300), true); // inside
+        keep(&mut linker, ev(Probe::Writev, tid, 1_900, 200), false); // straddles the end: 100 ns inside
+        keep(&mut linker, ev(Probe::Runqueue, tid + 1, 1_200, 100), true); // other thread
+        keep(&mut linker, ev(Probe::Offcpu, tid, 5_000, 100), true); // outside
         let mut req = request(Some(i64::from(me)), Some(i64::from(tid)));
-        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, None);
         assert_eq!(linked.pids, vec![me]);
         let rs = &req.resource_spans[0];
         let app = &rs.scope_spans[0].spans[0];
@@ -446,12 +454,10 @@ mod tests {
             "what it made is returned, to point exemplars at the child span"
         );
 
-        // Each call returns only what it made.
-        linker
-            .buffer
-            .push(&ev(Probe::Runqueue, tid, 1_500, 50), true);
+        // Each call returns only what it made, and a span already claimed is not made again.
+        keep(&mut linker, ev(Probe::Runqueue, tid, 1_500, 50), true);
         let mut req = request(Some(i64::from(me)), Some(i64::from(tid)));
-        let again = linker.link(&mut req, None, &mut IdGenerator::with_seed(2));
+        let again = linker.link(&mut req, None);
         assert_eq!(again.pids, vec![me]);
         assert_eq!(
             again
@@ -459,7 +465,7 @@ mod tests {
                 .iter()
                 .map(|c| (c.kind, c.end))
                 .collect::<Vec<_>>(),
-            vec![(Probe::Offcpu, 1_400), (Probe::Runqueue, 1_550)]
+            vec![(Probe::Runqueue, 1_550)]
         );
     }
 
@@ -467,11 +473,11 @@ mod tests {
     fn inverted_spans_link_nothing_and_children_are_capped() {
         let me = std::process::id();
         let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(1_000, u64::MAX));
-        linker.buffer.push(&ev(Probe::Offcpu, 1, 0, 10_000), true); // covers everything
+        keep(&mut linker, ev(Probe::Offcpu, 1, 0, 10_000), true); // covers everything
         let mut req = request(Some(i64::from(me)), None);
         let span = &mut req.resource_spans[0].scope_spans[0].spans[0];
         (span.start_time_unix_nano, span.end_time_unix_nano) = (2_000, 1_000);
-        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, None);
         assert!(linked.children.is_empty());
         assert_eq!(
             req.resource_spans[0].scope_spans.len(),
@@ -480,12 +486,10 @@ mod tests {
         );
 
         for i in 0..300 {
-            linker
-                .buffer
-                .push(&ev(Probe::Runqueue, 1, 1_100 + i, 1), true);
+            keep(&mut linker, ev(Probe::Runqueue, 1, 1_100 + i, 1), true);
         }
         let mut req = request(Some(i64::from(me)), None);
-        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, None);
         assert_eq!(
             req.resource_spans[0].scope_spans[1].spans.len(),
             MAX_CHILDREN_PER_SPAN
@@ -507,22 +511,15 @@ mod tests {
     fn without_a_thread_the_whole_process_counts_and_unknown_senders_are_left_alone() {
         let me = std::process::id();
         let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
-        linker
-            .buffer
-            .push(&ev(Probe::Runqueue, 1, 1_200, 100), true);
-        linker
-            .buffer
-            .push(&ev(Probe::Runqueue, 2, 1_300, 100), true);
+        keep(&mut linker, ev(Probe::Runqueue, 1, 1_200, 100), true);
+        keep(&mut linker, ev(Probe::Runqueue, 2, 1_300, 100), true);
         let mut req = request(Some(i64::from(me)), None);
-        let linked = linker.link(&mut req, None, &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, None);
         assert_eq!(req.resource_spans[0].scope_spans[1].spans.len(), 2);
         assert_eq!(linked.children.len(), 2);
         let mut unknown = request(None, None);
         let before = unknown.clone();
-        assert_eq!(
-            linker.link(&mut unknown, None, &mut IdGenerator::with_seed(1)),
-            Linked::default()
-        );
+        assert_eq!(linker.link(&mut unknown, None), Linked::default());
         assert_eq!(unknown, before, "no process, no change");
     }
 }

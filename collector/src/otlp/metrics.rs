@@ -141,7 +141,8 @@ impl MetricsBuilder {
         self.admitted.values().map(HashSet::len).sum()
     }
 
-    /// Offers a spanned event as this interval's exemplar for its series.
+    /// Offers a span, standalone or a linked child, as this interval's exemplar for its
+    /// series: the slowest is kept.
     pub fn observe(&mut self, pid: u32, probe: Probe, candidate: ExemplarCandidate) {
         let slot = self.slowest.entry((pid, probe)).or_insert(candidate);
         if candidate.duration_ns > slot.duration_ns {
@@ -152,26 +153,6 @@ impl MetricsBuilder {
     /// This interval's exemplar candidates, by series.
     pub fn slowest(&self) -> &HashMap<(u32, Probe), ExemplarCandidate> {
         &self.slowest
-    }
-
-    /// When the event behind series `(pid, probe)`'s exemplar was linked under an application
-    /// span, the exemplar points at that child span instead: a click on the heatmap lands on
-    /// the user's request. The event is recognised by its end time and length.
-    pub fn prefer_linked(
-        &mut self,
-        pid: u32,
-        probe: Probe,
-        end: u64,
-        duration_ns: u64,
-        trace_id: [u8; 16],
-        span_id: [u8; 8],
-    ) {
-        if let Some(c) = self.slowest.get_mut(&(pid, probe)) {
-            if c.time_unix_nano == end && c.duration_ns == duration_ns {
-                c.trace_id = trace_id;
-                c.span_id = span_id;
-            }
-        }
     }
 
     /// Attributes (artifact URL and id) for the exemplar of series `key` in the next build.
@@ -612,36 +593,6 @@ mod tests {
                 pid == Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(7))
             );
         }
-    }
-
-    #[test]
-    fn a_linked_exemplar_points_into_the_application_trace() {
-        let mut b = MetricsBuilder::new(Temporality::Cumulative, 10, 0);
-        let ex = ExemplarCandidate {
-            duration_ns: 9,
-            time_unix_nano: 50,
-            trace_id: [1; 16],
-            span_id: [2; 8],
-        };
-        b.observe(7, Probe::Offcpu, ex);
-        b.prefer_linked(7, Probe::Offcpu, 49, 9, [5; 16], [6; 8]); // another event: ignored
-        assert_eq!(b.slowest()[&(7, Probe::Offcpu)].trace_id, [1; 16]);
-        b.prefer_linked(7, Probe::Offcpu, 50, 9, [5; 16], [6; 8]);
-        let req = b.build(
-            &[hist(7, Probe::Offcpu, &[9], 0)],
-            60,
-            &mut resource,
-            Resource::default(),
-            &[],
-        );
-        let dp = &points(&req, "kotel.sched.offcpu.duration")[0].1;
-        assert_eq!(
-            (
-                dp.exemplars[0].trace_id.clone(),
-                dp.exemplars[0].span_id.clone()
-            ),
-            (vec![5; 16], vec![6; 8])
-        );
     }
 
     #[test]

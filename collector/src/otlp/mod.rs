@@ -6,6 +6,7 @@ pub mod attrs;
 pub mod expo;
 pub mod ids;
 pub mod metrics;
+pub mod pending;
 pub mod spans;
 pub mod traces;
 

@@ -227,6 +227,24 @@ pub static CATALOG: &[SelfMetricDef] = &[
         read: |r| Point::plain(get(&r.pipeline.spans_produced)),
     },
     SelfMetricDef {
+        name: "kotel.spans.skipped",
+        prometheus: "kotel_spans_skipped_total",
+        summary: "kernel_spans_skipped",
+        capture: None,
+        unit: "{span}",
+        help: "Kernel spans built but not exported, by reason (budget: their process had its \
+               slowest spans of the interval already; linked children are never skipped)",
+        kind: Kind::Counter,
+        labels: &[LABEL_REASON],
+        read: |r| {
+            vec![Point {
+                labels: vec!["budget".to_string()],
+                value: get(&r.pipeline.spans_skipped_budget),
+                part: Some("kernel_spans_skipped_budget"),
+            }]
+        },
+    },
+    SelfMetricDef {
         name: "kotel.export.offered",
         prometheus: "kotel_export_offered_items_total",
         summary: "produced",

@@ -35,6 +35,8 @@ pub struct SelfStats {
     pub records_undecodable: AtomicU64,
     /// Spans built from kernel events.
     pub spans_produced: AtomicU64,
+    /// Standalone spans skipped because their process was over its span budget.
+    pub spans_skipped_budget: AtomicU64,
     /// Processes whose cached metadata was dropped on exec or exit.
     pub process_invalidations: AtomicU64,
     /// Pictures rendered.

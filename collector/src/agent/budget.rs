@@ -1,0 +1,221 @@
+//! The span budget: per process and metrics interval, the slowest `limit` standalone spans go
+//! out and the rest are counted as skipped, so one noisy process cannot flood the backend.
+//! The slowest span of each series (process × probe) is always kept: it is the series'
+//! exemplar, and it carries the link to the interval's picture, so the budget holds every span
+//! until the interval's pictures are drawn. Linked children never come here: they are never
+//! skipped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use kotel_bpf::Probe;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use crate::otlp::pending::PendingSpan;
+
+/// One process's spans of the current interval.
+#[derive(Debug, Default)]
+struct Round {
+    /// The slowest span of each probe: never skipped.
+    slowest: HashMap<Probe, PendingSpan>,
+    /// The others, fastest on top, trimmed so that the round holds at most `limit` spans
+    /// (more only when the process has more probes than that).
+    rest: BinaryHeap<Reverse<Ranked>>,
+}
+
+/// A span ordered by duration, then by arrival (a later one of equal length ranks lower, so
+/// ties keep the first).
+#[derive(Debug)]
+struct Ranked {
+    duration_ns: u64,
+    seq: Reverse<u64>,
+    span: PendingSpan,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        (self.duration_ns, self.seq) == (other.duration_ns, other.seq)
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.duration_ns, self.seq).cmp(&(other.duration_ns, other.seq))
+    }
+}
+
+/// The budget of the current interval. `limit == 0` keeps every span.
+#[derive(Debug)]
+pub struct SpanBudget {
+    limit: usize,
+    rounds: HashMap<u32, Round>,
+    seq: u64,
+}
+
+impl SpanBudget {
+    /// A budget of `limit` spans per process and interval (0: unlimited).
+    pub fn new(limit: usize) -> Self {
+        SpanBudget {
+            limit,
+            rounds: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Offers a standalone span for this interval. Returns how many spans were skipped by it
+    /// (0 or 1: the offered one, or a faster one it displaced).
+    pub fn offer(&mut self, p: PendingSpan) -> u64 {
+        self.seq += 1;
+        let seq = self.seq;
+        let round = self.rounds.entry(p.pid).or_default();
+        let demoted = match round.slowest.get(&p.kind) {
+            // Ties keep the first, as the exemplar does.
+            Some(best) if best.duration_ns >= p.duration_ns => Some(p),
+            _ => round.slowest.insert(p.kind, p),
+        };
+        if let Some(span) = demoted {
+            round.rest.push(Reverse(Ranked {
+                duration_ns: span.duration_ns,
+                seq: Reverse(seq),
+                span,
+            }));
+        }
+        let mut skipped = 0;
+        if self.limit > 0 {
+            let room = self.limit.saturating_sub(round.slowest.len());
+            while round.rest.len() > room {
+                round.rest.pop();
+                skipped += 1;
+            }
+        }
+        skipped
+    }
+
+    /// Every span of the interval, emptying the budget: the slowest of each series with
+    /// `extra(pid, probe)` added to its attributes (the picture's link), then the rest.
+    pub fn drain(
+        &mut self,
+        extra: &mut dyn FnMut(u32, Probe) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    ) -> Vec<(u32, Span)> {
+        let mut out = Vec::new();
+        let mut pids: Vec<u32> = self.rounds.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let Some(round) = self.rounds.remove(&pid) else {
+                continue;
+            };
+            let mut slowest: Vec<_> = round.slowest.into_values().collect();
+            slowest.sort_by_key(|p| p.end);
+            for p in slowest {
+                let mut span = p.span;
+                span.attributes.extend(extra(pid, p.kind));
+                out.push((pid, span));
+            }
+            let mut rest: Vec<_> = round.rest.into_iter().map(|r| r.0.span).collect();
+            rest.sort_by_key(|p| p.end);
+            out.extend(rest.into_iter().map(|p| (pid, p.span)));
+        }
+        out
+    }
+
+    /// Whether nothing is held.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.rounds.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::attrs;
+
+    fn span(pid: u32, kind: Probe, duration_ns: u64, id: u8) -> PendingSpan {
+        PendingSpan {
+            pid,
+            kind,
+            duration_ns,
+            end: u64::from(id),
+            standalone: true,
+            span: Span {
+                span_id: vec![id; 8],
+                ..Span::default()
+            },
+        }
+    }
+
+    fn ids(out: &[(u32, Span)]) -> Vec<u8> {
+        let mut v: Vec<u8> = out.iter().map(|(_, s)| s.span_id[0]).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn the_slowest_n_of_a_process_are_kept_and_the_rest_counted() {
+        let mut b = SpanBudget::new(3);
+        let durations = [5, 9, 1, 7, 3, 8];
+        let skipped: u64 = durations
+            .iter()
+            .enumerate()
+            .map(|(i, d)| b.offer(span(1, Probe::Writev, *d, i as u8)))
+            .sum();
+        assert_eq!(skipped, 3);
+        // Another process has a budget of its own.
+        assert_eq!(b.offer(span(2, Probe::Writev, 1, 50)), 0);
+        let out = b.drain(&mut |_, _| Vec::new());
+        assert_eq!(
+            ids(&out),
+            vec![1, 3, 5, 50],
+            "durations 9, 7, 8 and the other process"
+        );
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn the_slowest_of_each_probe_is_never_skipped_and_carries_the_picture() {
+        let mut b = SpanBudget::new(2);
+        let skipped = b.offer(span(1, Probe::Offcpu, 100, 1))
+            + b.offer(span(1, Probe::Offcpu, 90, 2))
+            + b.offer(span(1, Probe::Offcpu, 80, 3))
+            // Faster than every off-CPU span, but the slowest of its probe.
+            + b.offer(span(1, Probe::Runqueue, 5, 4))
+            + b.offer(span(1, Probe::Writev, 4, 5));
+        assert_eq!(
+            skipped, 2,
+            "80 went for the budget, 90 for the run-queue's slowest"
+        );
+        let out = b.drain(&mut |pid, kind| {
+            vec![attrs::string("picture", format!("{pid}-{}", kind.name()))]
+        });
+        assert_eq!(ids(&out), vec![1, 4, 5]);
+        for (_, s) in &out {
+            assert_eq!(
+                s.attributes.len(),
+                1,
+                "each slowest-of-probe has its picture"
+            );
+        }
+    }
+
+    #[test]
+    fn ties_keep_the_first_and_zero_means_unlimited() {
+        let mut b = SpanBudget::new(1);
+        b.offer(span(1, Probe::Writev, 7, 1));
+        b.offer(span(1, Probe::Writev, 7, 2));
+        assert_eq!(ids(&b.drain(&mut |_, _| Vec::new())), vec![1]);
+        let mut all = SpanBudget::new(0);
+        let skipped: u64 = (0..100)
+            .map(|i| all.offer(span(1, Probe::Writev, 7, i)))
+            .sum();
+        assert_eq!(skipped, 0);
+        assert_eq!(all.drain(&mut |_, _| Vec::new()).len(), 100);
+    }
+}
