@@ -522,4 +522,53 @@ mod tests {
         assert_eq!(linker.link(&mut unknown, None), Linked::default());
         assert_eq!(unknown, before, "no process, no change");
     }
+
+    #[test]
+    fn nested_spans_share_the_sums_and_the_innermost_gets_the_child() {
+        let me = std::process::id();
+        let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
+        keep(&mut linker, ev(Probe::Offcpu, 1, 1_600, 100), true);
+        let mut req = request(Some(i64::from(me)), None);
+        let outer = req.resource_spans[0].scope_spans[0].spans[0].clone();
+        let inner = Span {
+            span_id: vec![9; 8],
+            parent_span_id: outer.span_id.clone(),
+            name: "query".into(),
+            start_time_unix_nano: 1_500,
+            end_time_unix_nano: 1_900,
+            ..outer.clone()
+        };
+        // The outer span comes first in the request, as an SDK that ends it later may not.
+        req.resource_spans[0].scope_spans[0].spans.push(inner);
+        let linked = linker.link(&mut req, None);
+        assert_eq!(linked.children.len(), 1, "made once");
+        let rs = &req.resource_spans[0];
+        let kids = &rs.scope_spans[1].spans;
+        assert_eq!(kids.len(), 1);
+        assert_eq!(
+            kids[0].parent_span_id,
+            vec![9; 8],
+            "under the innermost span"
+        );
+        for app in &rs.scope_spans[0].spans {
+            assert_eq!(
+                attr_f64(app, "kotel.offcpu.duration"),
+                100e-9,
+                "{}",
+                app.name
+            );
+        }
+        // A later request covering the same event sums it but cannot take it again.
+        let mut again = request(Some(i64::from(me)), None);
+        let linked = linker.link(&mut again, None);
+        assert!(linked.children.is_empty());
+        assert_eq!(again.resource_spans[0].scope_spans.len(), 1);
+        assert_eq!(
+            attr_f64(
+                &again.resource_spans[0].scope_spans[0].spans[0],
+                "kotel.offcpu.duration"
+            ),
+            100e-9
+        );
+    }
 }
