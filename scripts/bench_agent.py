@@ -83,11 +83,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def every_span(binary: Path = KOTEL) -> list[str]:
+    """Flags that export every span, for binaries that have a per-process span budget (a base
+    binary from before it has none and exports every span anyway)."""
+    help_text = subprocess.run([str(binary), "run", "--help"], capture_output=True, text=True).stdout
+    return ["--span-budget", "0"] if "--span-budget" in help_text else []
+
+
 def latency() -> dict:
     with OtlpReceiver() as rx, tempfile.TemporaryDirectory() as out:
         kotel = start_kotel(
             ["--probes", "writev", "--span-threshold", "0", "--interval", "5s", "--out", out,
-             "--otlp-endpoint", rx.endpoint]
+             "--otlp-endpoint", rx.endpoint, *every_span()]
         )
         run = subprocess.run(
             [str(LOOP), "--calls", "10000", "--rate", "1000"], capture_output=True, text=True, check=True
@@ -116,7 +123,8 @@ def cost(threshold: str, receiver: bool, binary: Path = KOTEL) -> dict:
     with tempfile.TemporaryDirectory() as out:
         extra = [] if receiver else ["--receiver-grpc", "none", "--receiver-http", "none"]
         kotel = start_kotel(
-            ["--probes", "writev", "--span-threshold", threshold, "--interval", "1s", "--out", out, *extra],
+            ["--probes", "writev", "--span-threshold", threshold, "--interval", "1s", "--out", out, *extra,
+             *every_span(binary)],
             binary,
         )
         cpu0, t0 = cpu_seconds(kotel.pid), time.time()

@@ -37,7 +37,9 @@ from otlp_receiver import PointRecord, SpanRecord, attributes, iter_metric_point
 #: SIGINT.
 #: ``--probes all``: the workload's writev calls are part of the truth checked, and the writev
 #: probe is not on by default.
-BASE_ARGS = ["--span-threshold", "0", "--interval", "1s", "--duration", "0", "--probes", "all"]
+#: Every event a span, and every span exported (no per-process budget): the checks count them.
+BASE_ARGS = ["--span-threshold", "0", "--span-budget", "0", "--interval", "1s", "--duration", "0",
+             "--probes", "all"]
 
 #: The executable the workload runs as (also its service.name: it sets no OTEL_SERVICE_NAME).
 WORKLOAD_EXE = "kotel-workload"

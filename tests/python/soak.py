@@ -146,7 +146,7 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
                 [
                     str(bins / "kotel"), "run", "--config", str(config),
                     "--pid", str(pid), "--probes", "writev",
-                    "--span-threshold", cfg.span_threshold, "--duration", "0",
+                    "--span-threshold", cfg.span_threshold, "--span-budget", "0", "--duration", "0",
                     "--otlp-endpoint", receiver.endpoint, "--out", str(out_dir),
                     "--receiver-grpc", "none", "--receiver-http", "none", "--telemetry", "none",
                 ],

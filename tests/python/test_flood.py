@@ -120,7 +120,7 @@ def test_flood_every_event_is_received_or_counted_lost(
         kotel = kotel_run(
             [
                 "--config", config, "--pid", pid, "--probes", "writev",
-                "--span-threshold", "0", "--interval", "1s", "--duration", "0",
+                "--span-threshold", "0", "--span-budget", "0", "--interval", "1s", "--duration", "0",
                 "--otlp-endpoint", receiver.endpoint, "--out", out_dir,
                 "--receiver-grpc", "none", "--receiver-http", "none", "--telemetry", "none",
             ]

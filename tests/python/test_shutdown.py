@@ -101,7 +101,7 @@ def _args(
     pid: int, out_dir: Path, endpoint: str, config: Path, telemetry: str = "none"
 ) -> list[str]:
     return [
-        "--pid", str(pid), "--span-threshold", "0", "--duration", "0",
+        "--pid", str(pid), "--span-threshold", "0", "--span-budget", "0", "--duration", "0",
         "--probes", "writev", "--interval", LONG, "--receiver-grpc", "none",
         "--receiver-http", "none", "--telemetry", telemetry,
         "--out", str(out_dir), "--otlp-endpoint", endpoint, "--config", str(config),
