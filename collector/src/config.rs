@@ -126,8 +126,15 @@ key_file = ""
 client_ca_file = ""
 
 [link]
-# How long kernel events wait for the application spans they belong to.
+# How long kernel events count toward the application spans that cover them (the spans'
+# kotel.*.duration sums).
 window = "30s"
+# How long a kernel span waits, after its event ended, for the application span that covers
+# it, to go out as that span's child (with a receiver running). Unclaimed, it then goes out on
+# its own: each event is exported once. So standalone spans leave this much later while a
+# receiver runs; an application's spans usually arrive within its SDK's batch delay (5 s by
+# default) after they end. At most the window.
+hold = "10s"
 # Most kernel events held for linking; the oldest are evicted (and counted) past it.
 buffer_events = 200000
 
@@ -323,6 +330,9 @@ pub struct LinkSettings {
     /// How long events wait for their spans.
     #[serde(deserialize_with = "duration")]
     pub window: Duration,
+    /// How long a kernel span waits to become a child before it goes out on its own.
+    #[serde(deserialize_with = "duration")]
+    pub hold: Duration,
     /// Buffer capacity in events.
     pub buffer_events: usize,
 }
@@ -331,6 +341,7 @@ impl Default for LinkSettings {
     fn default() -> Self {
         LinkSettings {
             window: Duration::from_secs(30),
+            hold: Duration::from_secs(10),
             buffer_events: 200_000,
         }
     }
@@ -810,6 +821,16 @@ impl Config {
     fn validate_link_and_telemetry(&self) -> Result<(), ConfigError> {
         if self.link.buffer_events == 0 {
             return bad("link.buffer_events", "must be at least 1".into());
+        }
+        if self.link.hold > self.link.window {
+            return bad(
+                "link.hold",
+                format!(
+                    "{:?} is longer than link.window ({:?}): a span cannot wait for a link \
+                     longer than its event is kept",
+                    self.link.hold, self.link.window
+                ),
+            );
         }
         let l = &self.telemetry.listen;
         if l != "none" && l.parse::<std::net::SocketAddr>().is_err() {

@@ -81,7 +81,8 @@ impl Agent {
             LinkBuffer::new(
                 cfg.link.buffer_events,
                 u64::try_from(cfg.link.window.as_nanos()).unwrap_or(u64::MAX),
-            ),
+            )
+            .hold(u64::try_from(cfg.link.hold.as_nanos()).unwrap_or(u64::MAX)),
         );
         let linking = receiver_cfg.grpc.is_some() || receiver_cfg.http.is_some();
         let (mut receiver, mut received) = (None, None);

@@ -1,9 +1,10 @@
 //! Kernel events waiting to be linked under application spans: per process, in arrival
 //! (roughly end-time) order, for `window` and within a memory cap. Events above the span
 //! threshold carry their built span ([`PendingSpan`]), taken by the first application span
-//! that claims it; the rest keep a compact record so sums over a span stay exact. What leaves
-//! unclaimed (past the window, evicted by the cap, or at the end) is handed back, so that it
-//! can still go out as a span of its own: nothing waits here to be lost.
+//! that claims it within `hold`; the rest keep a compact record so sums over a span stay
+//! exact. What is unclaimed when its hold passes (or the cap evicts it, or the run ends) is
+//! handed back, so that it goes out as a span of its own: nothing waits here to be lost. The
+//! event itself stays for the sums until its window passes.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -28,6 +29,8 @@ pub struct LinkedEvent {
     pub start: u64,
     /// End, Unix ns.
     pub end: u64,
+    /// Arrival number: increasing within each process's queue.
+    pub seq: u64,
     /// Its built span, until an application span takes it (events too short for a span of
     /// their own have none).
     pub pending: Option<Box<PendingSpan>>,
@@ -53,8 +56,13 @@ pub struct LinkBuffer {
     longest: HashMap<u32, u64>,
     /// Arrival order across processes, for evicting the oldest when full.
     order: VecDeque<u32>,
+    /// Events with a built span, in arrival order: (end, pid, seq), for releasing unclaimed
+    /// spans when their hold passes.
+    claimable: VecDeque<(u64, u32, u64)>,
+    next_seq: u64,
     capacity: usize,
     window_ns: u64,
+    hold_ns: u64,
     stats: BufferStats,
 }
 
@@ -65,10 +73,20 @@ impl LinkBuffer {
             per_pid: HashMap::new(),
             longest: HashMap::new(),
             order: VecDeque::new(),
+            claimable: VecDeque::new(),
+            next_seq: 0,
             capacity: capacity.max(1),
             window_ns,
+            hold_ns: window_ns,
             stats: BufferStats::default(),
         }
+    }
+
+    /// Built spans wait at most `hold_ns` after their event ended to be claimed (at most the
+    /// window; the window by default).
+    pub fn hold(mut self, hold_ns: u64) -> Self {
+        self.hold_ns = hold_ns.min(self.window_ns);
+        self
     }
 
     /// Adds an event with its built span, if it has one. Returns the unclaimed spans of the
@@ -78,13 +96,18 @@ impl LinkBuffer {
         while self.stats.held >= self.capacity {
             released.extend(self.evict_oldest());
         }
+        self.next_seq += 1;
         let linked = LinkedEvent {
             tid: ev.tid,
             kind: ev.kind,
             start: ev.start_unix_nano,
             end: ev.start_unix_nano.saturating_add(ev.duration_ns),
+            seq: self.next_seq,
             pending: pending.map(Box::new),
         };
+        if linked.pending.is_some() {
+            self.claimable.push_back((linked.end, ev.pid, linked.seq));
+        }
         let longest = self.longest.entry(ev.pid).or_default();
         *longest = (*longest).max(ev.duration_ns);
         self.per_pid.entry(ev.pid).or_default().push_back(linked);
@@ -108,15 +131,32 @@ impl LinkBuffer {
         evicted.and_then(|e| e.pending).map(|p| *p)
     }
 
-    /// Drops events that ended more than the window before `now` (Unix ns). Returns the
-    /// unclaimed spans among them.
+    /// Takes the spans of events that ended more than the hold before `now` (Unix ns), and
+    /// drops events that ended more than the window before it. Returns the unclaimed spans.
     pub fn expire(&mut self, now: u64) -> Vec<PendingSpan> {
+        let mut released = Vec::new();
+        let hold_horizon = now.saturating_sub(self.hold_ns);
+        while let Some(&(end, pid, seq)) = self.claimable.front() {
+            if end >= hold_horizon {
+                break;
+            }
+            self.claimable.pop_front();
+            // Gone already when the cap evicted it or the window passed.
+            let Some(q) = self.per_pid.get_mut(&pid) else {
+                continue;
+            };
+            if let Ok(i) = q.binary_search_by_key(&seq, |e| e.seq) {
+                released.extend(q[i].pending.take().map(|p| *p));
+            }
+        }
         let horizon = now.saturating_sub(self.window_ns);
-        self.remove_older_than(horizon)
+        released.extend(self.remove_older_than(horizon));
+        released
     }
 
     /// Empties the buffer, at the end of a run. Returns the unclaimed spans, oldest first.
     pub fn release_all(&mut self) -> Vec<PendingSpan> {
+        self.claimable.clear();
         let mut released = self.remove_older_than(u64::MAX);
         released.sort_by_key(|p| p.end);
         released
@@ -315,6 +355,27 @@ pub(crate) mod tests {
             ends(b.release_all()),
             vec![310],
             "the claimed one is not released"
+        );
+        assert_eq!(b.stats().held, 0);
+    }
+
+    #[test]
+    fn a_span_unclaimed_past_its_hold_goes_while_its_event_still_sums() {
+        let mut b = LinkBuffer::new(100, 1_000).hold(300);
+        push(&mut b, ev(1, 1, 0, 100), true); // ends at 100
+        push(&mut b, ev(1, 1, 200, 100), true); // ends at 300
+        assert!(b.expire(350).is_empty(), "within the hold");
+        let released: Vec<u64> = b.expire(450).iter().map(|p| p.end).collect();
+        assert_eq!(released, vec![100]);
+        assert_eq!(b.stats().held, 2, "both events still count for sums");
+        let found = b.overlapping(1, None, 0, 1_000);
+        assert_eq!(found.len(), 2);
+        assert!(found[0].pending.is_none() && found[1].pending.is_some());
+        let released: Vec<u64> = b.expire(700).iter().map(|p| p.end).collect();
+        assert_eq!(released, vec![300], "released once");
+        assert!(
+            b.expire(1_200).is_empty(),
+            "the window drops the events, nothing twice"
         );
         assert_eq!(b.stats().held, 0);
     }
