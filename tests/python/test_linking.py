@@ -2,6 +2,11 @@
 OTLP receiver; kotel forwards them upstream (to the official-protos receiver) with kernel
 child spans linked under them. The application knows what it did inside ``handle_request``
 (writev sizes, one TCP send, a 30 ms sleep) and did the same again outside any span.
+
+With a forwarder between them (``otlp_forwarder.py``, as a Collector agent on the node would
+be) kotel sees the forwarder at the far end of the connection, while the resource names the
+application: the spans are linked to the application's process, or, once it has exited, to
+nothing (``kotel.link.unresolved = gone``), and never get the forwarder's own kernel work.
 """
 
 from __future__ import annotations
