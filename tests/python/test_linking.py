@@ -297,8 +297,9 @@ def check_not_summed(app_span, spans, fwd_pid: int, fwd_end: dict) -> None:
     pokes = fwd_end["pokes"]
     assert len(pokes) == 1, pokes
     marker = pokes[0]
-    assert app_span.start_time_unix_nano <= marker["start_ns"] <= marker["end_ns"] <= app_span.end_time_unix_nano, (
-        "the forwarder's writev happened inside the application's span", marker)
+    inside = (app_span.start_time_unix_nano <= marker["start_ns"]
+              <= marker["end_ns"] <= app_span.end_time_unix_nano)
+    assert inside, ("the forwarder's writev happened inside the application's span", marker)
     own = [s for s in spans
            if attributes(s.resource.attributes).get("process.pid") == fwd_pid
            and s.span.name == "writev" and not s.span.parent_span_id

@@ -324,7 +324,7 @@ impl Linker {
                     reason = why.as_str(),
                     spans,
                     held_back,
-                    "kotel.link.unresolved: the process the resource names was not found; its spans are forwarded unlinked"
+                    "kotel.link.unresolved"
                 );
             });
     }
