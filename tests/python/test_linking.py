@@ -2,6 +2,11 @@
 OTLP receiver; kotel forwards them upstream (to the official-protos receiver) with kernel
 child spans linked under them. The application knows what it did inside ``handle_request``
 (writev sizes, one TCP send, a 30 ms sleep) and did the same again outside any span.
+
+With a forwarder between them (``otlp_forwarder.py``, as a Collector agent on the node would
+be) kotel sees the forwarder at the far end of the connection, while the resource names the
+application: the spans are linked to the application's process, or, once it has exited, to
+nothing (``kotel.link.unresolved = gone``), and never get the forwarder's own kernel work.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pytest
 
 from conftest import LineReader, free_port
 
+from kotel_checks import read_summary
 from otlp_receiver import any_value, attributes
 
 pytestmark = pytest.mark.bpf
@@ -174,3 +180,211 @@ def test_bad_input_is_refused_and_kotel_keeps_serving(receiver, kotel_run, tmp_p
     code, _, stderr = kotel.interrupt()
     assert code == 0, stderr
     check_worker(w, receiver.spans(), truth, "thread", "resource")
+
+
+# --------------------------------------------------------------------------------------------
+# A forwarder between the application and kotel (issue 17): the resource names the process,
+# the connection names the forwarder; the forwarder's own kernel work overlaps the span.
+# --------------------------------------------------------------------------------------------
+
+#: The summary attributes kotel puts on an application span it linked.
+SUMMARY_KEYS = {
+    "kotel.offcpu.duration", "kotel.runqueue.delay", "kotel.writev.duration",
+    "kotel.tcp.send.duration", "kotel.kernel.events", "kotel.link.match", "kotel.link.pid_source",
+}
+
+
+class Forwarder:
+    """``otlp_forwarder.py`` relaying to kotel's receiver at ``to`` (see its docstring)."""
+
+    def __init__(self, to: str, hold: bool = False) -> None:
+        cmd = [sys.executable, str(HERE / "otlp_forwarder.py"), "--to", to]
+        self.proc = subprocess.Popen(
+            cmd + (["--hold"] if hold else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self._stdout, self._stderr = LineReader(self.proc.stdout), LineReader(self.proc.stderr)
+        hello = self._line("its endpoint")
+        self.endpoint, self.poke, self.pid = hello["endpoint"], hello["poke"], hello["pid"]
+
+    def _line(self, what: str) -> dict:
+        try:
+            line = self._stdout.next_line(timeout=APP_TIMEOUT)
+        except queue.Empty:
+            line = None
+        assert line, f"otlp_forwarder.py printed no {what}; stderr:\n{self._stderr.rest()}"
+        return json.loads(line)
+
+    def release(self) -> dict:
+        """Relays what it held; returns ``{"released": requests, "spans": spans}``."""
+        self.proc.stdin.write("release\n")
+        self.proc.stdin.flush()
+        return self._line("release count")
+
+    def stop(self) -> dict:
+        """Its closing account: relayed, errors, tasks (thread ids), pokes."""
+        self.proc.stdin.close()
+        end = self._line("closing account")
+        code = self.proc.wait(timeout=APP_TIMEOUT)
+        assert code == 0, f"otlp_forwarder.py exited {code}; stderr:\n{self._stderr.rest()}"
+        assert not end["errors"], end["errors"]
+        return end
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def forwarder():
+    """Starts ``Forwarder(to, hold)``; kills it at teardown if a test left it running."""
+    started: list[Forwarder] = []
+
+    def start(to: str, hold: bool = False) -> Forwarder:
+        f = Forwarder(to, hold)
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.close()
+
+
+def forwarding_kotel(kotel_run, tmp_path, receiver) -> tuple:
+    """kotel with its OTLP/gRPC receiver on a free port; returns (kotel, endpoint)."""
+    port = free_port()
+    kotel = kotel_run(
+        ["--span-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
+         "--otlp-endpoint", receiver.endpoint,
+         "--receiver-grpc", f"127.0.0.1:{port}", "--receiver-http", "none", "--telemetry", "none"]
+    )
+    return kotel, f"http://127.0.0.1:{port}"
+
+
+def check_linked_to_app(worker: dict, spans, truth: dict):
+    """The application span arrived once, linked by the resource's pid to the application's
+    process: its writev and TCP send are children, with their known sizes. Returns it."""
+    app = [s.span for s in spans if s.span.span_id.hex() == worker["span_id"]]
+    assert len(app) == 1, "the application span arrived once"
+    app = app[0]
+    assert app.name == "handle_request" and app.trace_id.hex() == worker["trace_id"], "unchanged"
+    a = attributes(app.attributes)
+    assert a["kotel.link.pid_source"] == "resource" and a["kotel.link.match"] == "process", a
+    assert "kotel.link.unresolved" not in a, a
+    kids = [s.span for s in spans if s.span.parent_span_id == app.span_id]
+    for k in kids:
+        ka = attributes(k.attributes)
+        assert ka["kotel.link.pid_source"] == "resource" and ka["kotel.link.match"] == "process", ka
+    assert a["kotel.kernel.events"] >= len(kids) > 0, a
+
+    def worker_kids(name):
+        return [attributes(k.attributes) for k in kids
+                if k.name == name and attributes(k.attributes)["thread.id"] == worker["tid"]]
+
+    writev = sorted(k["kotel.bytes"] for k in worker_kids("writev"))
+    assert writev == sorted(worker["inside"]["writev_bytes"]), writev
+    port = int(worker["inside"]["tcp_local"].rsplit(":", 1)[1])
+    sends = [k["kotel.bytes"] for k in worker_kids("tcp_sendmsg") if k.get("network.local.port") == port]
+    assert sends == [truth["tcp_size"]], sends
+    assert a["kotel.writev.duration"] > 0 and a["kotel.tcp.send.duration"] > 0, a
+    return app
+
+
+def check_not_summed(app_span, spans, fwd_pid: int, fwd_end: dict) -> None:
+    """The forwarder's poke work overlapped ``app_span``, kotel saw it (a writev span of the
+    forwarder's own), and none of the forwarder's events is a child of the span."""
+    pokes = fwd_end["pokes"]
+    assert len(pokes) == 1, pokes
+    marker = pokes[0]
+    inside = (app_span.start_time_unix_nano <= marker["start_ns"]
+              <= marker["end_ns"] <= app_span.end_time_unix_nano)
+    assert inside, ("the forwarder's writev happened inside the application's span", marker)
+    own = [s for s in spans
+           if attributes(s.resource.attributes).get("process.pid") == fwd_pid
+           and s.span.name == "writev" and not s.span.parent_span_id
+           and attributes(s.span.attributes).get("kotel.bytes") == marker["bytes"]]
+    assert own, "kotel saw the forwarder's writev (a span of its own process)"
+    tids = set(fwd_end["tasks"]) | {marker["tid"]}
+    kids = [s.span for s in spans if s.span.parent_span_id == app_span.span_id]
+    theirs = [k for k in kids if attributes(k.attributes).get("thread.id") in tids]
+    assert not theirs, f"the forwarder's events are not the application's: {theirs}"
+    marked = [k for k in kids if k.name == "writev"
+              and attributes(k.attributes).get("kotel.bytes") == marker["bytes"]]
+    assert not marked, "the forwarder's writev is no child of the application's span"
+
+
+def test_a_forwarder_relaying_a_live_process_spans_links_them_to_that_process(
+        receiver, kotel_run, tmp_path, forwarder):
+    """The application exports to a forwarder, which relays to kotel: kotel links the spans to
+    the process the resource names (the application), never to the connection's owner."""
+    kotel, endpoint = forwarding_kotel(kotel_run, tmp_path, receiver)
+    fwd = forwarder(endpoint)
+    truth = run_app(receiver, fwd.endpoint, "--with-pid", "--poke", fwd.poke)
+    fwd_end = fwd.stop()
+    assert fwd_end["relayed"] >= 1
+    code, _, stderr = kotel.interrupt()
+    assert code == 0, stderr
+    spans = receiver.spans()
+    worker = truth["workers"][0]
+    app = check_linked_to_app(worker, spans, truth)
+    check_not_summed(app, spans, fwd.pid, fwd_end)
+    summary = read_summary(tmp_path / "out")
+    assert summary["link_unresolved"] == 0, summary
+
+
+def test_spans_of_a_process_that_exited_before_they_arrived_are_left_unlinked(
+        receiver, kotel_run, tmp_path, forwarder):
+    """The forwarder holds the application's spans until the application has exited and been
+    reaped: the pid on their resource names nothing, so kotel links them to nothing (not to
+    the forwarder that sent them), marks them ``kotel.link.unresolved = gone`` and counts
+    them."""
+    kotel, endpoint = forwarding_kotel(kotel_run, tmp_path, receiver)
+    fwd = forwarder(endpoint, hold=True)
+    cmd = [sys.executable, str(HERE / "traced_app.py"), "--endpoint", fwd.endpoint,
+           "--with-pid", "--poke", fwd.poke]
+    app = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    stdout, stderr = LineReader(app.stdout), LineReader(app.stderr)
+    try:
+        try:
+            line = stdout.next_line(timeout=APP_TIMEOUT)
+        except queue.Empty:
+            line = None
+        assert line, f"traced_app.py printed no truth; stderr:\n{stderr.rest()}"
+        truth = json.loads(line)  # printed once its spans were flushed to the forwarder
+        app.stdin.close()
+        code = app.wait(timeout=APP_TIMEOUT)  # waitpid: the process is gone
+        assert code == 0, f"traced_app.py exited {code}; stderr:\n{stderr.rest()}"
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert not Path(f"/proc/{app.pid}").exists()
+    ids = {w["span_id"] for w in truth["workers"]}
+    released = fwd.release()
+    assert released["spans"] == len(ids), released
+    arrived = receiver.wait_for(
+        lambda: ids <= {s.span.span_id.hex() for s in receiver.spans()}, timeout=ARRIVAL_TIMEOUT
+    )
+    assert arrived, f"the application's spans did not come out of kotel: {sorted(ids)}"
+    fwd_end = fwd.stop()
+    code, _, kotel_stderr = kotel.interrupt()
+    assert code == 0, kotel_stderr
+    spans = receiver.spans()
+    worker = truth["workers"][0]
+    mine = [s for s in spans if s.span.span_id.hex() == worker["span_id"]]
+    assert len(mine) == 1, "the application span arrived once"
+    resource, app_span = attributes(mine[0].resource.attributes), mine[0].span
+    assert app_span.name == "handle_request" and app_span.trace_id.hex() == worker["trace_id"]
+    assert resource["process.pid"] == truth["pid"] == app.pid, "the resource is unchanged"
+    a = attributes(app_span.attributes)
+    assert a["kotel.link.unresolved"] == "gone", a
+    assert not SUMMARY_KEYS & a.keys(), f"no summary on an unlinked span: {a}"
+    assert [k for k in a if k.startswith("kotel.")] == ["kotel.link.unresolved"], a
+    kids = [s.span for s in spans if s.span.parent_span_id == app_span.span_id]
+    assert not kids, f"no kernel children under an unlinked span: {kids}"
+    check_not_summed(app_span, spans, fwd.pid, fwd_end)
+    summary = read_summary(tmp_path / "out")
+    assert summary["link_unresolved_gone"] == len(ids) == summary["link_unresolved"], summary

@@ -10,10 +10,13 @@ kotel reads their thread ids, and the owner of the connection, from /proc while 
 spans, so a test lets it go once the spans have come out of kotel linked.
 
     python3 traced_app.py --endpoint http://127.0.0.1:PORT [--with-pid] [--threads N]
-                          [--thread-id]  < a line once the spans have arrived
+                          [--thread-id] [--poke HOST:PORT]  < a line once the spans have arrived
 
 ``--with-pid`` puts ``process.pid`` on the resource (the SDK's default resource has none);
 ``--thread-id`` sets ``thread.id`` on each span to the worker's native thread id.
+``--poke HOST:PORT``: inside its span, after the work, each worker connects there, sends one
+byte and waits for one back (``otlp_forwarder.py`` does kernel work of its own meanwhile, so
+that work overlaps the span).
 
 TLS (``https://`` endpoint): ``--ca FILE`` is the CA the exporter trusts, ``--client-cert``
 and ``--client-key`` a client certificate for mutual TLS (grpcio's SSL credentials);
@@ -56,6 +59,15 @@ def work(peer: tuple[str, int]) -> dict:
     return {"writev_bytes": written, "tcp_sent": sent, "tcp_local": f"{local[0]}:{local[1]}"}
 
 
+def poke(address: str) -> None:
+    """One byte to ``address`` and one back: the other side works meanwhile."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"p")
+        if s.recv(1) != b"k":
+            raise RuntimeError(f"no answer from the poke at {address}")
+
+
 def sink_server() -> tuple[socket.socket, tuple[str, int]]:
     srv = socket.create_server(("127.0.0.1", 0))
 
@@ -96,6 +108,7 @@ def main() -> None:
     ap.add_argument("--with-pid", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--thread-id", action="store_true")
+    ap.add_argument("--poke")
     ap.add_argument("--ca")
     ap.add_argument("--client-cert")
     ap.add_argument("--client-key")
@@ -122,6 +135,8 @@ def main() -> None:
                 span.set_attribute("thread.id", tid)
             start = time.time_ns()
             inside = work(peer)
+            if args.poke:
+                poke(args.poke)
             end = time.time_ns()
             ctx = span.get_span_context()
         time.sleep(0.05)

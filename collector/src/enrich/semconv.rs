@@ -92,6 +92,9 @@ pub const KOTEL_KERNEL_EVENTS: &str = "kotel.kernel.events";
 pub const KOTEL_LINK_MATCH: &str = "kotel.link.match";
 /// `kotel.link.pid_source`: where the linked process came from, `resource` or `connection`.
 pub const KOTEL_LINK_PID_SOURCE: &str = "kotel.link.pid_source";
+/// `kotel.link.unresolved`: why an application span was left unlinked although its resource
+/// names a process (`gone`, `ambiguous`, `container_mismatch`, `invalid`).
+pub const KOTEL_LINK_UNRESOLVED: &str = "kotel.link.unresolved";
 /// `kotel.artifact.url`: where a picture (heatmap, flame graph) can be seen.
 pub const KOTEL_ARTIFACT_URL: &str = "kotel.artifact.url";
 /// `kotel.artifact.id`: the sha256 of a picture's SVG.
@@ -151,6 +154,7 @@ mod tests {
             (KOTEL_KERNEL_EVENTS, "kotel.kernel.events"),
             (KOTEL_LINK_MATCH, "kotel.link.match"),
             (KOTEL_LINK_PID_SOURCE, "kotel.link.pid_source"),
+            (KOTEL_LINK_UNRESOLVED, "kotel.link.unresolved"),
             (KOTEL_ARTIFACT_URL, "kotel.artifact.url"),
             (KOTEL_ARTIFACT_ID, "kotel.artifact.id"),
             (KOTEL_ARTIFACT_MEDIA_TYPE, "kotel.artifact.media_type"),

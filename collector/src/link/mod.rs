@@ -4,6 +4,11 @@
 //! its children (same trace, `parent_span_id` = the span), and the span gains summary
 //! attributes: `kotel.offcpu.duration`, `kotel.runqueue.delay`, `kotel.writev.duration`,
 //! `kotel.tcp.send.duration` (seconds, clipped to the span) and `kotel.kernel.events`.
+//!
+//! A resource that names a process (`process.pid`) is linked to that process or to nothing:
+//! the connection's owner is used only when the resource names none, since the sender may be
+//! a forwarder relaying other processes' spans. When the named process cannot be found its
+//! spans get `kotel.link.unresolved = <reason>` and nothing else, and are counted by reason.
 
 pub mod buffer;
 pub mod resolve;
@@ -11,6 +16,7 @@ pub mod resolve;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,18 +24,19 @@ use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use crate::enrich::semconv::{
     CONTAINER_ID, KOTEL_KERNEL_EVENTS, KOTEL_LINK_MATCH, KOTEL_LINK_PID_SOURCE,
-    KOTEL_OFFCPU_DURATION, KOTEL_RUNQUEUE_DELAY, KOTEL_TCP_SEND_DURATION, KOTEL_WRITEV_DURATION,
-    PROCESS_PID, THREAD_ID,
+    KOTEL_LINK_UNRESOLVED, KOTEL_OFFCPU_DURATION, KOTEL_RUNQUEUE_DELAY, KOTEL_TCP_SEND_DURATION,
+    KOTEL_WRITEV_DURATION, PROCESS_PID, THREAD_ID,
 };
 use crate::model::KernelEvent;
 use crate::otlp::pending::PendingSpan;
 use crate::otlp::{attrs, scope};
+use crate::telemetry::RateLimit;
 use buffer::{BufferStats, LinkBuffer};
-use resolve::PeerCache;
+use resolve::{PeerCache, Unresolved};
 
 /// What linking did, cumulatively.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +49,22 @@ pub struct LinkStats {
     pub child_spans: u64,
     /// Child spans not added because a span already had the most allowed.
     pub children_capped: u64,
+    /// Application spans left unlinked because the process their resource names could not
+    /// be found, by reason ([`Unresolved::index`]).
+    pub unresolved: [u64; Unresolved::ALL.len()],
+}
+
+/// Application spans left unlinked since the agent started, by reason ([`Unresolved::index`]):
+/// process-wide, as the export's TLS failures are, so that the self-metrics read them without
+/// a handle on the linker (one agent runs per process).
+static UNRESOLVED_SPANS: [AtomicU64; Unresolved::ALL.len()] =
+    [const { AtomicU64::new(0) }; Unresolved::ALL.len()];
+
+/// Application spans left unlinked since the process started, by reason
+/// ([`Unresolved::index`]), summed over every [`Linker`]: the `kotel.link.unresolved`
+/// self-metric.
+pub fn unresolved_spans() -> [u64; Unresolved::ALL.len()] {
+    std::array::from_fn(|i| crate::telemetry::get(&UNRESOLVED_SPANS[i]))
 }
 
 /// A kernel event that became a child span of an application span, so that exemplars can
@@ -85,8 +108,21 @@ pub struct Linker {
     /// (host pid, reported tid) → host tid, and (reported pid, peer pid) → host pid: /proc
     /// reads are far slower than linking itself.
     threads: HashMap<(u32, u32), (Option<u32>, Instant)>,
-    processes: HashMap<ProcessKey, (Option<u32>, Instant)>,
+    processes: HashMap<ProcessKey, (Result<u32, Unresolved>, Instant)>,
     stats: LinkStats,
+    /// One log line a second about unresolved resources.
+    unresolved_log: RateLimit,
+}
+
+/// Which process a resource's spans belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolution {
+    /// This host pid, found from the `resource` or the `connection`.
+    Process(u32, &'static str),
+    /// The resource names a process that cannot be found.
+    Unresolved(Unresolved),
+    /// The resource names no process, and the connection's owner is unknown.
+    Unknown,
 }
 
 /// (reported pid, connection owner, container id): what a host pid is resolved from.
@@ -97,11 +133,11 @@ const RESOLVED_TTL: Duration = Duration::from_secs(10);
 /// Most resolutions remembered of each kind.
 const RESOLVED_CACHE: usize = 16_384;
 
-fn cached<K: std::hash::Hash + Eq + Clone>(
-    map: &mut HashMap<K, (Option<u32>, Instant)>,
+fn cached<K: std::hash::Hash + Eq + Clone, V: Copy>(
+    map: &mut HashMap<K, (V, Instant)>,
     key: K,
-    resolve: impl FnOnce() -> Option<u32>,
-) -> Option<u32> {
+    resolve: impl FnOnce() -> V,
+) -> V {
     if let Some((v, at)) = map.get(&key) {
         if at.elapsed() < RESOLVED_TTL {
             return *v;
@@ -123,6 +159,18 @@ fn int_attr(attributes: &[KeyValue], key: &str) -> Option<i64> {
     }
 }
 
+/// The resource's `process.pid`: `None` when it has none, else the pid or why it is none.
+fn reported_pid(resource: &[KeyValue]) -> Option<Result<u32, Unresolved>> {
+    Some(match attrs::find(resource, PROCESS_PID)? {
+        Value::IntValue(v) => resolve::valid_pid(*v),
+        Value::StringValue(s) => s
+            .parse()
+            .map_err(|_| Unresolved::Invalid)
+            .and_then(resolve::valid_pid),
+        _ => Err(Unresolved::Invalid),
+    })
+}
+
 fn str_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     match attrs::find(attributes, key)? {
         Value::StringValue(s) => Some(s),
@@ -141,6 +189,7 @@ impl Linker {
             threads: HashMap::new(),
             processes: HashMap::new(),
             stats: LinkStats::default(),
+            unresolved_log: RateLimit::new(Duration::from_secs(1)),
         }
     }
 
@@ -200,34 +249,23 @@ impl Linker {
                 .as_ref()
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or_default();
-            let reported =
-                int_attr(resource_attrs, PROCESS_PID).and_then(|p| u32::try_from(p).ok());
-            let container = str_attr(resource_attrs, CONTAINER_ID).map(str::to_string);
-            let peer_pid = self.peer_pid(peer);
-            let (pid, source) = match reported {
-                Some(r) => {
-                    let root = &self.proc_root;
-                    let key = (r, peer_pid, container.clone());
-                    match cached(&mut self.processes, key, || {
-                        resolve::host_pid(root, r, container.as_deref(), peer_pid)
-                    }) {
-                        Some(p) => (Some(p), "resource"),
-                        None => (peer_pid, "connection"),
-                    }
-                }
-                None => (peer_pid, "connection"),
-            };
+            let resolution = self.resolve(resource_attrs, peer);
             tracing::debug!(
-                ?reported,
+                reported = ?attrs::find(resource_attrs, PROCESS_PID),
                 ?peer,
-                ?peer_pid,
-                ?pid,
-                source,
+                ?resolution,
                 "kotel.link.resolved"
             );
             let span_count: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
             self.stats.app_spans += span_count as u64;
-            let Some(pid) = pid else { continue };
+            let (pid, source) = match resolution {
+                Resolution::Process(pid, source) => (pid, source),
+                Resolution::Unknown => continue,
+                Resolution::Unresolved(why) => {
+                    self.leave_unlinked(rs, why, span_count as u64);
+                    continue;
+                }
+            };
             if !linked.pids.contains(&pid) {
                 linked.pids.push(pid);
             }
@@ -259,6 +297,55 @@ impl Linker {
             }
         }
         linked
+    }
+
+    /// Which process a resource's spans belong to: the one its `process.pid` names (across PID
+    /// namespaces, in its `container.id`), or, only when it names none, the owner of the
+    /// connection they came on.
+    fn resolve(&mut self, resource: &[KeyValue], peer: Option<SocketAddr>) -> Resolution {
+        let peer_pid = self.peer_pid(peer);
+        let reported = match reported_pid(resource) {
+            None => {
+                return peer_pid.map_or(Resolution::Unknown, |p| {
+                    Resolution::Process(p, "connection")
+                })
+            }
+            Some(Err(why)) => return Resolution::Unresolved(why),
+            Some(Ok(reported)) => reported,
+        };
+        let container = str_attr(resource, CONTAINER_ID);
+        let root = &self.proc_root;
+        let key = (reported, peer_pid, container.map(str::to_string));
+        match cached(&mut self.processes, key, || {
+            resolve::host_pid(root, reported, container, peer_pid)
+        }) {
+            Ok(pid) => Resolution::Process(pid, "resource"),
+            Err(why) => Resolution::Unresolved(why),
+        }
+    }
+
+    /// Marks every span of a resource whose process cannot be found with
+    /// `kotel.link.unresolved = <why>` (no summary, no children) and counts them.
+    fn leave_unlinked(&mut self, rs: &mut ResourceSpans, why: Unresolved, spans: u64) {
+        for span in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
+            span.attributes
+                .push(attrs::string(KOTEL_LINK_UNRESOLVED, why.as_str()));
+        }
+        self.stats.unresolved[why.index()] += spans;
+        let reported = rs
+            .resource
+            .as_ref()
+            .and_then(|r| attrs::find(&r.attributes, PROCESS_PID));
+        self.unresolved_log
+            .count_and_log(&UNRESOLVED_SPANS[why.index()], spans, |held_back| {
+                tracing::info!(
+                    ?reported,
+                    reason = why.as_str(),
+                    spans,
+                    held_back,
+                    "kotel.link.unresolved"
+                );
+            });
     }
 
     /// Links one application span of process `pid`: adds its summary attributes and returns its
@@ -505,6 +592,97 @@ mod tests {
             Some(&Value::IntValue(301)),
             "sums count every event"
         );
+    }
+
+    /// A loopback connection this process owns: kotel finds this process as its sender.
+    fn own_connection() -> (std::net::TcpStream, std::net::TcpStream, SocketAddr) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        (client, server, peer)
+    }
+
+    fn unresolved(linker: &Linker, why: Unresolved) -> u64 {
+        linker.stats().unresolved[why.index()]
+    }
+
+    /// The sender owns the connection and has kernel events overlapping the span, but the
+    /// resource names another process: the sender's events are never the span's.
+    #[test]
+    fn a_resource_naming_a_process_that_cannot_be_found_is_left_unlinked() {
+        let me = std::process::id();
+        let (_client, _server, peer) = own_connection();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        assert!(child.wait().unwrap().success());
+        let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
+        linker.buffer.push(&ev(Probe::Offcpu, me, 1_100, 300), true);
+        let cases: [(Value, Option<&str>, Unresolved); 4] = [
+            (Value::IntValue(i64::from(gone)), None, Unresolved::Gone),
+            (
+                Value::IntValue(i64::from(me)),
+                Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+                Unresolved::ContainerMismatch,
+            ),
+            (Value::StringValue("me".into()), None, Unresolved::Invalid),
+            (Value::IntValue(-1), None, Unresolved::Invalid),
+        ];
+        for (i, (pid, container, why)) in cases.into_iter().enumerate() {
+            let mut req = request(None, None);
+            let resource = req.resource_spans[0].resource.as_mut().unwrap();
+            resource.attributes.push(KeyValue {
+                key: PROCESS_PID.into(),
+                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(pid) }),
+                ..Default::default()
+            });
+            if let Some(id) = container {
+                resource.attributes.push(attrs::string(CONTAINER_ID, id));
+            }
+            let before = req.clone();
+            let linked = linker.link(&mut req, Some(peer), &mut IdGenerator::with_seed(1));
+            assert_eq!(linked, Linked::default(), "{why:?}: nothing linked");
+            let mut want = before;
+            want.resource_spans[0].scope_spans[0].spans[0]
+                .attributes
+                .push(attrs::string("kotel.link.unresolved", why.as_str()));
+            assert_eq!(req, want, "{why:?}: only the reason is added");
+            assert_eq!(linker.stats().app_spans, i as u64 + 1);
+        }
+        assert_eq!(linker.stats().matched_spans, 0);
+        assert_eq!(unresolved(&linker, Unresolved::Gone), 1);
+        assert_eq!(unresolved(&linker, Unresolved::ContainerMismatch), 1);
+        assert_eq!(unresolved(&linker, Unresolved::Invalid), 2);
+        assert_eq!(unresolved(&linker, Unresolved::Ambiguous), 0);
+        assert!(
+            unresolved_spans()[Unresolved::Gone.index()] >= 1,
+            "the process-wide self-metric counts them too"
+        );
+    }
+
+    /// Only a resource without `process.pid` is linked to the connection's owner.
+    #[test]
+    fn the_connection_names_the_process_only_when_the_resource_does_not() {
+        let me = std::process::id();
+        let (_client, _server, peer) = own_connection();
+        let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
+        linker.buffer.push(&ev(Probe::Offcpu, me, 1_100, 300), true);
+        let mut req = request(None, None);
+        let linked = linker.link(&mut req, Some(peer), &mut IdGenerator::with_seed(1));
+        assert_eq!(linked.pids, vec![me]);
+        let rs = &req.resource_spans[0];
+        assert_eq!(
+            attrs::find(
+                &rs.scope_spans[0].spans[0].attributes,
+                "kotel.link.pid_source"
+            ),
+            Some(&Value::StringValue("connection".into()))
+        );
+        assert_eq!(
+            attr_f64(&rs.scope_spans[0].spans[0], "kotel.offcpu.duration"),
+            300e-9
+        );
+        assert_eq!(rs.scope_spans[1].spans.len(), 1);
+        assert_eq!(linker.stats().unresolved, [0; Unresolved::ALL.len()]);
     }
 
     #[test]

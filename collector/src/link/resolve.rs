@@ -78,15 +78,76 @@ fn pids(proc_root: &Path) -> impl Iterator<Item = u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
 }
 
-/// The host pid of a process that calls itself `reported` in its own PID namespace.
-/// `peer_pid`, the process owning the sending connection, settles ambiguity; `container_id`
-/// must match when given.
+/// Why a resource's `process.pid` names no process kotel can link its spans to. Such spans
+/// are left unlinked: another process (the connection's owner, say) would be the wrong one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unresolved {
+    /// No process calls itself that: it exited before its spans arrived, or runs elsewhere.
+    Gone,
+    /// More than one process calls itself that (the host's and a container's, or two
+    /// containers'), and neither the connection nor `container.id` tells which.
+    Ambiguous,
+    /// Processes call themselves that, but none is in the resource's `container.id`.
+    ContainerMismatch,
+    /// `process.pid` is not a pid: not an integer, or outside 1..=[`PID_MAX_LIMIT`].
+    Invalid,
+}
+
+/// The largest pid Linux can give (`PID_MAX_LIMIT` on 64-bit kernels, 2²²).
+pub const PID_MAX_LIMIT: u32 = 1 << 22;
+
+impl Unresolved {
+    /// Every reason, in [`Unresolved::index`] order.
+    pub const ALL: [Unresolved; 4] = [
+        Unresolved::Gone,
+        Unresolved::Ambiguous,
+        Unresolved::ContainerMismatch,
+        Unresolved::Invalid,
+    ];
+
+    /// The stable name: the value of `kotel.link.unresolved` and the self-metric's reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unresolved::Gone => "gone",
+            Unresolved::Ambiguous => "ambiguous",
+            Unresolved::ContainerMismatch => "container_mismatch",
+            Unresolved::Invalid => "invalid",
+        }
+    }
+
+    /// Its key in `summary.json`, next to the `link_unresolved` total.
+    pub fn summary_key(self) -> &'static str {
+        match self {
+            Unresolved::Gone => "link_unresolved_gone",
+            Unresolved::Ambiguous => "link_unresolved_ambiguous",
+            Unresolved::ContainerMismatch => "link_unresolved_container_mismatch",
+            Unresolved::Invalid => "link_unresolved_invalid",
+        }
+    }
+
+    /// Its position in [`Unresolved::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The pid a resource's `process.pid` value names, when it can name one.
+pub fn valid_pid(value: i64) -> Result<u32, Unresolved> {
+    u32::try_from(value)
+        .ok()
+        .filter(|p| (1..=PID_MAX_LIMIT).contains(p))
+        .ok_or(Unresolved::Invalid)
+}
+
+/// The host pid of a process that calls itself `reported` in its own PID namespace, or why
+/// there is none. `peer_pid`, the process owning the sending connection, settles ambiguity;
+/// `container_id` must match when given.
 pub fn host_pid(
     proc_root: &Path,
     reported: u32,
     container_id: Option<&str>,
     peer_pid: Option<u32>,
-) -> Option<u32> {
+) -> Result<u32, Unresolved> {
     let innermost = |pid: u32| {
         ns_pids(&proc_root.join(pid.to_string()).join("status")).and_then(|v| v.last().copied())
     };
@@ -98,31 +159,33 @@ pub fn host_pid(
     };
     if let Some(p) = peer_pid {
         if innermost(p) == Some(reported) && container_ok(p) {
-            return Some(p);
+            return Ok(p);
         }
     }
-    // A process of the host's own namespace with that pid, and processes in nested
-    // namespaces that call themselves that: only an unambiguous answer is taken (a container's
-    // `process.pid=1` must not become the host's init).
-    let host = ns_pids(&proc_root.join(reported.to_string()).join("status"))
-        .is_some_and(|ns| ns.len() == 1 && container_ok(reported))
-        .then_some(reported);
-    let mut nested = Vec::new();
+    // Every process that calls itself `reported`: the host's own with that pid, and those of
+    // nested namespaces. Only an unambiguous answer is taken (a container's `process.pid=1`
+    // must not become the host's init).
+    let mut named = Vec::new();
+    if ns_pids(&proc_root.join(reported.to_string()).join("status")).is_some_and(|ns| ns.len() == 1)
+    {
+        named.push(reported);
+    }
     for pid in pids(proc_root) {
         let Some(ns) = ns_pids(&proc_root.join(pid.to_string()).join("status")) else {
             continue;
         };
-        if ns.len() > 1 && ns.last() == Some(&reported) && container_ok(pid) {
-            nested.push(pid);
-            if nested.len() > 1 {
-                return None;
-            }
+        if ns.len() > 1 && ns.last() == Some(&reported) {
+            named.push(pid);
         }
     }
-    match (host, nested.as_slice()) {
-        (Some(h), []) => Some(h),
-        (None, [n]) => Some(*n),
-        _ => None,
+    if named.is_empty() {
+        return Err(Unresolved::Gone);
+    }
+    let mut in_container = named.into_iter().filter(|&p| container_ok(p));
+    match (in_container.next(), in_container.next()) {
+        (Some(p), None) => Ok(p),
+        (Some(_), Some(_)) => Err(Unresolved::Ambiguous),
+        (None, _) => Err(Unresolved::ContainerMismatch),
     }
 }
 
@@ -210,8 +273,137 @@ fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kotel_testkit::proc_tree::{self, CONTAINER_ID, CONTAINER_NS_PID, CONTAINER_PID, HOST_PID};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
+
+    /// A container id that no fixture process has.
+    const OTHER_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// kotel-testkit's fixture `/proc` (a host process, a container's process calling itself
+    /// [`CONTAINER_NS_PID`]), in a directory of this test's own, plus `extra` processes:
+    /// (host pid, `NSpid` line, container id).
+    fn fixture(test: &str, extra: &[(u32, &str, Option<&str>)]) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("kotel-resolve-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        proc_tree::write(&root).unwrap();
+        for &(pid, nspid, container) in extra {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("status"), format!("Name:\tapp\nNSpid:\t{nspid}\n")).unwrap();
+            let cgroup = container.map_or("0::/user.slice\n".to_string(), |id| {
+                format!("0::/system.slice/docker-{id}.scope\n")
+            });
+            std::fs::write(dir.join("cgroup"), cgroup).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn a_pid_no_process_calls_itself_is_gone() {
+        let root = fixture("gone", &[]);
+        assert_eq!(host_pid(&root, 9, None, None), Err(Unresolved::Gone));
+        assert_eq!(
+            host_pid(&root, 9, None, Some(HOST_PID)),
+            Err(Unresolved::Gone),
+            "the connection's owner is not the process the resource names"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+
+        // A real process, reaped: its pid names nothing any more.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(
+            host_pid(Path::new("/proc"), pid, None, None),
+            Err(Unresolved::Gone)
+        );
+    }
+
+    #[test]
+    fn a_process_outside_the_named_container_is_a_mismatch() {
+        let root = fixture("container", &[]);
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, Some(CONTAINER_ID), None),
+            Ok(CONTAINER_PID)
+        );
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, Some(OTHER_ID), None),
+            Err(Unresolved::ContainerMismatch)
+        );
+        assert_eq!(
+            host_pid(&root, HOST_PID, Some(CONTAINER_ID), None),
+            Err(Unresolved::ContainerMismatch),
+            "a host process is in no container"
+        );
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, Some(OTHER_ID), Some(CONTAINER_PID)),
+            Err(Unresolved::ContainerMismatch),
+            "the connection's owner must be in the container too"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn two_processes_calling_themselves_the_same_pid_are_ambiguous() {
+        // A second container whose process also calls itself 7.
+        let root = fixture("ambiguous", &[(300, "300\t7", Some(OTHER_ID))]);
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, None, None),
+            Err(Unresolved::Ambiguous)
+        );
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, Some(CONTAINER_ID), None),
+            Ok(CONTAINER_PID),
+            "container.id tells them apart"
+        );
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, Some(OTHER_ID), None),
+            Ok(300)
+        );
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, None, Some(300)),
+            Ok(300),
+            "so does the connection's owner"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+
+        // The host's own process 7 and a container's: a container's `process.pid` must not
+        // become a host process.
+        let root = fixture("ambiguous-host", &[(7, "7", None)]);
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, None, None),
+            Err(Unresolved::Ambiguous)
+        );
+        assert_eq!(
+            host_pid(&root, CONTAINER_NS_PID, Some(CONTAINER_ID), None),
+            Ok(CONTAINER_PID)
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn only_numbers_a_kernel_can_give_are_pids() {
+        for bad in [0, -1, i64::from(PID_MAX_LIMIT) + 1, i64::MAX, i64::MIN] {
+            assert_eq!(valid_pid(bad), Err(Unresolved::Invalid), "{bad}");
+        }
+        assert_eq!(valid_pid(1), Ok(1));
+        assert_eq!(valid_pid(i64::from(PID_MAX_LIMIT)), Ok(PID_MAX_LIMIT));
+    }
+
+    #[test]
+    fn reasons_have_distinct_names_in_index_order() {
+        let mut names = std::collections::HashSet::new();
+        for (i, why) in Unresolved::ALL.iter().enumerate() {
+            assert_eq!(why.index(), i);
+            assert!(names.insert(why.as_str()), "{why:?}");
+            assert_eq!(
+                why.summary_key(),
+                format!("link_unresolved_{}", why.as_str())
+            );
+        }
+    }
 
     #[test]
     fn kernel_address_forms_parse() {
@@ -246,7 +438,7 @@ mod tests {
     fn our_own_pid_and_threads_resolve_to_themselves() {
         let me = std::process::id();
         let root = Path::new("/proc");
-        assert_eq!(host_pid(root, me, None, None), Some(me));
+        assert_eq!(host_pid(root, me, None, None), Ok(me));
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
         assert_eq!(host_tid(root, me, tid), Some(tid));

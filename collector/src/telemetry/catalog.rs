@@ -9,6 +9,7 @@ use super::SelfStats;
 use crate::enrich::k8s::PodStats;
 use crate::enrich::semconv;
 use crate::export::{ExportStats, Signal};
+use crate::link::resolve::Unresolved;
 use crate::receiver::ReceiverStats;
 
 /// Whether a value only grows or is a current level.
@@ -64,6 +65,8 @@ pub struct Readings<'a> {
     pub pods: Option<PodStats>,
     /// Export attempts that failed in TLS.
     pub export_tls_failures: u64,
+    /// Application spans left unlinked, by reason ([`Unresolved::index`]).
+    pub link_unresolved: [u64; Unresolved::ALL.len()],
 }
 
 /// The declaration of one self-metric.
@@ -352,6 +355,26 @@ pub static CATALOG: &[SelfMetricDef] = &[
         },
     },
     SelfMetricDef {
+        name: "kotel.link.unresolved",
+        prometheus: "kotel_link_unresolved_spans_total",
+        summary: "link_unresolved",
+        capture: None,
+        unit: "{span}",
+        help: "Application spans left unlinked because the process their resource names was not found (gone, ambiguous, container_mismatch, invalid); forwarded without kernel data",
+        kind: Kind::Counter,
+        labels: &[LABEL_REASON],
+        read: |r| {
+            Unresolved::ALL
+                .iter()
+                .map(|&why| Point {
+                    labels: vec![why.as_str().to_string()],
+                    value: r.link_unresolved[why.index()],
+                    part: Some(why.summary_key()),
+                })
+                .collect()
+        },
+    },
+    SelfMetricDef {
         name: "kotel.k8s.api_errors",
         prometheus: "kotel_k8s_api_errors_total",
         summary: "k8s_api_errors",
@@ -465,6 +488,7 @@ pub fn capture_losses(drops: DropCounts, undecodable: u64) -> Vec<(&'static str,
         receiver: None,
         pods: None,
         export_tls_failures: 0,
+        link_unresolved: Default::default(),
     };
     CATALOG
         .iter()

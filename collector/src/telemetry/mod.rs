@@ -106,6 +106,7 @@ impl AgentTelemetry {
             receiver: self.receiver.get().map(|r| &**r),
             pods: self.pods.get().map(PodMetadata::stats),
             export_tls_failures: crate::export::tls::failures(),
+            link_unresolved: crate::link::unresolved_spans(),
         }
     }
 }

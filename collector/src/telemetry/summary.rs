@@ -174,6 +174,7 @@ mod tests {
             receiver: None,
             pods: None,
             export_tls_failures: 0,
+            link_unresolved: [2, 0, 1, 0],
         };
         let dir = std::env::temp_dir().join(format!("kotel-summary-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -203,6 +204,17 @@ mod tests {
         assert_eq!(v["kernel_spans"], 15);
         assert_eq!(v["events_received"], 15);
         assert_eq!(v["metric_points"]["produced"], 0);
+        // Unlinked application spans: the total, and each reason under its own key.
+        assert_eq!(v["link_unresolved"], 3);
+        assert_eq!(v["link_unresolved_gone"], 2);
+        assert_eq!(v["link_unresolved_container_mismatch"], 1);
+        assert_eq!(
+            (
+                v["link_unresolved_ambiguous"].as_u64(),
+                v["link_unresolved_invalid"].as_u64()
+            ),
+            (Some(0), Some(0))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
