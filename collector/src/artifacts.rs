@@ -1,9 +1,9 @@
 //! Pictures for the metrics: a rolling latency heatmap per (process, probe) series that had
 //! slow events, and an off-CPU flame graph, rendered in-process (files in the output folder
 //! plus `index.html`, bounded in number by [`PictureFiles`], and every version in the
-//! size-capped `artifacts/` store) or by the `kotel-render` sidecar over gRPC. Their URLs ride on the
-//! exemplars and on the exemplars' spans. Rendering is rate-limited and never blocks export:
-//! when the renderer fails or is unreachable the picture is skipped and counted.
+//! size-capped `artifacts/` store) or by the `kotel-render` sidecar over gRPC. Their URLs ride
+//! on the exemplars and on the exemplars' spans. Rendering is rate-limited and never blocks
+//! export: when the renderer fails or is unreachable the picture is skipped and counted.
 //!
 //! An `https://` sidecar is reached over TLS only ([`sidecar_tls`], from `[render.tls]`): its
 //! certificate is verified against `ca_file` (or the system's roots), and a client
@@ -23,7 +23,6 @@ use kotel_proto::render::v1::{
 use kotel_render::{Renderer, RendererConfig};
 
 use crate::config::RenderSettings;
-
 use crate::enrich::semconv::{KOTEL_KIND, PROCESS_PID};
 use crate::model::Histogram;
 use crate::otlp::expo;
@@ -342,7 +341,14 @@ impl Artifacts {
                 Ok(path) => url = format!("file://{}", path.display()),
                 Err(e) => {
                     self.skipped += 1;
-                    tracing::warn!(error = %e, stem, "kotel.artifact.not_written");
+                    if self.skipped == 1 || self.skipped.is_power_of_two() {
+                        tracing::warn!(
+                            error = %e,
+                            stem,
+                            skipped = self.skipped,
+                            "kotel.artifact.not_written"
+                        );
+                    }
                     return None;
                 }
             }

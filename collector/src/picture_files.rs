@@ -134,7 +134,11 @@ impl PictureFiles {
 
     fn write_index_or_log(&self) {
         if let Err(e) = self.write_index() {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "kotel.artifact.index_not_written");
+            tracing::warn!(
+                dir = %self.dir.display(),
+                error = %e,
+                "kotel.artifact.index_not_written"
+            );
         }
     }
 
