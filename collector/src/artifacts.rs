@@ -1,16 +1,17 @@
 //! Pictures for the metrics: a rolling latency heatmap per (process, probe) series that had
 //! slow events, and an off-CPU flame graph, rendered in-process (files in the output folder
-//! plus `index.html`) or by the `kotel-render` sidecar over gRPC. Their URLs ride on the
-//! exemplars and on the exemplars' spans. Rendering is rate-limited and never blocks export:
-//! when the renderer fails or is unreachable the picture is skipped and counted.
+//! plus `index.html`, bounded in number by [`PictureFiles`], and every version in the
+//! size-capped `artifacts/` store) or by the `kotel-render` sidecar over gRPC. Their URLs ride
+//! on the exemplars and on the exemplars' spans. Rendering is rate-limited and never blocks
+//! export: when the renderer fails or is unreachable the picture is skipped and counted.
 //!
 //! An `https://` sidecar is reached over TLS only ([`sidecar_tls`], from `[render.tls]`): its
 //! certificate is verified against `ca_file` (or the system's roots), and a client
 //! certificate is presented when the sidecar requires mutual TLS. There is no plaintext
 //! fallback: a failed handshake skips the picture, counted, with the reason in the log.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::time::Duration;
 
 use kotel_bpf::Probe;
@@ -21,10 +22,12 @@ use kotel_proto::render::v1::{
 };
 use kotel_render::{Renderer, RendererConfig};
 
+use crate::config::RenderSettings;
 use crate::enrich::semconv::{KOTEL_KIND, PROCESS_PID};
 use crate::model::Histogram;
 use crate::otlp::expo;
 use crate::otlp::metrics::ExemplarCandidate;
+use crate::picture_files::PictureFiles;
 
 /// Columns in a heatmap's rolling window.
 pub const WINDOW_COLUMNS: usize = 60;
@@ -50,10 +53,10 @@ pub struct ArtifactRef {
 pub enum Backend {
     /// The renderer library, writing into the output folder.
     InProcess {
-        /// The renderer.
+        /// The renderer (its store is the output folder's `artifacts/`).
         renderer: Renderer,
-        /// The output folder.
-        dir: PathBuf,
+        /// The pictures kept in the output folder under their names, and `index.html`.
+        files: PictureFiles,
     },
     /// The `kotel-render` sidecar.
     Sidecar {
@@ -75,7 +78,6 @@ pub struct Artifacts {
     rendered: HashMap<(u32, Probe), u64>,
     stacks: HashMap<String, u64>,
     flame_rendered_weight: u64,
-    pictures: BTreeMap<String, (String, String)>,
     failed_this_interval: bool,
     /// Pictures made.
     pub made: u64,
@@ -97,16 +99,20 @@ fn hash_request(req: &RenderHeatmapRequest) -> u64 {
 }
 
 impl Artifacts {
-    /// In-process rendering into `dir`; `trace_url_template` makes exemplar markers links.
-    pub fn in_process(dir: &Path, trace_url_template: &str) -> Result<Artifacts, String> {
+    /// In-process rendering into `dir`, as `[render]` says: `trace_url_template` makes
+    /// exemplar markers links, `max_pictures` bounds the pictures kept in `dir` and
+    /// `store_max_bytes` the `artifacts/` store.
+    pub fn in_process(dir: &Path, render: &RenderSettings) -> Result<Artifacts, String> {
         let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         let mut cfg = RendererConfig::new(
             abs.join("artifacts"),
             format!("file://{}/artifacts", abs.display()),
         );
-        cfg.heatmap.trace_url_template = trace_url_template.to_string();
+        cfg.heatmap.trace_url_template = render.trace_url_template.clone();
+        cfg.store.max_bytes = render.store_max_bytes;
         let renderer = Renderer::new(cfg).map_err(|e| e.to_string())?;
-        Ok(Self::new(Backend::InProcess { renderer, dir: abs }))
+        let files = PictureFiles::open(&abs, render.max_pictures);
+        Ok(Self::new(Backend::InProcess { renderer, files }))
     }
 
     /// Rendering by the sidecar at `endpoint`, over TLS with `tls` (see [`sidecar_tls`]).
@@ -131,10 +137,27 @@ impl Artifacts {
             rendered: HashMap::new(),
             stacks: HashMap::new(),
             flame_rendered_weight: 0,
-            pictures: BTreeMap::new(),
             failed_this_interval: false,
             made: 0,
             skipped: 0,
+        }
+    }
+
+    /// Picture files deleted from the output folder because more than `render.max_pictures`
+    /// were kept (in-process rendering; an SVG and a PNG count two).
+    pub fn removed_pictures(&self) -> u64 {
+        match &self.backend {
+            Backend::InProcess { files, .. } => files.removed(),
+            Backend::Sidecar { .. } => 0,
+        }
+    }
+
+    /// Files the output folder's `artifacts/` store deleted: over `render.store_max_bytes`, or
+    /// an hour old (in-process rendering).
+    pub fn removed_from_store(&self) -> u64 {
+        match &self.backend {
+            Backend::InProcess { renderer, .. } => renderer.store().removed(),
+            Backend::Sidecar { .. } => 0,
         }
     }
 
@@ -300,60 +323,41 @@ impl Artifacts {
         let pick = |media: &str| resp.artifacts.iter().find(|a| a.media_type == media);
         let best: &Artifact = pick("image/png").or_else(|| pick("image/svg+xml"))?;
         let mut url = best.url.clone();
-        if let Backend::InProcess { dir, .. } = &self.backend {
+        if let Backend::InProcess { files, .. } = &mut self.backend {
             // Stable, readable names next to the OTLP files; the URL points at them.
-            for a in &resp.artifacts {
-                let ext = if a.media_type == "image/png" {
+            let ext = |a: &Artifact| {
+                if a.media_type == "image/png" {
                     "png"
                 } else {
                     "svg"
-                };
-                let path = dir.join(format!("{stem}.{ext}"));
-                if std::fs::write(&path, &a.content).is_err() {
+                }
+            };
+            let written: Vec<(&str, &[u8])> = resp
+                .artifacts
+                .iter()
+                .map(|a| (ext(a), a.content.as_slice()))
+                .collect();
+            match files.put(stem, title, &written, ext(best)) {
+                Ok(path) => url = format!("file://{}", path.display()),
+                Err(e) => {
                     self.skipped += 1;
+                    if self.skipped == 1 || self.skipped.is_power_of_two() {
+                        tracing::warn!(
+                            error = %e,
+                            stem,
+                            skipped = self.skipped,
+                            "kotel.artifact.not_written"
+                        );
+                    }
                     return None;
                 }
-                if std::ptr::eq(a, best) {
-                    url = format!("file://{}", path.display());
-                }
             }
-            let shown = if best.media_type == "image/png" {
-                "png"
-            } else {
-                "svg"
-            };
-            self.pictures.insert(
-                stem.to_string(),
-                (title.to_string(), format!("{stem}.{shown}")),
-            );
-            let _ = self.write_index();
         }
         Some(ArtifactRef {
             url,
             id: best.id.clone(),
             media_type: best.media_type.clone(),
         })
-    }
-
-    /// Writes `index.html` listing every picture with its (escaped) title.
-    fn write_index(&self) -> std::io::Result<()> {
-        let Backend::InProcess { dir, .. } = &self.backend else {
-            return Ok(());
-        };
-        let mut html = String::from(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kotel pictures</title>\
-             <style>body{font-family:sans-serif;background:#fafafa}figure{margin:1em 0}img{max-width:100%;border:1px solid #ccc}</style>\
-             </head><body><h1>kotel pictures</h1>\n",
-        );
-        for (title, file) in self.pictures.values() {
-            html.push_str(&format!(
-                "<figure><a href=\"{f}\"><img src=\"{f}\" alt=\"{t}\"></a><figcaption>{t}</figcaption></figure>\n",
-                f = escape_html(file),
-                t = escape_html(title)
-            ));
-        }
-        html.push_str("</body></html>\n");
-        std::fs::write(dir.join("index.html"), html)
     }
 }
 

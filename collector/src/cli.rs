@@ -66,6 +66,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
+    /// Without an endpoint: rotate traces.jsonl, metrics.jsonl and logs.jsonl when a line would
+    /// take them past this many bytes (`export.rotation.max_bytes`, 100 MiB; 0 never rotates).
+    #[arg(long, value_name = "BYTES")]
+    pub rotate_bytes: Option<u64>,
+
+    /// Backups kept per rotated file, the oldest deleted first (`export.rotation.max_backups`,
+    /// 10; 0 keeps none).
+    #[arg(long, value_name = "N")]
+    pub rotate_backups: Option<usize>,
+
     /// OTLP endpoint, e.g. http://127.0.0.1:4317; without one kotel writes files.
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
@@ -110,6 +120,16 @@ pub struct RunArgs {
     /// kotel-render sidecar (gRPC URL); without it pictures are rendered in-process into --out.
     #[arg(long, value_name = "URL")]
     pub renderer: Option<String>,
+
+    /// Most pictures kept in --out when rendering in-process (`render.max_pictures`, 100); the
+    /// one drawn least recently is deleted first.
+    #[arg(long, value_name = "N")]
+    pub max_pictures: Option<usize>,
+
+    /// Bytes kept in --out/artifacts, every version of every picture under its id, when
+    /// rendering in-process (`render.store_max_bytes`, 256 MiB; 0 keeps none).
+    #[arg(long, value_name = "BYTES")]
+    pub picture_store_bytes: Option<u64>,
 
     /// Address for /metrics, /healthz and /readyz, or "none".
     #[arg(long, value_name = "ADDR")]

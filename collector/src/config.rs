@@ -79,6 +79,17 @@ span_flush = "100ms"
 # On SIGTERM or at the end of a run, how long to keep trying to deliver what is queued.
 shutdown_grace = "5s"
 
+[export.rotation]
+# Without an endpoint, traces.jsonl, metrics.jsonl and logs.jsonl are rotated as the
+# OpenTelemetry Collector's file exporter does: when a line would take the file past max_bytes,
+# the file is renamed to a backup named for that moment (traces-2026-12-07T01-02-03.123.jsonl,
+# UTC) and a fresh one is started under the same name. A line is never split; one larger than
+# max_bytes is written whole to a fresh file. 0: never rotate (the files grow without bound).
+max_bytes = 104857600
+# Backups kept per file, the oldest deleted first (backups left in out_dir by an earlier run
+# count too). 0 keeps none: a rotated file is deleted at once.
+max_backups = 10
+
 [export.tls]
 # Client TLS of the exporter. An https:// endpoint is always TLS and http:// always plaintext;
 # a gRPC endpoint without a scheme (host:port) is TLS unless insecure = true. A TLS failure
@@ -146,6 +157,13 @@ renderer = ""
 trace_url_template = "http://localhost:16686/trace/{trace_id}"
 # Draw pictures at all.
 enabled = true
+# In-process rendering: most pictures kept in export.out_dir under their names (each an SVG
+# and a PNG); past it the one drawn least recently is deleted and leaves index.html.
+max_pictures = 100
+# In-process rendering: bytes kept in export.out_dir/artifacts, where every version of every
+# picture is stored under its kotel.artifact.id (the exact picture an exemplar named); the
+# oldest are deleted first, and any older than an hour. 0 keeps none.
+store_max_bytes = 268435456
 
 [render.tls]
 # For an https:// renderer: CA bundle (PEM) to verify the sidecar's certificate with (empty:
@@ -232,6 +250,10 @@ pub struct RenderSettings {
     pub trace_url_template: String,
     /// Draw pictures.
     pub enabled: bool,
+    /// In-process: most pictures kept in the output folder.
+    pub max_pictures: usize,
+    /// In-process: bytes kept in the output folder's content-addressed `artifacts/` store.
+    pub store_max_bytes: u64,
     /// TLS towards an `https://` sidecar.
     pub tls: RenderTlsSettings,
 }
@@ -242,6 +264,8 @@ impl Default for RenderSettings {
             renderer: String::new(),
             trace_url_template: "http://localhost:16686/trace/{trace_id}".into(),
             enabled: true,
+            max_pictures: 100,
+            store_max_bytes: 256 << 20,
             tls: RenderTlsSettings::default(),
         }
     }
@@ -427,8 +451,40 @@ pub struct ExportSettings {
     pub shutdown_grace: Duration,
     /// Retry policy.
     pub retry: RetrySettings,
+    /// Size-based rotation of the JSON lines files.
+    pub rotation: RotationSettings,
     /// Client TLS.
     pub tls: ExportTlsSettings,
+}
+
+/// `[export.rotation]`: files mode's rotation, as the OpenTelemetry Collector's file exporter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationSettings {
+    /// Size a file may reach before it is rotated; 0 never rotates.
+    pub max_bytes: u64,
+    /// Backups kept per file; 0 keeps none.
+    pub max_backups: usize,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        let r = crate::export::Rotation::DEFAULT;
+        RotationSettings {
+            max_bytes: r.max_bytes,
+            max_backups: r.max_backups,
+        }
+    }
+}
+
+impl RotationSettings {
+    /// As the file exporter takes it.
+    pub fn rotation(&self) -> crate::export::Rotation {
+        crate::export::Rotation {
+            max_bytes: self.max_bytes,
+            max_backups: self.max_backups,
+        }
+    }
 }
 
 /// `[export.tls]`. Empty paths are unset.
@@ -465,6 +521,7 @@ impl std::fmt::Debug for ExportSettings {
             .field("span_flush", &self.span_flush)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("retry", &self.retry)
+            .field("rotation", &self.rotation)
             .field("tls", &self.tls)
             .finish()
     }
@@ -533,6 +590,7 @@ impl Default for ExportSettings {
             span_flush: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(5),
             retry: RetrySettings::default(),
+            rotation: RotationSettings::default(),
             tls: ExportTlsSettings::default(),
         }
     }
@@ -663,7 +721,8 @@ impl Config {
         Ok(())
     }
 
-    /// `[export]`: endpoint (no credentials in it), TLS file pairs, protocol, compression, queue, timeout, retry.
+    /// `[export]`: endpoint (no credentials in it), TLS file pairs, protocol, compression, queue,
+    /// timeout, retry, rotation.
     fn validate_export(&self) -> Result<(), ConfigError> {
         let e = &self.export;
         let scheme_ok = e.endpoint.starts_with("http://")
@@ -744,6 +803,16 @@ impl Config {
                 "initial_interval must be > 0 and <= max_interval".into(),
             );
         }
+        let max = e.rotation.max_bytes;
+        if max != 0 && max < MIN_ROTATE_BYTES {
+            return bad(
+                "export.rotation.max_bytes",
+                format!(
+                    "{max} is below {MIN_ROTATE_BYTES}; use 0 to never rotate (one OTLP request \
+                     per line, a metrics request alone is often larger)"
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -788,7 +857,8 @@ impl Config {
         Ok(())
     }
 
-    /// `[render]`: the renderer URL and its TLS files (never TLS files with a plaintext renderer).
+    /// `[render]`: the renderer URL and its TLS files (never TLS files with a plaintext
+    /// renderer), the picture count.
     fn validate_render(&self) -> Result<(), ConfigError> {
         let r = &self.render;
         let https = r.renderer.starts_with("https://");
@@ -812,6 +882,12 @@ impl Config {
             return bad(
                 "render.tls.cert_file",
                 "cert_file and key_file go together (mutual TLS)".into(),
+            );
+        }
+        if r.max_pictures == 0 {
+            return bad(
+                "render.max_pictures",
+                "must be at least 1 (to draw no pictures, set render.enabled = false)".into(),
             );
         }
         Ok(())
@@ -842,6 +918,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The smallest `export.rotation.max_bytes` other than 0.
+const MIN_ROTATE_BYTES: u64 = 4096;
 
 /// Whether a path setting was given (empty means unset).
 fn is_set(p: &Path) -> bool {
@@ -922,6 +1001,34 @@ mod tests {
     }
 
     #[test]
+    fn rotation_settings() {
+        let d = Config::default();
+        assert_eq!(
+            d.export.rotation.rotation(),
+            crate::export::Rotation::DEFAULT
+        );
+        assert_eq!(
+            (d.render.max_pictures, d.render.store_max_bytes),
+            (100, 256 << 20)
+        );
+        let cfg = Config::parse(
+            "[export.rotation]\nmax_bytes = 0\nmax_backups = 0\n",
+            Path::new("k.toml"),
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.export.rotation.rotation(), crate::export::Rotation::OFF);
+        for text in [
+            "[export.rotation]\nmax_backups = -1\n",
+            "[export.rotation]\nmax_bytes = \"100MiB\"\n",
+            "[export.rotation]\nmax_megabytes = 100\n",
+        ] {
+            let err = Config::parse(text, Path::new("k.toml")).unwrap_err();
+            assert!(err.to_string().contains("max_"), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_name() {
         let err =
             Config::parse("[capture]\nspan_treshold = \"2ms\"\n", Path::new("k.toml")).unwrap_err();
@@ -967,6 +1074,11 @@ mod tests {
                 "render.tls.cert_file",
             ),
             ("[render]\nrenderer = \"r:4320\"\n", "render.renderer"),
+            ("[render]\nmax_pictures = 0\n", "render.max_pictures"),
+            (
+                "[export.rotation]\nmax_bytes = 100\n",
+                "export.rotation.max_bytes",
+            ),
             (
                 "[export.tls]\ncert_file = \"/c.pem\"\n",
                 "export.tls.key_file",

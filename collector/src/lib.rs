@@ -19,6 +19,7 @@ pub mod link;
 pub mod model;
 pub mod otlp;
 pub mod output;
+pub mod picture_files;
 pub mod quantile;
 pub mod receiver;
 mod signals;

@@ -123,6 +123,7 @@ pub struct Store {
     config: StoreConfig,
     lock: Mutex<()>,
     tmp_seq: AtomicU64,
+    removed: AtomicU64,
 }
 
 impl Store {
@@ -140,12 +141,18 @@ impl Store {
             config,
             lock: Mutex::new(()),
             tmp_seq: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
         })
     }
 
     /// The directory the files live in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Files this store has deleted since it was opened: expired, or evicted by the size cap.
+    pub fn removed(&self) -> u64 {
+        self.removed.load(Ordering::Relaxed)
     }
 
     /// The path of `<id>.<ext>`, whether or not it is stored. Fails with
@@ -211,7 +218,9 @@ impl Store {
             }
         };
         if self.expired(&meta, SystemTime::now()) {
-            let _ = fs::remove_file(&path);
+            if fs::remove_file(&path).is_ok() {
+                self.removed.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(None);
         }
         match fs::read(&path) {
@@ -263,6 +272,7 @@ impl Store {
             if self.expired_at(e.modified, now) || total > self.config.max_bytes {
                 if fs::remove_file(self.dir.join(e.file_name())).is_ok() {
                     removed += 1;
+                    self.removed.fetch_add(1, Ordering::Relaxed);
                 }
                 total = total.saturating_sub(e.size);
             }
@@ -379,6 +389,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.sweep(), 1);
         assert!(s.list().is_empty());
+        assert_eq!(s.removed(), 2, "one expired on read, one on sweep");
     }
 
     #[test]
@@ -400,6 +411,7 @@ mod tests {
         s.sweep();
         let left: Vec<String> = s.list().into_iter().map(|e| e.id).collect();
         assert_eq!(left, vec![id('c'), id('b')]);
+        assert_eq!(s.removed(), 1);
         // Files that are not artifacts are never touched.
         fs::write(s.dir().join("README"), vec![0u8; 1000]).unwrap();
         s.sweep();

@@ -68,6 +68,18 @@ pub fn effective_config(
     if let Some(r) = &args.renderer {
         cfg.render.renderer = r.clone();
     }
+    if let Some(n) = args.max_pictures {
+        cfg.render.max_pictures = n;
+    }
+    if let Some(b) = args.picture_store_bytes {
+        cfg.render.store_max_bytes = b;
+    }
+    if let Some(b) = args.rotate_bytes {
+        cfg.export.rotation.max_bytes = b;
+    }
+    if let Some(n) = args.rotate_backups {
+        cfg.export.rotation.max_backups = n;
+    }
     if let Some(out) = &args.out {
         cfg.export.out_dir = out.clone();
     }
@@ -103,6 +115,7 @@ pub fn effective_config(
             max_elapsed_time: e.retry.max_elapsed,
         },
         out_dir: e.out_dir.clone(),
+        rotation: e.rotation.rotation(),
         tls: export_tls(&e.tls),
     };
     export
@@ -189,6 +202,47 @@ mod tests {
         let (_, e) = effective_config(&args, &env).unwrap();
         assert_eq!(e.endpoint.as_deref(), Some("http://flag:4317"));
         assert_eq!(e.queue_bytes, 4096);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_and_picture_flags_beat_the_file() {
+        let dir = std::env::temp_dir().join(format!("kotel-cfg-rot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kotel.toml");
+        std::fs::write(
+            &file,
+            "[export.rotation]\nmax_bytes = 8192\nmax_backups = 4\n\n\
+             [render]\nmax_pictures = 7\nstore_max_bytes = 1000\n",
+        )
+        .unwrap();
+        let mut args = RunArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let (c, e) = effective_config(&args, &env_of(&[])).unwrap();
+        assert_eq!((e.rotation.max_bytes, e.rotation.max_backups), (8192, 4));
+        assert_eq!((c.render.max_pictures, c.render.store_max_bytes), (7, 1000));
+
+        args.rotate_bytes = Some(0);
+        args.rotate_backups = Some(0);
+        args.max_pictures = Some(2);
+        args.picture_store_bytes = Some(0);
+        let (c, e) = effective_config(&args, &env_of(&[])).unwrap();
+        assert_eq!(e.rotation, crate::export::Rotation::OFF);
+        assert_eq!((c.render.max_pictures, c.render.store_max_bytes), (2, 0));
+
+        args.rotate_bytes = Some(100);
+        let err = effective_config(&args, &env_of(&[])).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("export.rotation.max_bytes"),
+            "{err}"
+        );
+        args.rotate_bytes = None;
+        args.max_pictures = Some(0);
+        let err = effective_config(&args, &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("render.max_pictures"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -251,7 +251,7 @@ fn artifacts(
             runtime.handle().clone(),
         ));
     }
-    match Artifacts::in_process(out_dir, &cfg.render.trace_url_template) {
+    match Artifacts::in_process(out_dir, &cfg.render) {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(error = %e, "kotel.artifact.renderer_unavailable");

@@ -104,6 +104,8 @@ impl Agent {
         let stats = &self.tele.stats;
         telemetry::set(&stats.artifacts_made, a.made);
         telemetry::set(&stats.artifacts_skipped, a.skipped);
+        telemetry::set(&stats.artifacts_removed_pictures, a.removed_pictures());
+        telemetry::set(&stats.artifacts_removed_store, a.removed_from_store());
     }
 
     /// Publishes the gauges, then queues one metrics request: the kernel histograms with their

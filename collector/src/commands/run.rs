@@ -48,12 +48,26 @@ fn print_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
             crate::export::redact_endpoint(ep),
             summary_json.display()
         ),
-        None => writeln!(
-            out,
-            "wrote {}, {} and {}",
-            r.out_dir.join("traces.jsonl").display(),
-            r.out_dir.join("metrics.jsonl").display(),
-            summary_json.display()
-        ),
+        None => {
+            writeln!(
+                out,
+                "wrote {}, {} and {}",
+                r.out_dir.join("traces.jsonl").display(),
+                r.out_dir.join("metrics.jsonl").display(),
+                summary_json.display()
+            )?;
+            let files = r.export.files();
+            for sig in Signal::ALL {
+                let rotated = files.rotated(sig);
+                if rotated > 0 {
+                    writeln!(
+                        out,
+                        "{sig}.jsonl rotated {rotated} times, {} oldest backups deleted (export.rotation)",
+                        files.removed(sig)
+                    )?;
+                }
+            }
+            Ok(())
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{RetryConfig, TlsFile, TlsSettings};
+use super::{RetryConfig, Rotation, TlsFile, TlsSettings};
 use crate::enrich::percent_decode;
 
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -70,6 +70,8 @@ pub struct ExportConfig {
     /// Directory for `traces.jsonl`, `metrics.jsonl` and `logs.jsonl` when there is no
     /// endpoint (default `kotel-otlp`).
     pub out_dir: PathBuf,
+    /// Size-based rotation of those files (default 100 MiB, 10 backups).
+    pub rotation: Rotation,
     /// Client TLS: CA file, client certificate and key (mTLS), insecure.
     pub tls: TlsSettings,
 }
@@ -85,6 +87,7 @@ impl Default for ExportConfig {
             queue_bytes: 8 << 20,
             retry: RetryConfig::default(),
             out_dir: PathBuf::from("kotel-otlp"),
+            rotation: Rotation::default(),
             tls: TlsSettings::default(),
         }
     }
@@ -109,6 +112,7 @@ impl fmt::Debug for ExportConfig {
             .field("queue_bytes", &self.queue_bytes)
             .field("retry", &self.retry)
             .field("out_dir", &self.out_dir)
+            .field("rotation", &self.rotation)
             .field("tls", &self.tls)
             .finish()
     }

@@ -8,6 +8,7 @@
 //!   these, so its byte bound is a bound on its memory, and retries resend the same bytes.
 //! - [`Exporter`]: sends one encoded batch once. [`OtlpGrpcExporter`], [`OtlpHttpExporter`] and
 //!   [`OtlpFileExporter`] implement it; [`build_exporter`] picks one from an [`ExportConfig`].
+//!   The file exporter rotates its files by size ([`Rotation`], counted in [`FileStats`]).
 //! - [`ExportQueue`]: takes batches from the pipeline without blocking, and a worker task exports
 //!   them in order with backoff ([`RetryConfig`]), counting every item in [`ExportStats`].
 //! - [`ExportConfig`]: endpoint, protocol, headers, timeout, compression, queue size, retries,
@@ -41,6 +42,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod queue;
 pub(crate) mod retry;
+mod rotate;
 pub mod tls;
 
 #[cfg(test)]
@@ -64,6 +66,7 @@ pub use otlp_grpc::OtlpGrpcExporter;
 pub use otlp_http::OtlpHttpExporter;
 pub use queue::{DropReason, ExportQueue, ExportStats, SignalStats, SubmitError};
 pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
+pub use rotate::{FileError, FileStats, RotatingFile, Rotation};
 pub use tls::{Security, TlsFile, TlsSettings};
 
 /// The three OTLP signals kotel exports.
@@ -295,12 +298,20 @@ pub enum ExportBuildError {
 }
 
 /// Builds the exporter the configuration asks for: OTLP JSON files in `out_dir` when no endpoint
-/// is set, else OTLP/gRPC or OTLP/HTTP to the endpoint, over TLS when the endpoint asks for it
-/// ([`parse_endpoint`]). A gRPC exporter must be built inside a tokio runtime (see
-/// [`ExportQueue::from_config`], which takes care of that).
-pub fn build_exporter(config: &ExportConfig) -> Result<Box<dyn Exporter>, ExportBuildError> {
+/// is set (rotated as `config.rotation` says, counted in `files`), else OTLP/gRPC or OTLP/HTTP
+/// to the endpoint, over TLS when the endpoint asks for it ([`parse_endpoint`]). A gRPC
+/// exporter must be built inside a tokio runtime (see [`ExportQueue::from_config`], which takes
+/// care of that).
+pub fn build_exporter(
+    config: &ExportConfig,
+    files: &FileStats,
+) -> Result<Box<dyn Exporter>, ExportBuildError> {
     let Some(endpoint) = config.endpoint.as_deref() else {
-        return Ok(Box::new(OtlpFileExporter::new(config.out_dir.clone())));
+        return Ok(Box::new(OtlpFileExporter::new(
+            config.out_dir.clone(),
+            config.rotation,
+            files.clone(),
+        )));
     };
     let (_, security) = parse_endpoint(endpoint, config.protocol, config.tls.insecure)?;
     let alpn: &[&[u8]] = match config.protocol {
@@ -644,7 +655,7 @@ mod tests {
                     protocol,
                     ..ExportConfig::default()
                 };
-                if let Err(e) = build_exporter(&config) {
+                if let Err(e) = build_exporter(&config, &FileStats::default()) {
                     let shown = format!("{e} {e:?}");
                     assert!(!shown.contains(secret), "{shown}");
                 }
@@ -660,7 +671,7 @@ mod tests {
     #[test]
     fn no_endpoint_means_files() {
         let config = ExportConfig::default();
-        let e = build_exporter(&config).unwrap();
+        let e = build_exporter(&config, &FileStats::default()).unwrap();
         assert_eq!(e.name(), "otlp_file");
     }
 
@@ -676,7 +687,7 @@ mod tests {
                 },
                 ..ExportConfig::default()
             };
-            let err = build_exporter(&config)
+            let err = build_exporter(&config, &FileStats::default())
                 .err()
                 .expect("a missing CA must fail");
             assert!(

@@ -1,11 +1,10 @@
 //! OTLP JSON lines exporter: one export request per line in `DIR/traces.jsonl`,
-//! `DIR/metrics.jsonl` and `DIR/logs.jsonl`, in the OTLP JSON encoding. The default sink when no
-//! endpoint is configured.
+//! `DIR/metrics.jsonl` and `DIR/logs.jsonl`, in the OTLP JSON encoding, rotated by size
+//! ([`super::rotate`]). The default sink when no endpoint is configured.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::rotate::{FileStats, RotatingFile, Rotation};
 use super::{Batch, EncodedBatch, ExportError, ExportFuture, ExportOutcome, Exporter, Signal};
 
 /// Appends batches as OTLP JSON lines (hex trace and span ids, 64-bit integers as strings,
@@ -14,38 +13,35 @@ use super::{Batch, EncodedBatch, ExportError, ExportFuture, ExportOutcome, Expor
 ///
 /// The directory and files are created on first use and appended to, never truncated. Each
 /// batch is written with one `write` of the whole line and handed to the operating system
-/// before the call returns (no fsync). Writes are synchronous: they briefly block the export
-/// worker, which is the only caller. Write failures are permanent errors (retrying could
-/// duplicate a partly written line); after one, the next line starts on a fresh line so readers
-/// lose only the broken one.
+/// before the call returns (no fsync). Files are rotated by size ([`Rotation`]): a line never
+/// straddles two files. Writes are synchronous: they briefly block the export worker, which
+/// is the only caller. Write failures are permanent errors (retrying could duplicate a partly
+/// written line); after one, the next line starts on a fresh line so readers lose only the
+/// broken one.
 #[derive(Debug)]
 pub struct OtlpFileExporter {
-    dir: PathBuf,
-    /// Open files, per [`Signal::index`].
-    files: [Option<File>; 3],
-    /// Whether the last write to the file may have left an unterminated line.
-    broken: [bool; 3],
+    /// The file of each signal, per [`Signal::index`].
+    files: [RotatingFile; 3],
 }
 
 impl OtlpFileExporter {
-    /// An exporter writing into `dir`. Nothing is touched until the first batch.
-    pub fn new(dir: impl Into<PathBuf>) -> OtlpFileExporter {
+    /// An exporter writing into `dir`, rotating as `rotation` says and counting rotations in
+    /// `stats`. Nothing is touched until the first batch.
+    pub fn new(dir: impl Into<PathBuf>, rotation: Rotation, stats: FileStats) -> OtlpFileExporter {
+        let dir: PathBuf = dir.into();
+        let file = |s| RotatingFile::new(&dir, s, rotation, stats.clone());
         OtlpFileExporter {
-            dir: dir.into(),
-            files: [None, None, None],
-            broken: [false; 3],
+            files: Signal::ALL.map(file),
         }
     }
 
-    /// The file `signal` is written to.
+    /// The (active) file `signal` is written to.
     pub fn path(&self, signal: Signal) -> PathBuf {
-        self.dir.join(format!("{}.jsonl", signal.as_str()))
+        self.files[signal.index()].path()
     }
 
     fn write(&mut self, encoded: &EncodedBatch) -> Result<ExportOutcome, ExportError> {
         let signal = encoded.signal();
-        let i = signal.index();
-        let path = self.path(signal);
         // Queued batches are protobuf; JSON needs the message back. Only this exporter pays
         // for the decode, and it holds one decoded batch at a time.
         let batch = encoded.decode().map_err(|e| {
@@ -58,43 +54,11 @@ impl OtlpFileExporter {
         };
         let json = json
             .map_err(|e| ExportError::permanent(format!("encoding {signal} as OTLP JSON: {e}")))?;
-        let mut line = Vec::with_capacity(json.len() + 2);
-        if self.broken[i] {
-            line.push(b'\n');
-        }
-        line.extend_from_slice(&json);
-        line.push(b'\n');
-
-        let file = match &mut self.files[i] {
-            Some(file) => file,
-            slot => slot.insert(open(&self.dir, &path)?),
-        };
-        match file.write_all(&line).and_then(|()| file.flush()) {
-            Ok(()) => {
-                self.broken[i] = false;
-                Ok(ExportOutcome::default())
-            }
-            Err(e) => {
-                self.broken[i] = true;
-                self.files[i] = None;
-                Err(ExportError::permanent(format!(
-                    "writing {}: {e}",
-                    path.display()
-                )))
-            }
-        }
+        self.files[signal.index()]
+            .write_line(&json)
+            .map_err(|e| ExportError::permanent(e.to_string()))?;
+        Ok(ExportOutcome::default())
     }
-}
-
-fn open(dir: &Path, path: &Path) -> Result<File, ExportError> {
-    fs::create_dir_all(dir).map_err(|e| {
-        ExportError::permanent(format!("creating directory {}: {e}", dir.display()))
-    })?;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| ExportError::permanent(format!("opening {}: {e}", path.display())))
 }
 
 impl Exporter for OtlpFileExporter {
@@ -113,6 +77,9 @@ mod tests {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    use std::fs;
+    use std::path::Path;
 
     use super::super::testdata::{logs, metrics, traces};
     use super::*;
@@ -149,7 +116,7 @@ mod tests {
     async fn batches_round_trip_through_json_lines() {
         let tmp = TempDir::new("roundtrip");
         let dir = tmp.0.join("nested/out");
-        let mut e = OtlpFileExporter::new(&dir);
+        let mut e = OtlpFileExporter::new(&dir, Rotation::OFF, FileStats::default());
         assert!(!dir.exists(), "nothing is created before the first batch");
 
         let sent = [traces(1, 2), traces(2, 3)];
@@ -183,7 +150,7 @@ mod tests {
     #[tokio::test]
     async fn lines_use_the_otlp_json_encoding() {
         let tmp = TempDir::new("encoding");
-        let mut e = OtlpFileExporter::new(&tmp.0);
+        let mut e = OtlpFileExporter::new(&tmp.0, Rotation::OFF, FileStats::default());
         e.export(&traces(1, 1).encode()).await.unwrap();
         let line = &lines(&e.path(Signal::Traces))[0];
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -197,11 +164,11 @@ mod tests {
     #[tokio::test]
     async fn appends_to_existing_files() {
         let tmp = TempDir::new("append");
-        OtlpFileExporter::new(&tmp.0)
+        OtlpFileExporter::new(&tmp.0, Rotation::OFF, FileStats::default())
             .export(&logs(1, 1).encode())
             .await
             .unwrap();
-        OtlpFileExporter::new(&tmp.0)
+        OtlpFileExporter::new(&tmp.0, Rotation::OFF, FileStats::default())
             .export(&logs(2, 1).encode())
             .await
             .unwrap();
@@ -212,10 +179,45 @@ mod tests {
     async fn unwritable_directory_is_a_permanent_error() {
         let tmp = TempDir::new("unwritable");
         fs::write(&tmp.0, b"a file, not a directory").unwrap();
-        let mut e = OtlpFileExporter::new(tmp.0.join("sub"));
+        let mut e = OtlpFileExporter::new(tmp.0.join("sub"), Rotation::OFF, FileStats::default());
         let err = e.export(&traces(1, 1).encode()).await.unwrap_err();
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("sub"), "{err}");
         let _ = fs::remove_file(&tmp.0);
+    }
+
+    /// Rotating through a small size, the files kept hold whole OTLP JSON requests: the
+    /// newest ones, in order, and the rotations are counted.
+    #[tokio::test]
+    async fn rotated_files_hold_whole_requests() {
+        let tmp = TempDir::new("rotate");
+        let stats = FileStats::default();
+        let rotation = Rotation {
+            max_bytes: 4096,
+            max_backups: 2,
+        };
+        let mut e = OtlpFileExporter::new(&tmp.0, rotation, stats.clone());
+        let sent: Vec<Batch> = (1..=40).map(|tag| traces(tag, 3)).collect();
+        for b in &sent {
+            e.export(&b.encode()).await.unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(&tmp.0)
+            .unwrap()
+            .map(|d| d.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "two backups and the active file: {names:?}");
+        assert!(stats.rotated(Signal::Traces) >= 3);
+        assert_eq!(
+            stats.removed(Signal::Traces),
+            stats.rotated(Signal::Traces) - 2
+        );
+        let got: Vec<Batch> = names
+            .iter()
+            .flat_map(|n| lines(&tmp.0.join(n)))
+            .map(|l| Batch::Traces(serde_json::from_str::<ExportTraceServiceRequest>(&l).unwrap()))
+            .collect();
+        assert!(!got.is_empty());
+        assert_eq!(got, sent[sent.len() - got.len()..]);
     }
 }

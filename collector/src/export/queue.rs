@@ -17,7 +17,7 @@ use crate::telemetry::RateLimit;
 
 use super::{
     build_exporter, Backoff, Batch, EncodedBatch, ExportBuildError, ExportConfig, ExportError,
-    ExportOutcome, Exporter, RetryConfig, Signal,
+    ExportOutcome, Exporter, FileStats, RetryConfig, Signal,
 };
 
 /// How long `shutdown` waits past its grace period for a worker stuck in an exporter that does
@@ -156,9 +156,15 @@ struct Counters {
 #[derive(Debug, Clone, Default)]
 pub struct ExportStats {
     inner: Arc<[Counters; 3]>,
+    files: FileStats,
 }
 
 impl ExportStats {
+    /// What the file exporter's rotation did (zero for the other exporters).
+    pub fn files(&self) -> &FileStats {
+        &self.files
+    }
+
     /// The counters of one signal.
     pub fn signal(&self, signal: Signal) -> SignalStats {
         let c = &self.inner[signal.index()];
@@ -311,15 +317,17 @@ impl ExportQueue {
         config: &ExportConfig,
         runtime: &Handle,
     ) -> Result<ExportQueue, ExportBuildError> {
+        let stats = ExportStats::default();
         let exporter = {
             let _entered = runtime.enter();
-            build_exporter(config)?
+            build_exporter(config, stats.files())?
         };
-        Ok(ExportQueue::spawn(
+        Ok(ExportQueue::start(
             exporter,
             config.queue_bytes,
             config.retry.clone(),
             runtime,
+            stats,
         ))
     }
 
@@ -331,11 +339,22 @@ impl ExportQueue {
         retry: RetryConfig,
         runtime: &Handle,
     ) -> ExportQueue {
+        Self::start(exporter, max_bytes, retry, runtime, ExportStats::default())
+    }
+
+    /// [`ExportQueue::spawn`], counting into `stats`.
+    fn start<E: Exporter>(
+        exporter: E,
+        max_bytes: usize,
+        retry: RetryConfig,
+        runtime: &Handle,
+        stats: ExportStats,
+    ) -> ExportQueue {
         let shared = Arc::new(Shared {
             max_bytes,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            stats: ExportStats::default(),
+            stats,
             drop_logs: std::array::from_fn(|_| RateLimit::new(LOG_EVERY)),
             retry_log: RateLimit::new(LOG_EVERY),
             partial_log: RateLimit::new(LOG_EVERY),

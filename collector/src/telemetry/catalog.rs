@@ -108,6 +108,18 @@ fn per_signal(r: &Readings, value: fn(&crate::export::SignalStats) -> u64) -> Ve
         .collect()
 }
 
+/// One point per signal, for what the file exporter's rotation counts.
+fn per_file(r: &Readings, value: fn(&crate::export::FileStats, Signal) -> u64) -> Vec<Point> {
+    Signal::ALL
+        .iter()
+        .map(|&s| Point {
+            labels: vec![s.as_str().to_string()],
+            value: value(r.export.files(), s),
+            part: None,
+        })
+        .collect()
+}
+
 /// Every self-metric the agent has.
 pub static CATALOG: &[SelfMetricDef] = &[
     SelfMetricDef {
@@ -304,6 +316,28 @@ pub static CATALOG: &[SelfMetricDef] = &[
         },
     },
     SelfMetricDef {
+        name: "kotel.files.rotated",
+        prometheus: "kotel_files_rotated_total",
+        summary: "files_rotated",
+        capture: None,
+        unit: "{file}",
+        help: "OTLP JSON lines files renamed to a backup because the next line would take them past export.rotation.max_bytes",
+        kind: Kind::Counter,
+        labels: &[LABEL_SIGNAL],
+        read: |r| per_file(r, crate::export::FileStats::rotated),
+    },
+    SelfMetricDef {
+        name: "kotel.files.removed",
+        prometheus: "kotel_files_removed_total",
+        summary: "files_removed",
+        capture: None,
+        unit: "{file}",
+        help: "Backups of the OTLP JSON lines files deleted, oldest first, past export.rotation.max_backups",
+        kind: Kind::Counter,
+        labels: &[LABEL_SIGNAL],
+        read: |r| per_file(r, crate::export::FileStats::removed),
+    },
+    SelfMetricDef {
         name: "kotel.export.tls_failures",
         prometheus: "kotel_export_tls_failures_total",
         summary: "export_tls_failures",
@@ -417,6 +451,30 @@ pub static CATALOG: &[SelfMetricDef] = &[
         kind: Kind::Counter,
         labels: &[],
         read: |r| Point::plain(get(&r.pipeline.artifacts_skipped)),
+    },
+    SelfMetricDef {
+        name: "kotel.artifacts.removed",
+        prometheus: "kotel_artifacts_removed_total",
+        summary: "artifacts_removed",
+        capture: None,
+        unit: "{file}",
+        help: "Picture files deleted from the output folder: past render.max_pictures (max_pictures), or from its artifacts/ store past render.store_max_bytes or an hour old (store)",
+        kind: Kind::Counter,
+        labels: &[LABEL_REASON],
+        read: |r| {
+            vec![
+                Point {
+                    labels: vec!["max_pictures".into()],
+                    value: get(&r.pipeline.artifacts_removed_pictures),
+                    part: Some("artifacts_removed_max_pictures"),
+                },
+                Point {
+                    labels: vec!["store".into()],
+                    value: get(&r.pipeline.artifacts_removed_store),
+                    part: Some("artifacts_removed_store"),
+                },
+            ]
+        },
     },
     SelfMetricDef {
         name: "kotel.process_cache.invalidations",

@@ -43,6 +43,10 @@ pub struct SelfStats {
     pub artifacts_made: AtomicU64,
     /// Pictures skipped (renderer failed or unreachable).
     pub artifacts_skipped: AtomicU64,
+    /// Picture files deleted from the output folder past `render.max_pictures`.
+    pub artifacts_removed_pictures: AtomicU64,
+    /// Files the output folder's `artifacts/` store deleted (size cap or age).
+    pub artifacts_removed_store: AtomicU64,
     /// Histogram slots of exited processes read one last time and reused.
     pub histograms_recycled: AtomicU64,
     /// Series folded into the overflow series.

@@ -1,0 +1,375 @@
+//! The pictures in-process rendering keeps in the output folder: an SVG and a PNG per picture
+//! under a stable name (`heatmap-<pid>-<kind>`, `offcpu-flame`), redrawn in place, at most
+//! `render.max_pictures` of them: past it the picture drawn least recently is deleted (those an
+//! earlier run left in the folder go first) and `index.html` lists exactly the pictures this
+//! run drew that are still there. Every file deleted is counted.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::artifacts::escape_html;
+
+/// One picture on disk.
+#[derive(Debug)]
+struct Kept {
+    /// Its caption in `index.html`; `None` for a picture an earlier run left (not listed).
+    title: Option<String>,
+    /// The file `index.html` shows (`<stem>.png`, or `.svg` when there is no PNG).
+    shown: String,
+    /// When it was last drawn, in draws: a smaller number is older.
+    drawn: u64,
+}
+
+/// The pictures in one folder and the cap on their number. Single-threaded.
+#[derive(Debug)]
+pub struct PictureFiles {
+    dir: PathBuf,
+    max: usize,
+    kept: BTreeMap<String, Kept>,
+    draws: u64,
+    removed: u64,
+}
+
+/// The extensions a picture is written in.
+const EXTENSIONS: [&str; 2] = ["svg", "png"];
+
+impl PictureFiles {
+    /// The pictures in `dir`, at most `max` (at least 1). Pictures an earlier run left there
+    /// count, oldest (by modification time) first, and are deleted now if they are too many.
+    pub fn open(dir: &Path, max: usize) -> PictureFiles {
+        let mut p = PictureFiles {
+            dir: dir.to_path_buf(),
+            max: max.max(1),
+            kept: BTreeMap::new(),
+            draws: 0,
+            removed: 0,
+        };
+        let mut left = leftovers(dir);
+        left.sort();
+        for (_, stem) in left {
+            p.draws += 1;
+            let shown = format!("{stem}.png");
+            p.kept.insert(
+                stem,
+                Kept {
+                    title: None,
+                    shown,
+                    drawn: p.draws,
+                },
+            );
+        }
+        p.evict();
+        if p.removed > 0 && dir.join("index.html").exists() {
+            // The earlier run's index may list what was just deleted.
+            p.write_index_or_log();
+        }
+        p
+    }
+
+    /// Writes a picture's files (`(extension, bytes)`, e.g. `("png", …)`) as `<stem>.<ext>`,
+    /// records it as drawn now with `title`, showing `<stem>.<shown>` in the index, deletes the
+    /// least recently drawn pictures past the cap and rewrites `index.html`. Returns the path of
+    /// the file shown. A picture file that cannot be written is an error (the picture is not
+    /// recorded); an index that cannot be written is logged.
+    pub fn put(
+        &mut self,
+        stem: &str,
+        title: &str,
+        files: &[(&str, &[u8])],
+        shown: &str,
+    ) -> io::Result<PathBuf> {
+        for (ext, bytes) in files {
+            fs::write(self.dir.join(format!("{stem}.{ext}")), bytes)?;
+        }
+        self.draws += 1;
+        let shown = format!("{stem}.{shown}");
+        let path = self.dir.join(&shown);
+        self.kept.insert(
+            stem.to_string(),
+            Kept {
+                title: Some(title.to_string()),
+                shown,
+                drawn: self.draws,
+            },
+        );
+        self.evict();
+        self.write_index_or_log();
+        Ok(path)
+    }
+
+    /// Picture files deleted so far (an SVG and a PNG count two).
+    pub fn removed(&self) -> u64 {
+        self.removed
+    }
+
+    /// Deletes the least recently drawn pictures until at most `max` are left.
+    fn evict(&mut self) {
+        while self.kept.len() > self.max {
+            let Some(stem) = self
+                .kept
+                .iter()
+                .min_by_key(|(_, k)| k.drawn)
+                .map(|(s, _)| s.clone())
+            else {
+                return;
+            };
+            self.kept.remove(&stem);
+            for ext in EXTENSIONS {
+                let path = self.dir.join(format!("{stem}.{ext}"));
+                match fs::remove_file(&path) {
+                    Ok(()) => self.removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "kotel.artifact.not_removed"
+                    ),
+                }
+            }
+        }
+    }
+
+    fn write_index_or_log(&self) {
+        if let Err(e) = self.write_index() {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                error = %e,
+                "kotel.artifact.index_not_written"
+            );
+        }
+    }
+
+    /// Writes `index.html` listing every picture this run drew that is kept, with its
+    /// (escaped) title, in name order.
+    fn write_index(&self) -> io::Result<()> {
+        let mut html = String::from(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kotel pictures</title>\
+             <style>body{font-family:sans-serif;background:#fafafa}figure{margin:1em 0}img{max-width:100%;border:1px solid #ccc}</style>\
+             </head><body><h1>kotel pictures</h1>\n",
+        );
+        for k in self.kept.values() {
+            let Some(title) = &k.title else { continue };
+            html.push_str(&format!(
+                "<figure><a href=\"{f}\"><img src=\"{f}\" alt=\"{t}\"></a><figcaption>{t}</figcaption></figure>\n",
+                f = escape_html(&k.shown),
+                t = escape_html(title)
+            ));
+        }
+        html.push_str("</body></html>\n");
+        fs::write(self.dir.join("index.html"), html)
+    }
+}
+
+/// Whether `stem` is a picture's name: `offcpu-flame` or `heatmap-<pid>-<kind>`.
+fn is_picture_stem(stem: &str) -> bool {
+    if stem == "offcpu-flame" {
+        return true;
+    }
+    let Some((pid, kind)) = stem
+        .strip_prefix("heatmap-")
+        .and_then(|r| r.split_once('-'))
+    else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && !kind.is_empty()
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// The pictures already in `dir`, each with the newest modification time of its files.
+fn leftovers(dir: &Path) -> Vec<(SystemTime, String)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut by_stem: BTreeMap<String, SystemTime> = BTreeMap::new();
+    for e in entries.filter_map(Result::ok) {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        if !EXTENSIONS.contains(&ext) || !is_picture_stem(stem) {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let t = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let newest = by_stem.entry(stem.to_string()).or_insert(t);
+        *newest = (*newest).max(t);
+    }
+    by_stem.into_iter().map(|(s, t)| (t, s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let d = std::env::temp_dir().join(format!(
+                "kotel-pictures-{name}-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            fs::create_dir_all(&d).unwrap();
+            TempDir(d)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn put(p: &mut PictureFiles, stem: &str) {
+        let path = p
+            .put(
+                stem,
+                &format!("title of {stem}"),
+                &[("svg", b"<svg/>"), ("png", b"png")],
+                "png",
+            )
+            .unwrap();
+        assert_eq!(path, p.dir.join(format!("{stem}.png")));
+    }
+
+    /// Listed pictures: the `src` of each `<img>` in index.html.
+    fn listed(dir: &Path) -> Vec<String> {
+        let html = fs::read_to_string(dir.join("index.html")).unwrap();
+        html.split("<img src=\"")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_most_recently_drawn_and_lists_only_those() {
+        let tmp = TempDir::new("cap");
+        let mut p = PictureFiles::open(&tmp.0, 3);
+        for stem in ["heatmap-1-offcpu", "heatmap-2-offcpu", "offcpu-flame"] {
+            put(&mut p, stem);
+        }
+        // Redrawing the first makes the second the least recently drawn.
+        put(&mut p, "heatmap-1-offcpu");
+        put(&mut p, "heatmap-3-runqueue");
+        assert_eq!(
+            names(&tmp.0),
+            [
+                "heatmap-1-offcpu.png",
+                "heatmap-1-offcpu.svg",
+                "heatmap-3-runqueue.png",
+                "heatmap-3-runqueue.svg",
+                "index.html",
+                "offcpu-flame.png",
+                "offcpu-flame.svg",
+            ]
+        );
+        assert_eq!(
+            listed(&tmp.0),
+            [
+                "heatmap-1-offcpu.png",
+                "heatmap-3-runqueue.png",
+                "offcpu-flame.png"
+            ]
+        );
+        assert_eq!(p.removed(), 2);
+        put(&mut p, "heatmap-4-runqueue");
+        assert_eq!(p.removed(), 4);
+        assert_eq!(listed(&tmp.0).len(), 3);
+    }
+
+    #[test]
+    fn an_earlier_runs_pictures_count_and_go_first() {
+        let tmp = TempDir::new("earlier");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for (stem, age) in [("heatmap-10-offcpu", 2), ("heatmap-11-offcpu", 1)] {
+            for ext in EXTENSIONS {
+                let path = tmp.0.join(format!("{stem}.{ext}"));
+                fs::write(&path, b"old").unwrap();
+                fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(old - Duration::from_secs(age))
+                    .unwrap();
+            }
+        }
+        let strangers = ["heatmap-x-offcpu.png", "notes.png", "heatmap-12-OFFCPU.svg"];
+        for s in strangers {
+            fs::write(tmp.0.join(s), b"keep").unwrap();
+        }
+        let mut p = PictureFiles::open(&tmp.0, 2);
+        assert_eq!(p.removed(), 0, "two pictures fit");
+        put(&mut p, "offcpu-flame");
+        // The oldest leftover went; the other stays, unlisted (this run did not draw it).
+        assert!(!tmp.0.join("heatmap-10-offcpu.svg").exists());
+        assert!(tmp.0.join("heatmap-11-offcpu.png").exists());
+        assert_eq!(p.removed(), 2);
+        assert_eq!(listed(&tmp.0), ["offcpu-flame.png"]);
+        for s in strangers {
+            assert_eq!(fs::read(tmp.0.join(s)).unwrap(), b"keep", "{s}");
+        }
+        // Too many leftovers for the cap are deleted at once.
+        let p = PictureFiles::open(&tmp.0, 1);
+        assert_eq!(p.removed(), 2);
+        assert!(!tmp.0.join("heatmap-11-offcpu.png").exists());
+        assert!(tmp.0.join("offcpu-flame.png").exists());
+    }
+
+    #[test]
+    fn titles_are_escaped_in_the_index() {
+        let tmp = TempDir::new("escape");
+        let mut p = PictureFiles::open(&tmp.0, 5);
+        p.put(
+            "heatmap-1-offcpu",
+            "</figcaption><script>x</script>",
+            &[("svg", b"<svg/>")],
+            "svg",
+        )
+        .unwrap();
+        let html = fs::read_to_string(tmp.0.join("index.html")).unwrap();
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert_eq!(listed(&tmp.0), ["heatmap-1-offcpu.svg"]);
+    }
+
+    #[test]
+    fn picture_names() {
+        for ok in ["offcpu-flame", "heatmap-1-offcpu", "heatmap-42-tcp_send"] {
+            assert!(is_picture_stem(ok), "{ok}");
+        }
+        for no in [
+            "heatmap--offcpu",
+            "heatmap-1-",
+            "heatmap-1",
+            "heatmap-a-offcpu",
+            "heatmap-1-Offcpu",
+            "index",
+            "offcpu-flame-1",
+        ] {
+            assert!(!is_picture_stem(no), "{no}");
+        }
+    }
+}
