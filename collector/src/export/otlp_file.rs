@@ -201,12 +201,14 @@ mod tests {
         for b in &sent {
             e.export(&b.encode()).await.unwrap();
         }
-        let mut names: Vec<String> = fs::read_dir(&tmp.0)
-            .unwrap()
-            .map(|d| d.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names.len(), 3, "two backups and the active file: {names:?}");
+        // Oldest first: the backups by time and same-millisecond suffix (`-1` sorts before
+        // `.jsonl` by name, but is newer), then the active file.
+        let mut backups = super::rotate::backups(&tmp.0, Signal::Traces);
+        backups.sort();
+        let mut names: Vec<String> = backups.into_iter().map(|(_, name)| name).collect();
+        names.push("traces.jsonl".to_string());
+        let on_disk = fs::read_dir(&tmp.0).unwrap().count();
+        assert_eq!(on_disk, 3, "two backups and the active file: {names:?}");
         assert!(stats.rotated(Signal::Traces) >= 3);
         assert_eq!(
             stats.removed(Signal::Traces),

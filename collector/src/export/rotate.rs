@@ -277,7 +277,7 @@ fn backup_stamp(now: SystemTime) -> String {
 }
 
 /// The backups of `signal` in `dir`, each as its sort key (time, then suffix) and file name.
-fn backups(dir: &Path, signal: Signal) -> Vec<((String, u32), String)> {
+pub(crate) fn backups(dir: &Path, signal: Signal) -> Vec<((String, u32), String)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };

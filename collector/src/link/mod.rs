@@ -616,7 +616,7 @@ mod tests {
         let gone = child.id();
         assert!(child.wait().unwrap().success());
         let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
-        linker.buffer.push(&ev(Probe::Offcpu, me, 1_100, 300), true);
+        keep(&mut linker, ev(Probe::Offcpu, me, 1_100, 300), true);
         let cases: [(Value, Option<&str>, Unresolved); 4] = [
             (Value::IntValue(i64::from(gone)), None, Unresolved::Gone),
             (
@@ -639,7 +639,7 @@ mod tests {
                 resource.attributes.push(attrs::string(CONTAINER_ID, id));
             }
             let before = req.clone();
-            let linked = linker.link(&mut req, Some(peer), &mut IdGenerator::with_seed(1));
+            let linked = linker.link(&mut req, Some(peer));
             assert_eq!(linked, Linked::default(), "{why:?}: nothing linked");
             let mut want = before;
             want.resource_spans[0].scope_spans[0].spans[0]
@@ -665,9 +665,9 @@ mod tests {
         let me = std::process::id();
         let (_client, _server, peer) = own_connection();
         let mut linker = Linker::new(PathBuf::from("/proc"), LinkBuffer::new(100, u64::MAX));
-        linker.buffer.push(&ev(Probe::Offcpu, me, 1_100, 300), true);
+        keep(&mut linker, ev(Probe::Offcpu, me, 1_100, 300), true);
         let mut req = request(None, None);
-        let linked = linker.link(&mut req, Some(peer), &mut IdGenerator::with_seed(1));
+        let linked = linker.link(&mut req, Some(peer));
         assert_eq!(linked.pids, vec![me]);
         let rs = &req.resource_spans[0];
         assert_eq!(
