@@ -23,7 +23,7 @@ import pytest
 
 from conftest import LineReader, free_port
 
-from kotel_checks import read_summary
+from kotel_checks import DURATION_METRICS, read_summary, resource_pid
 from otlp_receiver import any_value, attributes
 
 pytestmark = pytest.mark.bpf
@@ -37,11 +37,13 @@ APP_TIMEOUT = 60.0
 ARRIVAL_TIMEOUT = 20.0
 
 
-def run_app(receiver, endpoint: str, *flags: str, pidns: bool = False) -> dict:
+def run_app(receiver, endpoint: str, *flags: str, pidns: bool = False, before_exit=None) -> dict:
     """Runs ``traced_app.py`` against kotel's receiver at ``endpoint`` and returns its truth,
     once every one of its spans has come out of kotel into the upstream ``receiver`` (linked)
     and the application, told so, has exited 0. Until then its workers stay up, as a server's
-    do: kotel reads their thread ids, and the owner of the connection, from /proc as it links."""
+    do: kotel reads their thread ids, and the owner of the connection, from /proc as it links.
+    ``before_exit()``, when given, runs after the spans came out and before the application is
+    told to exit."""
     cmd = [sys.executable, str(HERE / "traced_app.py"), "--endpoint", endpoint, *flags]
     if pidns:
         cmd = ["unshare", "--pid", "--fork", "--mount-proc", *cmd]
@@ -62,6 +64,8 @@ def run_app(receiver, endpoint: str, *flags: str, pidns: bool = False) -> dict:
             timeout=ARRIVAL_TIMEOUT,
         )
         assert arrived, f"the application's spans did not come out of kotel: {sorted(ids)}"
+        if before_exit is not None:
+            before_exit()
         app.stdin.close()
         code = app.wait(timeout=APP_TIMEOUT)
         assert code == 0, f"traced_app.py exited {code}; stderr:\n{stderr.rest()}"
@@ -388,3 +392,70 @@ def test_spans_of_a_process_that_exited_before_they_arrived_are_left_unlinked(
     check_not_summed(app_span, spans, fwd.pid, fwd_end)
     summary = read_summary(tmp_path / "out")
     assert summary["link_unresolved_gone"] == len(ids) == summary["link_unresolved"], summary
+
+
+# --------------------------------------------------------------------------------------------
+# Each kernel event exported once, whole (issue 17).
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_kernel_event_of_the_application_reaches_upstream_exactly_once(
+    receiver, kotel_run, tmp_path
+):
+    """Every event is a span here (both thresholds 0, no budget), so per probe the spans of the
+    application's process, children and spans of their own together, number exactly what its
+    histogram counted: none is exported twice (once standalone, once as a child) and none is
+    lost. The children carry their stacks. kotel stops while the application still runs, so
+    that its histograms are its own to the end."""
+    port = free_port()
+    out = tmp_path / "out"
+    kotel = kotel_run(
+        ["--span-threshold", "0", "--sleep-threshold", "0", "--span-budget", "0",
+         "--probes", "all", "--out", out, "--otlp-endpoint", receiver.endpoint,
+         "--receiver-grpc", f"127.0.0.1:{port}", "--receiver-http", "none", "--telemetry", "none"]
+    )
+    stopped = {}
+
+    def stop_kotel() -> None:
+        stopped["result"] = kotel.interrupt()
+
+    truth = run_app(
+        receiver, f"http://127.0.0.1:{port}", "--with-pid", "--thread-id", "--threads", "2",
+        before_exit=stop_kotel,
+    )
+    code, _, stderr = stopped["result"]
+    assert code == 0, stderr
+    summary = read_summary(out)
+    assert summary["events_lost"] == 0 and summary["histogram_events_dropped"] == 0, summary
+    pid = truth["pid"]
+    kernel_names = set(DURATION_METRICS.values())
+    mine = [s.span for s in receiver.spans()
+            if resource_pid(s.resource) == pid and s.span.name in kernel_names]
+    assert mine, "the application's kernel spans"
+
+    ids = [k.span_id for k in mine]
+    assert len(ids) == len(set(ids)), "no span id twice"
+    events = [(k.name, attributes(k.attributes)["thread.id"], k.start_time_unix_nano,
+               k.end_time_unix_nano) for k in mine]
+    twice = {e for e in events if events.count(e) > 1}
+    assert not twice, f"exported twice: {sorted(twice)[:5]}"
+
+    app_spans = {w["span_id"] for w in truth["workers"]}
+    kids = [k for k in mine if k.parent_span_id.hex() in app_spans]
+    assert {attributes(k.attributes)["thread.id"] for k in kids} == {w["tid"] for w in truth["workers"]}
+    for k in kids:
+        if k.name == "sched.offcpu":
+            assert attributes(k.attributes).get("kotel.stack.kernel"), "a child keeps its stacks"
+    standalone = [k for k in mine if not k.parent_span_id]
+    assert len(kids) + len(standalone) == len(mine), "a kernel span is a child or stands alone"
+
+    # The last cumulative point of each series of the process: the histograms' counts.
+    last: dict[tuple, int] = {}
+    for p in receiver.metrics():
+        if resource_pid(p.resource) == pid and p.metric.name in DURATION_METRICS:
+            key = (p.metric.name, tuple(sorted((kv.key, str(kv.value)) for kv in p.point.attributes)))
+            last[key] = p.point.count
+    for metric, span_name in DURATION_METRICS.items():
+        counted = sum(n for (m, _), n in last.items() if m == metric)
+        spans = sum(1 for k in mine if k.name == span_name)
+        assert spans == counted, f"{span_name}: {spans} spans, the histogram counted {counted}"
