@@ -40,6 +40,7 @@ fn event(i: u64, tid: u32) -> KernelEvent {
         peer: None,
         kernel_stack_id: None,
         user_stack_id: None,
+        offcpu_state: None,
     }
 }
 

@@ -22,4 +22,5 @@ pub mod output;
 pub mod quantile;
 pub mod receiver;
 mod signals;
+pub mod spans;
 pub mod telemetry;

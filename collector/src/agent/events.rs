@@ -1,6 +1,6 @@
-//! Phase: the kernel events of one drain. Every event can be linked; those at or above the
-//! threshold also become spans of their own, with their stacks, an exemplar candidate for
-//! their histogram, and (off-CPU) a frame in the flame graph.
+//! Phase: the kernel events of one drain. Every event can be linked; those the span rule
+//! ([`crate::spans::policy`]) makes standalone also become spans of their own, with their
+//! stacks, an exemplar candidate for their histogram, and (off-CPU) a frame in the flame graph.
 
 use kotel_bpf::Probe;
 
@@ -34,11 +34,10 @@ impl Agent {
         telemetry::add(&self.tele.stats.events_received, events.len() as u64);
         for ev in events {
             // Link targets send shorter events too, for exact sums.
-            let slow = ev.duration_ns >= self.plan.threshold_ns;
             if self.plan.linking {
-                self.linker.remember(&ev, slow);
+                self.linker.remember(&ev, self.plan.spans.child(&ev));
             }
-            if slow {
+            if self.plan.spans.standalone(&ev) {
                 self.span_of(&ev);
             }
         }
@@ -60,6 +59,7 @@ impl Agent {
                 time_unix_nano: ev.start_unix_nano.saturating_add(ev.duration_ns),
                 trace_id: span_ids.trace_id,
                 span_id: span_ids.span_id,
+                offcpu_state: ev.offcpu_state,
             },
         );
         self.resources.comms.insert(ev.pid, ev.comm);

@@ -13,6 +13,7 @@ use super::tick::queue_batches;
 use super::{io_err, Agent, HeldSpans, RunError};
 use crate::export::{Batch, ExportQueue, ExportStats};
 use crate::link::Linker;
+use crate::model::Histogram;
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::traces::SpanBatcher;
 use crate::output::Summary;
@@ -132,7 +133,7 @@ impl Agent {
             undecodable: telemetry::get(&self.tele.stats.records_undecodable),
             comms: self.resources.comms.clone(),
         };
-        s.histograms.sort_by_key(|h| (h.pid, h.kind));
+        s.histograms.sort_by_key(Histogram::series);
         s
     }
 }

@@ -183,6 +183,7 @@ mod tests {
             peer: None,
             kernel_stack_id: None,
             user_stack_id: None,
+            offcpu_state: None,
         }
     }
 
