@@ -209,7 +209,9 @@ impl MetricsBuilder {
         }
     }
 
-    /// Attributes (artifact URL and id) for the exemplar of series `key` in the next build.
+    /// Attributes (artifact URL and id) for the exemplar of series `key` in the next build: on
+    /// the data point whose exemplar is the series' slowest event ([`slowest`](Self::slowest)),
+    /// whose span carries the same picture.
     pub fn attach(&mut self, key: (u32, Probe), attributes: Vec<KeyValue>) {
         self.artifacts.insert(key, attributes);
     }
@@ -267,7 +269,13 @@ impl MetricsBuilder {
             let exemplar = self.slowest_per_point.get(&h.series()).copied();
             if admitted {
                 let mut series = self.series(&point, start, now, exemplar, Vec::new());
-                if let Some(extra) = self.artifacts.get(&(h.pid, h.kind)) {
+                // The picture rides on the exemplar of the (process, probe)'s slowest event, the
+                // one whose span carries it too (off-CPU: on one state's point only).
+                let pictured = self.slowest.get(&(h.pid, h.kind));
+                if let (Some(extra), true) = (
+                    self.artifacts.get(&(h.pid, h.kind)),
+                    exemplar.is_some_and(|e| pictured.is_some_and(|p| p.span_id == e.span_id)),
+                ) {
                     attach_to_exemplars(&mut series, extra);
                 }
                 per_pid.entry(h.pid).or_default().extend(series);
@@ -894,6 +902,45 @@ mod tests {
             };
             assert_eq!(counts, want.into_iter().collect(), "{temporality:?}");
         }
+    }
+
+    #[test]
+    fn the_picture_rides_on_the_exemplar_of_the_slowest_state_only() {
+        use OffcpuState::{Interruptible, Uninterruptible};
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 10, 0);
+        let ex = |d, s: u8, state| ExemplarCandidate {
+            duration_ns: d,
+            time_unix_nano: 50,
+            trace_id: [s; 16],
+            span_id: [s; 8],
+            offcpu_state: Some(state),
+        };
+        b.observe(7, Probe::Offcpu, ex(3_000_000, 1, Uninterruptible));
+        b.observe(7, Probe::Offcpu, ex(9_000_000, 2, Interruptible));
+        b.attach(
+            (7, Probe::Offcpu),
+            vec![attrs::string("kotel.artifact.url", "file:///h.png")],
+        );
+        let hs = [
+            offcpu(7, Uninterruptible, &[3_000_000]),
+            offcpu(7, Interruptible, &[9_000_000]),
+        ];
+        let req = b.build(&hs, 60, &mut resource, Resource::default(), &[]);
+        let pictured: BTreeMap<_, _> = points(&req, "kotel.sched.offcpu.duration")
+            .iter()
+            .map(|(_, dp)| {
+                let e = &dp.exemplars[0];
+                let has = attrs::find(&e.filtered_attributes, "kotel.artifact.url").is_some();
+                (state_of(dp), (e.span_id.clone(), has))
+            })
+            .collect();
+        assert_eq!(
+            pictured,
+            BTreeMap::from([
+                (Some("interruptible".to_string()), (vec![2; 8], true)),
+                (Some("uninterruptible".to_string()), (vec![1; 8], false)),
+            ])
+        );
     }
 
     #[test]
