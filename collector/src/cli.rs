@@ -178,8 +178,9 @@ pub struct CaptureArgs {
     #[arg(long, default_value_t = 8 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_bytes: u32,
 
-    /// How many (process, probe) histograms the kernel keeps (about 5 KiB each); events of
-    /// further ones are counted as dropped.
+    /// How many (process, probe) histograms the kernel keeps (about 5 KiB each; off-CPU time
+    /// takes two, one per state); events of further ones are counted in the overflow
+    /// histograms.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_histograms: u32,
 

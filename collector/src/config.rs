@@ -37,8 +37,8 @@ sleep_threshold = "1s"
 scale = 3
 # Ring buffer size in bytes, a power of two.
 ring_buffer_bytes = 8388608
-# (process, probe) histograms the kernel keeps at once, about 5 KiB each; an exited
-# process's slots are recycled.
+# (process, probe) histograms the kernel keeps at once (off-CPU time takes two, one per
+# state), about 5 KiB each; an exited process's slots are recycled.
 max_histograms = 1024
 # Take kernel and user stacks when a thread blocks (about 1.4 us per blocked switch).
 stacks = true
