@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""What `kotel run` with its defaults writes, per second: spans (and how many of them are of
-kernel threads, by the PF_KTHREAD flag in /proc/<pid>/stat) and bytes, for this build and,
-with KOTEL_BASE_BIN, for another one, rounds interleaved.
+"""What `kotel run` with its defaults writes, per second: spans (how many of them are of
+kernel threads, by the PF_KTHREAD flag in /proc/<pid>/stat, and how many are off-CPU spans in
+each `kotel.offcpu.state`) and bytes, for this build and, with KOTEL_BASE_BIN, for another one,
+and for this build with other flags (KOTEL_VARIANTS), rounds interleaved. For the off-CPU
+spans in an interruptible wait it also gives the share at or above 100 ms, 1 s and 10 s: what a
+sleep threshold there would keep (measure it with `--sleep-threshold 0`, which reports them
+all).
 
-Run as root after `cargo build --release -p kotel-collector`:
+Run as root after `cargo build --release -p kotel-collector` (KOTEL_BIN picks another binary,
+e.g. target/debug/kotel):
     python3 scripts/span_volume.py [seconds] [rounds]
     KOTEL_BASE_BIN=/path/to/other/kotel python3 scripts/span_volume.py 10 3
+    KOTEL_VARIANTS='--sleep-threshold 0;--sleep-threshold off' python3 scripts/span_volume.py
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -19,8 +26,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KOTEL = ROOT / "target" / "release" / "kotel"
+KOTEL = Path(os.environ.get("KOTEL_BIN", ROOT / "target" / "release" / "kotel"))
 PF_KTHREAD = 0x0020_0000
+SLEEP_CUTS_NS = {"100ms": 100_000_000, "1s": 1_000_000_000, "10s": 10_000_000_000}
 
 
 def is_kernel_thread(pid: int) -> bool | None:
@@ -32,29 +40,55 @@ def is_kernel_thread(pid: int) -> bool | None:
     return bool(flags & PF_KTHREAD)
 
 
-def one_run(binary: Path, seconds: int) -> dict:
+def span_state(span: dict) -> str | None:
+    for a in span.get("attributes", []):
+        if a["key"] == "kotel.offcpu.state":
+            return a["value"].get("stringValue")
+    return None
+
+
+def one_run(binary: Path, extra: list[str], seconds: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
-            [str(binary), "run", "--duration", f"{seconds}s", "--out", out, "--telemetry", "none"],
+            [str(binary), "run", "--duration", f"{seconds}s", "--out", out, "--telemetry", "none",
+             *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=True,
         )
         spans = kthread = 0
-        for line in (Path(out) / "traces.jsonl").read_text().splitlines():
+        by_state = {"interruptible": 0, "uninterruptible": 0}
+        sleeps_ns: list[int] = []
+        traces = Path(out) / "traces.jsonl"
+        # No span at all (a quiet run): no file.
+        lines = traces.read_text().splitlines() if traces.exists() else []
+        for line in lines:
             for rs in json.loads(line).get("resourceSpans", []):
                 attrs = {a["key"]: a["value"] for a in rs.get("resource", {}).get("attributes", [])}
                 pid = int(attrs.get("process.pid", {}).get("intValue", 0))
-                n = sum(len(ss.get("spans", [])) for ss in rs.get("scopeSpans", []))
-                spans += n
+                mine = [s for ss in rs.get("scopeSpans", []) for s in ss.get("spans", [])]
+                spans += len(mine)
                 if is_kernel_thread(pid):
-                    kthread += n
+                    kthread += len(mine)
+                for s in mine:
+                    state = span_state(s)
+                    if state in by_state:
+                        by_state[state] += 1
+                    if state == "interruptible":
+                        sleeps_ns.append(int(s["endTimeUnixNano"]) - int(s["startTimeUnixNano"]))
         written = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
-    return {
+    result = {
         "spans_per_s": spans / seconds,
         "kernel_thread_spans_per_s": kthread / seconds,
+        "offcpu_interruptible_spans_per_s": by_state["interruptible"] / seconds,
+        "offcpu_uninterruptible_spans_per_s": by_state["uninterruptible"] / seconds,
         "bytes_per_s": written / seconds,
     }
+    for name, cut in SLEEP_CUTS_NS.items():
+        kept = sum(1 for d in sleeps_ns if d >= cut)
+        share = kept / len(sleeps_ns) if sleeps_ns else 0.0
+        result[f"interruptible_share_at_or_above_{name}"] = share
+    return result
 
 
 def main() -> None:
@@ -62,15 +96,17 @@ def main() -> None:
         raise SystemExit("run as root (BPF)")
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    builds = {"this": KOTEL}
+    builds: dict[str, tuple[Path, list[str]]] = {"this": (KOTEL, [])}
     if os.environ.get("KOTEL_BASE_BIN"):
-        builds = {"base": Path(os.environ["KOTEL_BASE_BIN"]), **builds}
+        builds = {"base": (Path(os.environ["KOTEL_BASE_BIN"]), []), **builds}
+    for variant in filter(None, os.environ.get("KOTEL_VARIANTS", "").split(";")):
+        builds[f"this {variant.strip()}"] = (KOTEL, shlex.split(variant))
     runs: dict[str, list[dict]] = {name: [] for name in builds}
     for _ in range(rounds):
-        for name, binary in builds.items():
-            runs[name].append(one_run(binary, seconds))
+        for name, (binary, extra) in builds.items():
+            runs[name].append(one_run(binary, extra, seconds))
     result = {
-        name: {k: round(statistics.median(r[k] for r in rs), 1) for k in rs[0]}
+        name: {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
         for name, rs in runs.items()
     }
     print(json.dumps({"seconds": seconds, "rounds": rounds, "median": result}, indent=2))

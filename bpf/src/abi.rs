@@ -19,14 +19,32 @@ pub mod kind {
     pub const TCP_SEND: u8 = kotel_kind::KOTEL_KIND_TCP_SEND.0 as u8;
     /// Run-queue delay.
     pub const RUNQUEUE: u8 = kotel_kind::KOTEL_KIND_RUNQUEUE.0 as u8;
-    /// Off-CPU (blocked) time.
+    /// Off-CPU (blocked) time; as a histogram series, the uninterruptible waits only.
     pub const OFFCPU: u8 = kotel_kind::KOTEL_KIND_OFFCPU.0 as u8;
-    /// Number of measurement kinds (histogram and drop slots).
+    /// Number of event kinds (and of per-kind ring-buffer drop slots).
     pub const COUNT: usize = kotel_kind::KOTEL_KIND_COUNT.0 as usize;
+    /// A histogram series, never an event kind: off-CPU time in interruptible waits.
+    pub const OFFCPU_SLEEP: u8 = kotel_kind::KOTEL_KIND_OFFCPU_SLEEP.0 as u8;
+    /// Number of histogram series per process (the event kinds, then [`OFFCPU_SLEEP`]): one
+    /// overflow histogram each.
+    pub const HIST_KINDS: usize = kotel_kind::KOTEL_HIST_KINDS.0 as usize;
     /// Lifecycle record: the process called execve.
     pub const EXEC: u8 = kotel_kind::KOTEL_KIND_EXEC.0 as u8;
     /// Lifecycle record: the whole process exited.
     pub const EXIT: u8 = kotel_kind::KOTEL_KIND_EXIT.0 as u8;
+}
+
+/// `KOTEL_OFFCPU_*` values of an event's `offcpu_state`, from the skeleton's
+/// `enum kotel_offcpu_state`: how the thread was blocked (`kotel.h` says which task state goes
+/// where).
+pub mod offcpu_state {
+    use crate::skel::types::kotel_offcpu_state;
+    /// Not an off-CPU event.
+    pub const NONE: u8 = kotel_offcpu_state::KOTEL_OFFCPU_NONE.0 as u8;
+    /// An idle wait (interruptible sleep, `TASK_IDLE`, stopped, parked, frozen).
+    pub const INTERRUPTIBLE: u8 = kotel_offcpu_state::KOTEL_OFFCPU_INTERRUPTIBLE.0 as u8;
+    /// Blocked on a resource (uninterruptible sleep: disk I/O, kernel locks).
+    pub const UNINTERRUPTIBLE: u8 = kotel_offcpu_state::KOTEL_OFFCPU_UNINTERRUPTIBLE.0 as u8;
 }
 
 /// `KOTEL_DROP_*` indexes of the per-CPU `drops` map beyond the per-kind ring-buffer slots.
@@ -99,6 +117,7 @@ mod tests {
         assert_eq!(offset_of!(RawEvent, lport), 54);
         assert_eq!(offset_of!(RawEvent, dport), 56);
         assert_eq!(offset_of!(RawEvent, kind), 58);
+        assert_eq!(offset_of!(RawEvent, offcpu_state), 59);
         assert_eq!(offset_of!(RawEvent, laddr), 60);
         assert_eq!(offset_of!(RawEvent, daddr), 76);
         assert_eq!(offset_of!(RawEvent, comm), 92);
@@ -130,6 +149,15 @@ mod tests {
             [0, 1, 2, 3]
         );
         assert_eq!(kind::COUNT, 4);
+        assert_eq!((kind::OFFCPU_SLEEP, kind::HIST_KINDS), (4, 5));
+        assert_eq!(
+            (
+                offcpu_state::NONE,
+                offcpu_state::INTERRUPTIBLE,
+                offcpu_state::UNINTERRUPTIBLE
+            ),
+            (0, 1, 2)
+        );
         assert_eq!(
             (
                 drop::HIST_FULL,

@@ -27,6 +27,10 @@ pub struct TracerConfig {
     /// Events at or above this duration go through the ring buffer; all are counted in the
     /// histograms.
     pub min_latency_ns: u64,
+    /// Off-CPU intervals in an interruptible wait (idle sleeps) go through the ring buffer
+    /// only at or above this duration, and never when `None`; a value below `min_latency_ns`
+    /// counts as `min_latency_ns`. Link targets send every interval whatever its length.
+    pub min_sleep_latency_ns: Option<u64>,
     /// Only these processes (thread group ids) when non-empty.
     pub pids: Vec<u32>,
     /// Only tasks in this cgroup v2 or below it, when set.
@@ -62,6 +66,7 @@ impl Default for TracerConfig {
         Self {
             probes: ProbeSet::defaults(),
             min_latency_ns: 1_000_000,
+            min_sleep_latency_ns: Some(1_000_000),
             pids: Vec::new(),
             cgroup: None,
             scale: 3,
@@ -88,10 +93,11 @@ pub struct CgroupFilter {
 /// One in-kernel histogram as read from the map.
 #[derive(Debug, Clone, Copy)]
 pub struct HistogramSnapshot {
-    /// The owner process (thread group id), or [`OVERFLOW_PID`] for a kind's overflow
+    /// The owner process (thread group id), or [`OVERFLOW_PID`] for a series' overflow
     /// histogram.
     pub pid: u32,
-    /// What it measures: a `KOTEL_KIND_*` value ([`abi::kind`]).
+    /// What it measures: a `KOTEL_KIND_*` histogram series ([`abi::kind`], below
+    /// [`abi::kind::HIST_KINDS`]).
     pub kind: u8,
     /// The kernel's counters, durations in nanoseconds; bucket `i` is OTLP index
     /// `offset + i` of the tracer's [`BucketTable`].
@@ -366,6 +372,9 @@ impl Tracer {
         ro.send_kernel_threads = cfg.kernel_threads;
         ro.enable_lifecycle = cfg.lifecycle;
         ro.min_latency_ns = cfg.min_latency_ns;
+        ro.min_sleep_latency_ns = cfg
+            .min_sleep_latency_ns
+            .map_or(u64::MAX, |ns| ns.max(cfg.min_latency_ns));
         ro.self_pid = std::process::id();
         ro.filter_pids = !cfg.pids.is_empty();
         ro.filter_cgroup_id = cfg.cgroup.map_or(0, |c| c.id);
@@ -385,7 +394,7 @@ impl Tracer {
             .map_err(LoadError::libbpf("sizing the ring buffer"))?;
         open.maps
             .hists
-            .set_max_entries(cfg.max_histograms + abi::kind::COUNT as u32)
+            .set_max_entries(cfg.max_histograms + abi::kind::HIST_KINDS as u32)
             .map_err(LoadError::libbpf("sizing the histogram maps"))?;
         for map in [
             &mut open.maps.hist_slots,
@@ -599,7 +608,7 @@ impl Tracer {
     }
 
     /// Reads every in-kernel histogram: the slot map says which (pid, kind) owns which slot.
-    /// Events that found no slot of their own come as one histogram per kind with pid
+    /// Events that found no slot of their own come as one histogram per series with pid
     /// [`OVERFLOW_PID`]. Fails with [`LoadError::Libbpf`] when a map cannot be read.
     pub fn histograms(&self) -> Result<Vec<HistogramSnapshot>, LoadError> {
         let slots = &self.skel.maps.hist_slots;
@@ -630,7 +639,7 @@ impl Tracer {
             }
         }
         // The overflow histograms: events that found no slot of their own.
-        for kind in 0..abi::kind::COUNT as u32 {
+        for kind in 0..abi::kind::HIST_KINDS as u32 {
             let key = (self.capacity + kind).to_ne_bytes();
             let value = self
                 .skel

@@ -43,6 +43,7 @@ fn event(i: u64, tid: u32) -> KernelEvent {
         peer: None,
         kernel_stack_id: None,
         user_stack_id: None,
+        offcpu_state: None,
     }
 }
 
@@ -88,6 +89,7 @@ fn bench_link(c: &mut Criterion) {
                 pid: ev.pid,
                 kind: ev.kind,
                 duration_ns: ev.duration_ns,
+                offcpu_state: ev.offcpu_state,
                 end: ev.start_unix_nano + ev.duration_ns,
                 standalone: true,
                 span: kernel_span(

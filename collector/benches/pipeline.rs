@@ -69,6 +69,7 @@ fn bench_pipeline(c: &mut Criterion) {
                         time_unix_nano: ev.start_unix_nano,
                         trace_id: [1; 16],
                         span_id: [1; 8],
+                        offcpu_state: ev.offcpu_state,
                     },
                 );
             }

@@ -10,7 +10,7 @@
 //! certificate is presented when the sidecar requires mutual TLS. There is no plaintext
 //! fallback: a failed handshake skips the picture, counted, with the reason in the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
@@ -83,6 +83,23 @@ pub struct Artifacts {
     pub made: u64,
     /// Pictures skipped because rendering failed or the renderer was unreachable.
     pub skipped: u64,
+}
+
+/// The histograms of one heatmap each: a process's off-CPU states merged into one.
+fn per_picture(histograms: &[Histogram]) -> BTreeMap<(u32, Probe), Histogram> {
+    let mut out: BTreeMap<(u32, Probe), Histogram> = BTreeMap::new();
+    for h in histograms {
+        match out.entry((h.pid, h.kind)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Histogram {
+                    offcpu_state: None,
+                    ..h.clone()
+                });
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => expo::merge(o.get_mut(), h),
+        }
+    }
+    out
 }
 
 fn hash_request(req: &RenderHeatmapRequest) -> u64 {
@@ -167,10 +184,12 @@ impl Artifacts {
     }
 
     /// Adds one column per series: what the cumulative kernel histograms gained since the
-    /// last sample, ending at `now` (Unix ns).
+    /// last sample, ending at `now` (Unix ns). A process's two off-CPU histograms (one per
+    /// state) make one picture: every off-CPU wait of the process, idle or blocked, as the
+    /// flame graph shows them, with the exemplar of the slowest.
     pub fn sample(&mut self, histograms: &[Histogram], now: u64) {
-        for h in histograms {
-            let key = (h.pid, h.kind);
+        for (key, h) in per_picture(histograms) {
+            let h = &h;
             let delta = match self.previous.get(&key) {
                 Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
                 None => h.clone(),
@@ -511,6 +530,29 @@ pub fn escape_html(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_offcpu_picture_per_process_holds_both_states() {
+        use crate::model::OffcpuState;
+        let state = |s, values: &[u64]| Histogram {
+            offcpu_state: Some(s),
+            ..Histogram::of(Probe::Offcpu, 7, 3, values)
+        };
+        let hs = [
+            state(OffcpuState::Uninterruptible, &[2_000_000, 3_000_000]),
+            state(OffcpuState::Interruptible, &[1_000, 4_000_000_000]),
+            Histogram::of(Probe::Runqueue, 7, 3, &[5_000]),
+        ];
+        let pictures = per_picture(&hs);
+        assert_eq!(pictures.len(), 2);
+        let off = &pictures[&(7, Probe::Offcpu)];
+        assert_eq!(
+            (off.count, off.max_ns, off.offcpu_state),
+            (4, 4_000_000_000, None)
+        );
+        assert_eq!(off.bucket_counts.iter().sum::<u64>(), 4);
+        assert_eq!(pictures[&(7, Probe::Runqueue)].count, 1);
+    }
 
     #[test]
     fn html_escaping_neutralises_markup() {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use kotel_bpf::Probe;
 
+use crate::spans::policy::{parse_sleep_threshold, DEFAULT_SLEEP_THRESHOLD};
+
 /// kotel: kernel-latency observability for OpenTelemetry.
 #[derive(Debug, Parser)]
 #[command(name = "kotel", version, about)]
@@ -57,6 +59,12 @@ pub struct RunArgs {
     /// Events at least this long become spans (every event is counted in the metrics).
     #[arg(long, value_parser = parse_duration)]
     pub span_threshold: Option<Duration>,
+
+    /// Off-CPU waits in an interruptible sleep (idle waits) become spans of their own only from
+    /// this long on, or never with "off" (`capture.sleep_threshold`) [default: 1s]; linked ones
+    /// are children from --span-threshold on, and all are counted in the metrics.
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_sleep)]
+    pub sleep_threshold: Option<SleepThreshold>,
 
     /// How often metrics are exported.
     #[arg(long, value_parser = parse_duration)]
@@ -173,6 +181,12 @@ pub struct CaptureArgs {
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub min_latency: Duration,
 
+    /// Off-CPU waits in an interruptible sleep (idle waits) are reported only from this long
+    /// on (never below --min-latency), or never with "off"; `0` reports them like any other
+    /// event. Every wait is counted in the histogram of its state.
+    #[arg(long, value_name = "DURATION|off", default_value = DEFAULT_SLEEP_THRESHOLD, value_parser = parse_sleep)]
+    pub sleep_threshold: SleepThreshold,
+
     /// Probes to run, comma-separated, or "all" (writev taxes every system call on the host,
     /// see docs/performance.md).
     #[arg(long, default_value = kotel_bpf::DEFAULT_PROBES, value_parser = parse_probes)]
@@ -190,8 +204,9 @@ pub struct CaptureArgs {
     #[arg(long, default_value_t = 8 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_bytes: u32,
 
-    /// How many (process, probe) histograms the kernel keeps (about 5 KiB each); events of
-    /// further ones are counted as dropped.
+    /// How many (process, probe) histograms the kernel keeps (about 5 KiB each; off-CPU time
+    /// takes two, one per state); events of further ones are counted in the overflow
+    /// histograms.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_histograms: u32,
 
@@ -207,6 +222,14 @@ pub struct CaptureArgs {
     /// Kernel BTF file for CO-RE, for kernels without /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "PATH", default_value = kotel_bpf::preflight::SYSFS_BTF)]
     pub btf: PathBuf,
+}
+
+/// A `--sleep-threshold` value: a duration, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleepThreshold(pub Option<Duration>);
+
+fn parse_sleep(s: &str) -> Result<SleepThreshold, String> {
+    parse_sleep_threshold(s).map(SleepThreshold)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -258,6 +281,11 @@ mod tests {
         assert!(!a.probes.0.contains(&Probe::Writev));
         assert_eq!(a.format, Format::Table);
         assert!(a.pids.is_empty());
+        assert_eq!(
+            a.sleep_threshold.0,
+            crate::config::CaptureConfig::default().sleep_threshold,
+            "capture and run default to the same sleep threshold"
+        );
     }
 
     #[test]
@@ -275,8 +303,11 @@ mod tests {
             "writev,offcpu",
             "--format",
             "jsonl",
+            "--sleep-threshold",
+            "off",
         ])
         .unwrap();
+        assert_eq!(a.sleep_threshold, SleepThreshold(None));
         assert_eq!(a.duration, Duration::from_millis(250));
         assert_eq!(a.pids, vec![12, 13]);
         assert_eq!(a.min_latency, Duration::ZERO);
@@ -295,6 +326,7 @@ mod tests {
             (&["--format", "xml"][..], "--format"),
             (&["--scale", "9"][..], "--scale"),
             (&["--ring-buffer-bytes", "1000"][..], "--ring-buffer-bytes"),
+            (&["--sleep-threshold", "later"][..], "--sleep-threshold"),
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2);

@@ -10,6 +10,7 @@ use kotel_bpf::{Probe, ProbeSet};
 use serde::{Deserialize, Deserializer};
 
 use crate::otlp::metrics::Temporality;
+use crate::spans::policy::{parse_sleep_threshold, SpanRule, DEFAULT_SLEEP_THRESHOLD};
 
 /// The documented default configuration, as `kotel config default` prints it.
 pub const DEFAULT_TOML: &str = r#"# kotel configuration. Every key is optional; this file shows the defaults.
@@ -26,12 +27,18 @@ pids = []
 cgroup = ""
 # Events at least this long become spans; every event is counted in the histograms.
 span_threshold = "1ms"
+# Off-CPU waits in an interruptible sleep (an idle epoll_wait, a pool thread waiting for work)
+# become spans of their own only from this long on (never below span_threshold), or never with
+# "off"; uninterruptible waits (disk I/O, kernel locks) use span_threshold. A sleep inside an
+# application span still becomes its child from span_threshold on, and every wait is counted
+# in the off-CPU histogram of its state (kotel.offcpu.state).
+sleep_threshold = "1s"
 # OTLP exponential histogram scale, 0..=4 (3: buckets about 9% wide).
 scale = 3
 # Ring buffer size in bytes, a power of two.
 ring_buffer_bytes = 8388608
-# (process, probe) histograms the kernel keeps at once, about 5 KiB each; an exited
-# process's slots are recycled.
+# (process, probe) histograms the kernel keeps at once (off-CPU time takes two, one per
+# state), about 5 KiB each; an exited process's slots are recycled.
 max_histograms = 1024
 # Take kernel and user stacks when a thread blocks (about 1.4 us per blocked switch).
 stacks = true
@@ -385,6 +392,11 @@ pub struct CaptureConfig {
     /// Events at least this long become spans.
     #[serde(deserialize_with = "duration")]
     pub span_threshold: Duration,
+    /// Interruptible off-CPU waits (idle sleeps) at least this long become spans of their own
+    /// (never below `span_threshold`); `None` (`"off"`): never. Linked ones become children
+    /// from `span_threshold` on.
+    #[serde(deserialize_with = "sleep_threshold")]
+    pub sleep_threshold: Option<Duration>,
     /// Exponential histogram scale.
     pub scale: i32,
     /// Ring buffer bytes.
@@ -550,6 +562,13 @@ pub struct TelemetryConfig {
     pub listen: String,
 }
 
+impl CaptureConfig {
+    /// Which events become spans, from `span_threshold` and `sleep_threshold`.
+    pub fn span_rule(&self) -> SpanRule {
+        SpanRule::new(self.span_threshold, self.sleep_threshold)
+    }
+}
+
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
@@ -557,6 +576,8 @@ impl Default for CaptureConfig {
             pids: Vec::new(),
             cgroup: PathBuf::new(),
             span_threshold: Duration::from_millis(1),
+            sleep_threshold: parse_sleep_threshold(DEFAULT_SLEEP_THRESHOLD)
+                .expect("the default sleep threshold parses"),
             scale: 3,
             ring_buffer_bytes: 8 << 20,
             max_histograms: 1024,
@@ -965,6 +986,11 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e} (examples: 5s, 250ms)")))
 }
 
+fn sleep_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_sleep_threshold(&s).map_err(serde::de::Error::custom)
+}
+
 fn probes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Probe>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;
     kotel_bpf::probe::parse_names(names.iter().map(String::as_str))
@@ -980,6 +1006,25 @@ mod tests {
         let parsed = Config::parse(DEFAULT_TOML, Path::new("default.toml")).unwrap();
         assert_eq!(parsed, Config::default());
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn the_sleep_threshold_is_a_duration_or_off() {
+        let parse = |v: &str| {
+            Config::parse(
+                &format!("[capture]\nsleep_threshold = \"{v}\"\n"),
+                Path::new("k.toml"),
+            )
+        };
+        assert_eq!(parse("off").unwrap().capture.sleep_threshold, None);
+        assert_eq!(
+            parse("250ms").unwrap().capture.sleep_threshold,
+            Some(Duration::from_millis(250))
+        );
+        let err = parse("sometimes").unwrap_err();
+        assert!(err.to_string().contains("sleep_threshold"), "{err}");
+        let rule = parse("10s").unwrap().capture.span_rule();
+        assert_eq!(rule.tracer_thresholds(), (1_000_000, Some(10_000_000_000)));
     }
 
     #[test]

@@ -86,6 +86,15 @@ fn record(bytes: &[u8], clock: &Clock) {
             Probe::from_kind(k).is_none() && k != abi::kind::EXEC && k != abi::kind::EXIT,
             "kind {k} refused"
         ),
+        Err(DecodeError::OffcpuState(s)) => assert!(
+            bytes[58] == abi::kind::OFFCPU
+                && ![
+                    abi::offcpu_state::INTERRUPTIBLE,
+                    abi::offcpu_state::UNINTERRUPTIBLE
+                ]
+                .contains(&s),
+            "off-CPU state {s} refused"
+        ),
         Ok(Record::Exec { .. } | Record::Exit { .. }) => {}
         Ok(Record::Event(ev)) => event(&ev),
     }
@@ -107,6 +116,7 @@ fn event(ev: &KernelEvent) {
     if ev.kind != Probe::TcpSend {
         assert_eq!((ev.local, ev.peer), (None, None));
     }
+    assert_eq!(ev.offcpu_state.is_some(), ev.kind == Probe::Offcpu);
     let span = kernel_span(
         ev,
         SpanIds {
@@ -127,6 +137,7 @@ fn event(ev: &KernelEvent) {
     let value: serde_json::Value = serde_json::from_slice(&line).expect("the line is JSON");
     assert_eq!(value["pid"], ev.pid);
     assert_eq!(value["start_unix_nano"], ev.start_unix_nano);
+    assert_eq!(value.get("state").is_some(), ev.offcpu_state.is_some());
 }
 
 fn tables() -> &'static [BucketTable] {
@@ -166,9 +177,10 @@ fn histograms(mut rest: &[u8]) {
         rest = b.0;
         let snap = HistogramSnapshot { pid, kind, raw };
         let Some(h) = decode_histogram(&snap, table) else {
-            assert!(Probe::from_kind(kind).is_none());
+            assert!(usize::from(kind) >= abi::kind::HIST_KINDS);
             continue;
         };
+        assert_eq!(h.offcpu_state.is_some(), h.kind == Probe::Offcpu);
         assert_eq!(h.scale, table.scale());
         if let (Some(first), Some(last)) = (h.bucket_counts.first(), h.bucket_counts.last()) {
             assert!(*first != 0 && *last != 0, "trimmed");
@@ -237,11 +249,13 @@ fn fixture_buffer() -> LinkBuffer {
                     peer: None,
                     kernel_stack_id: None,
                     user_stack_id: None,
+                    offcpu_state: None,
                 };
                 let pending = (n % 2 == 0).then(|| PendingSpan {
                     pid,
                     kind,
                     duration_ns: ev.duration_ns,
+                    offcpu_state: None,
                     end: ev.start_unix_nano + ev.duration_ns,
                     standalone: true,
                     span: kernel_span(

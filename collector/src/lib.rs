@@ -23,4 +23,5 @@ pub mod picture_files;
 pub mod quantile;
 pub mod receiver;
 mod signals;
+pub mod spans;
 pub mod telemetry;

@@ -40,6 +40,33 @@ impl fmt::Debug for Comm {
     }
 }
 
+/// How a thread waited while it was off-CPU, from its task state when it switched out (the
+/// kernel's `enum kotel_offcpu_state`; `bpf/src/bpf/kotel.h` says which task state goes where).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OffcpuState {
+    /// An idle wait: interruptible sleep (an idle `epoll_wait`, a pool thread waiting for
+    /// work, `nanosleep`), and `TASK_IDLE`, stopped, traced, parked and frozen tasks.
+    Interruptible,
+    /// Blocked on a resource: uninterruptible sleep (disk I/O, kernel locks, `vfork`).
+    Uninterruptible,
+}
+
+impl OffcpuState {
+    /// The name kotel writes: the value of `kotel.offcpu.state` and of `state` in JSON lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            OffcpuState::Interruptible => "interruptible",
+            OffcpuState::Uninterruptible => "uninterruptible",
+        }
+    }
+}
+
+impl fmt::Display for OffcpuState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One interval the kernel timed at or above the span threshold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelEvent {
@@ -73,15 +100,20 @@ pub struct KernelEvent {
     pub kernel_stack_id: Option<i32>,
     /// User stack id at off-CPU switch-out.
     pub user_stack_id: Option<i32>,
+    /// How the thread waited, for off-CPU events.
+    pub offcpu_state: Option<OffcpuState>,
 }
 
-/// An OTLP base-2 exponential histogram of one process's durations for one probe.
+/// An OTLP base-2 exponential histogram of one process's durations for one probe (for off-CPU
+/// time: for one [`OffcpuState`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histogram {
     /// Which probe.
     pub kind: Probe,
     /// The process.
     pub pid: u32,
+    /// Off-CPU time is counted per state, in two histograms; `None` for the other probes.
+    pub offcpu_state: Option<OffcpuState>,
     /// Number of events.
     pub count: u64,
     /// Sum of durations in nanoseconds.
@@ -100,6 +132,14 @@ pub struct Histogram {
     pub offset: i32,
     /// Positive bucket counts from `offset` on, trimmed of empty buckets at both ends.
     pub bucket_counts: Vec<u64>,
+}
+
+impl Histogram {
+    /// What tells its series apart: process, probe and, for off-CPU time, state. Also the
+    /// order in which summaries list histograms.
+    pub fn series(&self) -> (u32, Probe, Option<OffcpuState>) {
+        (self.pid, self.kind, self.offcpu_state)
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +166,7 @@ impl Histogram {
         Histogram {
             kind,
             pid,
+            offcpu_state: None,
             count: values.len() as u64,
             sum_ns: values.iter().sum(),
             max_ns: values.iter().copied().max().unwrap_or(0),

@@ -9,12 +9,14 @@ The contract these checks encode (``kotel run``):
 * INTERNAL spans named ``writev``, ``tcp_sendmsg``, ``sched.runqueue``, ``sched.offcpu`` with
   ``thread.id`` (int), ``thread.name``, ``kotel.cpu`` (int); ``kotel.bytes`` (int) on writev and
   tcp_sendmsg; ``network.transport`` = "tcp", ``network.peer.address``/``port``,
-  ``network.local.address``/``port`` on tcp_sendmsg; 16-byte trace ids, 8-byte span ids, Unix
-  nanosecond times;
+  ``network.local.address``/``port`` on tcp_sendmsg; ``kotel.offcpu.state``
+  (``interruptible`` or ``uninterruptible``) on sched.offcpu; 16-byte trace ids, 8-byte span
+  ids, Unix nanosecond times;
 * cumulative exponential histograms in seconds (``kotel.writev.duration``,
   ``kotel.tcp.send.duration``, ``kotel.sched.runqueue.delay``, ``kotel.sched.offcpu.duration``),
-  one data point per process resource, whose exemplars name exported spans; monotonic
-  cumulative sums in bytes (``kotel.writev.bytes``, ``kotel.tcp.send.bytes``).
+  one data point per process resource (off-CPU: per process resource and
+  ``kotel.offcpu.state``), whose exemplars name exported spans (off-CPU: of the point's state);
+  monotonic cumulative sums in bytes (``kotel.writev.bytes``, ``kotel.tcp.send.bytes``).
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from otlp_receiver import PointRecord, SpanRecord, attributes, iter_metric_points, iter_spans
 
-#: The flags every test run uses: every event becomes a span, metrics every second, run until
-#: SIGINT.
+#: The flags every test run uses: every event becomes a span (idle sleeps too:
+#: ``--sleep-threshold 0``), metrics every second, run until SIGINT.
 #: ``--probes all``: the workload's writev calls are part of the truth checked, and the writev
 #: probe is not on by default.
-#: Every event a span, and every span exported (no per-process budget): the checks count them.
-BASE_ARGS = ["--span-threshold", "0", "--span-budget", "0", "--interval", "1s", "--duration", "0",
-             "--probes", "all"]
+#: Every event a span (sleeps too), and every span exported (no per-process budget): the checks
+#: count them.
+BASE_ARGS = [
+    "--span-threshold", "0", "--sleep-threshold", "0", "--span-budget", "0", "--interval", "1s",
+    "--duration", "0", "--probes", "all",
+]
 
 #: The executable the workload runs as (also its service.name: it sets no OTEL_SERVICE_NAME).
 WORKLOAD_EXE = "kotel-workload"
@@ -55,6 +60,11 @@ DURATION_METRICS = {
 }
 
 BYTES_METRICS = ("kotel.writev.bytes", "kotel.tcp.send.bytes")
+
+#: The off-CPU attribute of sched.offcpu spans and of the off-CPU histogram's data points.
+OFFCPU_STATE = "kotel.offcpu.state"
+OFFCPU_STATES = {"interruptible", "uninterruptible"}
+OFFCPU_METRIC = "kotel.sched.offcpu.duration"
 
 CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 
@@ -214,6 +224,10 @@ def _check_spans(spans: list[SpanRecord], window: Window) -> None:
         assert _is_int(a.get("kotel.cpu")), f"{what}: kotel.cpu int: {a}"
         if span.name in ("writev", "tcp_sendmsg"):
             assert _is_int(a.get("kotel.bytes")) and a["kotel.bytes"] >= 0, f"{what}: {a}"
+        if span.name == "sched.offcpu":
+            assert a.get(OFFCPU_STATE) in OFFCPU_STATES, f"{what}: {OFFCPU_STATE}: {a}"
+        else:
+            assert OFFCPU_STATE not in a, f"{what}: only off-CPU spans have a state: {a}"
         if span.name == "tcp_sendmsg":
             assert a.get("network.transport") == "tcp", f"{what}: {a}"
             for side in ("peer", "local"):
@@ -266,9 +280,10 @@ def _check_sched(pid: int, truth: dict, spans: list[SpanRecord]) -> None:
         for s in spans_of(spans, pid, "sched.offcpu")
         if attributes(s.span.attributes)["thread.id"] == sleeper
     ]
-    assert any(s.end_time_unix_nano - s.start_time_unix_nano >= longest_sleep for s in offcpu), (
-        f"the sleeper thread {sleeper} has an off-CPU span as long as its longest sleep"
-    )
+    slept = [s for s in offcpu if s.end_time_unix_nano - s.start_time_unix_nano >= longest_sleep]
+    assert slept, f"the sleeper thread {sleeper} has an off-CPU span as long as its longest sleep"
+    states = {attributes(s.attributes)[OFFCPU_STATE] for s in slept}
+    assert states == {"interruptible"}, f"a nanosleep is an interruptible wait: {states}"
     runqueue_tids = {
         attributes(s.span.attributes)["thread.id"] for s in spans_of(spans, pid, "sched.runqueue")
     }
@@ -276,15 +291,24 @@ def _check_sched(pid: int, truth: dict, spans: list[SpanRecord]) -> None:
         assert t["tid"] in runqueue_tids, f"spinner {t['tid']} waited for its CPU"
 
 
-def _series(pid: int, points: list[PointRecord], name: str) -> list[PointRecord]:
-    """The data points of one metric for the workload's resource, in order of time (export
-    order among equal times); checks one data point per resource per export."""
+def _series(pid: int, points: list[PointRecord], name: str) -> dict[str | None, list[PointRecord]]:
+    """The data points of one metric for the workload's resource, per ``kotel.offcpu.state``
+    (``None`` for the metrics without one), each in order of time (export order among equal
+    times); checks one data point per resource (and state) per export."""
     mine = [p for p in points if resource_pid(p.resource) == pid and p.metric.name == name]
     assert mine, f"no {name} data point for the workload"
     for metric in {id(p.metric): p.metric for p in mine}.values():
-        n = len(_points_of(metric))
-        assert n == 1, f"{name}: one data point per process resource per export, got {n}"
-    return sorted(mine, key=lambda p: p.point.time_unix_nano)  # sorted() is stable
+        states = [attributes(dp.attributes).get(OFFCPU_STATE) for dp in _points_of(metric)]
+        assert len(states) == len(set(states)), (
+            f"{name}: one data point per process resource (and state) per export, got {states}"
+        )
+        allowed = OFFCPU_STATES if name == OFFCPU_METRIC else {None}
+        assert set(states) <= allowed, f"{name}: data point states {states}"
+    by_state: dict[str | None, list[PointRecord]] = defaultdict(list)
+    for p in mine:
+        by_state[attributes(p.point.attributes).get(OFFCPU_STATE)].append(p)
+    # sorted() is stable
+    return {s: sorted(ps, key=lambda p: p.point.time_unix_nano) for s, ps in by_state.items()}
 
 
 def _points_of(metric: Any) -> list[Any]:
@@ -309,35 +333,11 @@ def _check_metrics(
         "kotel.tcp.send.duration": sum(c["calls"] for c in tcp),
     }
     for name, span_name in DURATION_METRICS.items():
-        series = _series(pid, points, name)
-        for p in series:
-            assert p.metric.unit == "s", f"{name} unit {p.metric.unit!r}"
-            assert p.metric.WhichOneof("data") == "exponential_histogram", f"{name} kind"
-            assert p.metric.exponential_histogram.aggregation_temporality == CUMULATIVE, name
-            pt = p.point
-            buckets = sum(pt.positive.bucket_counts) + sum(pt.negative.bucket_counts)
-            assert pt.zero_count + buckets == pt.count, f"{name}: buckets hold every event"
-            assert window.contains(pt.time_unix_nano), f"{name} point time outside the run"
-        _check_cumulative(name, series, lambda pt: pt.count)
-
-        # Exemplars: every one names a span kotel exported, of the matching kind and process;
-        # every interval that saw new events carries at least one.
-        previous = 0
-        for p in series:
-            for ex in p.point.exemplars:
-                key = (ex.trace_id, ex.span_id)
-                assert key in exported, (
-                    f"{name} exemplar trace {ex.trace_id.hex()} span {ex.span_id.hex()} "
-                    "names no exported span"
-                )
-                assert exported[key].span.name == span_name, f"{name} exemplar → {span_name}"
-                assert resource_pid(exported[key].resource) == pid, f"{name} exemplar process"
-            if p.point.count > previous:
-                assert p.point.exemplars, f"{name}: a point with new events carries an exemplar"
-            previous = p.point.count
-
+        per_state = _series(pid, points, name)
+        for state, series in per_state.items():
+            _check_duration_series(pid, name, span_name, state, series, exported, window)
         if name in expect_count:
-            last = series[-1].point
+            last = per_state[None][-1].point
             assert last.count == expect_count[name], (
                 f"{name}: the last cumulative count is {last.count}, the workload made "
                 f"{expect_count[name]}"
@@ -348,7 +348,7 @@ def _check_metrics(
         "kotel.tcp.send.bytes": sum(c["bytes"] for c in tcp),
     }
     for name in BYTES_METRICS:
-        series = _series(pid, points, name)
+        series = _series(pid, points, name)[None]
         for p in series:
             assert p.metric.unit == "By", f"{name} unit {p.metric.unit!r}"
             assert p.metric.WhichOneof("data") == "sum", f"{name} is a sum"
@@ -357,6 +357,49 @@ def _check_metrics(
         _check_cumulative(name, series, _point_value)
         last = _point_value(series[-1].point)
         assert last == expect_bytes[name], f"{name}: last value {last}, truth {expect_bytes[name]}"
+
+
+def _check_duration_series(
+    pid: int,
+    name: str,
+    span_name: str,
+    state: str | None,
+    series: list[PointRecord],
+    exported: dict,
+    window: Window,
+) -> None:
+    """One duration histogram series (off-CPU: of one state): exponential, cumulative, every
+    event in a bucket, times inside the run, exemplars naming exported spans."""
+    label = name if state is None else f"{name}{{{OFFCPU_STATE}={state}}}"
+    for p in series:
+        assert p.metric.unit == "s", f"{label} unit {p.metric.unit!r}"
+        assert p.metric.WhichOneof("data") == "exponential_histogram", f"{label} kind"
+        assert p.metric.exponential_histogram.aggregation_temporality == CUMULATIVE, label
+        pt = p.point
+        buckets = sum(pt.positive.bucket_counts) + sum(pt.negative.bucket_counts)
+        assert pt.zero_count + buckets == pt.count, f"{label}: buckets hold every event"
+        assert window.contains(pt.time_unix_nano), f"{label} point time outside the run"
+    _check_cumulative(label, series, lambda pt: pt.count)
+
+    # Exemplars: every one names a span kotel exported, of the matching kind, process and
+    # (off-CPU) state; every interval that saw new events carries at least one.
+    previous = 0
+    for p in series:
+        for ex in p.point.exemplars:
+            key = (ex.trace_id, ex.span_id)
+            assert key in exported, (
+                f"{label} exemplar trace {ex.trace_id.hex()} span {ex.span_id.hex()} "
+                "names no exported span"
+            )
+            span = exported[key].span
+            assert span.name == span_name, f"{label} exemplar → {span_name}"
+            assert resource_pid(exported[key].resource) == pid, f"{label} exemplar process"
+            assert attributes(span.attributes).get(OFFCPU_STATE) == state, (
+                f"{label} exemplar → a span of the same state"
+            )
+        if p.point.count > previous:
+            assert p.point.exemplars, f"{label}: a point with new events carries an exemplar"
+        previous = p.point.count
 
 
 def check_summary_all_delivered(summary: dict, n_spans: int, n_points: int) -> None:

@@ -192,7 +192,7 @@ def run_soak(cfg: SoakConfig, log=print) -> dict:
         (
             int(f[-5])
             for f in (line.split() for line in stdout.splitlines())
-            if len(f) >= 8 and f[0] == str(pid) and f[-6] == "writev"
+            if len(f) >= 9 and f[0] == str(pid) and f[-7] == "writev"
         ),
         None,
     )

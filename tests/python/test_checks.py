@@ -91,7 +91,9 @@ def _events() -> list[tuple[str, int, int, dict]]:
                 },
             )
         )
-    ev.append(("sched.offcpu", 30, 20 * MS + 50_000, {"thread.id": 13}))
+    ev.append(
+        ("sched.offcpu", 30, 20 * MS + 50_000, {"thread.id": 13, "kotel.offcpu.state": "interruptible"})
+    )
     ev.append(("sched.runqueue", 60, 3 * MS, {"thread.id": 14}))
     ev.append(("sched.runqueue", 64, 3 * MS, {"thread.id": 15}))
     return ev
@@ -137,6 +139,8 @@ def _build() -> tuple[list, list]:
             p = m.exponential_histogram.data_points.add(
                 start_time_unix_nano=T0, time_unix_nano=T0 + at_ms * MS, count=count, scale=3
             )
+            if span_name == "sched.offcpu":
+                p.attributes.append(_attr("kotel.offcpu.state", "interruptible"))
             p.positive.offset = -100
             p.positive.bucket_counts.extend([count])
             if interval == 1:  # all events fell in the first interval
@@ -253,6 +257,25 @@ def _client_kind(t, m):
     _spans(t)[0].kind = trace_pb2.Span.SPAN_KIND_CLIENT
 
 
+def _offcpu_without_state(t, m):
+    offcpu = next(s for s in _spans(t) if s.name == "sched.offcpu")
+    del offcpu.attributes[:]
+    offcpu.attributes.extend(
+        [_attr("thread.id", 13), _attr("thread.name", "kotel-workload"), _attr("kotel.cpu", 1)]
+    )
+
+
+def _exemplar_of_the_other_state(t, m):
+    for i in (0, 1):
+        p = _metric(m, i, "kotel.sched.offcpu.duration").exponential_histogram.data_points[0]
+        p.attributes[0].value.string_value = "uninterruptible"
+
+
+def _two_points_of_one_state(t, m):
+    dps = _metric(m, 1, "kotel.sched.offcpu.duration").exponential_histogram.data_points
+    dps.append(copy.deepcopy(dps[0]))
+
+
 @pytest.mark.parametrize(
     "mistake, message",
     [
@@ -268,6 +291,9 @@ def _client_kind(t, m):
             (_delta_temporality, "is cumulative"),
             (_tcp_local_port, "tcp_sendmsg spans on"),
             (_client_kind, "is INTERNAL"),
+            (_offcpu_without_state, "kotel.offcpu.state"),
+            (_exemplar_of_the_other_state, "exemplar → a span of the same state"),
+            (_two_points_of_one_state, "one data point per process resource"),
         ]
     ],
 )

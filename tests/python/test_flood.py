@@ -161,13 +161,13 @@ def test_flood_every_event_is_received_or_counted_lost(
     made = truth["calls"]
     # The final figures come from summary.json, written after the export queue shut down; the
     # kernel histogram's count of the workload from the summary table on stdout (rows end in
-    # PROBE COUNT P50 P99 MAX BYTES).
+    # PROBE STATE COUNT P50 P99 MAX BYTES).
     summary = read_summary(out_dir)
     received, lost = summary["events_received"], summary["events_lost"]
     counted = next(
         int(f[-5])
         for f in (line.split() for line in stdout.splitlines())
-        if len(f) >= 8 and f[0] == str(pid) and f[-6] == "writev"
+        if len(f) >= 9 and f[0] == str(pid) and f[-7] == "writev"
     )
     cores = (cpu1 - cpu0) / (t1 - t0)
     with lock:

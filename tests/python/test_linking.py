@@ -77,9 +77,11 @@ def run_app(receiver, endpoint: str, *flags: str, pidns: bool = False, before_ex
 
 
 def linked_run(receiver, kotel_run, tmp_path, *flags: str, pidns: bool = False):
+    # The application works before its first export makes it a link target: until then the
+    # kernel sends only events above their thresholds, so both are 0 (the sleep is an idle one).
     port = free_port()
     kotel = kotel_run(
-        ["--span-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
+        ["--span-threshold", "0", "--sleep-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
          "--otlp-endpoint", receiver.endpoint,
          "--receiver-grpc", f"127.0.0.1:{port}", "--receiver-http", "none", "--telemetry", "none"]
     )
@@ -156,7 +158,7 @@ def test_bad_input_is_refused_and_kotel_keeps_serving(receiver, kotel_run, tmp_p
 
     grpc_port, http_port = free_port(), free_port()
     kotel = kotel_run(
-        ["--span-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
+        ["--span-threshold", "0", "--sleep-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
          "--otlp-endpoint", receiver.endpoint,
          "--receiver-grpc", f"127.0.0.1:{grpc_port}", "--receiver-http", f"127.0.0.1:{http_port}",
          "--telemetry", "none"]

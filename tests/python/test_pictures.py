@@ -82,7 +82,10 @@ def test_in_process_pictures_escape_hostile_names(workload, kotel_run, tmp_path,
     monkeypatch.setenv("KOTEL_WORKLOAD_NAME", HOSTILE)
     out = tmp_path / "out"
     w = workload()
-    kotel = kotel_run(["--pid", w.pid, "--span-threshold", "1ms", "--interval", "1s", "--out", out,
+    # The workload's off-CPU waits are idle sleeps: --sleep-threshold 1ms makes them spans, so
+    # that the off-CPU flame graph (drawn from spans) has them.
+    kotel = kotel_run(["--pid", w.pid, "--span-threshold", "1ms", "--sleep-threshold", "1ms",
+                       "--interval", "1s", "--out", out,
                        "--receiver-grpc", "none", "--receiver-http", "none", "--telemetry", "none"])
     w.run()
     # An interval with the workload's events has ended: its pictures are made and linked from

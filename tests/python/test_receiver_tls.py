@@ -51,7 +51,7 @@ def _config(tmp_path: Path, pki: tls_certs.Pki, mtls: bool, token: bool) -> Path
 
 def _kotel(kotel_run, receiver, tmp_path, config: Path, grpc_port: int, http: str, telemetry: str):
     return kotel_run(
-        ["--config", config, "--span-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
+        ["--config", config, "--span-threshold", "0", "--sleep-threshold", "0", "--probes", "all", "--out", tmp_path / "out",
          "--otlp-endpoint", receiver.endpoint, "--receiver-grpc", f"127.0.0.1:{grpc_port}",
          "--receiver-http", http, "--telemetry", telemetry]
     )

@@ -175,7 +175,13 @@ impl Workload {
     /// Starts the workload binary `name` (one that prints `{"pid":…}`, waits for a line on
     /// stdin and then prints its truth); returns once it printed its pid.
     pub fn start_named(name: &str) -> Workload {
+        Workload::start_with_args(name, &[])
+    }
+
+    /// Like [`start_named`](Workload::start_named), with arguments for the workload.
+    pub fn start_with_args(name: &str, args: &[&std::ffi::OsStr]) -> Workload {
         let mut child = Command::new(built_binary(name))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -249,15 +255,15 @@ pub fn capture_jsonl<T>(args: &[&str], during: impl FnOnce() -> T) -> (T, JsonlC
 }
 
 /// The `writev` rows of `kotel capture --format table`'s summary, as (pid, count). Rows end in
-/// PROBE COUNT P50 P99 MAX BYTES and are read from the right, since a process name may contain
-/// spaces.
+/// PROBE STATE COUNT P50 P99 MAX BYTES and are read from the right, since a process name may
+/// contain spaces.
 pub fn writev_counts(table: &str) -> Vec<(String, u64)> {
     table
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let n = f.len();
-            (n >= 8 && f[n - 6] == "writev")
+            (n >= 9 && f[n - 7] == "writev")
                 .then(|| Some((f[0].to_string(), f[n - 5].parse().ok()?)))?
         })
         .collect()

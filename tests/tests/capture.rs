@@ -83,7 +83,8 @@ impl Captured {
             .collect()
     }
 
-    /// The workload's `kind` histogram with that kind's overflow histogram added.
+    /// The workload's `kind` histogram with that kind's overflow histogram added (off-CPU: both
+    /// states).
     fn histogram(&self, kind: &str) -> Option<Histogram> {
         let lines: Vec<&Value> = self
             .histograms
@@ -155,7 +156,15 @@ fn capture_matches_what_the_workload_did() {
     if skip_without_bpf("capture_matches_what_the_workload_did") {
         return;
     }
-    let (truth, cap) = capture_workload(&["--min-latency", "0", "--probes", "all"]);
+    // Every event reported, interruptible sleeps too (`--sleep-threshold 0`).
+    let (truth, cap) = capture_workload(&[
+        "--min-latency",
+        "0",
+        "--sleep-threshold",
+        "0",
+        "--probes",
+        "all",
+    ]);
 
     // Nothing was lost at this rate.
     assert_eq!(u(&cap.lost["count"]), 0, "lost: {}", cap.lost);
@@ -294,7 +303,7 @@ fn capture_matches_what_the_workload_did() {
     }
 
     // With a zero threshold every event is reported, so each kernel histogram must hold exactly
-    // those events, each in the bucket the OTLP specification's reference mapping gives its
+    // those events (off-CPU: its two states added up), each in the bucket the OTLP specification's reference mapping gives its
     // duration: this checks the kernel's bucket search against the spec, not against itself.
     for kind in ["writev", "tcp_send", "runqueue", "offcpu"] {
         let h = cap
@@ -342,7 +351,14 @@ fn threshold_filters_events_but_histograms_count_everything() {
     if skip_without_bpf("threshold_filters_events_but_histograms_count_everything") {
         return;
     }
-    let (truth, cap) = capture_workload(&["--min-latency", "15ms", "--probes", "writev,offcpu"]);
+    let (truth, cap) = capture_workload(&[
+        "--min-latency",
+        "15ms",
+        "--sleep-threshold",
+        "0",
+        "--probes",
+        "writev,offcpu",
+    ]);
     assert_eq!(u(&cap.lost["count"]), 0);
     assert!(
         cap.events

@@ -214,6 +214,9 @@ fn without_sched_exit_tp_offcpu_stacks_are_taken_at_switch_out() {
         "offcpu",
         "--min-latency",
         "15ms",
+        // The sleeps are interruptible: reported from the same threshold as the rest.
+        "--sleep-threshold",
+        "0",
         "--format",
         "jsonl",
         "--duration",

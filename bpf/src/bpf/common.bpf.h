@@ -35,6 +35,10 @@ const volatile bool stacks_at_switch_in = false;
 const volatile bool enable_lifecycle = false;
 /* Events at or above this many nanoseconds go to the ring buffer. */
 const volatile __u64 min_latency_ns = 1000000;
+/* Interruptible off-CPU intervals (idle waits) go to the ring buffer only at
+ * or above this many nanoseconds (userspace sets it no lower than
+ * min_latency_ns; the maximum: never). Link targets send every interval. */
+const volatile __u64 min_sleep_latency_ns = ~0ULL;
 /* kotel's own process: never traced, so its output does not feed back. */
 const volatile __u32 self_pid = 0;
 /* When set, only pids present in `pid_filter` are traced. */
@@ -67,8 +71,8 @@ struct {
 
 /* Histograms live in an array (an inlined lookup, readable through mmap);
  * `hist_slots` says which (pid, kind) owns which slot. Both are sized by
- * userspace to `hist_capacity` before load; the array has KOTEL_KIND_COUNT
- * more entries: `hists[hist_capacity + kind]` is the kind's overflow
+ * userspace to `hist_capacity` before load; the array has KOTEL_HIST_KINDS
+ * more entries: `hists[hist_capacity + kind]` is the series' overflow
  * histogram, which counts the events of processes that found no free slot
  * (and of threads still running after their process's exit), so that every
  * event is counted somewhere. */
@@ -169,15 +173,16 @@ struct task_state {
 	__u64 offcpu_end_ns; /* 0 when none waits */
 	__s32 kstack_id;
 	__s32 ustack_id;
-	/* This thread's histogram slot per kind, plus one; 0 until looked up.
+	/* This thread's histogram slot per series, plus one; 0 until looked up.
 	 * Valid only while the slot's `gen` equals hist_gen: retiring a slot
 	 * bumps its gen, so no thread keeps writing into a recycled slot. */
-	__u32 hist_slot[KOTEL_KIND_COUNT];
-	__u32 hist_gen[KOTEL_KIND_COUNT];
+	__u32 hist_slot[KOTEL_HIST_KINDS];
+	__u32 hist_gen[KOTEL_HIST_KINDS];
 	__u32 pid;           /* thread group id, set with the state */
 	__u32 link_gen_seen; /* link_gen when `linked` was decided */
 	__u8 linked;         /* the process is a link target */
-	__u8 reserved2[7];
+	__u8 offcpu_state;   /* enum kotel_offcpu_state of the open off-CPU interval */
+	__u8 reserved2[6];
 };
 
 struct {
@@ -193,6 +198,7 @@ struct kotel_event abi_event = {};
 struct kotel_hist abi_hist = {};
 enum kotel_kind abi_kind = KOTEL_KIND_WRITEV;
 enum kotel_drop abi_drop = KOTEL_DROP_HIST_FULL;
+enum kotel_offcpu_state abi_offcpu_state = KOTEL_OFFCPU_NONE;
 
 /* ---- Helpers. ---- */
 
@@ -363,7 +369,8 @@ static __always_inline __u32 hist_slot_of(struct task_struct *t, __u32 pid, __u3
 	return slot;
 }
 
-/* Count one event into its (pid, kind) histogram. `s` is the state of the
+/* Count one event into its (pid, series) histogram; `kind` is the series, a
+ * constant below KOTEL_HIST_KINDS at every call. `s` is the state of the
  * thread the event belongs to and caches the slot; the pid is `s->pid`. `t`
  * is that thread, or NULL for the current one (only read on the cold path).
  * Histograms are shared across CPUs, so every counter is updated
@@ -371,7 +378,10 @@ static __always_inline __u32 hist_slot_of(struct task_struct *t, __u32 pid, __u3
 static __always_inline void hist_record(struct task_state *s, struct task_struct *t, __u32 kind,
 					__u64 ns, __s64 bytes)
 {
-	__u32 k = kind & (KOTEL_KIND_COUNT - 1);
+	if (kind >= KOTEL_HIST_KINDS)
+		return; /* never: a bound for the verifier */
+
+	__u32 k = kind;
 	__u32 slot = s->hist_slot[k];
 	struct kotel_hist *h = NULL;
 
@@ -391,7 +401,7 @@ static __always_inline void hist_record(struct task_state *s, struct task_struct
 		found = hist_slot_of(t, s->pid, kind, &gen);
 		if (found == KOTEL_NO_SLOT || found == KOTEL_SLOT_EXITED) {
 			/* Not the process's own histogram, but still counted: in
-			 * the kind's overflow slot (not cached: the next event
+			 * the series' overflow slot (not cached: the next event
 			 * tries for a slot again). */
 			s->hist_slot[k] = 0;
 			count_drop(found == KOTEL_NO_SLOT ? KOTEL_DROP_HIST_FULL
@@ -465,7 +475,7 @@ static __always_inline struct kotel_event *event_reserve(__u32 kind)
 	e->lport = 0;
 	e->dport = 0;
 	e->kind = kind;
-	e->reserved0 = 0;
+	e->offcpu_state = KOTEL_OFFCPU_NONE;
 	e->reserved1 = 0;
 	__builtin_memset(e->laddr, 0, sizeof(e->laddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));

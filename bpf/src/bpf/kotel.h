@@ -15,11 +15,32 @@ enum kotel_kind {
 	KOTEL_KIND_WRITEV = 0,   /* one writev(2) call, enter to exit */
 	KOTEL_KIND_TCP_SEND = 1, /* one send syscall that reached tcp_sendmsg */
 	KOTEL_KIND_RUNQUEUE = 2, /* runnable (woken or preempted) until on a CPU */
-	KOTEL_KIND_OFFCPU = 3,   /* switched out blocked until switched back in */
-	KOTEL_KIND_COUNT = 4,
+	KOTEL_KIND_OFFCPU = 3,   /* switched out blocked until switched back in; as a
+				  * histogram, the uninterruptible waits only */
+	KOTEL_KIND_COUNT = 4,    /* kinds of events (and of ring-buffer drop slots) */
+	/* A histogram series, never an event kind: the interruptible off-CPU
+	 * waits (their events are KOTEL_KIND_OFFCPU with offcpu_state saying so). */
+	KOTEL_KIND_OFFCPU_SLEEP = 4,
+	KOTEL_HIST_KINDS = 5, /* histogram series per process */
 	/* Process lifecycle records (no duration), for userspace caches. */
 	KOTEL_KIND_EXEC = 16, /* the process called execve: its metadata changed */
 	KOTEL_KIND_EXIT = 17, /* the whole thread group exited */
+};
+
+/* How a thread was blocked when it went off-CPU (struct kotel_event's
+ * offcpu_state), from the task state at the switch-out:
+ *  - uninterruptible: TASK_UNINTERRUPTIBLE without TASK_NOLOAD (disk I/O,
+ *    kernel locks, page faults, vfork's wait for the child; TASK_KILLABLE
+ *    too), and TASK_RTLOCK_WAIT (a sleeping spinlock on PREEMPT_RT);
+ *  - interruptible: everything else, that is TASK_INTERRUPTIBLE (poll, epoll,
+ *    futex and condition waits, nanosleep, pipe and socket reads), TASK_IDLE
+ *    (uninterruptible but counted as idle, as the load average does: kernel
+ *    threads waiting for work), stopped and traced tasks (waiting for a
+ *    signal or a debugger), parked kernel threads and frozen tasks. */
+enum kotel_offcpu_state {
+	KOTEL_OFFCPU_NONE = 0,            /* not an off-CPU event */
+	KOTEL_OFFCPU_INTERRUPTIBLE = 1,   /* an idle wait: sleeping until something happens */
+	KOTEL_OFFCPU_UNINTERRUPTIBLE = 2, /* blocked on a resource */
 };
 
 /* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
@@ -49,7 +70,8 @@ enum kotel_drop {
 #define KOTEL_MAX_FILTER_PIDS 1024
 
 /* One latency event, sent through the ring buffer when its duration is at
- * or above the threshold. 112 bytes. */
+ * or above the threshold (an interruptible off-CPU one: the sleep
+ * threshold), or when its process is a link target. 112 bytes. */
 struct kotel_event {
 	__u64 start_ns;    /* CLOCK_MONOTONIC when the interval began */
 	__u64 duration_ns; /* length of the interval */
@@ -65,14 +87,15 @@ struct kotel_event {
 	__u16 lport;       /* local port, host byte order */
 	__u16 dport;       /* peer port, host byte order */
 	__u8 kind;         /* enum kotel_kind */
-	__u8 reserved0;
-	__u8 laddr[16]; /* local address: 4 bytes for IPv4, 16 for IPv6 */
-	__u8 daddr[16]; /* peer address, same encoding */
-	char comm[16];  /* thread name */
+	__u8 offcpu_state; /* enum kotel_offcpu_state, for off-CPU events */
+	__u8 laddr[16];    /* local address: 4 bytes for IPv4, 16 for IPv6 */
+	__u8 daddr[16];    /* peer address, same encoding */
+	char comm[16];     /* thread name */
 	__u32 reserved1;
 };
 
-/* Key of the histogram slot map: one histogram per (process, kind). */
+/* Key of the histogram slot map: one histogram per (process, series), the
+ * series being a kind below KOTEL_HIST_KINDS. */
 struct kotel_hist_key {
 	__u32 pid;
 	__u32 kind;
@@ -94,7 +117,7 @@ struct kotel_hist {
 	__u64 clamped;    /* values above KOTEL_MAX_VALUE_NS, put in the last bucket */
 	__u64 max_ns;     /* largest duration seen */
 	__u32 pid;        /* owner process, set when the slot is taken */
-	__u32 kind;       /* owner kind (enum kotel_kind) */
+	__u32 kind;       /* owner series (enum kotel_kind, below KOTEL_HIST_KINDS) */
 	__u32 gen;        /* bumped by the kernel each time the slot is retired */
 	__u32 reserved;
 	__u64 buckets[KOTEL_MAX_BUCKETS];

@@ -15,7 +15,7 @@ static __always_inline __u32 hist_retire(__u32 pid)
 	__u32 retired = 0;
 
 #pragma unroll
-	for (__u32 kind = 0; kind < KOTEL_KIND_COUNT; kind++) {
+	for (__u32 kind = 0; kind < KOTEL_HIST_KINDS; kind++) {
 		struct kotel_hist_key key = { .pid = pid, .kind = kind };
 		__u32 *found = bpf_map_lookup_elem(&hist_slots, &key);
 		struct kotel_hist *h;

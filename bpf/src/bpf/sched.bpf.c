@@ -16,9 +16,19 @@
  * (saved at kernel entry) are those it blocked with. On kernels without
  * sched_exit_tp (older kernels) the fallback takes both at every blocked
  * switch-out, as before.
+ *
+ * An off-CPU interval carries how the thread blocked (enum
+ * kotel_offcpu_state, classified from prev_state at the switch-out; kotel.h
+ * says which task state goes where). Both are counted, in two histogram
+ * series (KOTEL_KIND_OFFCPU for the uninterruptible waits,
+ * KOTEL_KIND_OFFCPU_SLEEP for the interruptible ones); an interruptible one,
+ * an idle wait, goes to userspace only from min_sleep_latency_ns on.
  */
 
 #define KOTEL_TASK_RUNNING 0
+#define KOTEL_TASK_UNINTERRUPTIBLE 0x0002
+#define KOTEL_TASK_NOLOAD 0x0400
+#define KOTEL_TASK_RTLOCK_WAIT 0x1000
 #define KOTEL_PF_KTHREAD 0x00200000
 #define KOTEL_TASK_DEAD 0x80
 #define KOTEL_EEXIST 17
@@ -67,9 +77,28 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 	return 0;
 }
 
+/* How a task that switches out blocked with `prev_state` waits: blocked on a
+ * resource (TASK_UNINTERRUPTIBLE, unless TASK_NOLOAD makes it TASK_IDLE; a
+ * PREEMPT_RT sleeping spinlock), else idle (see enum kotel_offcpu_state). */
+static __always_inline __u8 offcpu_state_of(unsigned int prev_state)
+{
+	if ((prev_state & KOTEL_TASK_UNINTERRUPTIBLE) && !(prev_state & KOTEL_TASK_NOLOAD))
+		return KOTEL_OFFCPU_UNINTERRUPTIBLE;
+	if (prev_state & KOTEL_TASK_RTLOCK_WAIT)
+		return KOTEL_OFFCPU_UNINTERRUPTIBLE;
+	return KOTEL_OFFCPU_INTERRUPTIBLE;
+}
+
+/* The histogram series of an interval of `kind` in `state`. */
+static __always_inline __u32 hist_series(__u32 kind, __u8 state)
+{
+	return state == KOTEL_OFFCPU_INTERRUPTIBLE ? KOTEL_KIND_OFFCPU_SLEEP : kind;
+}
+
 /* Sends one scheduler interval of thread `t` to userspace. */
 static __always_inline void send_sched(struct task_struct *t, struct task_state *s, __u32 kind,
-				       __u64 start, __u64 now, __s32 kstack, __s32 ustack)
+				       __u8 state, __u64 start, __u64 now, __s32 kstack,
+				       __s32 ustack)
 {
 	__u64 ns = now - start;
 	struct kotel_event *e = event_reserve(kind);
@@ -82,29 +111,36 @@ static __always_inline void send_sched(struct task_struct *t, struct task_state 
 	e->tid = t->pid;
 	e->kstack_id = kstack;
 	e->ustack_id = ustack;
+	e->offcpu_state = state;
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), t->comm);
 	event_submit(e);
 }
 
-/* Whether an interval of `t` that is counted also goes to userspace: slow
- * enough or of a link target, and not of a kernel thread (unless asked). */
-static __always_inline bool worth_sending(struct task_struct *t, struct task_state *s, __u64 ns)
+/* Whether an interval of `t` in `state` that is counted also goes to
+ * userspace: slow enough (an idle wait by the sleep threshold) or of a link
+ * target, and not of a kernel thread (unless asked). */
+static __always_inline bool worth_sending(struct task_struct *t, struct task_state *s, __u64 ns,
+					  __u8 state)
 {
 	if (!send_kernel_threads && (t->flags & KOTEL_PF_KTHREAD))
 		return false;
-	return ns >= min_latency_ns || link_target(s);
+
+	__u64 min = state == KOTEL_OFFCPU_INTERRUPTIBLE ? min_sleep_latency_ns : min_latency_ns;
+
+	return ns >= min || link_target(s);
 }
 
 /* Counts one scheduler interval and sends it when it is worth sending. */
 static __always_inline void emit_sched(struct task_struct *t, struct task_state *s, __u32 kind,
-				       __u64 start, __u64 now, __s32 kstack, __s32 ustack)
+				       __u8 state, __u64 start, __u64 now, __s32 kstack,
+				       __s32 ustack)
 {
 	__u64 ns = now - start;
 
-	hist_record(s, t, kind, ns, -1);
-	if (!worth_sending(t, s, ns))
+	hist_record(s, t, hist_series(kind, state), ns, -1);
+	if (!worth_sending(t, s, ns, state))
 		return;
-	send_sched(t, s, kind, start, now, kstack, ustack);
+	send_sched(t, s, kind, state, start, now, kstack, ustack);
 }
 
 /* Stacks of the current task into `stacks`. Kernel threads have no user
@@ -150,6 +186,7 @@ static __always_inline void switch_out(void *ctx, bool preempt, struct task_stru
 	}
 	s->runnable_ns = 0;
 	s->offcpu_ns = now;
+	s->offcpu_state = offcpu_state_of(prev_state);
 	s->kstack_id = -1;
 	s->ustack_id = -1;
 	if (capture_stacks && !stacks_at_switch_in)
@@ -168,23 +205,26 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 
 		s->runnable_ns = 0;
 		if (enable_runqueue && now >= start && task_allowed(next))
-			emit_sched(next, s, KOTEL_KIND_RUNQUEUE, start, now, -1, -1);
+			emit_sched(next, s, KOTEL_KIND_RUNQUEUE, KOTEL_OFFCPU_NONE, start, now, -1,
+				   -1);
 	}
 	if (s->offcpu_ns) {
 		__u64 start = s->offcpu_ns;
+		__u8 state = s->offcpu_state;
 
 		s->offcpu_ns = 0;
 		if (!enable_offcpu || now < start || !task_allowed(next))
 			return;
 		if (!(capture_stacks && stacks_at_switch_in)) {
-			emit_sched(next, s, KOTEL_KIND_OFFCPU, start, now, s->kstack_id,
+			emit_sched(next, s, KOTEL_KIND_OFFCPU, state, start, now, s->kstack_id,
 				   s->ustack_id);
 			return;
 		}
 		/* Counted now; sent from sched_exit_tp with the stacks, when
-		 * it goes to userspace at all. */
-		hist_record(s, next, KOTEL_KIND_OFFCPU, now - start, -1);
-		if (!worth_sending(next, s, now - start))
+		 * it goes to userspace at all (s->offcpu_state stays until then:
+		 * the thread cannot switch out again before). */
+		hist_record(s, next, hist_series(KOTEL_KIND_OFFCPU, state), now - start, -1);
+		if (!worth_sending(next, s, now - start, state))
 			return;
 
 		__u32 zero = 0;
@@ -238,8 +278,8 @@ int BPF_PROG(offcpu_stacks, bool is_switch)
 	if (!s || !s->offcpu_end_ns)
 		return 0;
 	take_stacks(ctx, s);
-	send_sched(t, s, KOTEL_KIND_OFFCPU, s->offcpu_start_ns, s->offcpu_end_ns, s->kstack_id,
-		   s->ustack_id);
+	send_sched(t, s, KOTEL_KIND_OFFCPU, s->offcpu_state, s->offcpu_start_ns, s->offcpu_end_ns,
+		   s->kstack_id, s->ustack_id);
 	s->offcpu_end_ns = 0;
 	return 0;
 }

@@ -20,6 +20,8 @@ pub fn record(kind: u8, pid: u32, tid: u32, start_ns: u64, duration_ns: u64) -> 
         family: 2,
         lport: 40_000,
         dport: 443,
+        // An off-CPU record always says how its thread waited; the other kinds ignore it.
+        offcpu_state: abi::offcpu_state::UNINTERRUPTIBLE,
         ..Default::default()
     };
     e.laddr[..4].copy_from_slice(&[10, 0, 0, 2]);

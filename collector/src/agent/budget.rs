@@ -143,6 +143,7 @@ mod tests {
             pid,
             kind,
             duration_ns,
+            offcpu_state: None,
             end: u64::from(id),
             standalone: true,
             span: Span {

@@ -2,7 +2,8 @@
 //! at once (ids, attributes, stacks) and then settles exactly once: while an OTLP receiver
 //! runs it waits in the link buffer for the application span that covers it (a child there)
 //! or for its window to pass; then, or at once without a receiver, it goes out on its own
-//! through the span budget. Settling is also when its exemplar is offered, so an exemplar
+//! through the span budget. Which events become spans, as children or on their own, is the
+//! span rule's ([`crate::spans::policy`]). Settling is also when its exemplar is offered, so an exemplar
 //! always points at a span that is exported where it points.
 
 use kotel_bpf::Probe;
@@ -37,8 +38,8 @@ impl Agent {
         telemetry::add(&self.tele.stats.events_received, events.len() as u64);
         for ev in events {
             // Link targets send shorter events too, for exact sums.
-            let child = ev.duration_ns >= self.plan.threshold_ns;
-            let standalone = child;
+            let child = self.plan.spans.child(&ev);
+            let standalone = self.plan.spans.standalone(&ev);
             let pending = (child || standalone).then(|| self.build(&ev, standalone));
             if self.plan.linking {
                 let released = self.linker.remember(&ev, pending);
@@ -79,6 +80,7 @@ impl Agent {
             pid: ev.pid,
             kind: ev.kind,
             duration_ns: ev.duration_ns,
+            offcpu_state: ev.offcpu_state,
             end: ev.start_unix_nano.saturating_add(ev.duration_ns),
             standalone,
             span,

@@ -40,6 +40,7 @@ impl Agent {
                                 time_unix_nano: c.end,
                                 trace_id: c.trace_id,
                                 span_id: c.span_id,
+                                offcpu_state: c.offcpu_state,
                             },
                         );
                     }

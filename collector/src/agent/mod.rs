@@ -41,6 +41,7 @@ use crate::otlp::metrics::MetricsBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{Received, ReceiverHandle};
 use crate::signals;
+use crate::spans::policy::SpanRule;
 use crate::telemetry::{AgentTelemetry, RateLimit};
 
 pub(crate) use error::io_err;
@@ -56,8 +57,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// What the agent was told to do, fixed for the run.
 #[derive(Debug)]
 struct Plan {
-    /// Events at or above this are spans of their own.
-    threshold_ns: u64,
+    /// Which events are spans of their own, and which may be children.
+    spans: SpanRule,
     /// How long to run; `None` until a signal.
     duration: Option<Duration>,
     /// The metrics interval.

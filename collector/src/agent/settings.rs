@@ -34,6 +34,9 @@ pub fn effective_config(
     if let Some(t) = args.span_threshold {
         c.span_threshold = t;
     }
+    if let Some(t) = args.sleep_threshold {
+        c.sleep_threshold = t.0;
+    }
     if let Some(p) = &args.probes {
         c.probes = p.0.clone();
     }

@@ -119,7 +119,7 @@ impl Agent {
         );
         Ok(Agent {
             plan: Plan {
-                threshold_ns: tracer_cfg.min_latency_ns,
+                spans: cfg.capture.span_rule(),
                 duration: duration.filter(|d| !d.is_zero()),
                 interval: cfg.metrics.interval,
                 linking,
@@ -174,9 +174,11 @@ fn tracer_config(cfg: &Config) -> Result<TracerConfig, RunError> {
             })?,
         )
     };
+    let (min_latency_ns, min_sleep_latency_ns) = c.span_rule().tracer_thresholds();
     Ok(TracerConfig {
         probes: c.probes.iter().copied().collect(),
-        min_latency_ns: u64::try_from(c.span_threshold.as_nanos()).unwrap_or(u64::MAX),
+        min_latency_ns,
+        min_sleep_latency_ns,
         pids: c.pids.clone(),
         cgroup,
         scale: c.scale,

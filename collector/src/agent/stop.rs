@@ -14,6 +14,7 @@ use super::tick::queue_batches;
 use super::{io_err, Agent, RunError, SpanBudget};
 use crate::export::{Batch, ExportQueue, ExportStats};
 use crate::link::Linker;
+use crate::model::Histogram;
 use crate::otlp::traces::SpanBatcher;
 use crate::output::Summary;
 use crate::receiver::Received;
@@ -134,7 +135,7 @@ impl Agent {
             undecodable: telemetry::get(&self.tele.stats.records_undecodable),
             comms: self.resources.comms.clone(),
         };
-        s.histograms.sort_by_key(|h| (h.pid, h.kind));
+        s.histograms.sort_by_key(Histogram::series);
         s
     }
 }
@@ -242,6 +243,7 @@ mod tests {
             pid,
             kind,
             duration_ns: 7,
+            offcpu_state: None,
             end: 1,
             standalone: true,
             span: span(i),

@@ -9,8 +9,10 @@ use kotel_bpf::{LoadError, TracerConfig};
 
 use crate::cli::{CaptureArgs, Format};
 use crate::kernel::{tracefs_roots, KernelSource};
+use crate::model::Histogram;
 use crate::output::{jsonl, table, Summary};
 use crate::signals;
+use crate::spans::policy::SpanRule;
 
 /// How often the ring buffer is drained when the kernel has not woken us.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -60,9 +62,13 @@ fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
             )
         }
     };
+    // What is reported one by one is what `kotel run` would make a span of.
+    let (min_latency_ns, min_sleep_latency_ns) =
+        SpanRule::new(args.min_latency, args.sleep_threshold.0).tracer_thresholds();
     Ok(TracerConfig {
         probes: args.probes.0.iter().copied().collect(),
-        min_latency_ns: u64::try_from(args.min_latency.as_nanos()).unwrap_or(u64::MAX),
+        min_latency_ns,
+        min_sleep_latency_ns,
         pids: args.pids.clone(),
         cgroup,
         scale: args.scale,
@@ -142,7 +148,7 @@ pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
 
     summary.histograms = kernel.histograms()?;
     summary.histograms.extend(finals);
-    summary.histograms.sort_by_key(|h| (h.pid, h.kind));
+    summary.histograms.sort_by_key(Histogram::series);
     summary.drops = kernel.drops()?;
     drop(kernel);
     tracing::info!(

@@ -78,6 +78,10 @@ pub const KOTEL_STACK_KERNEL: &str = "kotel.stack.kernel";
 pub const KOTEL_STACK_USER: &str = "kotel.stack.user";
 /// `kotel.offcpu.duration`: seconds an application span's thread or process was blocked.
 pub const KOTEL_OFFCPU_DURATION: &str = "kotel.offcpu.duration";
+/// `kotel.offcpu.state`: how an off-CPU span's thread waited, `interruptible` (an idle wait)
+/// or `uninterruptible` (blocked on a resource); also on the off-CPU histogram's data points,
+/// one series per state.
+pub const KOTEL_OFFCPU_STATE: &str = "kotel.offcpu.state";
 /// `kotel.runqueue.delay`: seconds an application span waited for a CPU.
 pub const KOTEL_RUNQUEUE_DELAY: &str = "kotel.runqueue.delay";
 /// `kotel.writev.duration`: seconds an application span spent in `writev` (the span attribute;
@@ -148,6 +152,7 @@ mod tests {
             (KOTEL_STACK_KERNEL, "kotel.stack.kernel"),
             (KOTEL_STACK_USER, "kotel.stack.user"),
             (KOTEL_OFFCPU_DURATION, "kotel.offcpu.duration"),
+            (KOTEL_OFFCPU_STATE, "kotel.offcpu.state"),
             (KOTEL_RUNQUEUE_DELAY, "kotel.runqueue.delay"),
             (KOTEL_WRITEV_DURATION, "kotel.writev.duration"),
             (KOTEL_TCP_SEND_DURATION, "kotel.tcp.send.duration"),

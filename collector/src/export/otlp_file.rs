@@ -203,7 +203,7 @@ mod tests {
         }
         // Oldest first: the backups by time and same-millisecond suffix (`-1` sorts before
         // `.jsonl` by name, but is newer), then the active file.
-        let mut backups = super::rotate::backups(&tmp.0, Signal::Traces);
+        let mut backups = crate::export::rotate::backups(&tmp.0, Signal::Traces);
         backups.sort();
         let mut names: Vec<String> = backups.into_iter().map(|(_, name)| name).collect();
         names.push("traces.jsonl".to_string());

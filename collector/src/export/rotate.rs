@@ -225,10 +225,18 @@ impl RotatingFile {
         self.open(path)
     }
 
-    /// `<signal>-<time>.jsonl`, or with `-1`, `-2`, … after the time when that name is taken
-    /// (two rotations in one millisecond, or a clock set back).
+    /// `<signal>-<time>.jsonl`, or with `-1`, `-2`, … after the time when that time is taken
+    /// (two rotations in one millisecond, or a clock set back): one past the highest suffix of
+    /// that time still on disk, so that a newer backup never sorts before an older one, even
+    /// when pruning has deleted the older one's base name.
     fn free_backup_path(&self, now: SystemTime) -> PathBuf {
         let stamp = backup_stamp(now);
+        let first = backups(&self.dir, self.signal)
+            .into_iter()
+            .filter(|((time, _), _)| *time == stamp)
+            .map(|((_, n), _)| n + 1)
+            .max()
+            .unwrap_or(0);
         let name = |n: u32| {
             let suffix = if n == 0 {
                 String::new()
@@ -238,7 +246,7 @@ impl RotatingFile {
             self.dir
                 .join(format!("{}-{stamp}{suffix}.jsonl", self.signal.as_str()))
         };
-        (0..)
+        (first..)
             .map(name)
             .find(|p| fs::symlink_metadata(p).is_err())
             .expect("some suffix is free")
@@ -408,6 +416,31 @@ mod tests {
         assert!(first("traces-2026-12-07T01-02-03.128-1.jsonl").starts_with("{\"n\":1,"));
         assert!(first("traces-2026-12-07T01-02-03.128-2.jsonl").starts_with("{\"n\":2,"));
         assert!(first("traces.jsonl").starts_with("{\"n\":3,"));
+    }
+
+    /// Rotations within one millisecond while pruning deletes the oldest: a new backup never
+    /// takes a deleted one's name, which would sort it before the older one still kept.
+    #[test]
+    fn a_pruned_name_is_not_reused_within_its_millisecond() {
+        let tmp = TempDir::new("reuse");
+        let mut f = RotatingFile::new(
+            &tmp.0,
+            Signal::Traces,
+            Rotation {
+                max_bytes: 100,
+                max_backups: 1,
+            },
+            FileStats::default(),
+        );
+        for n in 0..5 {
+            f.write_line_at(&line(n, 80), at(5)).unwrap();
+        }
+        assert_eq!(
+            names(&tmp.0),
+            ["traces-2026-12-07T01-02-03.128-3.jsonl", "traces.jsonl"]
+        );
+        let first = |name: &str| lines_of(&tmp.0.join(name))[0].clone();
+        assert!(first("traces-2026-12-07T01-02-03.128-3.jsonl").starts_with("{\"n\":3,"));
     }
 
     #[test]

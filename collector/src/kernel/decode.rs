@@ -8,7 +8,7 @@ use kotel_bpf::buckets::BucketTable;
 use kotel_bpf::{HistogramSnapshot, Probe};
 
 use crate::kernel::clock::Clock;
-use crate::model::{Comm, Histogram, KernelEvent};
+use crate::model::{Comm, Histogram, KernelEvent, OffcpuState};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -22,6 +22,9 @@ pub enum DecodeError {
     /// The kind is not one kotel knows.
     #[error("unknown event kind {0}")]
     Kind(u8),
+    /// An off-CPU event whose state is not one kotel knows.
+    #[error("unknown off-CPU state {0}")]
+    OffcpuState(u8),
 }
 
 /// One decoded ring-buffer record.
@@ -73,6 +76,12 @@ fn event_from_raw(raw: &RawEvent, clock: &Clock) -> Result<KernelEvent, DecodeEr
         ),
         _ => (None, None),
     };
+    let offcpu_state = match kind {
+        Probe::Offcpu => {
+            Some(state_of(raw.offcpu_state).ok_or(DecodeError::OffcpuState(raw.offcpu_state))?)
+        }
+        _ => None,
+    };
     let comm_bytes: [u8; 16] = raw.comm.map(|c| c as u8);
     Ok(KernelEvent {
         kind,
@@ -91,7 +100,17 @@ fn event_from_raw(raw: &RawEvent, clock: &Clock) -> Result<KernelEvent, DecodeEr
         peer,
         kernel_stack_id: (raw.kstack_id >= 0).then_some(raw.kstack_id),
         user_stack_id: (raw.ustack_id >= 0).then_some(raw.ustack_id),
+        offcpu_state,
     })
+}
+
+/// The state of an off-CPU event's `offcpu_state` byte; `None` for a value that is none.
+fn state_of(raw: u8) -> Option<OffcpuState> {
+    match raw {
+        abi::offcpu_state::INTERRUPTIBLE => Some(OffcpuState::Interruptible),
+        abi::offcpu_state::UNINTERRUPTIBLE => Some(OffcpuState::Uninterruptible),
+        _ => None,
+    }
 }
 
 fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> Option<SocketAddr> {
@@ -104,10 +123,14 @@ fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> Option<SocketAddr> {
 }
 
 /// Converts one in-kernel histogram to OTLP shape: bucket slot `i` of the kernel table is OTLP
-/// index `table.offset() + i`; empty buckets at either end are trimmed. `None` for an unknown
-/// kind.
+/// index `table.offset() + i`; empty buckets at either end are trimmed. The kernel's off-CPU
+/// series are the probe's two states. `None` for an unknown kind.
 pub fn decode_histogram(snap: &HistogramSnapshot, table: &BucketTable) -> Option<Histogram> {
-    let kind = Probe::from_kind(snap.kind)?;
+    let (kind, offcpu_state) = match snap.kind {
+        abi::kind::OFFCPU_SLEEP => (Probe::Offcpu, Some(OffcpuState::Interruptible)),
+        abi::kind::OFFCPU => (Probe::Offcpu, Some(OffcpuState::Uninterruptible)),
+        k => (Probe::from_kind(k)?, None),
+    };
     let raw = &snap.raw;
     let used = &raw.buckets[..table.bounds().len().min(raw.buckets.len())];
     let first = used.iter().position(|&c| c != 0);
@@ -121,6 +144,7 @@ pub fn decode_histogram(snap: &HistogramSnapshot, table: &BucketTable) -> Option
     Some(Histogram {
         kind,
         pid: snap.pid,
+        offcpu_state,
         // Saturating: counts from a corrupt or hostile map must not wrap (or panic).
         count: used
             .iter()
@@ -221,9 +245,42 @@ mod tests {
     fn sched_events_have_no_syscall_fields() {
         let mut e = raw_event(abi::kind::OFFCPU);
         e.kstack_id = 12;
+        e.offcpu_state = abi::offcpu_state::UNINTERRUPTIBLE;
         let ev = decode_event(&bytes_of(&e), &Clock::with_offset(0)).unwrap();
         assert_eq!((ev.bytes, ev.fd, ev.iovcnt), (None, None, None));
         assert_eq!((ev.kernel_stack_id, ev.user_stack_id), (Some(12), None));
+    }
+
+    #[test]
+    fn offcpu_events_carry_their_state_and_only_they() {
+        let clock = Clock::with_offset(0);
+        let mut e = raw_event(abi::kind::OFFCPU);
+        for (byte, state) in [
+            (abi::offcpu_state::INTERRUPTIBLE, OffcpuState::Interruptible),
+            (
+                abi::offcpu_state::UNINTERRUPTIBLE,
+                OffcpuState::Uninterruptible,
+            ),
+        ] {
+            e.offcpu_state = byte;
+            let ev = decode_event(&bytes_of(&e), &clock).unwrap();
+            assert_eq!(ev.offcpu_state, Some(state));
+        }
+        // An off-CPU event always has a state: none, or one kotel does not know, is corrupt.
+        for byte in [abi::offcpu_state::NONE, 3, 255] {
+            e.offcpu_state = byte;
+            assert_eq!(
+                decode_event(&bytes_of(&e), &clock),
+                Err(DecodeError::OffcpuState(byte))
+            );
+        }
+        // Other kinds ignore the byte.
+        let mut r = raw_event(abi::kind::RUNQUEUE);
+        r.offcpu_state = abi::offcpu_state::INTERRUPTIBLE;
+        assert_eq!(
+            decode_event(&bytes_of(&r), &clock).unwrap().offcpu_state,
+            None
+        );
     }
 
     #[test]
@@ -265,12 +322,37 @@ mod tests {
             raw,
         };
         let h = decode_histogram(&snap, &table).unwrap();
-        assert_eq!(h.kind, Probe::Runqueue);
+        assert_eq!((h.kind, h.offcpu_state), (Probe::Runqueue, None));
         assert_eq!(h.offset, table.index_of(1_000));
         assert_eq!(h.bucket_counts.len(), slot_ms - slot_us + 1);
         assert_eq!(h.bucket_counts.iter().sum::<u64>(), 3);
         assert_eq!(h.count, 4, "the zero-length event counts too");
         assert_eq!(*h.bucket_counts.last().unwrap(), 1);
+    }
+
+    #[test]
+    fn the_two_offcpu_series_are_the_two_states() {
+        let table = BucketTable::new(3).unwrap();
+        let mut raw = kotel_bpf::abi::RawHistogram::default();
+        raw.buckets[table.slot_of(2_000_000)] = 1;
+        let of = |kind| {
+            let h = decode_histogram(&HistogramSnapshot { pid: 5, kind, raw }, &table).unwrap();
+            (h.kind, h.offcpu_state, h.count)
+        };
+        assert_eq!(
+            of(abi::kind::OFFCPU),
+            (Probe::Offcpu, Some(OffcpuState::Uninterruptible), 1)
+        );
+        assert_eq!(
+            of(abi::kind::OFFCPU_SLEEP),
+            (Probe::Offcpu, Some(OffcpuState::Interruptible), 1)
+        );
+        let beyond = HistogramSnapshot {
+            pid: 5,
+            kind: abi::kind::HIST_KINDS as u8,
+            raw,
+        };
+        assert!(decode_histogram(&beyond, &table).is_none());
     }
 
     /// Found by the `decode` fuzz target: a return value of `i64::MIN` overflowed its
@@ -311,12 +393,20 @@ mod tests {
             let _ = decode_event(&bytes, &Clock::with_offset(i128::from(i64::MAX)));
         }
 
-        /// Arbitrary records of the right size decode or are refused for their kind alone.
+        /// Arbitrary records of the right size decode or are refused for their kind alone, or
+        /// (off-CPU) for their state.
         #[test]
         fn right_sized_records_decode_unless_kind_unknown(bytes in proptest::collection::vec(any::<u8>(), abi::EVENT_SIZE)) {
-            let kind = bytes[58];
+            let (kind, state) = (bytes[58], bytes[59]);
             match decode_event(&bytes, &Clock::with_offset(0)) {
-                Ok(ev) => prop_assert_eq!(ev.kind.kind(), kind),
+                Ok(ev) => {
+                    prop_assert_eq!(ev.kind.kind(), kind);
+                    prop_assert_eq!(ev.offcpu_state.is_some(), kind == abi::kind::OFFCPU);
+                }
+                Err(DecodeError::OffcpuState(s)) => {
+                    prop_assert_eq!(kind, abi::kind::OFFCPU);
+                    prop_assert_eq!(s, state);
+                }
                 Err(e) => prop_assert_eq!(e, DecodeError::Kind(kind)),
             }
         }

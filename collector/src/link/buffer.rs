@@ -246,6 +246,7 @@ pub(crate) mod tests {
             peer: None,
             kernel_stack_id: None,
             user_stack_id: None,
+            offcpu_state: None,
         }
     }
 
@@ -255,6 +256,7 @@ pub(crate) mod tests {
             pid: e.pid,
             kind: e.kind,
             duration_ns: e.duration_ns,
+            offcpu_state: e.offcpu_state,
             end: e.start_unix_nano + e.duration_ns,
             standalone: true,
             span: crate::otlp::spans::kernel_span(

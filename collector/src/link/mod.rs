@@ -79,6 +79,8 @@ pub struct LinkedChild {
     pub end: u64,
     /// Its length.
     pub duration_ns: u64,
+    /// How its thread waited, for an off-CPU event.
+    pub offcpu_state: Option<crate::model::OffcpuState>,
     /// The application's trace.
     pub trace_id: [u8; 16],
     /// The child span's id.
@@ -391,6 +393,7 @@ impl Linker {
                     kind: e.kind,
                     end: e.end,
                     duration_ns: pending.duration_ns,
+                    offcpu_state: pending.offcpu_state,
                     trace_id,
                     span_id: pending.span_id(),
                 });
@@ -443,6 +446,7 @@ mod tests {
             peer: None,
             kernel_stack_id: None,
             user_stack_id: None,
+            offcpu_state: None,
         }
     }
 
@@ -535,6 +539,7 @@ mod tests {
                 kind: Probe::Offcpu,
                 end: 1_400,
                 duration_ns: 300,
+                offcpu_state: None,
                 trace_id: [7; 16],
                 span_id: kids[0].span_id.as_slice().try_into().unwrap(),
             }],

@@ -11,6 +11,12 @@
 //! goes down. Memory is bounded by the live processes, not by how many ever ran. The kernel's
 //! overflow histograms (pid [`kotel_bpf::OVERFLOW_PID`]: events that found no histogram slot)
 //! join the overflow series too, so every counted event is in some series.
+//!
+//! Off-CPU time is counted per state: `kotel.sched.offcpu.duration` has one data point per
+//! (process, `kotel.offcpu.state`), the interruptible (idle) waits apart from the
+//! uninterruptible (blocking) ones; their sum is every off-CPU interval. Both states of a
+//! process take one place under the cardinality limit (they are admitted or folded together),
+//! and each point's exemplar is the slowest spanned event of its own state.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -26,8 +32,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::{attrs, bytes_metric, duration_metric, expo, scope};
-use crate::enrich::semconv::OTEL_METRIC_OVERFLOW;
-use crate::model::Histogram;
+use crate::enrich::semconv::{KOTEL_OFFCPU_STATE, OTEL_METRIC_OVERFLOW};
+use crate::model::{Histogram, OffcpuState};
+
+/// What tells one data point's series apart: process, probe and (off-CPU) state.
+type SeriesKey = (u32, Probe, Option<OffcpuState>);
 
 /// How data points relate to each other over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -59,6 +68,8 @@ pub struct ExemplarCandidate {
     pub trace_id: [u8; 16],
     /// Its span.
     pub span_id: [u8; 8],
+    /// How its thread waited, for an off-CPU event: the exemplar rides on that state's point.
+    pub offcpu_state: Option<OffcpuState>,
 }
 
 /// A counter or gauge of the agent about itself (declared in `telemetry::catalog`).
@@ -83,13 +94,18 @@ pub struct MetricsBuilder {
     cardinality_limit: usize,
     start_unix_nano: u64,
     last_unix_nano: u64,
-    previous: HashMap<(u32, Probe), Histogram>,
+    previous: HashMap<SeriesKey, Histogram>,
+    /// The interval's slowest spanned event per (process, probe), whatever its state: what
+    /// the pictures show.
     slowest: HashMap<(u32, Probe), ExemplarCandidate>,
+    /// The same per data point: off-CPU per state.
+    slowest_per_point: HashMap<SeriesKey, ExemplarCandidate>,
     admitted: HashMap<Probe, HashSet<u32>>,
     /// Live processes whose series are folded into the overflow series, per probe.
     folded: HashMap<Probe, HashSet<u32>>,
-    /// Cumulative: what exited folded processes left in the overflow series.
-    folded_exited: BTreeMap<Probe, Histogram>,
+    /// Cumulative: what exited folded processes left in the overflow series, per probe and
+    /// state.
+    folded_exited: BTreeMap<(Probe, Option<OffcpuState>), Histogram>,
     /// Final histograms of exited processes, exported in the next build.
     finals: Vec<Histogram>,
     overflowed: u64,
@@ -108,6 +124,7 @@ impl MetricsBuilder {
             last_unix_nano: start_unix_nano,
             previous: HashMap::new(),
             slowest: HashMap::new(),
+            slowest_per_point: HashMap::new(),
             admitted: HashMap::new(),
             folded: HashMap::new(),
             folded_exited: BTreeMap::new(),
@@ -142,20 +159,30 @@ impl MetricsBuilder {
     }
 
     /// Offers a span, standalone or a linked child, as this interval's exemplar for its
-    /// series: the slowest is kept.
+    /// series (for off-CPU: the series of its state, `candidate.offcpu_state`): the slowest is
+    /// kept.
     pub fn observe(&mut self, pid: u32, probe: Probe, candidate: ExemplarCandidate) {
-        let slot = self.slowest.entry((pid, probe)).or_insert(candidate);
-        if candidate.duration_ns > slot.duration_ns {
-            *slot = candidate;
+        for slot in [
+            self.slowest.entry((pid, probe)).or_insert(candidate),
+            self.slowest_per_point
+                .entry((pid, probe, candidate.offcpu_state))
+                .or_insert(candidate),
+        ] {
+            if candidate.duration_ns > slot.duration_ns {
+                *slot = candidate;
+            }
         }
     }
 
-    /// This interval's exemplar candidates, by series.
+    /// This interval's exemplar candidates, by (process, probe), off-CPU states together:
+    /// one picture per process and probe.
     pub fn slowest(&self) -> &HashMap<(u32, Probe), ExemplarCandidate> {
         &self.slowest
     }
 
-    /// Attributes (artifact URL and id) for the exemplar of series `key` in the next build.
+    /// Attributes (artifact URL and id) for the exemplar of series `key` in the next build: on
+    /// the data point whose exemplar is the series' slowest event ([`slowest`](Self::slowest)),
+    /// whose span carries the same picture.
     pub fn attach(&mut self, key: (u32, Probe), attributes: Vec<KeyValue>) {
         self.artifacts.insert(key, attributes);
     }
@@ -181,10 +208,10 @@ impl MetricsBuilder {
             Temporality::Delta => self.last_unix_nano,
         };
         let mut per_pid: BTreeMap<u32, Vec<Metric>> = BTreeMap::new();
-        let mut overflow: BTreeMap<Probe, (Histogram, Option<ExemplarCandidate>)> = BTreeMap::new();
+        let mut overflow: BTreeMap<(Probe, Option<OffcpuState>), OverflowPoint> = BTreeMap::new();
         if self.temporality == Temporality::Cumulative {
-            for (probe, h) in &self.folded_exited {
-                overflow.insert(*probe, (h.clone(), None));
+            for (key, h) in &self.folded_exited {
+                overflow.insert(*key, (h.clone(), None));
             }
         }
         let finals = std::mem::take(&mut self.finals);
@@ -197,7 +224,6 @@ impl MetricsBuilder {
             .chain(finals.iter().map(|h| (h, true)));
 
         for (h, last) in items {
-            let key = (h.pid, h.kind);
             let point = self.point_of(h, last);
             // The kernel's own overflow (events that found no histogram slot) goes straight
             // to the overflow series.
@@ -205,22 +231,28 @@ impl MetricsBuilder {
             if last {
                 ended.push((h.pid, h.kind, admitted));
                 if !admitted {
-                    self.keep_folded(h.kind, &point);
+                    self.keep_folded(&point);
                 }
             }
             if point.count == 0 && (self.temporality == Temporality::Delta || last) {
                 continue;
             }
-            let exemplar = self.slowest.get(&key).copied();
+            let exemplar = self.slowest_per_point.get(&h.series()).copied();
             if admitted {
                 let mut series = self.series(&point, start, now, exemplar, Vec::new());
-                if let Some(extra) = self.artifacts.get(&key) {
+                // The picture rides on the exemplar of the (process, probe)'s slowest event, the
+                // one whose span carries it too (off-CPU: on one state's point only).
+                let pictured = self.slowest.get(&(h.pid, h.kind));
+                if let (Some(extra), true) = (
+                    self.artifacts.get(&(h.pid, h.kind)),
+                    exemplar.is_some_and(|e| pictured.is_some_and(|p| p.span_id == e.span_id)),
+                ) {
                     attach_to_exemplars(&mut series, extra);
                 }
                 per_pid.entry(h.pid).or_default().extend(series);
             } else {
                 let (acc, ex) = overflow
-                    .entry(h.kind)
+                    .entry((h.kind, h.offcpu_state))
                     .or_insert_with(|| (empty_like(&point), None));
                 expo::merge(acc, &point);
                 if exemplar.is_some_and(|e| ex.is_none_or(|x| e.duration_ns > x.duration_ns)) {
@@ -232,6 +264,7 @@ impl MetricsBuilder {
             self.forget(pid, probe, admitted);
         }
         self.slowest.clear();
+        self.slowest_per_point.clear();
         self.artifacts.clear();
         self.last_unix_nano = now;
 
@@ -264,7 +297,7 @@ impl MetricsBuilder {
         if self.temporality == Temporality::Cumulative {
             return h.clone();
         }
-        let key = (h.pid, h.kind);
+        let key = h.series();
         let delta = match self.previous.get(&key) {
             Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
             None => h.clone(),
@@ -310,25 +343,29 @@ impl MetricsBuilder {
     }
 
     /// A folded process's final counts stay in the cumulative overflow series.
-    fn keep_folded(&mut self, probe: Probe, point: &Histogram) {
+    fn keep_folded(&mut self, point: &Histogram) {
         if self.temporality == Temporality::Cumulative {
             let acc = self
                 .folded_exited
-                .entry(probe)
+                .entry((point.kind, point.offcpu_state))
                 .or_insert_with(|| empty_like(point));
             expo::merge(acc, point);
         }
     }
 
-    /// The duration histogram and, where the probe moves bytes, the byte sum for one series.
+    /// The duration histogram and, where the probe moves bytes, the byte sum for one series;
+    /// an off-CPU point says its state.
     fn series(
         &self,
         h: &Histogram,
         start: u64,
         now: u64,
         exemplar: Option<ExemplarCandidate>,
-        attributes: Vec<KeyValue>,
+        mut attributes: Vec<KeyValue>,
     ) -> Vec<Metric> {
+        if let Some(state) = h.offcpu_state {
+            attributes.push(attrs::string(KOTEL_OFFCPU_STATE, state.name()));
+        }
         let exemplars = exemplar
             .map(|e| Exemplar {
                 filtered_attributes: Vec::new(),
@@ -461,10 +498,14 @@ fn gauge(m: &SelfMetric, now: u64) -> Metric {
     }
 }
 
+/// One overflow data point being summed, with its exemplar.
+type OverflowPoint = (Histogram, Option<ExemplarCandidate>);
+
 fn empty_like(h: &Histogram) -> Histogram {
     Histogram {
         kind: h.kind,
         pid: 0,
+        offcpu_state: h.offcpu_state,
         count: 0,
         sum_ns: 0,
         max_ns: 0,
@@ -522,6 +563,7 @@ mod tests {
             time_unix_nano: 150,
             trace_id: [s; 16],
             span_id: [s; 8],
+            offcpu_state: None,
         };
         b.observe(7, Probe::Writev, ex(2_000, 1));
         b.observe(7, Probe::Writev, ex(9_000, 2));
@@ -572,6 +614,7 @@ mod tests {
             time_unix_nano: 5,
             trace_id: [1; 16],
             span_id: [2; 8],
+            offcpu_state: None,
         };
         b.observe(7, Probe::Writev, ex);
         b.observe(8, Probe::Writev, ex);
@@ -718,6 +761,175 @@ mod tests {
         assert_eq!(
             g.data_points[0].value,
             Some(number_data_point::Value::AsInt(12))
+        );
+    }
+
+    fn offcpu(pid: u32, state: OffcpuState, values: &[u64]) -> Histogram {
+        Histogram {
+            offcpu_state: Some(state),
+            ..Histogram::of(Probe::Offcpu, pid, 3, values)
+        }
+    }
+
+    fn state_of(dp: &ExponentialHistogramDataPoint) -> Option<String> {
+        match attrs::find(&dp.attributes, "kotel.offcpu.state") {
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
+                Some(s.clone())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn offcpu_points_are_split_by_state_each_with_its_own_exemplar() {
+        use OffcpuState::{Interruptible, Uninterruptible};
+        for temporality in [Temporality::Cumulative, Temporality::Delta] {
+            let mut b = MetricsBuilder::new(temporality, 10, 0);
+            let ex = |d, s: u8, state| ExemplarCandidate {
+                duration_ns: d,
+                time_unix_nano: 50,
+                trace_id: [s; 16],
+                span_id: [s; 8],
+                offcpu_state: Some(state),
+            };
+            // The slowest event is a sleep; the blocked point still gets its own slowest.
+            b.observe(7, Probe::Offcpu, ex(2_000_000_000, 1, Interruptible));
+            b.observe(7, Probe::Offcpu, ex(3_000_000, 2, Uninterruptible));
+            b.observe(7, Probe::Offcpu, ex(5_000_000, 3, Uninterruptible));
+            assert_eq!(
+                b.slowest()[&(7, Probe::Offcpu)].span_id,
+                [1; 8],
+                "pictures see the slowest of both"
+            );
+            let hs = [
+                offcpu(7, Uninterruptible, &[3_000_000, 5_000_000]),
+                offcpu(7, Interruptible, &[1_000, 2_000_000_000, 50_000]),
+                hist(7, Probe::Runqueue, &[1_000], 0),
+            ];
+            let req = b.build(&hs, 60, &mut resource, Resource::default(), &[]);
+            let pts = points(&req, "kotel.sched.offcpu.duration");
+            let by_state: BTreeMap<_, _> = pts
+                .iter()
+                .map(|(_, dp)| (state_of(dp), (dp.count, dp.exemplars[0].span_id.clone())))
+                .collect();
+            assert_eq!(
+                by_state,
+                BTreeMap::from([
+                    (Some("interruptible".to_string()), (3, vec![1; 8])),
+                    (Some("uninterruptible".to_string()), (2, vec![3; 8])),
+                ]),
+                "{temporality:?}"
+            );
+            let rq = points(&req, "kotel.sched.runqueue.delay");
+            assert_eq!(state_of(&rq[0].1), None, "other probes have no state");
+            assert_eq!(b.admitted_series(), 2, "one place per process and probe");
+            // The next interval: each state's delta (or cumulative count) on its own.
+            let later = [
+                offcpu(7, Uninterruptible, &[3_000_000, 5_000_000, 7_000_000]),
+                offcpu(7, Interruptible, &[1_000, 2_000_000_000, 50_000]),
+            ];
+            let req = b.build(&later, 70, &mut resource, Resource::default(), &[]);
+            let counts: BTreeMap<_, _> = points(&req, "kotel.sched.offcpu.duration")
+                .iter()
+                .map(|(_, dp)| (state_of(dp), dp.count))
+                .collect();
+            let want = match temporality {
+                Temporality::Cumulative => vec![
+                    (Some("interruptible".to_string()), 3),
+                    (Some("uninterruptible".to_string()), 3),
+                ],
+                Temporality::Delta => vec![(Some("uninterruptible".to_string()), 1)],
+            };
+            assert_eq!(counts, want.into_iter().collect(), "{temporality:?}");
+        }
+    }
+
+    #[test]
+    fn the_picture_rides_on_the_exemplar_of_the_slowest_state_only() {
+        use OffcpuState::{Interruptible, Uninterruptible};
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 10, 0);
+        let ex = |d, s: u8, state| ExemplarCandidate {
+            duration_ns: d,
+            time_unix_nano: 50,
+            trace_id: [s; 16],
+            span_id: [s; 8],
+            offcpu_state: Some(state),
+        };
+        b.observe(7, Probe::Offcpu, ex(3_000_000, 1, Uninterruptible));
+        b.observe(7, Probe::Offcpu, ex(9_000_000, 2, Interruptible));
+        b.attach(
+            (7, Probe::Offcpu),
+            vec![attrs::string("kotel.artifact.url", "file:///h.png")],
+        );
+        let hs = [
+            offcpu(7, Uninterruptible, &[3_000_000]),
+            offcpu(7, Interruptible, &[9_000_000]),
+        ];
+        let req = b.build(&hs, 60, &mut resource, Resource::default(), &[]);
+        let pictured: BTreeMap<_, _> = points(&req, "kotel.sched.offcpu.duration")
+            .iter()
+            .map(|(_, dp)| {
+                let e = &dp.exemplars[0];
+                let has = attrs::find(&e.filtered_attributes, "kotel.artifact.url").is_some();
+                (state_of(dp), (e.span_id.clone(), has))
+            })
+            .collect();
+        assert_eq!(
+            pictured,
+            BTreeMap::from([
+                (Some("interruptible".to_string()), (vec![2; 8], true)),
+                (Some("uninterruptible".to_string()), (vec![1; 8], false)),
+            ])
+        );
+    }
+
+    #[test]
+    fn folded_offcpu_states_stay_apart_in_the_overflow_series() {
+        use OffcpuState::{Interruptible, Uninterruptible};
+        let mut b = MetricsBuilder::new(Temporality::Cumulative, 1, 0);
+        let hs = [
+            offcpu(1, Uninterruptible, &[1_000]),
+            offcpu(1, Interruptible, &[1_000, 2_000]),
+            offcpu(2, Uninterruptible, &[1_000; 3]),
+            offcpu(2, Interruptible, &[1_000; 4]),
+            offcpu(kotel_bpf::OVERFLOW_PID, Interruptible, &[1_000; 5]),
+        ];
+        let req = b.build(&hs, 10, &mut resource, Resource::default(), &[]);
+        let mut got: Vec<_> = points(&req, "kotel.sched.offcpu.duration")
+            .iter()
+            .map(|(_, dp)| {
+                let overflow = attrs::find(&dp.attributes, "otel.metric.overflow").is_some();
+                (overflow, state_of(dp), dp.count)
+            })
+            .collect();
+        got.sort();
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            got,
+            vec![
+                (false, s("interruptible"), 2),
+                (false, s("uninterruptible"), 1),
+                (true, s("interruptible"), 9),
+                (true, s("uninterruptible"), 3),
+            ]
+        );
+        assert_eq!(b.overflowed_series(), 1, "process 2, both states at once");
+        // Process 2 exits folded: its final counts stay in the overflow, per state.
+        b.retire([
+            offcpu(2, Uninterruptible, &[1_000; 3]),
+            offcpu(2, Interruptible, &[1_000; 4]),
+        ]);
+        b.build(&hs[..2], 20, &mut resource, Resource::default(), &[]);
+        let req = b.build(&hs[..2], 30, &mut resource, Resource::default(), &[]);
+        let mut overflow: Vec<_> = points(&req, "kotel.sched.offcpu.duration")
+            .iter()
+            .filter(|(_, dp)| attrs::find(&dp.attributes, "otel.metric.overflow").is_some())
+            .map(|(_, dp)| (state_of(dp), dp.count))
+            .collect();
+        overflow.sort();
+        assert_eq!(
+            overflow,
+            vec![(s("interruptible"), 4), (s("uninterruptible"), 3)]
         );
     }
 

@@ -5,6 +5,7 @@
 use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
+use crate::model::OffcpuState;
 use crate::otlp::metrics::ExemplarCandidate;
 
 /// A built kernel span waiting for its place.
@@ -16,6 +17,8 @@ pub struct PendingSpan {
     pub kind: Probe,
     /// The event's length.
     pub duration_ns: u64,
+    /// How its thread waited, for an off-CPU event.
+    pub offcpu_state: Option<OffcpuState>,
     /// When the event ended (Unix ns).
     pub end: u64,
     /// Whether it goes out as a span of its own when no application span claims it (the
@@ -38,6 +41,7 @@ impl PendingSpan {
             time_unix_nano: self.end,
             trace_id: self.span.trace_id.as_slice().try_into().unwrap_or_default(),
             span_id: self.span_id(),
+            offcpu_state: self.offcpu_state,
         }
     }
 
@@ -62,6 +66,7 @@ mod tests {
             pid: 7,
             kind: Probe::Offcpu,
             duration_ns: 30,
+            offcpu_state: Some(OffcpuState::Interruptible),
             end: 1_000,
             standalone: true,
             span: Span {

@@ -4,9 +4,9 @@ use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, 
 
 use super::{attrs, span_name};
 use crate::enrich::semconv::{
-    KOTEL_BYTES, KOTEL_CPU, KOTEL_ERRNO, KOTEL_FD, KOTEL_IOVCNT, KOTEL_STACK_KERNEL_ID,
-    KOTEL_STACK_USER_ID, NETWORK_LOCAL_ADDRESS, NETWORK_LOCAL_PORT, NETWORK_PEER_ADDRESS,
-    NETWORK_PEER_PORT, NETWORK_TRANSPORT, THREAD_ID, THREAD_NAME,
+    KOTEL_BYTES, KOTEL_CPU, KOTEL_ERRNO, KOTEL_FD, KOTEL_IOVCNT, KOTEL_OFFCPU_STATE,
+    KOTEL_STACK_KERNEL_ID, KOTEL_STACK_USER_ID, NETWORK_LOCAL_ADDRESS, NETWORK_LOCAL_PORT,
+    NETWORK_PEER_ADDRESS, NETWORK_PEER_PORT, NETWORK_TRANSPORT, THREAD_ID, THREAD_NAME,
 };
 use crate::model::KernelEvent;
 use kotel_bpf::Probe;
@@ -48,6 +48,9 @@ pub fn kernel_span(ev: &KernelEvent, ids: SpanIds) -> Span {
             a.push(attrs::int(NETWORK_LOCAL_PORT, i64::from(local.port())));
         }
     }
+    if let Some(state) = ev.offcpu_state {
+        a.push(attrs::string(KOTEL_OFFCPU_STATE, state.name()));
+    }
     if let Some(id) = ev.kernel_stack_id {
         a.push(attrs::int(KOTEL_STACK_KERNEL_ID, i64::from(id)));
     }
@@ -78,7 +81,7 @@ pub fn kernel_span(ev: &KernelEvent, ids: SpanIds) -> Span {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Comm;
+    use crate::model::{Comm, OffcpuState};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     fn event(kind: Probe) -> KernelEvent {
@@ -98,6 +101,7 @@ mod tests {
             peer: Some("[::1]:80".parse().unwrap()),
             kernel_stack_id: None,
             user_stack_id: None,
+            offcpu_state: None,
         }
     }
 
@@ -159,5 +163,27 @@ mod tests {
             },
         );
         assert!(attrs::find(&s.attributes, "network.transport").is_none());
+        assert!(attrs::find(&s.attributes, "kotel.offcpu.state").is_none());
+    }
+
+    #[test]
+    fn offcpu_spans_say_how_the_thread_waited() {
+        let ids = SpanIds {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+        };
+        for state in [OffcpuState::Interruptible, OffcpuState::Uninterruptible] {
+            let mut ev = event(Probe::Offcpu);
+            ev.offcpu_state = Some(state);
+            let s = kernel_span(&ev, ids);
+            assert_eq!(s.name, "sched.offcpu");
+            assert_eq!(
+                attrs::find(&s.attributes, "kotel.offcpu.state"),
+                Some(&Value::StringValue(state.name().into()))
+            );
+        }
+        assert_eq!(OffcpuState::Interruptible.name(), "interruptible");
+        assert_eq!(OffcpuState::Uninterruptible.name(), "uninterruptible");
     }
 }

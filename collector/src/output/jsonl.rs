@@ -1,5 +1,5 @@
 //! `--format jsonl`: one JSON object per line. Events as they arrive, then one histogram per
-//! (pid, kind), then the loss counters.
+//! (pid, kind) — two for off-CPU time, one per `state` — then the loss counters.
 
 use std::io::{self, Write};
 
@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Summary;
 use crate::kernel::Stacks;
-use crate::model::{Histogram, KernelEvent};
+use crate::model::{Histogram, KernelEvent, OffcpuState};
 use crate::telemetry::catalog::capture_losses;
 
 #[derive(Serialize)]
@@ -24,6 +24,8 @@ struct EventLine<'a> {
     fd: Option<i32>,
     local: Option<String>,
     peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iovcnt: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +44,8 @@ struct EventLine<'a> {
 struct HistogramLine<'a> {
     r#type: &'static str,
     kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
     pid: u32,
     comm: &'a str,
     count: u64,
@@ -71,6 +75,7 @@ pub fn write_event(out: &mut impl Write, ev: &KernelEvent, stacks: &Stacks) -> i
         fd: ev.fd,
         local: ev.local.map(|a| a.to_string()),
         peer: ev.peer.map(|a| a.to_string()),
+        state: ev.offcpu_state.map(OffcpuState::name),
         iovcnt: ev.iovcnt,
         errno: ev.errno,
         kernel_stack_id: ev.kernel_stack_id,
@@ -86,6 +91,7 @@ fn write_histogram(out: &mut impl Write, h: &Histogram, comm: &str) -> io::Resul
     let line = HistogramLine {
         r#type: "histogram",
         kind: h.kind.name(),
+        state: h.offcpu_state.map(OffcpuState::name),
         pid: h.pid,
         comm,
         count: h.count,
@@ -147,6 +153,7 @@ mod tests {
             peer: Some("[::1]:2".parse().unwrap()),
             kernel_stack_id: None,
             user_stack_id: None,
+            offcpu_state: None,
         };
         let mut out = Vec::new();
         write_event(&mut out, &ev, &Stacks::default()).unwrap();
@@ -157,7 +164,61 @@ mod tests {
         assert_eq!(v["local"], "127.0.0.1:1");
         assert_eq!(v["peer"], "[::1]:2");
         assert_eq!(v["bytes"], 5);
+        assert!(v.get("state").is_none(), "only off-CPU events have a state");
         assert!(out.ends_with(b"\n") && out.iter().filter(|&&b| b == b'\n').count() == 1);
+    }
+
+    #[test]
+    fn offcpu_events_and_histograms_say_their_state() {
+        let ev = KernelEvent {
+            kind: Probe::Offcpu,
+            pid: 1,
+            tid: 2,
+            comm: Comm::from_kernel(b"db\0"),
+            cpu: 0,
+            start_unix_nano: 3,
+            duration_ns: 4,
+            bytes: None,
+            errno: None,
+            fd: None,
+            iovcnt: None,
+            local: None,
+            peer: None,
+            kernel_stack_id: None,
+            user_stack_id: None,
+            offcpu_state: Some(OffcpuState::Uninterruptible),
+        };
+        let mut out = Vec::new();
+        write_event(&mut out, &ev, &Stacks::default()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (&v["kind"], &v["state"]),
+            (&"offcpu".into(), &"uninterruptible".into())
+        );
+
+        let summary = Summary {
+            histograms: vec![
+                Histogram {
+                    offcpu_state: Some(OffcpuState::Interruptible),
+                    ..Histogram::of(Probe::Offcpu, 1, 3, &[1_000, 2_000])
+                },
+                Histogram::of(Probe::Runqueue, 1, 3, &[1_000]),
+            ],
+            ..Summary::default()
+        };
+        let mut out = Vec::new();
+        write_summary(&mut out, &summary).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["type"], "histogram");
+        assert_eq!(
+            (&lines[0]["state"], &lines[0]["count"]),
+            (&"interruptible".into(), &2.into())
+        );
+        assert!(lines[1].get("state").is_none(), "{}", lines[1]);
     }
 
     /// The closing `lost` line names every kernel-side loss with the value of its own counter.

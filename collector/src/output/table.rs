@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use super::Summary;
+use crate::model::OffcpuState;
 use crate::quantile::quantile_ns;
 use crate::telemetry::catalog::capture_losses;
 
@@ -41,12 +42,13 @@ pub fn write_status(
     out.flush()
 }
 
-/// Writes the per-process summary table.
+/// Writes the per-process summary table: one row per histogram, off-CPU time in two rows
+/// (STATE `interruptible`: idle waits; `uninterruptible`: blocked on a resource).
 pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
     writeln!(
         out,
-        "{:>8} {:<16} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "PID", "COMM", "PROBE", "COUNT", "P50", "P99", "MAX", "BYTES"
+        "{:>8} {:<16} {:<9} {:<15} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "PID", "COMM", "PROBE", "STATE", "COUNT", "P50", "P99", "MAX", "BYTES"
     )?;
     for h in &s.histograms {
         let q = |p| {
@@ -60,10 +62,11 @@ pub fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         };
         writeln!(
             out,
-            "{:>8} {:<16} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{:>8} {:<16} {:<9} {:<15} {:>10} {:>10} {:>10} {:>10} {:>10}",
             h.pid,
             s.process_name(h.pid),
             h.kind.name(),
+            h.offcpu_state.map_or("-", OffcpuState::name),
             h.count,
             q(0.5),
             q(0.99),
@@ -94,5 +97,36 @@ mod tests {
         assert_eq!(human_ns(1_200_000_000), "1.20s");
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(1536), "1.5KiB");
+    }
+
+    #[test]
+    fn offcpu_rows_name_their_state() {
+        use crate::model::{Comm, Histogram};
+        use kotel_bpf::Probe;
+        let state = |s| Histogram {
+            offcpu_state: Some(s),
+            ..Histogram::of(Probe::Offcpu, 7, 3, &[2_000_000])
+        };
+        let summary = Summary {
+            histograms: vec![
+                Histogram::of(Probe::Runqueue, 7, 3, &[1_000]),
+                state(OffcpuState::Interruptible),
+                state(OffcpuState::Uninterruptible),
+            ],
+            comms: [(7, Comm::from_kernel(b"db\0"))].into_iter().collect(),
+            ..Summary::default()
+        };
+        let mut out = Vec::new();
+        write_summary(&mut out, &summary).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .take(4)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..5], ["PID", "COMM", "PROBE", "STATE", "COUNT"]);
+        assert_eq!(rows[1][..5], ["7", "db", "runqueue", "-", "1"]);
+        assert_eq!(rows[2][..5], ["7", "db", "offcpu", "interruptible", "1"]);
+        assert_eq!(rows[3][..5], ["7", "db", "offcpu", "uninterruptible", "1"]);
     }
 }
