@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kotel_bpf::Probe;
+use kotel_collector::kernel::Stacks;
 use kotel_collector::link::buffer::LinkBuffer;
 use kotel_collector::link::Linker;
 use kotel_collector::model::{Comm, KernelEvent};
 use kotel_collector::otlp::attrs;
 use kotel_collector::otlp::pending::PendingSpan;
-use kotel_collector::otlp::spans::{kernel_span, SpanIds};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -86,20 +86,11 @@ fn bench_link(c: &mut Criterion) {
         for i in 0..EVENTS {
             let ev = event(i, tid);
             let pending = (i % 10 == 0).then(|| PendingSpan {
-                pid: ev.pid,
-                kind: ev.kind,
-                duration_ns: ev.duration_ns,
-                offcpu_state: ev.offcpu_state,
-                end: ev.start_unix_nano + ev.duration_ns,
+                event: ev.clone(),
+                trace_id: [2; 16],
+                span_id: i.to_be_bytes(),
+                stacks: Stacks::default(),
                 standalone: true,
-                span: kernel_span(
-                    &ev,
-                    SpanIds {
-                        trace_id: [2; 16],
-                        span_id: i.to_be_bytes(),
-                        parent_span_id: None,
-                    },
-                ),
             });
             let released = linker.remember(&ev, pending);
             assert!(released.is_empty());
@@ -123,7 +114,7 @@ fn bench_link(c: &mut Criterion) {
         + std::mem::size_of::<u32>();
     let full = std::mem::size_of::<PendingSpan>();
     eprintln!(
-        "link buffer memory per 100k events: {:.1} MiB compact, +{:.1} MiB (plus the spans' attributes) for each 10% with a built span",
+        "link buffer memory per 100k events: {:.1} MiB compact, +{:.1} MiB (plus symbolized stacks) for each 10% waiting to become a span",
         (per_event as f64 * 100_000.0) / 1_048_576.0,
         (full as f64 * 10_000.0) / 1_048_576.0
     );

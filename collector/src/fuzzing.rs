@@ -252,20 +252,11 @@ fn fixture_buffer() -> LinkBuffer {
                     offcpu_state: None,
                 };
                 let pending = (n % 2 == 0).then(|| PendingSpan {
-                    pid,
-                    kind,
-                    duration_ns: ev.duration_ns,
-                    offcpu_state: None,
-                    end: ev.start_unix_nano + ev.duration_ns,
+                    event: ev.clone(),
+                    trace_id: [3; 16],
+                    span_id: n.to_be_bytes(),
+                    stacks: Stacks::default(),
                     standalone: true,
-                    span: kernel_span(
-                        &ev,
-                        SpanIds {
-                            trace_id: [3; 16],
-                            span_id: n.to_be_bytes(),
-                            parent_span_id: None,
-                        },
-                    ),
                 });
                 let released = buffer.push(&ev, pending);
                 assert!(released.is_empty(), "the fixture fits the buffer");

@@ -143,6 +143,32 @@ impl Histogram {
 }
 
 #[cfg(test)]
+impl KernelEvent {
+    /// For tests: an event of `kind` by thread `tid` of `pid`, without sizes, sockets or
+    /// stacks.
+    pub(crate) fn sample(kind: Probe, pid: u32, tid: u32, start: u64, duration_ns: u64) -> Self {
+        KernelEvent {
+            kind,
+            pid,
+            tid,
+            comm: Comm::default(),
+            cpu: 0,
+            start_unix_nano: start,
+            duration_ns,
+            bytes: None,
+            errno: None,
+            fd: None,
+            iovcnt: None,
+            local: None,
+            peer: None,
+            kernel_stack_id: None,
+            user_stack_id: None,
+            offcpu_state: None,
+        }
+    }
+}
+
+#[cfg(test)]
 impl Histogram {
     /// For tests: the histogram of `values` (ns) at `scale`, each put in its bucket through the
     /// kernel's table, built directly (not through `expo::merge`, which tests compare with it).

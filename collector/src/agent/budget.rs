@@ -75,15 +75,15 @@ impl SpanBudget {
     pub fn offer(&mut self, p: PendingSpan) -> u64 {
         self.seq += 1;
         let seq = self.seq;
-        let round = self.rounds.entry(p.pid).or_default();
-        let demoted = match round.slowest.get(&p.kind) {
+        let round = self.rounds.entry(p.pid()).or_default();
+        let demoted = match round.slowest.get(&p.kind()) {
             // Ties keep the first, as the exemplar does.
-            Some(best) if best.duration_ns >= p.duration_ns => Some(p),
-            _ => round.slowest.insert(p.kind, p),
+            Some(best) if best.duration_ns() >= p.duration_ns() => Some(p),
+            _ => round.slowest.insert(p.kind(), p),
         };
         if let Some(span) = demoted {
             round.rest.push(Reverse(Ranked {
-                duration_ns: span.duration_ns,
+                duration_ns: span.duration_ns(),
                 seq: Reverse(seq),
                 span,
             }));
@@ -113,15 +113,16 @@ impl SpanBudget {
                 continue;
             };
             let mut slowest: Vec<_> = round.slowest.into_values().collect();
-            slowest.sort_by_key(|p| p.end);
+            slowest.sort_by_key(PendingSpan::end);
             for p in slowest {
-                let mut span = p.span;
-                span.attributes.extend(extra(pid, p.kind));
+                let picture = extra(pid, p.kind());
+                let mut span = p.into_span();
+                span.attributes.extend(picture);
                 out.push((pid, span));
             }
             let mut rest: Vec<_> = round.rest.into_iter().map(|r| r.0.span).collect();
-            rest.sort_by_key(|p| p.end);
-            out.extend(rest.into_iter().map(|p| (pid, p.span)));
+            rest.sort_by_key(PendingSpan::end);
+            out.extend(rest.into_iter().map(|p| (pid, p.into_span())));
         }
         out
     }
@@ -136,20 +137,17 @@ impl SpanBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::Stacks;
+    use crate::model::KernelEvent;
     use crate::otlp::attrs;
 
     fn span(pid: u32, kind: Probe, duration_ns: u64, id: u8) -> PendingSpan {
         PendingSpan {
-            pid,
-            kind,
-            duration_ns,
-            offcpu_state: None,
-            end: u64::from(id),
+            event: KernelEvent::sample(kind, pid, 1, u64::from(id), duration_ns),
+            trace_id: [1; 16],
+            span_id: [id; 8],
+            stacks: Stacks::default(),
             standalone: true,
-            span: Span {
-                span_id: vec![id; 8],
-                ..Span::default()
-            },
         }
     }
 
@@ -198,9 +196,8 @@ mod tests {
         });
         assert_eq!(ids(&out), vec![1, 4, 5]);
         for (_, s) in &out {
-            assert_eq!(
-                s.attributes.len(),
-                1,
+            assert!(
+                attrs::find(&s.attributes, "picture").is_some(),
                 "each slowest-of-probe has its picture"
             );
         }

@@ -9,13 +9,10 @@
 use kotel_bpf::Probe;
 
 use super::Agent;
-use crate::enrich::semconv::{KOTEL_STACK_KERNEL, KOTEL_STACK_USER};
 use crate::kernel::symbols::folded;
 use crate::kernel::Drained;
 use crate::model::KernelEvent;
-use crate::otlp::attrs;
 use crate::otlp::pending::PendingSpan;
-use crate::otlp::spans::{kernel_span, SpanIds};
 use crate::telemetry;
 
 impl Agent {
@@ -50,40 +47,25 @@ impl Agent {
         }
     }
 
-    /// Builds the span of `ev` with its stacks; its off-CPU stack goes into the flame graph.
+    /// Fixes the span of `ev`: its ids and its stacks, symbolized now (the kernel's stack map
+    /// does not keep them); its off-CPU stack goes into the flame graph.
     fn build(&mut self, ev: &KernelEvent, standalone: bool) -> PendingSpan {
-        let ids = SpanIds {
-            trace_id: self.ids.trace_id(),
-            span_id: self.ids.span_id(),
-            parent_span_id: None,
-        };
         self.resources.comms.insert(ev.pid, ev.comm);
-        let mut span = kernel_span(ev, ids);
         let stacks = self.kernel.stacks(ev);
-        if let Some(frames) = &stacks.kernel {
-            span.attributes
-                .push(attrs::strings(KOTEL_STACK_KERNEL, frames.clone()));
-            if ev.kind == Probe::Offcpu {
-                if let Some(a) = self.artifacts.as_mut() {
-                    a.add_offcpu_stack(folded(&ev.comm.to_string_lossy(), frames), ev.duration_ns);
-                }
+        if let (Some(frames), Probe::Offcpu) = (&stacks.kernel, ev.kind) {
+            if let Some(a) = self.artifacts.as_mut() {
+                a.add_offcpu_stack(folded(&ev.comm.to_string_lossy(), frames), ev.duration_ns);
             }
-        }
-        if let Some(frames) = stacks.user {
-            span.attributes
-                .push(attrs::strings(KOTEL_STACK_USER, frames));
         }
         if standalone {
             telemetry::add(&self.tele.stats.spans_produced, 1);
         }
         PendingSpan {
-            pid: ev.pid,
-            kind: ev.kind,
-            duration_ns: ev.duration_ns,
-            offcpu_state: ev.offcpu_state,
-            end: ev.start_unix_nano.saturating_add(ev.duration_ns),
+            event: ev.clone(),
+            trace_id: self.ids.trace_id(),
+            span_id: self.ids.span_id(),
+            stacks,
             standalone,
-            span,
         }
     }
 
@@ -91,7 +73,7 @@ impl Agent {
     /// exemplars and to the budget; the others (children only) end here.
     pub(super) fn settle(&mut self, released: impl IntoIterator<Item = PendingSpan>) {
         for p in released.into_iter().filter(|p| p.standalone) {
-            self.metrics.observe(p.pid, p.kind, p.exemplar());
+            self.metrics.observe(p.pid(), p.kind(), p.exemplar());
             let skipped = self.budget.offer(p);
             telemetry::add(&self.tele.stats.spans_skipped_budget, skipped);
         }

@@ -239,14 +239,12 @@ mod tests {
             batcher.push(100 + (i % 2) as u32, span(i));
         }
         let mut budget = SpanBudget::new(10);
-        let pending = |pid, kind, i| PendingSpan {
-            pid,
-            kind,
-            duration_ns: 7,
-            offcpu_state: None,
-            end: 1,
+        let pending = |pid, kind, i: u64| PendingSpan {
+            event: crate::model::KernelEvent::sample(kind, pid, 1, i, 7),
+            trace_id: [1; 16],
+            span_id: i.to_be_bytes(),
+            stacks: Default::default(),
             standalone: true,
-            span: span(i),
         };
         assert_eq!(budget.offer(pending(100, Probe::Writev, 10)), 0);
         assert_eq!(budget.offer(pending(101, Probe::Offcpu, 11)), 0);

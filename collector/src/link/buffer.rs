@@ -158,7 +158,7 @@ impl LinkBuffer {
     pub fn release_all(&mut self) -> Vec<PendingSpan> {
         self.claimable.clear();
         let mut released = self.remove_older_than(u64::MAX);
-        released.sort_by_key(|p| p.end);
+        released.sort_by_key(PendingSpan::end);
         released
     }
 
@@ -253,20 +253,11 @@ pub(crate) mod tests {
     /// A built span for `e`.
     pub(crate) fn pend(e: &KernelEvent) -> PendingSpan {
         PendingSpan {
-            pid: e.pid,
-            kind: e.kind,
-            duration_ns: e.duration_ns,
-            offcpu_state: e.offcpu_state,
-            end: e.start_unix_nano + e.duration_ns,
+            event: e.clone(),
+            trace_id: [1; 16],
+            span_id: e.start_unix_nano.to_be_bytes(),
+            stacks: Default::default(),
             standalone: true,
-            span: crate::otlp::spans::kernel_span(
-                e,
-                crate::otlp::spans::SpanIds {
-                    trace_id: [1; 16],
-                    span_id: e.start_unix_nano.to_be_bytes(),
-                    parent_span_id: None,
-                },
-            ),
         }
     }
 
@@ -335,13 +326,13 @@ pub(crate) mod tests {
     #[test]
     fn unclaimed_spans_come_back_whichever_way_they_leave() {
         let mut b = LinkBuffer::new(3, 1_000);
-        let ends = |v: Vec<PendingSpan>| v.iter().map(|p| p.end).collect::<Vec<_>>();
+        let ends = |v: Vec<PendingSpan>| v.iter().map(PendingSpan::end).collect::<Vec<_>>();
         assert!(push(&mut b, ev(1, 1, 0, 10), true).is_empty());
         assert!(push(&mut b, ev(1, 1, 100, 10), false).is_empty());
         assert!(push(&mut b, ev(1, 1, 200, 10), true).is_empty());
         // A claimed span is gone from the buffer; its event still counts for sums.
         let taken = b.overlapping(1, None, 195, 215)[0].pending.take();
-        assert_eq!(taken.map(|p| p.end), Some(210));
+        assert_eq!(taken.map(|p| p.end()), Some(210));
         assert_eq!(
             ends(push(&mut b, ev(1, 1, 300, 10), true)),
             vec![10],
@@ -367,13 +358,13 @@ pub(crate) mod tests {
         push(&mut b, ev(1, 1, 0, 100), true); // ends at 100
         push(&mut b, ev(1, 1, 200, 100), true); // ends at 300
         assert!(b.expire(350).is_empty(), "within the hold");
-        let released: Vec<u64> = b.expire(450).iter().map(|p| p.end).collect();
+        let released: Vec<u64> = b.expire(450).iter().map(PendingSpan::end).collect();
         assert_eq!(released, vec![100]);
         assert_eq!(b.stats().held, 2, "both events still count for sums");
         let found = b.overlapping(1, None, 0, 1_000);
         assert_eq!(found.len(), 2);
         assert!(found[0].pending.is_none() && found[1].pending.is_some());
-        let released: Vec<u64> = b.expire(700).iter().map(|p| p.end).collect();
+        let released: Vec<u64> = b.expire(700).iter().map(PendingSpan::end).collect();
         assert_eq!(released, vec![300], "released once");
         assert!(
             b.expire(1_400).is_empty(),

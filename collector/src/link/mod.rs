@@ -392,10 +392,10 @@ impl Linker {
                     pid,
                     kind: e.kind,
                     end: e.end,
-                    duration_ns: pending.duration_ns,
-                    offcpu_state: pending.offcpu_state,
+                    duration_ns: pending.duration_ns(),
+                    offcpu_state: pending.event.offcpu_state,
                     trace_id,
-                    span_id: pending.span_id(),
+                    span_id: pending.span_id,
                 });
                 let mut child = pending.into_child(trace_id, parent);
                 child.attributes.push(attrs::string(KOTEL_LINK_MATCH, how));

@@ -1,56 +1,100 @@
-//! A kernel span built once, when its event is drained (ids, attributes, stacks), whose place
-//! is decided later: a child under the application span that covers it, or a span of its own
-//! once nothing claimed it. Either way it is exported once, whole.
+//! A kernel event whose span is decided when it is drained (its ids, and its stacks, which
+//! the kernel's stack map may not keep) and built once its place is known: a child under the
+//! application span that covers it, or a span of its own once nothing claimed it. Either way
+//! it is exported once, whole. Kept compact while it waits (the event, two ids and the
+//! symbolized frames, about 200 bytes without stacks), not as a built span.
 
 use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::model::OffcpuState;
+use crate::enrich::semconv::{KOTEL_STACK_KERNEL, KOTEL_STACK_USER};
+use crate::kernel::Stacks;
+use crate::model::KernelEvent;
+use crate::otlp::attrs;
 use crate::otlp::metrics::ExemplarCandidate;
+use crate::otlp::spans::{kernel_span, SpanIds};
 
-/// A built kernel span waiting for its place.
+/// A kernel span waiting for its place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingSpan {
-    /// The process.
-    pub pid: u32,
-    /// The probe.
-    pub kind: Probe,
-    /// The event's length.
-    pub duration_ns: u64,
-    /// How its thread waited, for an off-CPU event.
-    pub offcpu_state: Option<OffcpuState>,
-    /// When the event ended (Unix ns).
-    pub end: u64,
+    /// The event.
+    pub event: KernelEvent,
+    /// The trace id it gets when it stands on its own.
+    pub trace_id: [u8; 16],
+    /// Its span id, in either place.
+    pub span_id: [u8; 8],
+    /// Its symbolized stacks.
+    pub stacks: Stacks,
     /// Whether it goes out as a span of its own when no application span claims it (the
-    /// standalone rule); otherwise it only ever becomes a child.
+    /// span rule); otherwise it only ever becomes a child.
     pub standalone: bool,
-    /// The span, with its own trace id and span id and no parent.
-    pub span: Span,
 }
 
 impl PendingSpan {
-    /// The span id it was built with, which it keeps in either place.
-    pub fn span_id(&self) -> [u8; 8] {
-        self.span.span_id.as_slice().try_into().unwrap_or_default()
+    /// The process.
+    pub fn pid(&self) -> u32 {
+        self.event.pid
     }
 
-    /// Its exemplar, pointing at the span as it is now.
+    /// The probe.
+    pub fn kind(&self) -> Probe {
+        self.event.kind
+    }
+
+    /// The event's length.
+    pub fn duration_ns(&self) -> u64 {
+        self.event.duration_ns
+    }
+
+    /// When the event ended (Unix ns).
+    pub fn end(&self) -> u64 {
+        self.event
+            .start_unix_nano
+            .saturating_add(self.event.duration_ns)
+    }
+
+    /// Its exemplar as a span of its own.
     pub fn exemplar(&self) -> ExemplarCandidate {
         ExemplarCandidate {
-            duration_ns: self.duration_ns,
-            time_unix_nano: self.end,
-            trace_id: self.span.trace_id.as_slice().try_into().unwrap_or_default(),
-            span_id: self.span_id(),
-            offcpu_state: self.offcpu_state,
+            duration_ns: self.duration_ns(),
+            time_unix_nano: self.end(),
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            offcpu_state: self.event.offcpu_state,
         }
+    }
+
+    /// The span of its own: its trace, no parent.
+    pub fn into_span(self) -> Span {
+        let ids = SpanIds {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: None,
+        };
+        self.build(ids)
     }
 
     /// The span as a child of application span `parent` in trace `trace_id`: same span id,
     /// same attributes (stacks, network, errno), the application's trace.
     pub fn into_child(self, trace_id: [u8; 16], parent: [u8; 8]) -> Span {
-        let mut span = self.span;
-        span.trace_id = trace_id.to_vec();
-        span.parent_span_id = parent.to_vec();
+        let ids = SpanIds {
+            trace_id,
+            span_id: self.span_id,
+            parent_span_id: Some(parent),
+        };
+        self.build(ids)
+    }
+
+    fn build(self, ids: SpanIds) -> Span {
+        let mut span = kernel_span(&self.event, ids);
+        if let Some(frames) = self.stacks.kernel {
+            span.attributes
+                .push(attrs::strings(KOTEL_STACK_KERNEL, frames));
+        }
+        if let Some(frames) = self.stacks.user {
+            span.attributes
+                .push(attrs::strings(KOTEL_STACK_USER, frames));
+        }
         span
     }
 }
@@ -58,34 +102,60 @@ impl PendingSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::attrs;
+    use crate::model::{Comm, OffcpuState};
+
+    fn pending() -> PendingSpan {
+        PendingSpan {
+            event: KernelEvent {
+                kind: Probe::Offcpu,
+                pid: 7,
+                tid: 8,
+                comm: Comm::default(),
+                cpu: 0,
+                start_unix_nano: 970,
+                duration_ns: 30,
+                bytes: None,
+                errno: None,
+                fd: None,
+                iovcnt: None,
+                local: None,
+                peer: None,
+                kernel_stack_id: Some(1),
+                user_stack_id: Some(2),
+                offcpu_state: Some(OffcpuState::Interruptible),
+            },
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            stacks: Stacks {
+                kernel: Some(vec!["schedule+0x1".into()]),
+                user: Some(vec!["0x1234".into()]),
+            },
+            standalone: true,
+        }
+    }
 
     #[test]
     fn a_child_keeps_its_id_and_every_attribute() {
-        let p = PendingSpan {
-            pid: 7,
-            kind: Probe::Offcpu,
-            duration_ns: 30,
-            offcpu_state: Some(OffcpuState::Interruptible),
-            end: 1_000,
-            standalone: true,
-            span: Span {
-                trace_id: vec![1; 16],
-                span_id: vec![2; 8],
-                attributes: vec![attrs::strings("kotel.stack.kernel", vec!["f".into()])],
-                ..Span::default()
-            },
-        };
+        let p = pending();
         let e = p.exemplar();
         assert_eq!(
             (e.trace_id, e.span_id, e.time_unix_nano),
             ([1; 16], [2; 8], 1_000)
         );
-        let attributes = p.span.attributes.clone();
+        assert_eq!(e.offcpu_state, Some(OffcpuState::Interruptible));
+        let own = p.clone().into_span();
+        assert_eq!(
+            (own.trace_id.clone(), own.span_id.clone()),
+            (vec![1; 16], vec![2; 8])
+        );
+        assert!(own.parent_span_id.is_empty());
         let child = p.into_child([9; 16], [8; 8]);
         assert_eq!(child.trace_id, vec![9; 16]);
         assert_eq!(child.parent_span_id, vec![8; 8]);
         assert_eq!(child.span_id, vec![2; 8]);
-        assert_eq!(child.attributes, attributes);
+        assert_eq!(child.attributes, own.attributes, "stacks and all");
+        for key in [KOTEL_STACK_KERNEL, KOTEL_STACK_USER] {
+            assert!(attrs::find(&child.attributes, key).is_some(), "{key}");
+        }
     }
 }
