@@ -7,18 +7,27 @@ spans in an interruptible wait it also gives the share at or above 100 ms, 1 s a
 sleep threshold there would keep (measure it with `--sleep-threshold 0`, which reports them
 all).
 
+With KOTEL_LOAD=nginx each run happens while wrk (1 thread, 8 connections) loads nginx
+(Debian's nginx-light, one worker, a 2 768-byte page) over loopback, as scripts/bench-host.sh
+does. The processes with the most spans are listed by name.
+
 Run as root after `cargo build --release -p kotel-collector` (KOTEL_BIN picks another binary,
 e.g. target/debug/kotel):
     python3 scripts/span_volume.py [seconds] [rounds]
     KOTEL_BASE_BIN=/path/to/other/kotel python3 scripts/span_volume.py 10 3
     KOTEL_VARIANTS='--sleep-threshold 0;--sleep-threshold off' python3 scripts/span_volume.py
+    KOTEL_LOAD=nginx python3 scripts/span_volume.py 10 3
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import shlex
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,8 +56,62 @@ def span_state(span: dict) -> str | None:
     return None
 
 
-def one_run(binary: Path, extra: list[str], seconds: int) -> dict:
+NGINX_CONF = """worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path {tmp}/body;
+  server {{
+    listen 127.0.0.1:{port};
+    root {tmp}/www;
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx():
+    """nginx on a free loopback port; yields the page's URL."""
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing: apt-get install nginx-light wrk")
+    with tempfile.TemporaryDirectory() as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        Path(tmp, "www").mkdir()
+        Path(tmp, "www", "index.html").write_text(("<p>kotel bench page</p>\n" * 200)[:2768])
+        os.chmod(tmp, 0o755)
+        os.chmod(Path(tmp, "www"), 0o755)
+        conf = Path(tmp, "nginx.conf")
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+        subprocess.run(["nginx", "-c", str(conf), "-e", f"{tmp}/error.log"], check=True)
+        try:
+            yield f"http://127.0.0.1:{port}/index.html"
+        finally:
+            pid = Path(tmp, "nginx.pid")
+            if pid.exists():
+                os.kill(int(pid.read_text()), 3)  # SIGQUIT: graceful
+
+
+def resource_name(attrs: dict) -> str:
+    for key in ("process.executable.name", "service.name"):
+        if key in attrs:
+            return attrs[key].get("stringValue", "?")
+    return "?"
+
+
+def one_run(binary: Path, extra: list[str], seconds: int, url: str | None) -> dict:
     with tempfile.TemporaryDirectory() as out:
+        load = None
+        if url:
+            load = subprocess.Popen(["wrk", "-t1", "-c8", f"-d{seconds}s", url],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run(
             [str(binary), "run", "--duration", f"{seconds}s", "--out", out, "--telemetry", "none",
              *extra],
@@ -56,7 +119,10 @@ def one_run(binary: Path, extra: list[str], seconds: int) -> dict:
             stderr=subprocess.DEVNULL,
             check=True,
         )
+        if load:
+            load.wait()
         spans = kthread = 0
+        by_process: collections.Counter[str] = collections.Counter()
         by_state = {"interruptible": 0, "uninterruptible": 0}
         sleeps_ns: list[int] = []
         traces = Path(out) / "traces.jsonl"
@@ -68,6 +134,7 @@ def one_run(binary: Path, extra: list[str], seconds: int) -> dict:
                 pid = int(attrs.get("process.pid", {}).get("intValue", 0))
                 mine = [s for ss in rs.get("scopeSpans", []) for s in ss.get("spans", [])]
                 spans += len(mine)
+                by_process[resource_name(attrs)] += len(mine)
                 if is_kernel_thread(pid):
                     kthread += len(mine)
                 for s in mine:
@@ -83,6 +150,7 @@ def one_run(binary: Path, extra: list[str], seconds: int) -> dict:
         "offcpu_interruptible_spans_per_s": by_state["interruptible"] / seconds,
         "offcpu_uninterruptible_spans_per_s": by_state["uninterruptible"] / seconds,
         "bytes_per_s": written / seconds,
+        "top_processes": dict(by_process.most_common(6)),
     }
     for name, cut in SLEEP_CUTS_NS.items():
         kept = sum(1 for d in sleeps_ns if d >= cut)
@@ -102,14 +170,24 @@ def main() -> None:
     for variant in filter(None, os.environ.get("KOTEL_VARIANTS", "").split(";")):
         builds[f"this {variant.strip()}"] = (KOTEL, shlex.split(variant))
     runs: dict[str, list[dict]] = {name: [] for name in builds}
-    for _ in range(rounds):
-        for name, (binary, extra) in builds.items():
-            runs[name].append(one_run(binary, extra, seconds))
+    load = os.environ.get("KOTEL_LOAD", "")
+    if load not in ("", "nginx"):
+        raise SystemExit(f"KOTEL_LOAD={load!r}: only nginx is known")
+    with nginx() if load else contextlib.nullcontext() as url:
+        for _ in range(rounds):
+            for name, (binary, extra) in builds.items():
+                runs[name].append(one_run(binary, extra, seconds, url))
     result = {
-        name: {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
+        name: {
+            k: round(statistics.median(r[k] for r in rs), 3)
+            for k in rs[0]
+            if k != "top_processes"
+        }
+        | {"top_processes_last_round": rs[-1]["top_processes"]}
         for name, rs in runs.items()
     }
-    print(json.dumps({"seconds": seconds, "rounds": rounds, "median": result}, indent=2))
+    print(json.dumps({"seconds": seconds, "rounds": rounds, "load": load or "idle",
+                      "median": result}, indent=2))
 
 
 if __name__ == "__main__":

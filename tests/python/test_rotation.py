@@ -91,7 +91,10 @@ def run_workload(
     larger than the size, so each one after the first rotates the file)."""
     w = workload()
     start = time.time_ns()
-    kotel = kotel_run(kotel_args(w.pid, out, None, "--rotate-bytes", str(ROTATE_BYTES), *extra))
+    # Without kotel's own OTLP receiver (not under test here) spans go out each interval instead
+    # of waiting link.hold for an application span, so the traces file rotates during the run.
+    kotel = kotel_run(kotel_args(w.pid, out, None, "--rotate-bytes", str(ROTATE_BYTES),
+                                 "--receiver-grpc", "none", "--receiver-http", "none", *extra))
     truth = w.run()
     seen: set[str] = set()
 

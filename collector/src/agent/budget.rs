@@ -3,7 +3,8 @@
 //! The slowest span of each series (process × probe) is always kept: it is the series'
 //! exemplar, and it carries the link to the interval's picture, so the budget holds every span
 //! until the interval's pictures are drawn. Linked children never come here: they are never
-//! skipped.
+//! skipped. Without a limit nothing is skipped and only the slowest of each series waits for
+//! its picture; every other span goes on at once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -52,6 +53,16 @@ impl Ord for Ranked {
     }
 }
 
+/// What [`SpanBudget::offer`] did.
+#[derive(Debug)]
+#[must_use = "a span that goes on now must be sent"]
+pub struct Offered {
+    /// Spans skipped by this offer (0 or 1).
+    pub skipped: u64,
+    /// The span that goes on now (only without a limit).
+    pub now: Option<PendingSpan>,
+}
+
 /// The budget of the current interval. `limit == 0` keeps every span.
 #[derive(Debug)]
 pub struct SpanBudget {
@@ -71,8 +82,9 @@ impl SpanBudget {
     }
 
     /// Offers a standalone span for this interval. Returns how many spans were skipped by it
-    /// (0 or 1: the offered one, or a faster one it displaced).
-    pub fn offer(&mut self, p: PendingSpan) -> u64 {
+    /// (0 or 1: the offered one, or a faster one it displaced), and, without a limit, the span
+    /// that goes on now (the one offered, or the slowest it displaced).
+    pub fn offer(&mut self, p: PendingSpan) -> Offered {
         self.seq += 1;
         let seq = self.seq;
         let round = self.rounds.entry(p.pid()).or_default();
@@ -81,6 +93,12 @@ impl SpanBudget {
             Some(best) if best.duration_ns() >= p.duration_ns() => Some(p),
             _ => round.slowest.insert(p.kind(), p),
         };
+        if self.limit == 0 {
+            return Offered {
+                skipped: 0,
+                now: demoted,
+            };
+        }
         if let Some(span) = demoted {
             round.rest.push(Reverse(Ranked {
                 duration_ns: span.duration_ns(),
@@ -89,14 +107,12 @@ impl SpanBudget {
             }));
         }
         let mut skipped = 0;
-        if self.limit > 0 {
-            let room = self.limit.saturating_sub(round.slowest.len());
-            while round.rest.len() > room {
-                round.rest.pop();
-                skipped += 1;
-            }
+        let room = self.limit.saturating_sub(round.slowest.len());
+        while round.rest.len() > room {
+            round.rest.pop();
+            skipped += 1;
         }
-        skipped
+        Offered { skipped, now: None }
     }
 
     /// Every span of the interval, emptying the budget: the slowest of each series with
@@ -164,11 +180,11 @@ mod tests {
         let skipped: u64 = durations
             .iter()
             .enumerate()
-            .map(|(i, d)| b.offer(span(1, Probe::Writev, *d, i as u8)))
+            .map(|(i, d)| b.offer(span(1, Probe::Writev, *d, i as u8)).skipped)
             .sum();
         assert_eq!(skipped, 3);
         // Another process has a budget of its own.
-        assert_eq!(b.offer(span(2, Probe::Writev, 1, 50)), 0);
+        assert_eq!(b.offer(span(2, Probe::Writev, 1, 50)).skipped, 0);
         let out = b.drain(&mut |_, _| Vec::new());
         assert_eq!(
             ids(&out),
@@ -181,12 +197,12 @@ mod tests {
     #[test]
     fn the_slowest_of_each_probe_is_never_skipped_and_carries_the_picture() {
         let mut b = SpanBudget::new(2);
-        let skipped = b.offer(span(1, Probe::Offcpu, 100, 1))
-            + b.offer(span(1, Probe::Offcpu, 90, 2))
-            + b.offer(span(1, Probe::Offcpu, 80, 3))
+        let skipped = b.offer(span(1, Probe::Offcpu, 100, 1)).skipped
+            + b.offer(span(1, Probe::Offcpu, 90, 2)).skipped
+            + b.offer(span(1, Probe::Offcpu, 80, 3)).skipped
             // Faster than every off-CPU span, but the slowest of its probe.
-            + b.offer(span(1, Probe::Runqueue, 5, 4))
-            + b.offer(span(1, Probe::Writev, 4, 5));
+            + b.offer(span(1, Probe::Runqueue, 5, 4)).skipped
+            + b.offer(span(1, Probe::Writev, 4, 5)).skipped;
         assert_eq!(
             skipped, 2,
             "80 went for the budget, 90 for the run-queue's slowest"
@@ -206,14 +222,18 @@ mod tests {
     #[test]
     fn ties_keep_the_first_and_zero_means_unlimited() {
         let mut b = SpanBudget::new(1);
-        b.offer(span(1, Probe::Writev, 7, 1));
-        b.offer(span(1, Probe::Writev, 7, 2));
+        assert_eq!(b.offer(span(1, Probe::Writev, 7, 1)).skipped, 0);
+        assert_eq!(b.offer(span(1, Probe::Writev, 7, 2)).skipped, 1);
         assert_eq!(ids(&b.drain(&mut |_, _| Vec::new())), vec![1]);
         let mut all = SpanBudget::new(0);
-        let skipped: u64 = (0..100)
-            .map(|i| all.offer(span(1, Probe::Writev, 7, i)))
-            .sum();
-        assert_eq!(skipped, 0);
-        assert_eq!(all.drain(&mut |_, _| Vec::new()).len(), 100);
+        // Without a limit every span but the slowest of its series goes on at once.
+        let mut now = Vec::new();
+        for (i, d) in [(0, 7), (1, 9), (2, 3), (3, 9)] {
+            let o = all.offer(span(1, Probe::Writev, d, i));
+            assert_eq!(o.skipped, 0);
+            now.extend(o.now.map(|p| p.span_id[0]));
+        }
+        assert_eq!(now, vec![0, 2, 3], "the 9 ns one (the first of two) waits");
+        assert_eq!(ids(&all.drain(&mut |_, _| Vec::new())), vec![1]);
     }
 }

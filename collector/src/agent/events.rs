@@ -74,8 +74,11 @@ impl Agent {
     pub(super) fn settle(&mut self, released: impl IntoIterator<Item = PendingSpan>) {
         for p in released.into_iter().filter(|p| p.standalone) {
             self.metrics.observe(p.pid(), p.kind(), p.exemplar());
-            let skipped = self.budget.offer(p);
-            telemetry::add(&self.tele.stats.spans_skipped_budget, skipped);
+            let offered = self.budget.offer(p);
+            telemetry::add(&self.tele.stats.spans_skipped_budget, offered.skipped);
+            if let Some(now) = offered.now {
+                self.batcher.push(now.pid(), now.into_span());
+            }
         }
     }
 }

@@ -246,8 +246,8 @@ mod tests {
             stacks: Default::default(),
             standalone: true,
         };
-        assert_eq!(budget.offer(pending(100, Probe::Writev, 10)), 0);
-        assert_eq!(budget.offer(pending(101, Probe::Offcpu, 11)), 0);
+        assert_eq!(budget.offer(pending(100, Probe::Writev, 10)).skipped, 0);
+        assert_eq!(budget.offer(pending(101, Probe::Offcpu, 11)).skipped, 0);
         let produced = 7;
         let mut resource_of = |_pid: u32| Resource::default();
 
