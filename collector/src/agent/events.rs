@@ -69,6 +69,26 @@ impl Agent {
         }
     }
 
+    /// What the link buffer still held at the end (oldest first), settled interval by
+    /// interval of their events: each interval's spans meet the budget among themselves, as
+    /// they would have, had the run gone on.
+    pub(super) fn settle_by_interval(&mut self, released: Vec<PendingSpan>) {
+        let interval = u64::try_from(self.plan.interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut current = None;
+        for p in released {
+            let index = p.end().saturating_sub(self.timers.started_unix) / interval;
+            if current.is_some_and(|c| c != index) {
+                for (pid, span) in self.budget.drain(&mut |_, _| Vec::new()) {
+                    self.batcher.push(pid, span);
+                }
+            }
+            current = Some(index);
+            self.settle([p]);
+        }
+    }
+
     /// Spans that no application span claimed: those that stand on their own are offered as
     /// exemplars and to the budget; the others (children only) end here.
     pub(super) fn settle(&mut self, released: impl IntoIterator<Item = PendingSpan>) {

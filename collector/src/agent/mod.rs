@@ -79,6 +79,8 @@ struct Plan {
 #[derive(Debug)]
 struct Timers {
     started: Instant,
+    /// The same moment, Unix ns: metrics intervals count from it.
+    started_unix: u64,
     next_metrics: Instant,
     next_column: Instant,
     last_expiry: Instant,
@@ -138,7 +140,7 @@ impl Agent {
             if done {
                 // Nothing can claim them any more: the unclaimed go out on their own.
                 let released = self.linker.release_all();
-                self.settle(released);
+                self.settle_by_interval(released);
             }
             self.tick(done)?;
             if done {

@@ -130,6 +130,7 @@ impl Agent {
             },
             timers: Timers {
                 started,
+                started_unix: unix_now(),
                 next_metrics: started + cfg.metrics.interval,
                 next_column: started,
                 last_expiry: started,
