@@ -94,7 +94,8 @@ def latency() -> dict:
     with OtlpReceiver() as rx, tempfile.TemporaryDirectory() as out:
         kotel = start_kotel(
             ["--probes", "writev", "--span-threshold", "0", "--interval", "5s", "--out", out,
-             "--otlp-endpoint", rx.endpoint, *every_span()]
+             "--otlp-endpoint", rx.endpoint, "--receiver-grpc", "none", "--receiver-http", "none",
+             *every_span()]
         )
         run = subprocess.run(
             [str(LOOP), "--calls", "10000", "--rate", "1000"], capture_output=True, text=True, check=True
