@@ -3,10 +3,10 @@
 //! goes to the export queue.
 //!
 //! [`Agent`] holds the pipeline's state; its loop is one method per phase, each in a file of
-//! its own: drain the kernel ([`crate::kernel`]) → handle events ([`events`]) → handle
-//! lifecycle records ([`lifecycle`]) → link what applications sent ([`linking`]) → the periodic
-//! tick ([`tick`]: expiry, flushes, pictures, the metrics round) → stop ([`stop`]). It is built
-//! by [`setup`].
+//! its own: drain the kernel ([`crate::kernel`]) → handle events (`events`) → handle
+//! lifecycle records (`lifecycle`) → link what applications sent (`linking`) → the periodic
+//! tick (`tick`: expiry, flushes, pictures, the metrics round) → stop (`stop`). It is built
+//! by `setup`.
 //!
 //! Threads: this one owns the BPF side (the tracer is not `Send`) and the pure stages (decode,
 //! enrich, span and metric building); a small tokio runtime runs the export queue's worker,

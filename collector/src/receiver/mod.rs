@@ -426,7 +426,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    /// Every reason, in [`Reject::index`] order.
+    /// Every reason, in `Reject::index` order.
     pub const ALL: [Reject; 6] = [
         Reject::Malformed,
         Reject::Oversize,

@@ -1,5 +1,5 @@
 //! The agent's telemetry about itself. Every self-metric is declared once, in [`catalog`], and
-//! rendered three ways: `/metrics` ([`prometheus`], served by [`server`]), the OTLP
+//! rendered three ways: `/metrics` ([`prometheus`], served by `server`), the OTLP
 //! self-metrics ([`otlp`]) and `summary.json` ([`summary`]). The stages count into
 //! [`SelfStats`] and their own stats types; [`AgentTelemetry`] gathers them into one
 //! [`catalog::Readings`].
