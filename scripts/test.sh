@@ -19,6 +19,8 @@ cargo clippy -q --workspace --all-targets -- -D warnings
 # The benchmark-only floor programs and the fuzz entry points sit behind features: linted too.
 cargo clippy -q -p kotel-e2e --all-targets --features bench -- -D warnings
 cargo clippy -q -p kotel-collector --all-targets --features fuzzing -- -D warnings
+echo "== cargo doc (warnings are errors: broken and private intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
 echo "== build"
 cargo build -q --workspace --bins
 echo "== deploy manifests (kubernetes-validate, checkov, config, Dockerfile packages)"
