@@ -7,6 +7,7 @@ pub mod clock;
 pub mod decode;
 mod hooks_report;
 pub mod symbols;
+pub mod ustack;
 
 use std::time::Duration;
 

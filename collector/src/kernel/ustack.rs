@@ -1,0 +1,446 @@
+//! User stack symbolization with blazesym: instruction pointers of a process to
+//! `function (file:line)` where the binary names them, `module+0xoff [buildid …]` where it does
+//! not, and `0x… [unknown]` when not even the mapping is known (the process is gone, its maps
+//! unreadable).
+//!
+//! Files are opened through `/proc/<pid>/root/<path>`, so binaries in other mount namespaces
+//! (containers) resolve with `CAP_SYS_PTRACE`, which kotel keeps after attaching. Where that
+//! path is gone (a binary deleted since it started), blazesym's process source goes through
+//! `/proc/<pid>/map_files/`, which the kernel opens only with `CAP_SYS_ADMIN` (or
+//! `CAP_CHECKPOINT_RESTORE`); without it those frames keep `module+0xoff`. JIT frames come
+//! from the process's perf map. Resolved frames are cached by file identity (device and inode
+//! of the file as the process sees it) and file offset, bounded by [`MAX_CACHED_FRAMES`]. Each drain may symbolize at most
+//! [`STACKS_PER_DRAIN`] stacks that miss the cache; the rest keep `module+0xoff` and are
+//! counted as deferred, so symbolization never holds the pipeline up.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use blazesym::helper::ElfResolver;
+use blazesym::normalize::{Normalizer, UserMeta};
+use blazesym::symbolize::{
+    self, Input, ProcessMemberInfo, ProcessMemberType, Resolve, Symbolized, Symbolizer,
+};
+use blazesym::Pid;
+
+/// Stacks with at least one frame missing from the cache that one drain may symbolize.
+pub const STACKS_PER_DRAIN: usize = 64;
+/// Resolved frames the cache holds before it starts over.
+pub const MAX_CACHED_FRAMES: usize = 65_536;
+/// Processes blazesym's own per-process state may cover before the symbolizer is rebuilt.
+const MAX_PROCESSES: usize = 256;
+
+/// The innermost frame that resolved to a function, for `code.*` attributes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CodeLocation {
+    /// The function's name, demangled.
+    pub function: String,
+    /// The source file, where DWARF names it.
+    pub file: Option<String>,
+    /// The source line, where DWARF names it.
+    pub line: Option<u32>,
+}
+
+/// A symbolized user stack.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UserStack {
+    /// Frames, innermost first.
+    pub frames: Vec<String>,
+    /// The innermost frame that resolved to a function.
+    pub innermost: Option<CodeLocation>,
+}
+
+/// What symbolization did, counted per stack.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UstackCounts {
+    /// Stacks whose every mapped frame came from the cache.
+    pub hits: u64,
+    /// Stacks symbolized with blazesym (at least one frame missed the cache).
+    pub misses: u64,
+    /// Stacks that could not be symbolized (process gone, maps or files unreadable).
+    pub failures: u64,
+    /// Stacks past the drain's budget, left as `module+0xoff`.
+    pub deferred: u64,
+}
+
+/// One frame's place in a file: the file's identity and the offset in it.
+type FrameKey = (String, u64);
+
+/// A resolved frame from the cache: the frames it stands for (more than one when functions
+/// were inlined), innermost first, and the innermost location.
+#[derive(Debug, Clone)]
+struct Resolved {
+    frames: Vec<String>,
+    location: Option<CodeLocation>,
+}
+
+/// The user stack symbolizer, with its caches and counters.
+pub struct UserSymbolizer {
+    symbolizer: Symbolizer,
+    normalizer: Normalizer,
+    /// Resolved frames by file identity and offset; `None` for offsets no symbol covers.
+    frames: HashMap<FrameKey, Option<Resolved>>,
+    /// Build-ids by file identity; `None` for files without one.
+    build_ids: HashMap<String, Option<String>>,
+    /// Processes the symbolizer holds state for since it was built.
+    processes: HashSet<u32>,
+    /// Stacks that missed the cache this drain.
+    spent: usize,
+    counts: UstackCounts,
+}
+
+impl Default for UserSymbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UserSymbolizer {
+    /// A symbolizer with empty caches.
+    pub fn new() -> Self {
+        UserSymbolizer {
+            symbolizer: new_symbolizer(),
+            normalizer: Normalizer::builder().enable_build_ids(false).build(),
+            frames: HashMap::new(),
+            build_ids: HashMap::new(),
+            processes: HashSet::new(),
+            spent: 0,
+            counts: UstackCounts::default(),
+        }
+    }
+
+    /// A new drain starts: the budget is full again.
+    pub fn new_drain(&mut self) {
+        self.spent = 0;
+    }
+
+    /// `pid` called execve or exited: what the symbolizer holds for it goes. blazesym keeps
+    /// per-process state it cannot drop one process at a time, so the symbolizer is rebuilt
+    /// once enough of the processes it covered are gone (the frame cache, keyed by file,
+    /// stays valid).
+    pub fn forget(&mut self, pid: u32) {
+        if self.processes.remove(&pid) && self.processes.is_empty() {
+            self.symbolizer = new_symbolizer();
+        }
+    }
+
+    /// The identity of the file `path` names in process `pid` (device and inode, seen
+    /// through the process's root), and its build-id in hex where it has one. A file that
+    /// cannot be reached is named by the process and path.
+    fn module(&mut self, pid: u32, path: &Path) -> (String, Option<String>) {
+        let real = in_root(pid, path);
+        let Ok(meta) = std::fs::metadata(&real) else {
+            return (format!("{pid}:{}", path.display()), None);
+        };
+        let id = format!("{}:{}", meta.dev(), meta.ino());
+        if self.build_ids.len() >= MAX_CACHED_FRAMES {
+            self.build_ids.clear();
+        }
+        let build_id = self
+            .build_ids
+            .entry(id.clone())
+            .or_insert_with(|| {
+                blazesym::helper::read_elf_build_id(&real)
+                    .ok()
+                    .flatten()
+                    .map(|b| hex(&b))
+            })
+            .clone();
+        (id, build_id)
+    }
+
+    /// The counts since the last call.
+    pub fn take_counts(&mut self) -> UstackCounts {
+        std::mem::take(&mut self.counts)
+    }
+
+    /// Resolved frames in the cache.
+    pub fn cached_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Symbolizes `ips` (innermost first) of process `pid`.
+    pub fn symbolize(&mut self, pid: u32, ips: &[u64]) -> UserStack {
+        let modules: Vec<Option<(u64, PathBuf)>> =
+            match self.normalizer.normalize_user_addrs(Pid::from(pid), ips) {
+                Ok(out) => out
+                    .outputs
+                    .iter()
+                    .map(|(off, meta)| match out.meta.get(*meta) {
+                        Some(UserMeta::Elf(elf)) => Some((*off, elf.path.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "kotel.ustack.maps_unreadable");
+                    self.counts.failures += 1;
+                    return UserStack {
+                        frames: ips.iter().map(|ip| unknown(*ip)).collect(),
+                        innermost: None,
+                    };
+                }
+            };
+        // Each frame's module, as `(key, fallback text)`, or `None` when unmapped.
+        let places: Vec<Option<(FrameKey, String)>> = modules
+            .into_iter()
+            .map(|m| {
+                let (off, path) = m?;
+                let (id, build_id) = self.module(pid, &path);
+                let text = module_frame(&path, off, build_id.as_deref());
+                Some(((id, off), text))
+            })
+            .collect();
+        let all_cached = places
+            .iter()
+            .flatten()
+            .all(|(key, _)| self.frames.contains_key(key));
+        if !all_cached {
+            if self.spent >= STACKS_PER_DRAIN {
+                self.counts.deferred += 1;
+                return self.assemble(ips, &places, false);
+            }
+            self.spent += 1;
+            if self.frames.len() >= MAX_CACHED_FRAMES {
+                self.frames.clear();
+            }
+            if self.processes.len() >= MAX_PROCESSES && !self.processes.contains(&pid) {
+                self.symbolizer = new_symbolizer();
+                self.processes.clear();
+            }
+            self.processes.insert(pid);
+            let src = symbolize::source::Source::Process(symbolize::source::Process::new(
+                Pid::from(pid),
+            ));
+            match self.symbolizer.symbolize(&src, Input::AbsAddr(ips)) {
+                Ok(syms) => {
+                    self.counts.misses += 1;
+                    for (place, sym) in places.iter().zip(&syms) {
+                        if let Some((key, _)) = place {
+                            self.frames.insert(key.clone(), resolved(sym));
+                        }
+                    }
+                    // Frames outside any file (JIT code): named by the perf map, not cached.
+                    let mut stack = self.assemble(ips, &places, true);
+                    for (i, (place, sym)) in places.iter().zip(&syms).enumerate() {
+                        if place.is_none() {
+                            if let Some(r) = resolved(sym) {
+                                stack.frames[i] = r.frames.join(" <- ");
+                            }
+                        }
+                    }
+                    return stack;
+                }
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "kotel.ustack.symbolize_failed");
+                    self.counts.failures += 1;
+                    return self.assemble(ips, &places, false);
+                }
+            }
+        }
+        self.counts.hits += 1;
+        self.assemble(ips, &places, true)
+    }
+
+    /// The stack's frames from the cache where `use_cache`, else from their modules.
+    fn assemble(
+        &self,
+        ips: &[u64],
+        places: &[Option<(FrameKey, String)>],
+        use_cache: bool,
+    ) -> UserStack {
+        let mut out = UserStack::default();
+        for (ip, place) in ips.iter().zip(places) {
+            match place {
+                None => out.frames.push(unknown(*ip)),
+                Some((key, fallback)) => {
+                    match self.frames.get(key).filter(|_| use_cache).cloned().flatten() {
+                        Some(r) => {
+                            if out.innermost.is_none() {
+                                out.innermost = r.location.clone();
+                            }
+                            out.frames.extend(r.frames);
+                        }
+                        None => out.frames.push(fallback.clone()),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `path` as process `pid` sees it, through its root.
+fn in_root(pid: u32, path: &Path) -> PathBuf {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    Path::new(&format!("/proc/{pid}/root")).join(rel)
+}
+
+/// Opens the files of a process through `/proc/<pid>/root` (which needs `CAP_SYS_PTRACE`,
+/// not the `CAP_SYS_ADMIN` that `map_files` needs); `None` hands the member to blazesym's
+/// own handling (`map_files`, the vDSO, perf maps).
+fn dispatch(info: ProcessMemberInfo<'_>) -> blazesym::Result<Option<Box<dyn Resolve>>> {
+    let ProcessMemberType::Path(entry) = info.member_entry else {
+        return Ok(None);
+    };
+    // `/proc/<pid>/map_files/<range>`: the process's pid.
+    let Some(pid) = entry
+        .maps_file
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|p| p.components().next())
+        .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
+    else {
+        return Ok(None);
+    };
+    match ElfResolver::open(in_root(pid, &entry.symbolic_path)) {
+        Ok(resolver) => Ok(Some(Box::new(resolver))),
+        Err(_) => Ok(None),
+    }
+}
+
+fn new_symbolizer() -> Symbolizer {
+    Symbolizer::builder()
+        .set_process_dispatcher(dispatch)
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
+/// The frames one symbolized address stands for, innermost first: the functions inlined at
+/// it, then the function that holds the code.
+fn resolved(sym: &Symbolized) -> Option<Resolved> {
+    let Symbolized::Sym(sym) = sym else {
+        return None;
+    };
+    let mut frames: Vec<String> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|f| named(&f.name, f.code_info.as_ref()))
+        .collect();
+    frames.push(named(&sym.name, sym.code_info.as_deref()));
+    let (function, info) = match sym.inlined.last() {
+        Some(f) => (f.name.to_string(), f.code_info.as_ref()),
+        None => (sym.name.to_string(), sym.code_info.as_deref()),
+    };
+    Some(Resolved {
+        frames,
+        location: Some(CodeLocation {
+            function,
+            file: info.map(|c| path_of(c).display().to_string()),
+            line: info.and_then(|c| c.line),
+        }),
+    })
+}
+
+/// `function (file:line)`, or `function` alone without DWARF.
+fn named(name: &str, info: Option<&symbolize::CodeInfo>) -> String {
+    match info {
+        Some(c) => {
+            let file = path_of(c);
+            match c.line {
+                Some(line) => format!("{name} ({}:{line})", file.display()),
+                None => format!("{name} ({})", file.display()),
+            }
+        }
+        None => name.to_string(),
+    }
+}
+
+fn path_of(c: &symbolize::CodeInfo) -> std::path::PathBuf {
+    match &c.dir {
+        Some(dir) => dir.join(&c.file),
+        None => Path::new(&c.file).to_path_buf(),
+    }
+}
+
+/// `libc.so.6+0x1234 [buildid ab12…]`: the module's file name, the offset in the file, and
+/// its whole build-id where it has one.
+pub fn module_frame(path: &Path, offset: u64, build_id: Option<&str>) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    match build_id {
+        Some(b) => format!("{name}+0x{offset:x} [buildid {b}]"),
+        None => format!("{name}+0x{offset:x}"),
+    }
+}
+
+/// An address outside any known mapping.
+pub fn unknown(ip: u64) -> String {
+    format!("0x{ip:x} [unknown]")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn kotel_unit_marker() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    #[test]
+    fn frames_fall_back_to_module_and_build_id() {
+        assert_eq!(
+            module_frame(Path::new("/usr/lib/libc.so.6"), 0x1234, Some("ab01")),
+            "libc.so.6+0x1234 [buildid ab01]"
+        );
+        assert_eq!(module_frame(Path::new("/bin/x"), 0x10, None), "x+0x10");
+        assert_eq!(unknown(0xdead), "0xdead [unknown]");
+    }
+
+    #[test]
+    fn an_address_of_this_process_names_its_function() {
+        kotel_unit_marker();
+        let ip = kotel_unit_marker as *const () as usize as u64;
+        let mut s = UserSymbolizer::new();
+        let stack = s.symbolize(std::process::id(), &[ip]);
+        assert!(
+            stack.frames[0].contains("kotel_unit_marker"),
+            "{:?}",
+            stack.frames
+        );
+        assert_eq!(
+            s.take_counts(),
+            UstackCounts {
+                misses: 1,
+                ..Default::default()
+            }
+        );
+        let again = s.symbolize(std::process::id(), &[ip]);
+        assert_eq!(again, stack);
+        assert_eq!(s.take_counts().hits, 1);
+    }
+
+    #[test]
+    fn past_the_budget_frames_keep_their_module() {
+        let ip = kotel_unit_marker as *const () as usize as u64;
+        let mut s = UserSymbolizer::new();
+        s.spent = STACKS_PER_DRAIN;
+        let stack = s.symbolize(std::process::id(), &[ip]);
+        assert!(stack.frames[0].contains("+0x"), "{:?}", stack.frames);
+        assert!(!stack.frames[0].contains("kotel_unit_marker"));
+        assert_eq!(s.take_counts().deferred, 1);
+        s.new_drain();
+        assert!(s.symbolize(std::process::id(), &[ip]).frames[0].contains("kotel_unit_marker"));
+    }
+
+    #[test]
+    fn a_process_that_is_gone_is_a_counted_failure() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut s = UserSymbolizer::new();
+        let stack = s.symbolize(pid, &[0x1000]);
+        assert_eq!(stack.frames, vec!["0x1000 [unknown]"]);
+        assert_eq!(s.take_counts().failures, 1);
+    }
+}
