@@ -31,7 +31,8 @@ pub const MAX_CACHED_FRAMES: usize = 65_536;
 /// Processes blazesym's own per-process state may cover before the symbolizer is rebuilt.
 const MAX_PROCESSES: usize = 256;
 
-/// The innermost frame that resolved to a function, for `code.*` attributes.
+/// The innermost frame that resolved to a function with a source file (the application's,
+/// usually), else the innermost that resolved to a function: for `code.*` attributes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CodeLocation {
     /// The function's name, demangled.
@@ -47,7 +48,7 @@ pub struct CodeLocation {
 pub struct UserStack {
     /// Frames, innermost first.
     pub frames: Vec<String>,
-    /// The innermost frame that resolved to a function.
+    /// The innermost frame that resolved to a function ([`CodeLocation`] says which).
     pub innermost: Option<CodeLocation>,
 }
 
@@ -209,9 +210,8 @@ impl UserSymbolizer {
                 self.processes.clear();
             }
             self.processes.insert(pid);
-            let src = symbolize::source::Source::Process(symbolize::source::Process::new(
-                Pid::from(pid),
-            ));
+            let src =
+                symbolize::source::Source::Process(symbolize::source::Process::new(Pid::from(pid)));
             match self.symbolizer.symbolize(&src, Input::AbsAddr(ips)) {
                 Ok(syms) => {
                     self.counts.misses += 1;
@@ -254,10 +254,25 @@ impl UserSymbolizer {
             match place {
                 None => out.frames.push(unknown(*ip)),
                 Some((key, fallback)) => {
-                    match self.frames.get(key).filter(|_| use_cache).cloned().flatten() {
+                    match self
+                        .frames
+                        .get(key)
+                        .filter(|_| use_cache)
+                        .cloned()
+                        .flatten()
+                    {
                         Some(r) => {
-                            if out.innermost.is_none() {
-                                out.innermost = r.location.clone();
+                            if let Some(loc) = r.location {
+                                // Prefer the innermost frame with a source location: libraries
+                                // without DWARF (libc's syscall wrappers) sit above the
+                                // application's own function.
+                                let better = match &out.innermost {
+                                    None => true,
+                                    Some(cur) => cur.file.is_none() && loc.file.is_some(),
+                                };
+                                if better {
+                                    out.innermost = Some(loc);
+                                }
                             }
                             out.frames.extend(r.frames);
                         }
