@@ -16,11 +16,13 @@ use serde_json::Value;
 
 const MS: u64 = 1_000_000;
 
-/// The C workload: prints `{"pid":…}`, waits for a line, sleeps three times 30 ms in
-/// `kotel_test_block_here` (through `kotel_test_sleep_once`, which calls libc's nanosleep),
-/// prints `{"tid":…,"sleeps":3}` and waits for another line before it exits. `CALL_LINE` marks the line of the call whose return
+/// The C workload: prints `{"pid":…}`, waits for a line, then a thread of its own (`sleeper`)
+/// sleeps three times 30 ms in `kotel_test_block_here` (through `kotel_test_sleep_once`, which
+/// calls libc's nanosleep); it prints `{"tid":<that thread>,"sleeps":3}` and waits for another
+/// line before it exits. `CALL_LINE` marks the line of the call whose return
 /// address the stack holds.
 const C_SOURCE: &str = r#"#define _GNU_SOURCE
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,18 +46,28 @@ __attribute__((noinline)) void kotel_test_block_here(void)
 			_exit(1);
 		}
 	}
-	sleeps_done += 0;
+}
+
+static void *sleeper(void *tid)
+{
+	kotel_test_block_here();
+	*(long *)tid = syscall(SYS_gettid);
+	return NULL;
 }
 
 int main(void)
 {
 	char line[16];
+	pthread_t thread;
+	long tid = 0;
 	printf("{\"pid\":%d}\n", getpid());
 	fflush(stdout);
 	if (!fgets(line, sizeof line, stdin))
 		return 1;
-	kotel_test_block_here();
-	printf("{\"tid\":%ld,\"sleeps\":%d}\n", (long)syscall(SYS_gettid), sleeps_done);
+	/* A thread of its own: its only waits are the sleeps. */
+	if (pthread_create(&thread, NULL, sleeper, &tid) || pthread_join(thread, NULL))
+		return 1;
+	printf("{\"tid\":%ld,\"sleeps\":%d}\n", tid, sleeps_done);
 	fflush(stdout);
 	/* Alive until told: its stacks are symbolized while its maps exist. */
 	if (!fgets(line, sizeof line, stdin))
@@ -96,7 +108,7 @@ fn compile(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&src, C_SOURCE).expect("write the C source");
     let bin = dir.join("kotel-ustack-c");
     run(Command::new("cc")
-        .args(["-O1", "-fno-omit-frame-pointer", "-g", "-o"])
+        .args(["-O1", "-fno-omit-frame-pointer", "-g", "-pthread", "-o"])
         .arg(&bin)
         .arg(&src));
     (src, bin)
@@ -154,7 +166,8 @@ fn file_range(bin: &Path, name: &str) -> (u64, u64) {
     panic!("no LOAD segment holds {name} at {addr:#x}:\n{segments}");
 }
 
-/// The off-CPU events of thread `tid` of 25 ms and more (the workload's sleeps).
+/// The off-CPU events of thread `tid` of 25 ms and more (its sleeps: the thread does nothing
+/// else that waits).
 fn long_waits<'a>(events: impl IntoIterator<Item = &'a Value>, tid: &Value) -> Vec<&'a Value> {
     events
         .into_iter()
@@ -271,8 +284,8 @@ fn a_c_program_with_frame_pointers_names_its_function_and_line() {
             .position(|f| *f == want)
             .unwrap_or_else(|| panic!("{want} in {frames:?}"));
         assert!(
-            frames[at + 1..].iter().any(|f| f.starts_with("main (")),
-            "main calls it: {frames:?}"
+            frames[at + 1].starts_with("sleeper ("),
+            "the thread's function calls it: {frames:?}"
         );
     }
     eprintln!(

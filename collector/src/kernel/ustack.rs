@@ -31,8 +31,8 @@ pub const MAX_CACHED_FRAMES: usize = 65_536;
 /// Processes blazesym's own per-process state may cover before the symbolizer is rebuilt.
 const MAX_PROCESSES: usize = 256;
 
-/// The innermost frame that resolved to a function with a source file (the application's,
-/// usually), else the innermost that resolved to a function: for `code.*` attributes.
+/// The innermost frame of the process's own program (its executable) that resolved to a
+/// function, else the innermost frame that resolved to a function: for `code.*` attributes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CodeLocation {
     /// The function's name, demangled.
@@ -182,107 +182,137 @@ impl UserSymbolizer {
                     };
                 }
             };
-        // Each frame's module, as `(key, fallback text)`, or `None` when unmapped.
-        let places: Vec<Option<(FrameKey, String)>> = modules
+        // The program the process runs, as its maps name it.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| {
+                let text = p.to_string_lossy();
+                PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text))
+            });
+        let places: Vec<Option<Place>> = modules
             .into_iter()
             .map(|m| {
                 let (off, path) = m?;
                 let (id, build_id) = self.module(pid, &path);
-                let text = module_frame(&path, off, build_id.as_deref());
-                Some(((id, off), text))
+                Some(Place {
+                    key: (id, off),
+                    fallback: module_frame(&path, off, build_id.as_deref()),
+                    main: exe.as_deref() == Some(path.as_path()),
+                })
             })
             .collect();
         let all_cached = places
             .iter()
             .flatten()
-            .all(|(key, _)| self.frames.contains_key(key));
-        if !all_cached {
-            if self.spent >= STACKS_PER_DRAIN {
-                self.counts.deferred += 1;
-                return self.assemble(ips, &places, false);
+            .all(|p| self.frames.contains_key(&p.key));
+        if all_cached {
+            self.counts.hits += 1;
+            return self.assemble(ips, &places, true, &[]);
+        }
+        if self.spent >= STACKS_PER_DRAIN {
+            self.counts.deferred += 1;
+            return self.assemble(ips, &places, false, &[]);
+        }
+        self.spent += 1;
+        if self.frames.len() >= MAX_CACHED_FRAMES {
+            self.frames.clear();
+        }
+        if self.processes.len() >= MAX_PROCESSES && !self.processes.contains(&pid) {
+            self.symbolizer = new_symbolizer();
+            self.processes.clear();
+        }
+        self.processes.insert(pid);
+        let src =
+            symbolize::source::Source::Process(symbolize::source::Process::new(Pid::from(pid)));
+        // One file blazesym cannot read fails the whole call: then address by address, so
+        // that the others still resolve.
+        let syms: Vec<Option<Resolved>> = match self.symbolizer.symbolize(&src, Input::AbsAddr(ips))
+        {
+            Ok(syms) => {
+                self.counts.misses += 1;
+                syms.iter().map(resolved).collect()
             }
-            self.spent += 1;
-            if self.frames.len() >= MAX_CACHED_FRAMES {
-                self.frames.clear();
-            }
-            if self.processes.len() >= MAX_PROCESSES && !self.processes.contains(&pid) {
-                self.symbolizer = new_symbolizer();
-                self.processes.clear();
-            }
-            self.processes.insert(pid);
-            let src =
-                symbolize::source::Source::Process(symbolize::source::Process::new(Pid::from(pid)));
-            match self.symbolizer.symbolize(&src, Input::AbsAddr(ips)) {
-                Ok(syms) => {
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "kotel.ustack.symbolize_failed");
+                let mut any = false;
+                let one_by_one = ips
+                    .iter()
+                    .map(|ip| {
+                        let r = self.symbolizer.symbolize_single(&src, Input::AbsAddr(*ip));
+                        any |= r.is_ok();
+                        r.ok().as_ref().and_then(resolved)
+                    })
+                    .collect();
+                if any {
                     self.counts.misses += 1;
-                    for (place, sym) in places.iter().zip(&syms) {
-                        if let Some((key, _)) = place {
-                            self.frames.insert(key.clone(), resolved(sym));
-                        }
-                    }
-                    // Frames outside any file (JIT code): named by the perf map, not cached.
-                    let mut stack = self.assemble(ips, &places, true);
-                    for (i, (place, sym)) in places.iter().zip(&syms).enumerate() {
-                        if place.is_none() {
-                            if let Some(r) = resolved(sym) {
-                                stack.frames[i] = r.frames.join(" <- ");
-                            }
-                        }
-                    }
-                    return stack;
-                }
-                Err(e) => {
-                    tracing::debug!(pid, error = %e, "kotel.ustack.symbolize_failed");
+                } else {
                     self.counts.failures += 1;
-                    return self.assemble(ips, &places, false);
                 }
+                one_by_one
+            }
+        };
+        for (place, sym) in places.iter().zip(&syms) {
+            if let Some(p) = place {
+                self.frames.insert(p.key.clone(), sym.clone());
             }
         }
-        self.counts.hits += 1;
-        self.assemble(ips, &places, true)
+        self.assemble(ips, &places, true, &syms)
     }
 
-    /// The stack's frames from the cache where `use_cache`, else from their modules.
+    /// The stack's frames from the cache where `use_cache`, else from their modules; frames
+    /// outside any file are named from `fresh` (this call's results: JIT code the perf map
+    /// names, never cached) where it has them.
     fn assemble(
         &self,
         ips: &[u64],
-        places: &[Option<(FrameKey, String)>],
+        places: &[Option<Place>],
         use_cache: bool,
+        fresh: &[Option<Resolved>],
     ) -> UserStack {
         let mut out = UserStack::default();
-        for (ip, place) in ips.iter().zip(places) {
-            match place {
-                None => out.frames.push(unknown(*ip)),
-                Some((key, fallback)) => {
-                    match self
-                        .frames
-                        .get(key)
-                        .filter(|_| use_cache)
-                        .cloned()
-                        .flatten()
-                    {
-                        Some(r) => {
-                            if let Some(loc) = r.location {
-                                // Prefer the innermost frame with a source location: libraries
-                                // without DWARF (libc's syscall wrappers) sit above the
-                                // application's own function.
-                                let better = match &out.innermost {
-                                    None => true,
-                                    Some(cur) => cur.file.is_none() && loc.file.is_some(),
-                                };
-                                if better {
-                                    out.innermost = Some(loc);
-                                }
-                            }
-                            out.frames.extend(r.frames);
+        // Whether `out.innermost` is a frame of the process's own program.
+        let mut in_main = false;
+        for (i, (ip, place)) in ips.iter().zip(places).enumerate() {
+            let found = match place {
+                None => fresh.get(i).cloned().flatten(),
+                Some(p) => self
+                    .frames
+                    .get(&p.key)
+                    .filter(|_| use_cache)
+                    .cloned()
+                    .flatten(),
+            };
+            match found {
+                Some(r) => {
+                    let main = place.as_ref().is_some_and(|p| p.main);
+                    if let Some(loc) = r.location {
+                        // The innermost frame of the program itself wins over the libraries
+                        // it called (libc's system-call wrappers sit above it).
+                        if out.innermost.is_none() || (main && !in_main) {
+                            out.innermost = Some(loc);
+                            in_main = main;
                         }
-                        None => out.frames.push(fallback.clone()),
                     }
+                    out.frames.extend(r.frames);
                 }
+                None => out.frames.push(match place {
+                    Some(p) => p.fallback.clone(),
+                    None => unknown(*ip),
+                }),
             }
         }
         out
     }
+}
+
+/// Where one frame's address lies.
+struct Place {
+    /// The file's identity and the offset in it.
+    key: FrameKey,
+    /// `module+0xoff [buildid …]`.
+    fallback: String,
+    /// Whether the file is the program the process runs.
+    main: bool,
 }
 
 /// `path` as process `pid` sees it, through its root.

@@ -1,4 +1,4 @@
-//! A Rust workload for user stack symbolization: it sleeps three times 30 ms in
+//! A Rust workload for user stack symbolization: a thread of its own sleeps three times 30 ms in
 //! `kotel_ustack_rust::blocker::Sleeper::kotel_rust_block_here`, which makes the `nanosleep`
 //! system call itself (inline assembly), so the sleeping instruction is in that function
 //! whether or not anything on the way keeps frame pointers.
@@ -47,14 +47,19 @@ fn main() {
     let mut line = String::new();
     let stdin = std::io::stdin();
     stdin.lock().read_line(&mut line).expect("read go");
-    let sleeper = blocker::Sleeper;
-    let mut sleeps = 0;
-    for _ in 0..3 {
-        assert_eq!(sleeper.kotel_rust_block_here(30), 0, "nanosleep failed");
-        sleeps += 1;
-    }
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
+    // A thread of its own, whose only waits are the sleeps.
+    let (tid, sleeps) = std::thread::spawn(|| {
+        let sleeper = blocker::Sleeper;
+        let mut sleeps = 0;
+        for _ in 0..3 {
+            assert_eq!(sleeper.kotel_rust_block_here(30), 0, "nanosleep failed");
+            sleeps += 1;
+        }
+        // SAFETY: gettid has no preconditions.
+        (unsafe { libc::gettid() }, sleeps)
+    })
+    .join()
+    .expect("the sleeping thread");
     println!(
         "{}",
         json!({
