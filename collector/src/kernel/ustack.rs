@@ -466,6 +466,23 @@ mod tests {
     }
 
     #[test]
+    fn code_location_prefers_the_program_over_its_libraries() {
+        let marker = kotel_unit_marker as *const () as usize as u64;
+        let libc_fn = libc::nanosleep as *const () as usize as u64;
+        let mut s = UserSymbolizer::new();
+        let stack = s.symbolize(std::process::id(), &[libc_fn + 1, marker + 1]);
+        assert!(stack.frames[0].contains("nanosleep"), "{:?}", stack.frames);
+        let code = stack.innermost.expect("a resolved frame");
+        assert!(code.function.contains("kotel_unit_marker"), "{code:?}");
+        assert!(
+            code.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("ustack.rs")),
+            "{code:?}"
+        );
+    }
+
+    #[test]
     fn past_the_budget_frames_keep_their_module() {
         let ip = kotel_unit_marker as *const () as usize as u64;
         let mut s = UserSymbolizer::new();
