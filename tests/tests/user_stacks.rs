@@ -4,14 +4,16 @@
 //! stripped (`module+0xoff [buildid …]`, the offset inside that function, the build-id the
 //! binary carries), the same program started from a tmpfs mounted in a private mount namespace
 //! the host cannot see (found through `/proc/<pid>/root`), and a Rust program (demangled
-//! names).
+//! names). Under `kotel run`, the C program's off-CPU spans carry the same frames and
+//! `code.function.name`/`code.file.path`/`code.line.number` of its own function, and
+//! `kotel.stacks.user.symbolized` counts their stacks.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kotel_e2e::{built_binary, json_lines, skip_without_bpf, Kotel};
+use kotel_e2e::{built_binary, json_lines, skip_without_bpf, Kotel, ATTACH_TIMEOUT};
 use serde_json::Value;
 
 const MS: u64 = 1_000_000;
@@ -377,4 +379,155 @@ fn a_rust_program_gets_demangled_names() {
         assert_eq!(name, function, "innermost frame: {frames:?}");
     }
     eprintln!("KOTEL-E2E Rust user stack: {:?}", stacks[0]);
+}
+
+/// Complete OTLP JSON lines of `path` (an export file of `kotel run --out`).
+fn exports(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    json_lines(complete)
+}
+
+fn int(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().expect("an integer string"),
+        v => u(v),
+    }
+}
+
+/// `kotel.stacks.user.symbolized`, summed over outcomes, in the newest export of `metrics`.
+fn user_stacks_counted(metrics: &Path) -> u64 {
+    let Some(last) = exports(metrics).pop() else {
+        return 0;
+    };
+    let mut total = 0;
+    for rm in last["resourceMetrics"].as_array().into_iter().flatten() {
+        for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+            for m in sm["metrics"].as_array().into_iter().flatten() {
+                if m["name"] == "kotel.stacks.user.symbolized" {
+                    for dp in m["sum"]["dataPoints"].as_array().into_iter().flatten() {
+                        total += int(&dp["asInt"]);
+                    }
+                }
+            }
+        }
+    }
+    total
+}
+
+/// The attribute `key` of an OTLP JSON span.
+fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}
+
+#[test]
+fn spans_carry_the_frames_and_the_code_attributes() {
+    if skip_without_bpf("spans_carry_the_frames_and_the_code_attributes") {
+        return;
+    }
+    let dir = scratch_dir("kotel-ustack-run");
+    let (src, bin) = compile(&dir);
+    let out = dir.join("out");
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the C workload");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read_json = || {
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("a line from the workload");
+        serde_json::from_str::<Value>(&line).expect("workload JSON")
+    };
+    let pid = u(&read_json()["pid"]).to_string();
+    let out_s = out.display().to_string();
+    let kotel = Kotel::start_until(
+        &[
+            "run",
+            "--pid",
+            &pid,
+            "--probes",
+            "offcpu",
+            "--span-threshold",
+            "10ms",
+            "--sleep-threshold",
+            "0",
+            "--span-budget",
+            "0",
+            "--interval",
+            "1s",
+            "--out",
+            &out_s,
+            "--receiver-grpc",
+            "none",
+            "--receiver-http",
+            "none",
+            "--telemetry",
+            "none",
+        ],
+        "kotel.run.attached",
+    );
+    writeln!(stdin, "go").expect("go");
+    let truth = read_json();
+    // The workload stays alive until kotel has symbolized its three sleeps' stacks (only
+    // this process is traced: every stack counted is one of its waits).
+    let metrics = out.join("metrics.jsonl");
+    let waiting = std::time::Instant::now();
+    while user_stacks_counted(&metrics) < 3 {
+        assert!(
+            waiting.elapsed() < ATTACH_TIMEOUT,
+            "kotel.stacks.user.symbolized never reached 3 in {}",
+            metrics.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    writeln!(stdin, "exit").expect("exit");
+    assert!(child.wait().expect("wait for the workload").success());
+    let (code, _, stderr) = kotel.interrupt();
+    assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
+
+    let mut sleeps = Vec::new();
+    for req in exports(&out.join("traces.jsonl")) {
+        for rs in req["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    let tid = attr(span, "thread.id").map(|v| int(&v["intValue"]));
+                    if span["name"] == "sched.offcpu" && tid == Some(u(&truth["tid"])) {
+                        sleeps.push(span.clone());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(sleeps.len(), 3, "one span per sleep: {sleeps:?}");
+    let want = block_frame(&src);
+    for span in &sleeps {
+        let frames: Vec<&str> = attr(span, "kotel.stack.user")
+            .and_then(|v| v["arrayValue"]["values"].as_array())
+            .expect("kotel.stack.user")
+            .iter()
+            .filter_map(|v| v["stringValue"].as_str())
+            .collect();
+        assert!(frames.contains(&want.as_str()), "{want} in {frames:?}");
+        assert_eq!(
+            attr(span, "code.function.name").map(|v| &v["stringValue"]),
+            Some(&Value::from("kotel_test_block_here")),
+            "the program's own innermost function: {span}"
+        );
+        assert_eq!(
+            attr(span, "code.file.path").map(|v| &v["stringValue"]),
+            Some(&Value::from(src.display().to_string())),
+        );
+        assert_eq!(
+            attr(span, "code.line.number").map(|v| int(&v["intValue"])),
+            Some(u64::from(line_of("CALL_LINE")))
+        );
+    }
 }
