@@ -10,17 +10,23 @@
 //! `CAP_CHECKPOINT_RESTORE`); without it those frames keep `module+0xoff`. JIT frames come
 //! from the process's perf map. Resolved frames are cached by file identity (device and inode
 //! of the file as the process sees it) and file offset, bounded by [`MAX_CACHED_FRAMES`]. Each drain may symbolize at most
-//! [`STACKS_PER_DRAIN`] stacks that miss the cache; the rest keep `module+0xoff` and are
-//! counted as deferred, so symbolization never holds the pipeline up.
+//! [`STACKS_PER_DRAIN`] stacks that miss the cache, for at most [`TIME_PER_DRAIN`]; the rest
+//! keep `module+0xoff` and are counted as deferred, so symbolization never holds the pipeline
+//! up for long. Parsed files (ELF, DWARF) are shared by every process that maps them, keyed
+//! by device and inode, at most [`MAX_FILES`].
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use blazesym::helper::ElfResolver;
 use blazesym::normalize::{Normalizer, UserMeta};
 use blazesym::symbolize::{
-    self, Input, ProcessMemberInfo, ProcessMemberType, Resolve, Symbolized, Symbolizer,
+    self, FindSymOpts, Input, ProcessMemberInfo, ProcessMemberType, Reason, Resolve, ResolvedSym,
+    Symbolize, Symbolized, Symbolizer, TranslateFileOffset,
 };
 use blazesym::Pid;
 
@@ -28,6 +34,12 @@ use blazesym::Pid;
 pub const STACKS_PER_DRAIN: usize = 64;
 /// Resolved frames the cache holds before it starts over.
 pub const MAX_CACHED_FRAMES: usize = 65_536;
+/// Time one drain may spend symbolizing stacks that miss the cache; past it, stacks are
+/// deferred. A stack already begun is finished: the first stack of a program with large
+/// DWARF (libc's) takes about 100 ms.
+pub const TIME_PER_DRAIN: Duration = Duration::from_millis(50);
+/// Parsed files (ELF and DWARF) kept for reuse across processes.
+const MAX_FILES: usize = 256;
 /// Processes blazesym's own per-process state may cover before the symbolizer is rebuilt.
 const MAX_PROCESSES: usize = 256;
 
@@ -79,6 +91,7 @@ struct Resolved {
 /// The user stack symbolizer, with its caches and counters.
 pub struct UserSymbolizer {
     symbolizer: Symbolizer,
+    files: Files,
     normalizer: Normalizer,
     /// Resolved frames by file identity and offset; `None` for offsets no symbol covers.
     frames: HashMap<FrameKey, Option<Resolved>>,
@@ -88,6 +101,8 @@ pub struct UserSymbolizer {
     processes: HashSet<u32>,
     /// Stacks that missed the cache this drain.
     spent: usize,
+    /// Time spent on them.
+    spent_time: Duration,
     counts: UstackCounts,
 }
 
@@ -100,13 +115,16 @@ impl Default for UserSymbolizer {
 impl UserSymbolizer {
     /// A symbolizer with empty caches.
     pub fn new() -> Self {
+        let files = Files::default();
         UserSymbolizer {
-            symbolizer: new_symbolizer(),
+            symbolizer: new_symbolizer(&files),
+            files,
             normalizer: Normalizer::builder().enable_build_ids(false).build(),
             frames: HashMap::new(),
             build_ids: HashMap::new(),
             processes: HashSet::new(),
             spent: 0,
+            spent_time: Duration::ZERO,
             counts: UstackCounts::default(),
         }
     }
@@ -114,6 +132,7 @@ impl UserSymbolizer {
     /// A new drain starts: the budget is full again.
     pub fn new_drain(&mut self) {
         self.spent = 0;
+        self.spent_time = Duration::ZERO;
     }
 
     /// `pid` called execve or exited: what the symbolizer holds for it goes. blazesym keeps
@@ -122,7 +141,7 @@ impl UserSymbolizer {
     /// stays valid).
     pub fn forget(&mut self, pid: u32) {
         if self.processes.remove(&pid) && self.processes.is_empty() {
-            self.symbolizer = new_symbolizer();
+            self.symbolizer = new_symbolizer(&self.files);
         }
     }
 
@@ -209,16 +228,17 @@ impl UserSymbolizer {
             self.counts.hits += 1;
             return self.assemble(ips, &places, true, &[]);
         }
-        if self.spent >= STACKS_PER_DRAIN {
+        if self.spent >= STACKS_PER_DRAIN || self.spent_time >= TIME_PER_DRAIN {
             self.counts.deferred += 1;
             return self.assemble(ips, &places, false, &[]);
         }
         self.spent += 1;
+        let started = Instant::now();
         if self.frames.len() >= MAX_CACHED_FRAMES {
             self.frames.clear();
         }
         if self.processes.len() >= MAX_PROCESSES && !self.processes.contains(&pid) {
-            self.symbolizer = new_symbolizer();
+            self.symbolizer = new_symbolizer(&self.files);
             self.processes.clear();
         }
         self.processes.insert(pid);
@@ -251,6 +271,7 @@ impl UserSymbolizer {
                 one_by_one
             }
         };
+        self.spent_time += started.elapsed();
         for (place, sym) in places.iter().zip(&syms) {
             if let Some(p) = place {
                 self.frames.insert(p.key.clone(), sym.clone());
@@ -321,10 +342,37 @@ fn in_root(pid: u32, path: &Path) -> PathBuf {
     Path::new(&format!("/proc/{pid}/root")).join(rel)
 }
 
+/// One file's resolver, shared by every process that maps the file.
+#[derive(Debug, Clone)]
+struct Shared(Rc<ElfResolver>);
+
+impl Symbolize for Shared {
+    fn find_sym(
+        &self,
+        addr: blazesym::Addr,
+        opts: &FindSymOpts,
+    ) -> blazesym::Result<Result<ResolvedSym<'_>, Reason>> {
+        self.0.find_sym(addr, opts)
+    }
+}
+
+impl TranslateFileOffset for Shared {
+    fn file_offset_to_virt_offset(&self, offset: u64) -> blazesym::Result<Option<blazesym::Addr>> {
+        self.0.file_offset_to_virt_offset(offset)
+    }
+}
+
+/// Parsed files by identity (device, inode): a library many processes map (libc) is read and
+/// its DWARF parsed once, not once per process.
+type Files = Rc<RefCell<HashMap<(u64, u64), Rc<ElfResolver>>>>;
+
 /// Opens the files of a process through `/proc/<pid>/root` (which needs `CAP_SYS_PTRACE`,
-/// not the `CAP_SYS_ADMIN` that `map_files` needs); `None` hands the member to blazesym's
-/// own handling (`map_files`, the vDSO, perf maps).
-fn dispatch(info: ProcessMemberInfo<'_>) -> blazesym::Result<Option<Box<dyn Resolve>>> {
+/// not the `CAP_SYS_ADMIN` that `map_files` needs), once per file identity; `None` hands the
+/// member to blazesym's own handling (`map_files`, the vDSO, perf maps).
+fn dispatch(
+    files: &Files,
+    info: ProcessMemberInfo<'_>,
+) -> blazesym::Result<Option<Box<dyn Resolve>>> {
     let ProcessMemberType::Path(entry) = info.member_entry else {
         return Ok(None);
     };
@@ -338,15 +386,33 @@ fn dispatch(info: ProcessMemberInfo<'_>) -> blazesym::Result<Option<Box<dyn Reso
     else {
         return Ok(None);
     };
-    match ElfResolver::open(in_root(pid, &entry.symbolic_path)) {
-        Ok(resolver) => Ok(Some(Box::new(resolver))),
+    let path = in_root(pid, &entry.symbolic_path);
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Ok(None);
+    };
+    let id = (meta.dev(), meta.ino());
+    if let Some(r) = files.borrow().get(&id) {
+        return Ok(Some(Box::new(Shared(Rc::clone(r)))));
+    }
+    match ElfResolver::open(&path) {
+        Ok(resolver) => {
+            let resolver = Rc::new(resolver);
+            let mut files = files.borrow_mut();
+            if files.len() >= MAX_FILES {
+                files.clear();
+            }
+            files.insert(id, Rc::clone(&resolver));
+            Ok(Some(Box::new(Shared(resolver))))
+        }
         Err(_) => Ok(None),
     }
 }
 
-fn new_symbolizer() -> Symbolizer {
+/// A symbolizer whose per-process state is new (the parsed files in `files` are kept).
+fn new_symbolizer(files: &Files) -> Symbolizer {
+    let files = Rc::clone(files);
     Symbolizer::builder()
-        .set_process_dispatcher(dispatch)
+        .set_process_dispatcher(move |info: ProcessMemberInfo<'_>| dispatch(&files, info))
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .enable_demangling(true)
@@ -480,6 +546,49 @@ mod tests {
                 .is_some_and(|f| f.ends_with("ustack.rs")),
             "{code:?}"
         );
+    }
+
+    /// The start of the executable mapping of libc in process `pid`.
+    fn libc_text(pid: u32) -> u64 {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.contains("r-xp") && l.contains("/libc.so"))
+            .unwrap_or_else(|| panic!("libc in {maps}"));
+        u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn a_library_is_parsed_once_for_every_process_that_maps_it() {
+        let mut s = UserSymbolizer::new();
+        let mut sleepers: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut files = Vec::new();
+        for child in &sleepers {
+            // `sleep` has exec'd once its maps show libc.
+            let pid = child.id();
+            while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .unwrap_or_default()
+                .contains("/libc.so")
+            {
+                std::thread::yield_now();
+            }
+            let ip = libc_text(pid) + 0x100;
+            let _ = s.symbolize(pid, &[ip]);
+            files.push(s.files.borrow().len());
+        }
+        for mut child in sleepers.drain(..) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(files[0] >= 1, "libc parsed: {files:?}");
+        assert_eq!(files[0], files[1], "and not again: {files:?}");
     }
 
     #[test]
