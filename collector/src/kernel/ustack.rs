@@ -136,12 +136,13 @@ impl UserSymbolizer {
     }
 
     /// `pid` called execve or exited: what the symbolizer holds for it goes. blazesym keeps
-    /// per-process state it cannot drop one process at a time, so the symbolizer is rebuilt
-    /// once enough of the processes it covered are gone (the frame cache, keyed by file,
-    /// stays valid).
+    /// per-process state (its members by mapping) it cannot drop one process at a time, so
+    /// the symbolizer starts over; that is cheap, since the parsed files, the frame cache and
+    /// the build-ids, all keyed by file identity, stay.
     pub fn forget(&mut self, pid: u32) {
-        if self.processes.remove(&pid) && self.processes.is_empty() {
+        if self.processes.remove(&pid) {
             self.symbolizer = new_symbolizer(&self.files);
+            self.processes.clear();
         }
     }
 
@@ -528,6 +529,11 @@ mod tests {
         );
         let again = s.symbolize(std::process::id(), &[ip]);
         assert_eq!(again, stack);
+        assert_eq!(s.take_counts().hits, 1);
+        // An exec drops the process's state; what is keyed by file stays.
+        s.forget(std::process::id());
+        assert!(s.processes.is_empty());
+        assert_eq!(s.symbolize(std::process::id(), &[ip]), stack);
         assert_eq!(s.take_counts().hits, 1);
     }
 
