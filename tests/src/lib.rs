@@ -137,10 +137,10 @@ impl Kotel {
     }
 
     /// Reads kotel's JSON stdout lines as it writes them until `done` holds for one (kotel
-    /// flushes after every drain), and returns every line read so far. Panics when no line
-    /// comes for [`ATTACH_TIMEOUT`]. What is read here is part of what
-    /// [`interrupt`](Kotel::interrupt) returns.
-    pub fn read_until(&mut self, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    /// flushes after every drain): `true` then, `false` when no line came for `within` (the
+    /// caller goes on and checks what it has, the `lost` line first). What is read here is
+    /// part of what [`interrupt`](Kotel::interrupt) returns.
+    pub fn read_until(&mut self, within: Duration, mut done: impl FnMut(&Value) -> bool) -> bool {
         if self.stdout_lines.is_none() {
             let stdout = self.child.stdout.take().expect("stdout");
             let (tx, rx) = mpsc::channel();
@@ -154,20 +154,15 @@ impl Kotel {
             self.stdout_lines = Some(rx);
         }
         let rx = self.stdout_lines.as_ref().expect("reader started");
-        loop {
-            let line = rx.recv_timeout(ATTACH_TIMEOUT).unwrap_or_else(|_| {
-                panic!(
-                    "kotel printed nothing more for {ATTACH_TIMEOUT:?}; stdout so far:\n{}",
-                    self.stdout_seen.join("\n")
-                )
-            });
+        while let Ok(line) = rx.recv_timeout(within) {
             let v: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
             self.stdout_seen.push(line);
             if done(&v) {
-                return json_lines(&self.stdout_seen.join("\n"));
+                return true;
             }
         }
+        false
     }
 
     /// Sends SIGINT (as Ctrl-C would), waits, and returns (exit code, stdout, stderr).

@@ -12,6 +12,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use kotel_e2e::{built_binary, json_lines, skip_without_bpf, Kotel, ATTACH_TIMEOUT};
 use serde_json::Value;
@@ -217,8 +218,10 @@ fn capture(program: &Path, args: &[&OsStr]) -> (Value, Vec<Vec<String>>) {
     ]);
     writeln!(stdin, "go").expect("go");
     let truth = read_json();
+    // Should an event be lost, the wait ends after 10 s without output, and the lost line
+    // says why below.
     let mut seen = 0;
-    kotel.read_until(|v| {
+    let all_seen = kotel.read_until(Duration::from_secs(10), |v| {
         seen += long_waits([v], &truth["tid"]).len();
         seen == 3
     });
@@ -245,6 +248,7 @@ fn capture(program: &Path, args: &[&OsStr]) -> (Value, Vec<Vec<String>>) {
         })
         .collect();
     assert_eq!(stacks.len(), 3, "one long wait per sleep: {stacks:?}");
+    assert!(all_seen, "seen while the workload ran");
     for frames in &stacks {
         for f in frames {
             assert!(
@@ -486,7 +490,7 @@ fn spans_carry_the_frames_and_the_code_attributes() {
             "kotel.stacks.user.symbolized never reached 3 in {}",
             metrics.display()
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
     writeln!(stdin, "exit").expect("exit");
     assert!(child.wait().expect("wait for the workload").success());
