@@ -70,6 +70,9 @@ pub struct Kotel {
     child: Child,
     stderr_lines: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// Stdout read while kotel runs ([`read_until`](Kotel::read_until)), once asked for.
+    stdout_lines: Option<mpsc::Receiver<String>>,
+    stdout_seen: Vec<String>,
 }
 
 impl Kotel {
@@ -108,6 +111,8 @@ impl Kotel {
             child,
             stderr_lines: rx,
             stderr_seen: Vec::new(),
+            stdout_lines: None,
+            stdout_seen: Vec::new(),
         };
         loop {
             match k.stderr_lines.recv_timeout(ATTACH_TIMEOUT) {
@@ -131,12 +136,45 @@ impl Kotel {
         self.child.id()
     }
 
+    /// Reads kotel's JSON stdout lines as it writes them until `done` holds for one (kotel
+    /// flushes after every drain): `true` then, `false` when no line came for `within` (the
+    /// caller goes on and checks what it has, the `lost` line first). What is read here is
+    /// part of what [`interrupt`](Kotel::interrupt) returns.
+    pub fn read_until(&mut self, within: Duration, mut done: impl FnMut(&Value) -> bool) -> bool {
+        if self.stdout_lines.is_none() {
+            let stdout = self.child.stdout.take().expect("stdout");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.stdout_lines = Some(rx);
+        }
+        let rx = self.stdout_lines.as_ref().expect("reader started");
+        while let Ok(line) = rx.recv_timeout(within) {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            self.stdout_seen.push(line);
+            if done(&v) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Sends SIGINT (as Ctrl-C would), waits, and returns (exit code, stdout, stderr).
     pub fn interrupt(mut self) -> (i32, String, String) {
         // SAFETY: signals a child we own.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
+        if let Some(rx) = self.stdout_lines.take() {
+            // The reader ends at EOF, once kotel has exited.
+            self.stdout_seen.extend(rx.iter());
+            stdout = self.stdout_seen.join("\n");
+        } else if let Some(mut out) = self.child.stdout.take() {
             std::io::Read::read_to_string(&mut out, &mut stdout).expect("kotel stdout");
         }
         let status = self.child.wait().expect("wait kotel");

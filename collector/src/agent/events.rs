@@ -30,6 +30,16 @@ impl Agent {
         );
     }
 
+    /// Adds what user stack symbolization did in this drain to the self-metrics.
+    pub(super) fn count_ustacks(&self) {
+        let c = self.kernel.take_ustack_counts();
+        let s = &self.tele.stats;
+        telemetry::add(&s.ustack_hits, c.hits);
+        telemetry::add(&s.ustack_misses, c.misses);
+        telemetry::add(&s.ustack_failures, c.failures);
+        telemetry::add(&s.ustack_deferred, c.deferred);
+    }
+
     /// Handles the events of one drain.
     pub(super) fn handle_events(&mut self, events: Vec<KernelEvent>) {
         telemetry::add(&self.tele.stats.events_received, events.len() as u64);

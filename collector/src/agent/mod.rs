@@ -134,6 +134,7 @@ impl Agent {
             let drained = self.kernel.drain(self.wait(done))?;
             self.count_undecodable(&drained);
             self.handle_events(drained.events);
+            self.count_ustacks();
             self.handle_lifecycle(&drained.lifecycle);
             self.retire_exited(done)?;
             self.link_arrived();

@@ -74,8 +74,15 @@ pub const KOTEL_STACK_KERNEL_ID: &str = "kotel.stack.kernel_id";
 pub const KOTEL_STACK_USER_ID: &str = "kotel.stack.user_id";
 /// `kotel.stack.kernel`: the kernel stack, symbolized.
 pub const KOTEL_STACK_KERNEL: &str = "kotel.stack.kernel";
-/// `kotel.stack.user`: the user stack, as hex addresses.
+/// `kotel.stack.user`: the user stack, symbolized: `function (file:line)`,
+/// `module+0xoff [buildid …]` or `0x… [unknown]`, innermost first.
 pub const KOTEL_STACK_USER: &str = "kotel.stack.user";
+/// `code.function.name`: the innermost user function of a span's stack.
+pub const CODE_FUNCTION_NAME: &str = "code.function.name";
+/// `code.file.path`: the source file of [`CODE_FUNCTION_NAME`], where DWARF names it.
+pub const CODE_FILE_PATH: &str = "code.file.path";
+/// `code.line.number`: the source line of [`CODE_FUNCTION_NAME`], where DWARF names it.
+pub const CODE_LINE_NUMBER: &str = "code.line.number";
 /// `kotel.offcpu.duration`: seconds an application span's thread or process was blocked.
 pub const KOTEL_OFFCPU_DURATION: &str = "kotel.offcpu.duration";
 /// `kotel.offcpu.state`: how an off-CPU span's thread waited, `interruptible` (an idle wait)
@@ -111,6 +118,9 @@ pub const KOTEL_KIND: &str = "kotel.kind";
 pub const KOTEL_SIGNAL: &str = "kotel.signal";
 /// `kotel.reason`: why items were dropped or refused.
 pub const KOTEL_REASON: &str = "kotel.reason";
+/// `kotel.outcome`: how one piece of work ended (a user stack's symbolization: `hit`,
+/// `miss`, `failed`, `deferred`).
+pub const KOTEL_OUTCOME: &str = "kotel.outcome";
 
 #[cfg(test)]
 mod tests {
@@ -151,6 +161,9 @@ mod tests {
             (KOTEL_STACK_USER_ID, "kotel.stack.user_id"),
             (KOTEL_STACK_KERNEL, "kotel.stack.kernel"),
             (KOTEL_STACK_USER, "kotel.stack.user"),
+            (CODE_FUNCTION_NAME, "code.function.name"),
+            (CODE_FILE_PATH, "code.file.path"),
+            (CODE_LINE_NUMBER, "code.line.number"),
             (KOTEL_OFFCPU_DURATION, "kotel.offcpu.duration"),
             (KOTEL_OFFCPU_STATE, "kotel.offcpu.state"),
             (KOTEL_RUNQUEUE_DELAY, "kotel.runqueue.delay"),
@@ -166,6 +179,7 @@ mod tests {
             (KOTEL_KIND, "kotel.kind"),
             (KOTEL_SIGNAL, "kotel.signal"),
             (KOTEL_REASON, "kotel.reason"),
+            (KOTEL_OUTCOME, "kotel.outcome"),
         ];
         for (key, value) in keys {
             assert_eq!(key, value);

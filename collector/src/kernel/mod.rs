@@ -7,7 +7,9 @@ pub mod clock;
 pub mod decode;
 mod hooks_report;
 pub mod symbols;
+pub mod ustack;
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use kotel_bpf::{DropCounts, LoadError, Probe, ProbeSet, Tracer, TracerConfig};
@@ -15,7 +17,8 @@ use kotel_bpf::{DropCounts, LoadError, Probe, ProbeSet, Tracer, TracerConfig};
 use crate::model::{Histogram, KernelEvent};
 use clock::Clock;
 use decode::{decode_histogram, decode_record, DecodeError, Record};
-use symbols::{hex_frames, kernel_frames, KernelSymbols};
+use symbols::{kernel_frames, KernelSymbols};
+use ustack::{CodeLocation, UserSymbolizer, UstackCounts};
 
 pub use hooks_report::tracefs_roots;
 
@@ -40,8 +43,11 @@ pub struct Drained {
 pub struct Stacks {
     /// Kernel frames, innermost first, as `function+0xoff`.
     pub kernel: Option<Vec<String>>,
-    /// User frames, innermost first, as addresses.
+    /// User frames, innermost first, as `function (file:line)`, `module+0xoff [buildid …]`
+    /// or `0x… [unknown]` ([`ustack`]).
     pub user: Option<Vec<String>>,
+    /// The innermost user frame that resolved to a function.
+    pub user_code: Option<CodeLocation>,
 }
 
 /// The attached probes with their clock and symbols. Not `Send`: it lives on the thread that
@@ -50,6 +56,8 @@ pub struct KernelSource {
     tracer: Tracer,
     clock: Clock,
     symbols: KernelSymbols,
+    /// User stacks' symbolizer; `stacks` takes `&self`, so it sits in a cell.
+    users: RefCell<UserSymbolizer>,
 }
 
 impl KernelSource {
@@ -74,6 +82,7 @@ impl KernelSource {
             tracer,
             clock: Clock::new(CLOCK_REFRESH),
             symbols,
+            users: RefCell::new(UserSymbolizer::new()),
         })
     }
 
@@ -90,6 +99,7 @@ impl KernelSource {
     /// Waits up to `wait` for records, then decodes everything the ring buffer holds.
     pub fn drain(&mut self, wait: Duration) -> Result<Drained, LoadError> {
         let mut out = Drained::default();
+        self.users.get_mut().new_drain();
         let clock = &self.clock;
         self.tracer
             .poll(wait, |record| match decode_record(record, clock) {
@@ -101,18 +111,29 @@ impl KernelSource {
                     out.first_error.get_or_insert(e);
                 }
             })?;
+        let users = self.users.get_mut();
+        for &(pid, _) in &out.lifecycle {
+            users.forget(pid);
+        }
         Ok(out)
     }
 
     /// The symbolized stacks of `ev`, where it has them.
     pub fn stacks(&self, ev: &KernelEvent) -> Stacks {
+        let user = ev
+            .user_stack_id
+            .and_then(|id| self.tracer.stack(id))
+            .map(|ips| self.users.borrow_mut().symbolize(ev.pid, &ips));
         Stacks {
             kernel: self.kernel_frames(ev),
-            user: ev
-                .user_stack_id
-                .and_then(|id| self.tracer.stack(id))
-                .map(|ips| hex_frames(&ips)),
+            user_code: user.as_ref().and_then(|u| u.innermost.clone()),
+            user: user.map(|u| u.frames),
         }
+    }
+
+    /// What user stack symbolization did since the last call.
+    pub fn take_ustack_counts(&self) -> UstackCounts {
+        self.users.borrow_mut().take_counts()
     }
 
     /// The symbolized kernel stack of `ev`, innermost first, where it has one.

@@ -1,5 +1,5 @@
 //! Kernel stack symbolization from `/proc/kallsyms`: instruction pointers to `function+0xoff`.
-//! User stacks are reported as addresses (no user symbolizer yet).
+//! User stacks are symbolized in [`super::ustack`].
 
 use std::path::Path;
 
@@ -66,11 +66,6 @@ pub fn kernel_frames(symbols: &KernelSymbols, ips: &[u64]) -> Vec<String> {
                 || f.starts_with("__traceiter_")
         })
         .collect()
-}
-
-/// Addresses in hex, for user stacks.
-pub fn hex_frames(ips: &[u64]) -> Vec<String> {
-    ips.iter().map(|ip| format!("0x{ip:x}")).collect()
 }
 
 /// One stack in the folded format flame graphs take: `root;caller;…;callee`, outermost

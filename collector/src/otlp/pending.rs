@@ -7,7 +7,9 @@
 use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::enrich::semconv::{KOTEL_STACK_KERNEL, KOTEL_STACK_USER};
+use crate::enrich::semconv::{
+    CODE_FILE_PATH, CODE_FUNCTION_NAME, CODE_LINE_NUMBER, KOTEL_STACK_KERNEL, KOTEL_STACK_USER,
+};
 use crate::kernel::Stacks;
 use crate::model::KernelEvent;
 use crate::otlp::attrs;
@@ -95,6 +97,17 @@ impl PendingSpan {
             span.attributes
                 .push(attrs::strings(KOTEL_STACK_USER, frames));
         }
+        if let Some(code) = self.stacks.user_code {
+            span.attributes
+                .push(attrs::string(CODE_FUNCTION_NAME, code.function));
+            if let Some(file) = code.file {
+                span.attributes.push(attrs::string(CODE_FILE_PATH, file));
+            }
+            if let Some(line) = code.line {
+                span.attributes
+                    .push(attrs::int(CODE_LINE_NUMBER, i64::from(line)));
+            }
+        }
         span
     }
 }
@@ -102,6 +115,7 @@ impl PendingSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::ustack::CodeLocation;
     use crate::model::{Comm, OffcpuState};
 
     fn pending() -> PendingSpan {
@@ -128,7 +142,12 @@ mod tests {
             span_id: [2; 8],
             stacks: Stacks {
                 kernel: Some(vec!["schedule+0x1".into()]),
-                user: Some(vec!["0x1234".into()]),
+                user: Some(vec!["block (a.c:12)".into(), "main (a.c:30)".into()]),
+                user_code: Some(CodeLocation {
+                    function: "block".into(),
+                    file: Some("/src/a.c".into()),
+                    line: Some(12),
+                }),
             },
             standalone: true,
         }
@@ -157,5 +176,25 @@ mod tests {
         for key in [KOTEL_STACK_KERNEL, KOTEL_STACK_USER] {
             assert!(attrs::find(&child.attributes, key).is_some(), "{key}");
         }
+    }
+
+    #[test]
+    fn the_innermost_user_function_goes_into_code_attributes() {
+        let span = pending().into_span();
+        let get = |k| attrs::find(&span.attributes, k).cloned();
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        assert_eq!(
+            get(CODE_FUNCTION_NAME),
+            Some(Value::StringValue("block".into()))
+        );
+        assert_eq!(
+            get(CODE_FILE_PATH),
+            Some(Value::StringValue("/src/a.c".into()))
+        );
+        assert_eq!(get(CODE_LINE_NUMBER), Some(Value::IntValue(12)));
+        let mut p = pending();
+        p.stacks.user_code = None;
+        let span = p.into_span();
+        assert!(attrs::find(&span.attributes, CODE_FUNCTION_NAME).is_none());
     }
 }

@@ -27,6 +27,8 @@ pub const LABEL_KIND: &str = semconv::KOTEL_KIND;
 pub const LABEL_SIGNAL: &str = semconv::KOTEL_SIGNAL;
 /// Label key of the reason something was dropped or refused.
 pub const LABEL_REASON: &str = semconv::KOTEL_REASON;
+/// Label key of how a piece of work ended.
+pub const LABEL_OUTCOME: &str = semconv::KOTEL_OUTCOME;
 
 /// One data point of a self-metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +259,34 @@ pub static CATALOG: &[SelfMetricDef] = &[
                 value: get(&r.pipeline.spans_skipped_budget),
                 part: Some("kernel_spans_skipped_budget"),
             }]
+        },
+    },
+    SelfMetricDef {
+        name: "kotel.stacks.user.symbolized",
+        prometheus: "kotel_stacks_user_symbolized_total",
+        summary: "user_stacks",
+        capture: None,
+        unit: "{stack}",
+        help: "User stacks of spans, by outcome of their symbolization (hit: every frame from \
+               the cache; miss: symbolized; failed: process gone or maps unreadable; deferred: \
+               past the drain's budget, left as module+0xoff)",
+        kind: Kind::Counter,
+        labels: &[LABEL_OUTCOME],
+        read: |r| {
+            let p = r.pipeline;
+            [
+                ("hit", &p.ustack_hits, "user_stacks_hit"),
+                ("miss", &p.ustack_misses, "user_stacks_miss"),
+                ("failed", &p.ustack_failures, "user_stacks_failed"),
+                ("deferred", &p.ustack_deferred, "user_stacks_deferred"),
+            ]
+            .into_iter()
+            .map(|(outcome, c, part)| Point {
+                labels: vec![outcome.to_string()],
+                value: get(c),
+                part: Some(part),
+            })
+            .collect()
         },
     },
     SelfMetricDef {

@@ -39,6 +39,14 @@ pub struct SelfStats {
     pub spans_skipped_budget: AtomicU64,
     /// Processes whose cached metadata was dropped on exec or exit.
     pub process_invalidations: AtomicU64,
+    /// User stacks whose frames all came from the symbolizer's cache.
+    pub ustack_hits: AtomicU64,
+    /// User stacks symbolized (at least one frame missed the cache).
+    pub ustack_misses: AtomicU64,
+    /// User stacks that could not be symbolized (process gone, maps unreadable).
+    pub ustack_failures: AtomicU64,
+    /// User stacks past a drain's symbolization budget, left as `module+0xoff`.
+    pub ustack_deferred: AtomicU64,
     /// Pictures rendered.
     pub artifacts_made: AtomicU64,
     /// Pictures skipped (renderer failed or unreachable).

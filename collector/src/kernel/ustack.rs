@@ -1,0 +1,623 @@
+//! User stack symbolization with blazesym: instruction pointers of a process to
+//! `function (file:line)` where the binary names them, `module+0xoff [buildid …]` where it does
+//! not, and `0x… [unknown]` when not even the mapping is known (the process is gone, its maps
+//! unreadable).
+//!
+//! Files are opened through `/proc/<pid>/root/<path>`, so binaries in other mount namespaces
+//! (containers) resolve with `CAP_SYS_PTRACE`, which kotel keeps after attaching. Where that
+//! path is gone (a binary deleted since it started), blazesym's process source goes through
+//! `/proc/<pid>/map_files/`, which the kernel opens only with `CAP_SYS_ADMIN` (or
+//! `CAP_CHECKPOINT_RESTORE`); without it those frames keep `module+0xoff`. JIT frames come
+//! from the process's perf map. Resolved frames are cached by file identity (device and inode
+//! of the file as the process sees it) and file offset, bounded by [`MAX_CACHED_FRAMES`]. Each drain may symbolize at most
+//! [`STACKS_PER_DRAIN`] stacks that miss the cache, for at most [`TIME_PER_DRAIN`]; the rest
+//! keep `module+0xoff` and are counted as deferred, so symbolization never holds the pipeline
+//! up for long. Parsed files (ELF, DWARF) are shared by every process that maps them, keyed
+//! by device and inode, at most [`MAX_FILES`].
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use blazesym::helper::ElfResolver;
+use blazesym::normalize::{Normalizer, UserMeta};
+use blazesym::symbolize::{
+    self, FindSymOpts, Input, ProcessMemberInfo, ProcessMemberType, Reason, Resolve, ResolvedSym,
+    Symbolize, Symbolized, Symbolizer, TranslateFileOffset,
+};
+use blazesym::Pid;
+
+/// Stacks with at least one frame missing from the cache that one drain may symbolize.
+pub const STACKS_PER_DRAIN: usize = 64;
+/// Resolved frames the cache holds before it starts over.
+pub const MAX_CACHED_FRAMES: usize = 65_536;
+/// Time one drain may spend symbolizing stacks that miss the cache; past it, stacks are
+/// deferred. A stack already begun is finished: the first stack of a program with large
+/// DWARF (libc's) takes about 100 ms.
+pub const TIME_PER_DRAIN: Duration = Duration::from_millis(50);
+/// Parsed files (ELF and DWARF) kept for reuse across processes.
+const MAX_FILES: usize = 256;
+/// Processes blazesym's own per-process state may cover before the symbolizer is rebuilt.
+const MAX_PROCESSES: usize = 256;
+
+/// The innermost frame of the process's own program (its executable) that resolved to a
+/// function, else the innermost frame that resolved to a function: for `code.*` attributes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CodeLocation {
+    /// The function's name, demangled.
+    pub function: String,
+    /// The source file, where DWARF names it.
+    pub file: Option<String>,
+    /// The source line, where DWARF names it.
+    pub line: Option<u32>,
+}
+
+/// A symbolized user stack.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UserStack {
+    /// Frames, innermost first.
+    pub frames: Vec<String>,
+    /// The innermost frame that resolved to a function ([`CodeLocation`] says which).
+    pub innermost: Option<CodeLocation>,
+}
+
+/// What symbolization did, counted per stack.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UstackCounts {
+    /// Stacks whose every mapped frame came from the cache.
+    pub hits: u64,
+    /// Stacks symbolized with blazesym (at least one frame missed the cache).
+    pub misses: u64,
+    /// Stacks that could not be symbolized (process gone, maps or files unreadable).
+    pub failures: u64,
+    /// Stacks past the drain's budget, left as `module+0xoff`.
+    pub deferred: u64,
+}
+
+/// One frame's place in a file: the file's identity and the offset in it.
+type FrameKey = (String, u64);
+
+/// A resolved frame from the cache: the frames it stands for (more than one when functions
+/// were inlined), innermost first, and the innermost location.
+#[derive(Debug, Clone)]
+struct Resolved {
+    frames: Vec<String>,
+    location: Option<CodeLocation>,
+}
+
+/// The user stack symbolizer, with its caches and counters.
+pub struct UserSymbolizer {
+    symbolizer: Symbolizer,
+    files: Files,
+    normalizer: Normalizer,
+    /// Resolved frames by file identity and offset; `None` for offsets no symbol covers.
+    frames: HashMap<FrameKey, Option<Resolved>>,
+    /// Build-ids by file identity; `None` for files without one.
+    build_ids: HashMap<String, Option<String>>,
+    /// Processes the symbolizer holds state for since it was built.
+    processes: HashSet<u32>,
+    /// Stacks that missed the cache this drain.
+    spent: usize,
+    /// Time spent on them.
+    spent_time: Duration,
+    counts: UstackCounts,
+}
+
+impl Default for UserSymbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UserSymbolizer {
+    /// A symbolizer with empty caches.
+    pub fn new() -> Self {
+        let files = Files::default();
+        UserSymbolizer {
+            symbolizer: new_symbolizer(&files),
+            files,
+            normalizer: Normalizer::builder().enable_build_ids(false).build(),
+            frames: HashMap::new(),
+            build_ids: HashMap::new(),
+            processes: HashSet::new(),
+            spent: 0,
+            spent_time: Duration::ZERO,
+            counts: UstackCounts::default(),
+        }
+    }
+
+    /// A new drain starts: the budget is full again.
+    pub fn new_drain(&mut self) {
+        self.spent = 0;
+        self.spent_time = Duration::ZERO;
+    }
+
+    /// `pid` called execve or exited: what the symbolizer holds for it goes. blazesym keeps
+    /// per-process state (its members by mapping) it cannot drop one process at a time, so
+    /// the symbolizer starts over; that is cheap, since the parsed files, the frame cache and
+    /// the build-ids, all keyed by file identity, stay.
+    pub fn forget(&mut self, pid: u32) {
+        if self.processes.remove(&pid) {
+            self.symbolizer = new_symbolizer(&self.files);
+            self.processes.clear();
+        }
+    }
+
+    /// The identity of the file `path` names in process `pid` (device and inode, seen
+    /// through the process's root), and its build-id in hex where it has one. A file that
+    /// cannot be reached is named by the process and path.
+    fn module(&mut self, pid: u32, path: &Path) -> (String, Option<String>) {
+        let real = in_root(pid, path);
+        let Ok(meta) = std::fs::metadata(&real) else {
+            return (format!("{pid}:{}", path.display()), None);
+        };
+        let id = format!("{}:{}", meta.dev(), meta.ino());
+        if self.build_ids.len() >= MAX_CACHED_FRAMES {
+            self.build_ids.clear();
+        }
+        let build_id = self
+            .build_ids
+            .entry(id.clone())
+            .or_insert_with(|| {
+                blazesym::helper::read_elf_build_id(&real)
+                    .ok()
+                    .flatten()
+                    .map(|b| hex(&b))
+            })
+            .clone();
+        (id, build_id)
+    }
+
+    /// The counts since the last call.
+    pub fn take_counts(&mut self) -> UstackCounts {
+        std::mem::take(&mut self.counts)
+    }
+
+    /// Resolved frames in the cache.
+    pub fn cached_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Symbolizes `ips` (innermost first) of process `pid`.
+    pub fn symbolize(&mut self, pid: u32, ips: &[u64]) -> UserStack {
+        let modules: Vec<Option<(u64, PathBuf)>> =
+            match self.normalizer.normalize_user_addrs(Pid::from(pid), ips) {
+                Ok(out) => out
+                    .outputs
+                    .iter()
+                    .map(|(off, meta)| match out.meta.get(*meta) {
+                        Some(UserMeta::Elf(elf)) => Some((*off, elf.path.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "kotel.ustack.maps_unreadable");
+                    self.counts.failures += 1;
+                    return UserStack {
+                        frames: ips.iter().map(|ip| unknown(*ip)).collect(),
+                        innermost: None,
+                    };
+                }
+            };
+        // The program the process runs, as its maps name it.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| {
+                let text = p.to_string_lossy();
+                PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text))
+            });
+        let places: Vec<Option<Place>> = modules
+            .into_iter()
+            .map(|m| {
+                let (off, path) = m?;
+                let (id, build_id) = self.module(pid, &path);
+                Some(Place {
+                    key: (id, off),
+                    fallback: module_frame(&path, off, build_id.as_deref()),
+                    main: exe.as_deref() == Some(path.as_path()),
+                })
+            })
+            .collect();
+        let all_cached = places
+            .iter()
+            .flatten()
+            .all(|p| self.frames.contains_key(&p.key));
+        if all_cached {
+            self.counts.hits += 1;
+            return self.assemble(ips, &places, true, &[]);
+        }
+        if self.spent >= STACKS_PER_DRAIN || self.spent_time >= TIME_PER_DRAIN {
+            self.counts.deferred += 1;
+            return self.assemble(ips, &places, false, &[]);
+        }
+        self.spent += 1;
+        let started = Instant::now();
+        if self.frames.len() >= MAX_CACHED_FRAMES {
+            self.frames.clear();
+        }
+        if self.processes.len() >= MAX_PROCESSES && !self.processes.contains(&pid) {
+            self.symbolizer = new_symbolizer(&self.files);
+            self.processes.clear();
+        }
+        self.processes.insert(pid);
+        let src =
+            symbolize::source::Source::Process(symbolize::source::Process::new(Pid::from(pid)));
+        // One file blazesym cannot read fails the whole call: then address by address, so
+        // that the others still resolve.
+        let syms: Vec<Option<Resolved>> = match self.symbolizer.symbolize(&src, Input::AbsAddr(ips))
+        {
+            Ok(syms) => {
+                self.counts.misses += 1;
+                syms.iter().map(resolved).collect()
+            }
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "kotel.ustack.symbolize_failed");
+                let mut any = false;
+                let one_by_one = ips
+                    .iter()
+                    .map(|ip| {
+                        let r = self.symbolizer.symbolize_single(&src, Input::AbsAddr(*ip));
+                        any |= r.is_ok();
+                        r.ok().as_ref().and_then(resolved)
+                    })
+                    .collect();
+                if any {
+                    self.counts.misses += 1;
+                } else {
+                    self.counts.failures += 1;
+                }
+                one_by_one
+            }
+        };
+        self.spent_time += started.elapsed();
+        for (place, sym) in places.iter().zip(&syms) {
+            if let Some(p) = place {
+                self.frames.insert(p.key.clone(), sym.clone());
+            }
+        }
+        self.assemble(ips, &places, true, &syms)
+    }
+
+    /// The stack's frames from the cache where `use_cache`, else from their modules; frames
+    /// outside any file are named from `fresh` (this call's results: JIT code the perf map
+    /// names, never cached) where it has them.
+    fn assemble(
+        &self,
+        ips: &[u64],
+        places: &[Option<Place>],
+        use_cache: bool,
+        fresh: &[Option<Resolved>],
+    ) -> UserStack {
+        let mut out = UserStack::default();
+        // Whether `out.innermost` is a frame of the process's own program.
+        let mut in_main = false;
+        for (i, (ip, place)) in ips.iter().zip(places).enumerate() {
+            let found = match place {
+                None => fresh.get(i).cloned().flatten(),
+                Some(p) => self
+                    .frames
+                    .get(&p.key)
+                    .filter(|_| use_cache)
+                    .cloned()
+                    .flatten(),
+            };
+            match found {
+                Some(r) => {
+                    let main = place.as_ref().is_some_and(|p| p.main);
+                    if let Some(loc) = r.location {
+                        // The innermost frame of the program itself wins over the libraries
+                        // it called (libc's system-call wrappers sit above it).
+                        if out.innermost.is_none() || (main && !in_main) {
+                            out.innermost = Some(loc);
+                            in_main = main;
+                        }
+                    }
+                    out.frames.extend(r.frames);
+                }
+                None => out.frames.push(match place {
+                    Some(p) => p.fallback.clone(),
+                    None => unknown(*ip),
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// Where one frame's address lies.
+struct Place {
+    /// The file's identity and the offset in it.
+    key: FrameKey,
+    /// `module+0xoff [buildid …]`.
+    fallback: String,
+    /// Whether the file is the program the process runs.
+    main: bool,
+}
+
+/// `path` as process `pid` sees it, through its root.
+fn in_root(pid: u32, path: &Path) -> PathBuf {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    Path::new(&format!("/proc/{pid}/root")).join(rel)
+}
+
+/// One file's resolver, shared by every process that maps the file.
+#[derive(Debug, Clone)]
+struct Shared(Rc<ElfResolver>);
+
+impl Symbolize for Shared {
+    fn find_sym(
+        &self,
+        addr: blazesym::Addr,
+        opts: &FindSymOpts,
+    ) -> blazesym::Result<Result<ResolvedSym<'_>, Reason>> {
+        self.0.find_sym(addr, opts)
+    }
+}
+
+impl TranslateFileOffset for Shared {
+    fn file_offset_to_virt_offset(&self, offset: u64) -> blazesym::Result<Option<blazesym::Addr>> {
+        self.0.file_offset_to_virt_offset(offset)
+    }
+}
+
+/// Parsed files by identity (device, inode): a library many processes map (libc) is read and
+/// its DWARF parsed once, not once per process.
+type Files = Rc<RefCell<HashMap<(u64, u64), Rc<ElfResolver>>>>;
+
+/// Opens the files of a process through `/proc/<pid>/root` (which needs `CAP_SYS_PTRACE`,
+/// not the `CAP_SYS_ADMIN` that `map_files` needs), once per file identity; `None` hands the
+/// member to blazesym's own handling (`map_files`, the vDSO, perf maps).
+fn dispatch(
+    files: &Files,
+    info: ProcessMemberInfo<'_>,
+) -> blazesym::Result<Option<Box<dyn Resolve>>> {
+    let ProcessMemberType::Path(entry) = info.member_entry else {
+        return Ok(None);
+    };
+    // `/proc/<pid>/map_files/<range>`: the process's pid.
+    let Some(pid) = entry
+        .maps_file
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|p| p.components().next())
+        .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
+    else {
+        return Ok(None);
+    };
+    let path = in_root(pid, &entry.symbolic_path);
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Ok(None);
+    };
+    let id = (meta.dev(), meta.ino());
+    if let Some(r) = files.borrow().get(&id) {
+        return Ok(Some(Box::new(Shared(Rc::clone(r)))));
+    }
+    match ElfResolver::open(&path) {
+        Ok(resolver) => {
+            let resolver = Rc::new(resolver);
+            let mut files = files.borrow_mut();
+            if files.len() >= MAX_FILES {
+                files.clear();
+            }
+            files.insert(id, Rc::clone(&resolver));
+            Ok(Some(Box::new(Shared(resolver))))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// A symbolizer whose per-process state is new (the parsed files in `files` are kept).
+fn new_symbolizer(files: &Files) -> Symbolizer {
+    let files = Rc::clone(files);
+    Symbolizer::builder()
+        .set_process_dispatcher(move |info: ProcessMemberInfo<'_>| dispatch(&files, info))
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
+/// The frames one symbolized address stands for, innermost first: the functions inlined at
+/// it, then the function that holds the code.
+fn resolved(sym: &Symbolized) -> Option<Resolved> {
+    let Symbolized::Sym(sym) = sym else {
+        return None;
+    };
+    let mut frames: Vec<String> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|f| named(&f.name, f.code_info.as_ref()))
+        .collect();
+    frames.push(named(&sym.name, sym.code_info.as_deref()));
+    let (function, info) = match sym.inlined.last() {
+        Some(f) => (f.name.to_string(), f.code_info.as_ref()),
+        None => (sym.name.to_string(), sym.code_info.as_deref()),
+    };
+    Some(Resolved {
+        frames,
+        location: Some(CodeLocation {
+            function,
+            file: info.map(|c| path_of(c).display().to_string()),
+            line: info.and_then(|c| c.line),
+        }),
+    })
+}
+
+/// `function (file:line)`, or `function` alone without DWARF.
+fn named(name: &str, info: Option<&symbolize::CodeInfo>) -> String {
+    match info {
+        Some(c) => {
+            let file = path_of(c);
+            match c.line {
+                Some(line) => format!("{name} ({}:{line})", file.display()),
+                None => format!("{name} ({})", file.display()),
+            }
+        }
+        None => name.to_string(),
+    }
+}
+
+fn path_of(c: &symbolize::CodeInfo) -> std::path::PathBuf {
+    match &c.dir {
+        Some(dir) => dir.join(&c.file),
+        None => Path::new(&c.file).to_path_buf(),
+    }
+}
+
+/// `libc.so.6+0x1234 [buildid ab12…]`: the module's file name, the offset in the file, and
+/// its whole build-id where it has one.
+pub fn module_frame(path: &Path, offset: u64, build_id: Option<&str>) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    match build_id {
+        Some(b) => format!("{name}+0x{offset:x} [buildid {b}]"),
+        None => format!("{name}+0x{offset:x}"),
+    }
+}
+
+/// An address outside any known mapping.
+pub fn unknown(ip: u64) -> String {
+    format!("0x{ip:x} [unknown]")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn kotel_unit_marker() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    #[test]
+    fn frames_fall_back_to_module_and_build_id() {
+        assert_eq!(
+            module_frame(Path::new("/usr/lib/libc.so.6"), 0x1234, Some("ab01")),
+            "libc.so.6+0x1234 [buildid ab01]"
+        );
+        assert_eq!(module_frame(Path::new("/bin/x"), 0x10, None), "x+0x10");
+        assert_eq!(unknown(0xdead), "0xdead [unknown]");
+    }
+
+    #[test]
+    fn an_address_of_this_process_names_its_function() {
+        kotel_unit_marker();
+        let ip = kotel_unit_marker as *const () as usize as u64;
+        let mut s = UserSymbolizer::new();
+        let stack = s.symbolize(std::process::id(), &[ip]);
+        assert!(
+            stack.frames[0].contains("kotel_unit_marker"),
+            "{:?}",
+            stack.frames
+        );
+        assert_eq!(
+            s.take_counts(),
+            UstackCounts {
+                misses: 1,
+                ..Default::default()
+            }
+        );
+        let again = s.symbolize(std::process::id(), &[ip]);
+        assert_eq!(again, stack);
+        assert_eq!(s.take_counts().hits, 1);
+        // An exec drops the process's state; what is keyed by file stays.
+        s.forget(std::process::id());
+        assert!(s.processes.is_empty());
+        assert_eq!(s.symbolize(std::process::id(), &[ip]), stack);
+        assert_eq!(s.take_counts().hits, 1);
+    }
+
+    #[test]
+    fn code_location_prefers_the_program_over_its_libraries() {
+        let marker = kotel_unit_marker as *const () as usize as u64;
+        let libc_fn = libc::nanosleep as *const () as usize as u64;
+        let mut s = UserSymbolizer::new();
+        let stack = s.symbolize(std::process::id(), &[libc_fn + 1, marker + 1]);
+        assert!(stack.frames[0].contains("nanosleep"), "{:?}", stack.frames);
+        let code = stack.innermost.expect("a resolved frame");
+        assert!(code.function.contains("kotel_unit_marker"), "{code:?}");
+        assert!(
+            code.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("ustack.rs")),
+            "{code:?}"
+        );
+    }
+
+    /// The start of the executable mapping of libc in process `pid`.
+    fn libc_text(pid: u32) -> u64 {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.contains("r-xp") && l.contains("/libc.so"))
+            .unwrap_or_else(|| panic!("libc in {maps}"));
+        u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn a_library_is_parsed_once_for_every_process_that_maps_it() {
+        let mut s = UserSymbolizer::new();
+        let mut sleepers: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut files = Vec::new();
+        for child in &sleepers {
+            // `sleep` has exec'd once its maps show libc.
+            let pid = child.id();
+            while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .unwrap_or_default()
+                .contains("/libc.so")
+            {
+                std::thread::yield_now();
+            }
+            let ip = libc_text(pid) + 0x100;
+            let _ = s.symbolize(pid, &[ip]);
+            files.push(s.files.borrow().len());
+        }
+        for mut child in sleepers.drain(..) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(files[0] >= 1, "libc parsed: {files:?}");
+        assert_eq!(files[0], files[1], "and not again: {files:?}");
+    }
+
+    #[test]
+    fn past_the_budget_frames_keep_their_module() {
+        let ip = kotel_unit_marker as *const () as usize as u64;
+        let mut s = UserSymbolizer::new();
+        s.spent = STACKS_PER_DRAIN;
+        let stack = s.symbolize(std::process::id(), &[ip]);
+        assert!(stack.frames[0].contains("+0x"), "{:?}", stack.frames);
+        assert!(!stack.frames[0].contains("kotel_unit_marker"));
+        assert_eq!(s.take_counts().deferred, 1);
+        s.new_drain();
+        assert!(s.symbolize(std::process::id(), &[ip]).frames[0].contains("kotel_unit_marker"));
+    }
+
+    #[test]
+    fn a_process_that_is_gone_is_a_counted_failure() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut s = UserSymbolizer::new();
+        let stack = s.symbolize(pid, &[0x1000]);
+        assert_eq!(stack.frames, vec!["0x1000 [unknown]"]);
+        assert_eq!(s.take_counts().failures, 1);
+    }
+}
