@@ -13,7 +13,7 @@
 //! [`STACKS_PER_DRAIN`] stacks that miss the cache, for at most [`TIME_PER_DRAIN`]; the rest
 //! keep `module+0xoff` and are counted as deferred, so symbolization never holds the pipeline
 //! up for long. Parsed files (ELF, DWARF) are shared by every process that maps them, keyed
-//! by device and inode, at most [`MAX_FILES`].
+//! by device and inode, at most `MAX_FILES`.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
