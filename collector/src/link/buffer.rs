@@ -227,27 +227,9 @@ impl LinkBuffer {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::Comm;
 
     fn ev(pid: u32, tid: u32, start: u64, dur: u64) -> KernelEvent {
-        KernelEvent {
-            kind: Probe::Offcpu,
-            pid,
-            tid,
-            comm: Comm::default(),
-            cpu: 0,
-            start_unix_nano: start,
-            duration_ns: dur,
-            bytes: None,
-            errno: None,
-            fd: None,
-            iovcnt: None,
-            local: None,
-            peer: None,
-            kernel_stack_id: None,
-            user_stack_id: None,
-            offcpu_state: None,
-        }
+        KernelEvent::sample(Probe::Offcpu, pid, tid, start, dur)
     }
 
     /// A built span for `e`.

@@ -425,28 +425,14 @@ impl Linker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Comm, KernelEvent};
+    use crate::model::KernelEvent;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
     fn ev(kind: Probe, tid: u32, start: u64, dur: u64) -> KernelEvent {
         KernelEvent {
-            kind,
-            pid: std::process::id(),
-            tid,
-            comm: Comm::default(),
-            cpu: 0,
-            start_unix_nano: start,
-            duration_ns: dur,
             bytes: (kind == Probe::Writev).then_some(10),
-            errno: None,
-            fd: None,
-            iovcnt: None,
-            local: None,
-            peer: None,
-            kernel_stack_id: None,
-            user_stack_id: None,
-            offcpu_state: None,
+            ..KernelEvent::sample(kind, std::process::id(), tid, start, dur)
         }
     }
 

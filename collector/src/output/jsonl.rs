@@ -171,22 +171,9 @@ mod tests {
     #[test]
     fn offcpu_events_and_histograms_say_their_state() {
         let ev = KernelEvent {
-            kind: Probe::Offcpu,
-            pid: 1,
-            tid: 2,
             comm: Comm::from_kernel(b"db\0"),
-            cpu: 0,
-            start_unix_nano: 3,
-            duration_ns: 4,
-            bytes: None,
-            errno: None,
-            fd: None,
-            iovcnt: None,
-            local: None,
-            peer: None,
-            kernel_stack_id: None,
-            user_stack_id: None,
             offcpu_state: Some(OffcpuState::Uninterruptible),
+            ..KernelEvent::sample(Probe::Offcpu, 1, 2, 3, 4)
         };
         let mut out = Vec::new();
         write_event(&mut out, &ev, &Stacks::default()).unwrap();

@@ -78,29 +78,14 @@ impl SpanRule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Comm;
     use kotel_bpf::Probe;
 
     const MS: u64 = 1_000_000;
 
     fn ev(kind: Probe, state: Option<OffcpuState>, duration_ns: u64) -> KernelEvent {
         KernelEvent {
-            kind,
-            pid: 1,
-            tid: 2,
-            comm: Comm::default(),
-            cpu: 0,
-            start_unix_nano: 0,
-            duration_ns,
-            bytes: None,
-            errno: None,
-            fd: None,
-            iovcnt: None,
-            local: None,
-            peer: None,
-            kernel_stack_id: None,
-            user_stack_id: None,
             offcpu_state: state,
+            ..KernelEvent::sample(kind, 1, 2, 0, duration_ns)
         }
     }
 
