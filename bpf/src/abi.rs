@@ -60,6 +60,14 @@ pub mod drop {
     pub const STACK: u32 = kotel_drop::KOTEL_DROP_STACK.0;
     /// An event of a thread still running after its process's exit retired its histograms.
     pub const HIST_EXITED: u32 = kotel_drop::KOTEL_DROP_HIST_EXITED.0;
+    /// A switch-in the `sched_switch` tracepoint never delivered, closed at `sched_exit_tp`
+    /// instead: a counter, nothing was lost.
+    pub const SWITCH_LATE: u32 = kotel_drop::KOTEL_DROP_SWITCH_LATE.0;
+    /// A switch-in never delivered with no `sched_exit_tp` to close it: an off-CPU interval lost.
+    pub const SWITCH_UNSEEN: u32 = kotel_drop::KOTEL_DROP_SWITCH_UNSEEN.0;
+    /// A run-queue wait lost: the wakeup that began it, or the switch-in that ended it, never
+    /// reached kotel.
+    pub const WAIT_UNSEEN: u32 = kotel_drop::KOTEL_DROP_WAIT_UNSEEN.0;
     /// Number of slots in the `drops` map: the per-kind ring-buffer slots `0..kind::COUNT`,
     /// then the ones above.
     pub const COUNT: u32 = kotel_drop::KOTEL_DROP_COUNT.0;
@@ -165,9 +173,12 @@ mod tests {
                 drop::LIFECYCLE,
                 drop::STACK,
                 drop::HIST_EXITED,
+                drop::SWITCH_LATE,
+                drop::SWITCH_UNSEEN,
+                drop::WAIT_UNSEEN,
                 drop::COUNT
             ),
-            (4, 5, 6, 7, 8, 9)
+            (4, 5, 6, 7, 8, 9, 10, 11, 12)
         );
         assert_eq!((kind::EXEC, kind::EXIT), (16, 17));
     }

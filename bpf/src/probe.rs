@@ -97,6 +97,11 @@ const RAW_SYS_EXIT: Hook = tp_btf("raw_syscalls/sys_exit", "raw_sys_exit");
 const RAW_SYS_ENTER: Hook = tp_btf("raw_syscalls/sys_enter", "raw_sys_enter");
 /// One program serves both scheduler probes (sched.bpf.c).
 const SCHED_SWITCH: Hook = tp_btf("sched/sched_switch", "sched_switch");
+/// The end of `__schedule()`, in the switched-in task: closes the intervals of a switch-in the
+/// switch tracepoint did not deliver, and takes off-CPU stacks there (sched.bpf.c).
+const SCHED_EXIT: Hook = tp_btf("sched/sched_exit_tp", "sched_exit");
+const SCHED_WAKEUP: Hook = tp_btf("sched/sched_wakeup", "sched_wakeup");
+const SCHED_WAKEUP_NEW: Hook = tp_btf("sched/sched_wakeup_new", "sched_wakeup_new");
 
 /// Every probe, in [`Probe`] order.
 pub const PROBES: [ProbeSpec; 4] = [
@@ -161,15 +166,18 @@ pub const PROBES: [ProbeSpec; 4] = [
         duration_metric: "kotel.sched.runqueue.delay",
         bytes_metric: None,
         default_on: true,
-        hook_sets: &[HookSet {
-            name: "scheduler tracepoints",
-            hooks: &[
-                SCHED_SWITCH,
-                tp_btf("sched/sched_wakeup", "sched_wakeup"),
-                tp_btf("sched/sched_wakeup_new", "sched_wakeup_new"),
-            ],
-            taxes_every_syscall: false,
-        }],
+        hook_sets: &[
+            HookSet {
+                name: SCHED_WITH_EXIT,
+                hooks: &[SCHED_EXIT, SCHED_SWITCH, SCHED_WAKEUP, SCHED_WAKEUP_NEW],
+                taxes_every_syscall: false,
+            },
+            HookSet {
+                name: "scheduler tracepoints",
+                hooks: &[SCHED_SWITCH, SCHED_WAKEUP, SCHED_WAKEUP_NEW],
+                taxes_every_syscall: false,
+            },
+        ],
     },
     ProbeSpec {
         probe: Probe::Offcpu,
@@ -181,8 +189,8 @@ pub const PROBES: [ProbeSpec; 4] = [
         default_on: true,
         hook_sets: &[
             HookSet {
-                name: OFFCPU_STACKS_AT_SWITCH_IN,
-                hooks: &[tp_btf("sched/sched_exit_tp", "offcpu_stacks"), SCHED_SWITCH],
+                name: SCHED_WITH_EXIT,
+                hooks: &[SCHED_EXIT, SCHED_SWITCH],
                 taxes_every_syscall: false,
             },
             HookSet {
@@ -195,9 +203,12 @@ pub const PROBES: [ProbeSpec; 4] = [
     },
 ];
 
-/// The off-CPU hook set that takes stacks in the switched-in task (at `sched_exit_tp`), only for
-/// the intervals that go to userspace.
-pub const OFFCPU_STACKS_AT_SWITCH_IN: &str = "scheduler tracepoints + sched_exit_tp";
+/// The scheduler hook set with `sched_exit_tp`, in the switched-in task, beside the switch: it
+/// closes the intervals of a switch-in the switch tracepoint never delivered, and off-CPU stacks
+/// are taken there, only for the intervals that go to userspace. Without it (kernels before
+/// 6.16), off-CPU stacks are taken at every blocked switch-out, and an interval whose switch-in
+/// was not delivered is lost and counted.
+pub const SCHED_WITH_EXIT: &str = "scheduler tracepoints + sched_exit_tp";
 
 /// Hooks of kotel itself rather than of a probe: a process's exec (sent only when userspace
 /// asks for lifecycle records) and exit (always: it retires the process's histogram slots).
@@ -521,7 +532,10 @@ mod tests {
         listed.sort_unstable();
         assert_eq!(in_object, listed, "table_programs lists them all");
         for (program, (probes, _)) in &owners {
-            let shared = matches!(*program, "sched_switch" | "raw_sys_enter" | "raw_sys_exit");
+            let shared = matches!(
+                *program,
+                "sched_switch" | "sched_exit" | "raw_sys_enter" | "raw_sys_exit"
+            );
             assert_eq!(
                 probes.len(),
                 if shared { 2 } else { 1 },
@@ -541,7 +555,7 @@ mod tests {
         assert_eq!(
             programs,
             [
-                "offcpu_stacks",
+                "sched_exit",
                 "sched_switch",
                 "sched_wakeup",
                 "sched_wakeup_new",

@@ -15,7 +15,7 @@ use crate::abi::{self, RawHistogram, RawHistogramKey, EVENT_SIZE};
 use crate::buckets::BucketTable;
 use crate::libbpf_log;
 use crate::preflight::{self, LeftOut};
-use crate::probe::{Hook, HookPlan, LIFECYCLE_EXEC, LIFECYCLE_EXIT, OFFCPU_STACKS_AT_SWITCH_IN};
+use crate::probe::{Hook, HookPlan, LIFECYCLE_EXEC, LIFECYCLE_EXIT, SCHED_WITH_EXIT};
 use crate::skel::{KotelSkel, KotelSkelBuilder};
 use crate::{LoadError, Probe, ProbeSet};
 
@@ -121,6 +121,15 @@ pub struct DropCounts {
     /// Events of threads still running after their process's exit retired its histograms:
     /// counted in the overflow histogram ([`OVERFLOW_PID`]).
     pub hist_exited: u64,
+    /// Switch-ins the `sched_switch` tracepoint never delivered, closed at `sched_exit_tp`
+    /// instead (their intervals timed from there): nothing lost.
+    pub switch_late: u64,
+    /// Off-CPU intervals lost because their switch-in was never delivered and the kernel has no
+    /// `sched_exit_tp` to close them.
+    pub switch_unseen: u64,
+    /// Run-queue waits lost because the wakeup that began them, or the switch-in that ended
+    /// them, never reached kotel.
+    pub wait_unseen: u64,
     /// Ring-buffer records of the wrong size (never expected).
     pub malformed: u64,
 }
@@ -194,13 +203,7 @@ impl Tracer {
             ));
         }
         let kernel = preflight::KernelHooks::read(&cfg.btf_path, cfg.tracefs.clone())?;
-        let (mut plan, left_out, mut fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
-        if !cfg.capture_stacks && plan.uses(Probe::Offcpu, OFFCPU_STACKS_AT_SWITCH_IN) {
-            // Without stacks sched_exit_tp has nothing to do: the switch alone times off-CPU.
-            if let Some(plain) = Probe::Offcpu.spec().hook_sets.get(1) {
-                plan.choose(Probe::Offcpu, plain);
-            }
-        }
+        let (plan, left_out, mut fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
         if plan.probes().is_empty() {
             return Err(LoadError::NothingToAttach {
                 missing: left_out
@@ -367,7 +370,7 @@ impl Tracer {
         ro.enable_offcpu = active.contains(Probe::Offcpu);
         ro.writev_on_raw = plan.uses(Probe::Writev, "raw_syscalls");
         ro.tcp_send_on_raw = plan.uses(Probe::TcpSend, "raw_syscalls");
-        ro.stacks_at_switch_in = plan.uses(Probe::Offcpu, OFFCPU_STACKS_AT_SWITCH_IN);
+        ro.stacks_at_switch_in = plan.uses(Probe::Offcpu, SCHED_WITH_EXIT);
         ro.capture_stacks = cfg.capture_stacks;
         ro.send_kernel_threads = cfg.kernel_threads;
         ro.enable_lifecycle = cfg.lifecycle;
@@ -687,6 +690,9 @@ impl Tracer {
         d.lifecycle = slot(abi::drop::LIFECYCLE)?;
         d.stack = slot(abi::drop::STACK)?;
         d.hist_exited = slot(abi::drop::HIST_EXITED)?;
+        d.switch_late = slot(abi::drop::SWITCH_LATE)?;
+        d.switch_unseen = slot(abi::drop::SWITCH_UNSEEN)?;
+        d.wait_unseen = slot(abi::drop::WAIT_UNSEEN)?;
         d.malformed = self.malformed.get();
         Ok(d)
     }

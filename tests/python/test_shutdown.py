@@ -37,7 +37,7 @@ PROGRAMS = {
     "sched_wakeup",
     "sched_wakeup_new",
     "sched_switch",
-    "offcpu_stacks",
+    "sched_exit",
     "sched_process_exec",
     "sched_process_exit",
 }

@@ -251,7 +251,16 @@ fn without_sched_exit_tp_offcpu_stacks_are_taken_at_switch_out() {
         .into_iter()
         .filter(|l| l["type"] == "event" && l["kind"] == "offcpu" && l["tid"] == tid)
         .collect();
-    assert_eq!(sleeps.len(), 3, "the three sleeps: {sleeps:?}");
+    // Where the kernel does not deliver a switch-in, the fallback loses that sleep, and counts it.
+    let lost = json_lines(&stdout)
+        .into_iter()
+        .find(|l| l["type"] == "lost")
+        .expect("a lost line");
+    let unseen = lost["switches_unseen"].as_u64().expect("switches_unseen");
+    assert!(
+        sleeps.len() <= 3 && sleeps.len() as u64 + unseen >= 3,
+        "the three sleeps, or counted losses: {sleeps:?} {lost}"
+    );
     for e in &sleeps {
         let frames = e["kernel_stack"].as_array().expect("kernel stack");
         assert!(

@@ -46,15 +46,27 @@ enum kotel_offcpu_state {
 /* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
  * ring-buffer reservation failures, one per kind. */
 enum kotel_drop {
-	KOTEL_DROP_HIST_FULL = 4,    /* no free histogram slot: event counted in
-				      * the kind's overflow histogram instead */
-	KOTEL_DROP_TASK_STORAGE = 5, /* task storage unavailable: event missed */
-	KOTEL_DROP_LIFECYCLE = 6,    /* ring buffer full: an exec/exit record lost */
-	KOTEL_DROP_STACK = 7,        /* stack map full or collided: stack id missing */
-	KOTEL_DROP_HIST_EXITED = 8,  /* event of a thread still running after its process's
-				      * exit retired its histograms: counted in the
-				      * kind's overflow histogram instead */
-	KOTEL_DROP_COUNT = 9,
+	/* No free histogram slot: event counted in the kind's overflow histogram instead. */
+	KOTEL_DROP_HIST_FULL = 4,
+	/* Task storage unavailable: event missed. */
+	KOTEL_DROP_TASK_STORAGE = 5,
+	/* Ring buffer full: an exec/exit record lost. */
+	KOTEL_DROP_LIFECYCLE = 6,
+	/* Stack map full or collided: stack id missing. */
+	KOTEL_DROP_STACK = 7,
+	/* Event of a thread still running after its process's exit retired its
+	 * histograms: counted in the kind's overflow histogram instead. */
+	KOTEL_DROP_HIST_EXITED = 8,
+	/* A switch-in the sched_switch tracepoint never delivered, closed at
+	 * sched_exit_tp instead: nothing lost (a counter, not a loss). */
+	KOTEL_DROP_SWITCH_LATE = 9,
+	/* A switch-in never delivered and nothing to close it (no sched_exit_tp):
+	 * its off-CPU interval lost. */
+	KOTEL_DROP_SWITCH_UNSEEN = 10,
+	/* A run-queue wait lost: the wakeup that began it or the switch-in that
+	 * ended it never reached kotel. */
+	KOTEL_DROP_WAIT_UNSEEN = 11,
+	KOTEL_DROP_COUNT = 12,
 };
 
 /* Histogram bucket table capacity. Userspace fills `bucket_bounds` for the

@@ -17,6 +17,18 @@
  * sched_exit_tp (older kernels) the fallback takes both at every blocked
  * switch-out, as before.
  *
+ * A switch-in that never reaches the sched_switch program is closed at
+ * sched_exit_tp instead, where the switched-in thread runs anyway. Some
+ * kernels leave the tracepoint out for particular tasks: on a sandbox kernel
+ * seen in testing, no switch away from its hidden init's threads was ever
+ * traced (not to BPF, not to ftrace), so a thread switched in after one of
+ * them lost that off-CPU interval and its run-queue wait. sched_exit_tp fires
+ * in the thread itself at the end of __schedule(), whichever task it
+ * followed. Without sched_exit_tp such an interval is dropped, and counted,
+ * when the thread next switches out. The same kernel runs no BPF program at
+ * all while those threads are current, so a wakeup they make is not seen
+ * either; the run-queue wait after it is lost, and counted, at the switch-in.
+ *
  * An off-CPU interval carries how the thread blocked (enum
  * kotel_offcpu_state, classified from prev_state at the switch-out; kotel.h
  * says which task state goes where). Both are counted, in two histogram
@@ -164,22 +176,25 @@ static __always_inline void switch_out(void *ctx, bool preempt, struct task_stru
 		return;
 
 	bool runnable = preempt || prev_state == KOTEL_TASK_RUNNING;
-
-	if (runnable && !enable_runqueue)
-		return;
-	if (!runnable && !enable_offcpu) {
-		/* Still clear a stale runnable mark from an earlier wakeup. */
-		struct task_state *old = state_of(prev, false);
-
-		if (old)
-			old->runnable_ns = 0;
-		return;
-	}
-
-	struct task_state *s = state_of(prev, true);
+	bool wanted = runnable ? enable_runqueue : enable_offcpu;
+	struct task_state *s = state_of(prev, wanted);
 
 	if (!s)
 		return;
+	if (s->offcpu_ns) {
+		/* Running, so switched in, but that switch-in was never seen:
+		 * without sched_exit_tp nothing closed the interval, nor the
+		 * run-queue wait before it. */
+		s->offcpu_ns = 0;
+		count_drop(KOTEL_DROP_SWITCH_UNSEEN);
+		if (enable_runqueue)
+			count_drop(KOTEL_DROP_WAIT_UNSEEN);
+	}
+	if (!wanted) {
+		/* Still clear a stale runnable mark from an earlier wakeup. */
+		s->runnable_ns = 0;
+		return;
+	}
 	if (runnable) {
 		s->runnable_ns = now;
 		return;
@@ -207,6 +222,10 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 		if (enable_runqueue && now >= start && task_allowed(next))
 			emit_sched(next, s, KOTEL_KIND_RUNQUEUE, KOTEL_OFFCPU_NONE, start, now, -1,
 				   -1);
+	} else if (s->offcpu_ns && enable_runqueue && task_allowed(next)) {
+		/* Blocked, now switched in, never marked runnable: its wakeup
+		 * never reached sched_wakeup, so its run-queue wait is lost. */
+		count_drop(KOTEL_DROP_WAIT_UNSEEN);
 	}
 	if (s->offcpu_ns) {
 		__u64 start = s->offcpu_ns;
@@ -252,18 +271,37 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	return 0;
 }
 
-/* The end of __schedule(), in the task that was just switched in: takes the
- * stacks of its pending off-CPU interval and sends it. */
-SEC("tp_btf/sched_exit_tp")
-int BPF_PROG(offcpu_stacks, bool is_switch)
+/* Closes the intervals of `t`, just switched in, when its switch-in never
+ * reached the sched_switch program (which clears both marks): see the top of
+ * this file. Only after a switch: a thread that called schedule() and kept the
+ * CPU may hold a stale runnable mark, which its next switch-out clears. */
+static __always_inline void switch_in_late(struct task_struct *t)
 {
+	struct task_state *s = state_of(t, false);
+
+	if (!s || !(s->offcpu_ns || s->runnable_ns))
+		return;
+	count_drop(KOTEL_DROP_SWITCH_LATE);
+	switch_in(t, bpf_ktime_get_ns());
+}
+
+/* The end of __schedule(), in the task that was just switched in: closes its
+ * intervals if the switch was not seen, then takes the stacks of its pending
+ * off-CPU interval and sends it. */
+SEC("tp_btf/sched_exit_tp")
+int BPF_PROG(sched_exit, bool is_switch)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+
+	if (is_switch)
+		switch_in_late(t);
+
 	__u32 zero = 0;
 	__u32 *pending = bpf_map_lookup_elem(&stack_pending, &zero);
 
 	if (!pending || !*pending)
 		return 0;
 
-	struct task_struct *t = bpf_get_current_task_btf();
 	__u32 tid = *pending;
 
 	*pending = 0;

@@ -218,6 +218,9 @@ mod tests {
             lifecycle: 13,
             stack: 14,
             hist_exited: 15,
+            switch_late: 17,
+            switch_unseen: 18,
+            wait_unseen: 19,
             malformed: 16,
         };
         let summary = Summary {
@@ -237,6 +240,8 @@ mod tests {
                 "histogram_map_full": 11,
                 "histogram_after_exit": 15,
                 "task_storage_unavailable": 12,
+                "switches_unseen": 18,
+                "waits_unseen": 19,
                 "stacks_not_stored": 14,
                 "undecodable": 116,
             })
