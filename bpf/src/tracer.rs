@@ -42,7 +42,8 @@ pub struct TracerConfig {
     /// Ring buffer size in bytes: a power of two, at least 4096 ([`Tracer::start`] refuses
     /// others).
     pub ring_buffer_bytes: u32,
-    /// Take kernel and user stacks at off-CPU switch-out.
+    /// Take kernel and user stacks of the events that go to userspace: off-CPU intervals, and
+    /// `writev` and TCP sends at or above the threshold (at the call's end, in the caller).
     pub capture_stacks: bool,
     /// Whether kernel threads' scheduler intervals reach userspace as events. Off: they are
     /// still counted in the histograms, but send nothing through the ring buffer.
@@ -407,7 +408,8 @@ impl Tracer {
             map.set_max_entries(cfg.max_histograms)
                 .map_err(LoadError::libbpf("sizing the histogram maps"))?;
         }
-        if !(active.contains(Probe::Offcpu) && cfg.capture_stacks) {
+        let with_stacks = [Probe::Offcpu, Probe::Writev, Probe::TcpSend];
+        if !(cfg.capture_stacks && with_stacks.iter().any(|p| active.contains(*p))) {
             open.maps
                 .stacks
                 .set_max_entries(1)

@@ -1,5 +1,6 @@
 //! Pictures for the metrics: a rolling latency heatmap per (process, probe) series that had
-//! slow events, and an off-CPU flame graph, rendered in-process (files in the output folder
+//! slow events, and per probe with stacks (`writev`, `tcp_send`, `offcpu`) a flame graph of
+//! the interval's slow events weighted by their time, rendered in-process (files in the output folder
 //! plus `index.html`, bounded in number by [`PictureFiles`], and every version in the
 //! size-capped `artifacts/` store) or by the `kotel-render` sidecar over gRPC. Their URLs ride
 //! on the exemplars and on the exemplars' spans. Rendering is rate-limited and never blocks
@@ -33,7 +34,7 @@ use crate::picture_files::PictureFiles;
 pub const WINDOW_COLUMNS: usize = 60;
 /// Most heatmaps rendered per export interval.
 const MAX_RENDERS_PER_INTERVAL: usize = 16;
-/// Most distinct folded stacks kept for the flame graph.
+/// Most distinct folded stacks kept per flame graph and interval.
 const MAX_STACKS: usize = 20_000;
 /// Deadline of one sidecar call.
 const SIDECAR_TIMEOUT: Duration = Duration::from_millis(500);
@@ -76,13 +77,26 @@ pub struct Artifacts {
     previous: HashMap<(u32, Probe), Histogram>,
     columns: HashMap<(u32, Probe), VecDeque<(u64, Histogram)>>,
     rendered: HashMap<(u32, Probe), u64>,
-    stacks: HashMap<String, u64>,
-    flame_rendered_weight: u64,
+    flames: BTreeMap<Probe, FlameInterval>,
     failed_this_interval: bool,
     /// Pictures made.
     pub made: u64,
     /// Pictures skipped because rendering failed or the renderer was unreachable.
     pub skipped: u64,
+}
+
+/// One probe's stacks of the interval so far: folded stack → time, and when the first came.
+#[derive(Debug, Default)]
+struct FlameInterval {
+    stacks: HashMap<String, u64>,
+    since_unix_nano: u64,
+}
+
+/// `HH:MM:SS` of a Unix time in nanoseconds, UTC.
+fn clock_time(unix_nano: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(unix_nano);
+    let rfc3339 = humantime::format_rfc3339_seconds(t).to_string();
+    rfc3339.get(11..19).unwrap_or_default().to_string()
 }
 
 /// The histograms of one heatmap each: a process's off-CPU states merged into one.
@@ -152,8 +166,7 @@ impl Artifacts {
             previous: HashMap::new(),
             columns: HashMap::new(),
             rendered: HashMap::new(),
-            stacks: HashMap::new(),
-            flame_rendered_weight: 0,
+            flames: BTreeMap::new(),
             failed_this_interval: false,
             made: 0,
             skipped: 0,
@@ -209,10 +222,16 @@ impl Artifacts {
         }
     }
 
-    /// Adds an off-CPU stack (root first, `;`-joined) with its blocked time.
-    pub fn add_offcpu_stack(&mut self, folded: String, weight_ns: u64) {
-        if self.stacks.len() < MAX_STACKS || self.stacks.contains_key(&folded) {
-            *self.stacks.entry(folded).or_default() += weight_ns;
+    /// Adds a slow event's stack (root first, `;`-joined, [`crate::kernel::folded`]) to its
+    /// probe's flame graph of this interval, weighted by the event's time; `now` is when it
+    /// was seen (Unix ns). Beyond [`MAX_STACKS`] distinct stacks a new one is left out.
+    pub fn add_stack(&mut self, probe: Probe, folded: String, weight_ns: u64, now: u64) {
+        let f = self.flames.entry(probe).or_insert_with(|| FlameInterval {
+            stacks: HashMap::new(),
+            since_unix_nano: now,
+        });
+        if f.stacks.len() < MAX_STACKS || f.stacks.contains_key(&folded) {
+            *f.stacks.entry(folded).or_default() += weight_ns;
         }
     }
 
@@ -290,36 +309,51 @@ impl Artifacts {
         out
     }
 
-    /// Renders the off-CPU flame graph when new blocked time was added.
-    pub fn render_flame(&mut self) -> Option<ArtifactRef> {
+    /// Renders each probe's flame graph of the interval ending `now` (Unix ns) from the slow
+    /// events' stacks added since the last call, titled with the probe and the window, and
+    /// starts the next interval. A probe without stacks this interval keeps its last picture.
+    pub fn render_flames(&mut self, now: u64) -> Vec<(Probe, ArtifactRef)> {
+        let flames = std::mem::take(&mut self.flames);
+        let mut out = Vec::new();
         if self.failed_this_interval {
-            return None;
+            return out;
         }
-        let total: u64 = self.stacks.values().sum();
-        if total == 0 || total == self.flame_rendered_weight {
-            return None;
+        for (probe, f) in flames {
+            let mut stacks: Vec<FoldedStack> = f
+                .stacks
+                .into_iter()
+                .filter(|(_, w)| *w > 0)
+                .map(|(stack, weight_nanos)| FoldedStack {
+                    stack,
+                    weight_nanos,
+                })
+                .collect();
+            if stacks.is_empty() {
+                continue;
+            }
+            stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
+            let req = RenderFlameRequest {
+                title: format!(
+                    "{} latency by stack, {}\u{2013}{} UTC",
+                    probe.name(),
+                    clock_time(f.since_unix_nano),
+                    clock_time(now)
+                ),
+                stacks,
+                formats: vec![Format::Svg as i32, Format::Png as i32],
+                include_bytes: matches!(self.backend, Backend::InProcess { .. }),
+                width: 1200,
+            };
+            let stem = format!("{}-flame", probe.name());
+            match self.render(|b| b.flame(&req), &stem, &req.title) {
+                Some(r) => out.push((probe, r)),
+                None => {
+                    self.failed_this_interval = true;
+                    break;
+                }
+            }
         }
-        let mut stacks: Vec<FoldedStack> = self
-            .stacks
-            .iter()
-            .map(|(s, w)| FoldedStack {
-                stack: s.clone(),
-                weight_nanos: *w,
-            })
-            .collect();
-        stacks.sort_by(|a, b| a.stack.cmp(&b.stack));
-        let req = RenderFlameRequest {
-            title: "Off-CPU time by stack".into(),
-            stacks,
-            formats: vec![Format::Svg as i32, Format::Png as i32],
-            include_bytes: matches!(self.backend, Backend::InProcess { .. }),
-            width: 1200,
-        };
-        let r = self.render(|b| b.flame(&req), "offcpu-flame", &req.title);
-        if r.is_some() {
-            self.flame_rendered_weight = total;
-        }
-        r
+        out
     }
 
     fn render(

@@ -210,7 +210,7 @@ pub struct CaptureArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_histograms: u32,
 
-    /// Do not take stacks at off-CPU switch-out.
+    /// Take no kernel or user stacks (off-CPU intervals, slow writev and TCP sends).
     #[arg(long)]
     pub no_stacks: bool,
 

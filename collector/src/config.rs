@@ -40,7 +40,8 @@ ring_buffer_bytes = 8388608
 # (process, probe) histograms the kernel keeps at once (off-CPU time takes two, one per
 # state), about 5 KiB each; an exited process's slots are recycled.
 max_histograms = 1024
-# Take kernel and user stacks when a thread blocks (about 1.4 us per blocked switch).
+# Take kernel and user stacks of what is reported: off-CPU intervals, and writev and TCP
+# sends at or above the span threshold (a few microseconds per reported event).
 stacks = true
 # Spans (and pictures) for kernel threads' run-queue and off-CPU time too. Off, they are
 # still counted in the histograms but send nothing to userspace.

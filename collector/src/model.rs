@@ -96,9 +96,9 @@ pub struct KernelEvent {
     pub local: Option<SocketAddr>,
     /// Peer address of a TCP send.
     pub peer: Option<SocketAddr>,
-    /// Kernel stack id at off-CPU switch-out.
+    /// Kernel stack id: of an off-CPU interval, or of a slow call at its end.
     pub kernel_stack_id: Option<i32>,
-    /// User stack id at off-CPU switch-out.
+    /// User stack id: of an off-CPU interval, or of a slow call at its end.
     pub user_stack_id: Option<i32>,
     /// How the thread waited, for off-CPU events.
     pub offcpu_state: Option<OffcpuState>,

@@ -1,5 +1,5 @@
 //! The pictures in-process rendering keeps in the output folder: an SVG and a PNG per picture
-//! under a stable name (`heatmap-<pid>-<kind>`, `offcpu-flame`), redrawn in place, at most
+//! under a stable name (`heatmap-<pid>-<kind>`, `<kind>-flame`), redrawn in place, at most
 //! `render.max_pictures` of them: past it the picture drawn least recently is deleted (those an
 //! earlier run left in the folder go first) and `index.html` lists exactly the pictures this
 //! run drew that are still there. Every file deleted is counted.
@@ -163,9 +163,11 @@ impl PictureFiles {
     }
 }
 
-/// Whether `stem` is a picture's name: `offcpu-flame` or `heatmap-<pid>-<kind>`.
+/// Whether `stem` is a picture's name: `<kind>-flame` or `heatmap-<pid>-<kind>`.
 fn is_picture_stem(stem: &str) -> bool {
-    if stem == "offcpu-flame" {
+    let kind_name =
+        |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if stem.strip_suffix("-flame").is_some_and(kind_name) {
         return true;
     }
     let Some((pid, kind)) = stem

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kotel_bpf::Probe;
 use kotel_collector::artifacts::{sidecar_tls, Artifacts};
 use kotel_collector::config::{RenderSettings, RenderTlsSettings};
 use kotel_render::server::{start, Server, ServerConfig};
@@ -49,8 +50,13 @@ fn render_once(
     };
     let client_tls = sidecar_tls(&settings).expect("valid [render.tls] files");
     let mut artifacts = Artifacts::sidecar(&settings.renderer, client_tls, rt.handle().clone());
-    artifacts.add_offcpu_stack("main;read;schedule".into(), 5_000_000);
-    let made = artifacts.render_flame().map(|r| r.url);
+    let now = 1_796_000_000_000_000_000;
+    artifacts.add_stack(Probe::Offcpu, "main;read;schedule".into(), 5_000_000, now);
+    let made = artifacts
+        .render_flames(now)
+        .into_iter()
+        .next()
+        .map(|(_, r)| r.url);
     assert_eq!(
         (artifacts.made, artifacts.skipped),
         if made.is_some() { (1, 0) } else { (0, 1) },

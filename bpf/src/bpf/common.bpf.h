@@ -69,6 +69,20 @@ struct {
 	__uint(max_entries, 8 << 20); /* resized by userspace before load */
 } events SEC(".maps");
 
+/* Kernel and user stacks of the events that go to userspace with them: slow
+ * calls (at their exit, in the caller) and off-CPU intervals. Shrunk to one
+ * entry by userspace when no probe takes stacks. */
+#define KOTEL_STACK_DEPTH 127
+#define KOTEL_EEXIST 17
+#define KOTEL_ENOMEM 12
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, KOTEL_STACK_DEPTH * sizeof(__u64));
+	__uint(max_entries, 8192);
+} stacks SEC(".maps");
+
 /* Histograms live in an array (an inlined lookup, readable through mmap);
  * `hist_slots` says which (pid, kind) owns which slot. Both are sized by
  * userspace to `hist_capacity` before load; the array has KOTEL_HIST_KINDS
@@ -457,6 +471,17 @@ static __always_inline bool link_target(struct task_state *s)
 	return s->linked;
 }
 
+/* The kernel and user stacks of the current task into `stacks`. Kernel
+ * threads have no user stack; anything else is a full or collided map,
+ * counted. */
+static __always_inline void stacks_of_current(void *ctx, __s32 *kstack, __s32 *ustack)
+{
+	*kstack = bpf_get_stackid(ctx, &stacks, 0);
+	*ustack = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	if (*kstack < 0 || *ustack == -KOTEL_EEXIST || *ustack == -KOTEL_ENOMEM)
+		count_drop(KOTEL_DROP_STACK);
+}
+
 /* Reserve a ring-buffer record for a slow event; counts the failure. */
 static __always_inline struct kotel_event *event_reserve(__u32 kind)
 {
@@ -496,10 +521,14 @@ static __always_inline void event_submit(struct kotel_event *e)
 
 /* Counts one call (writev, TCP send) in its histogram and, when it is slow
  * enough or its process is a link target, reserves its ring-buffer record
- * with what every call event carries. The caller adds the rest and submits
- * it with event_submit. NULL when nothing goes to userspace. */
-static __always_inline struct kotel_event *call_event(struct task_state *s, __u32 kind, __u64 start,
-						      __u64 now, __s64 ret, __s32 fd, __u32 iovcnt)
+ * with what every call event carries: a slow one (at or above the threshold)
+ * also carries the caller's kernel and user stacks, taken here at the call's
+ * end, in the caller (a link target's faster calls go without). The caller
+ * adds the rest and submits it with event_submit. NULL when nothing goes to
+ * userspace. */
+static __always_inline struct kotel_event *call_event(void *ctx, struct task_state *s, __u32 kind,
+						      __u64 start, __u64 now, __s64 ret, __s32 fd,
+						      __u32 iovcnt)
 {
 	__u64 ns = now - start;
 
@@ -522,6 +551,8 @@ static __always_inline struct kotel_event *call_event(struct task_state *s, __u3
 	e->fd = fd;
 	e->iovcnt = iovcnt;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (capture_stacks && ns >= min_latency_ns)
+		stacks_of_current(ctx, &e->kstack_id, &e->ustack_id);
 	return e;
 }
 

@@ -93,8 +93,8 @@ struct kotel_event {
 	__u32 cpu;         /* CPU where the interval ended */
 	__s32 fd;          /* file descriptor for writev/tcp_send, else -1 */
 	__u32 iovcnt;      /* iovec count for writev, else 0 */
-	__s32 kstack_id;   /* off-CPU kernel stack id in `stacks`, else -1 */
-	__s32 ustack_id;   /* off-CPU user stack id in `stacks`, else -1 */
+	__s32 kstack_id;   /* kernel stack id in `stacks` (off-CPU, slow calls), else -1 */
+	__s32 ustack_id;   /* user stack id in `stacks` (off-CPU, slow calls), else -1 */
 	__u16 family;      /* AF_INET or AF_INET6 for tcp_send, else 0 */
 	__u16 lport;       /* local port, host byte order */
 	__u16 dport;       /* peer port, host byte order */

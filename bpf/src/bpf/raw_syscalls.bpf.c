@@ -65,13 +65,14 @@ int BPF_PROG(raw_sys_exit, struct pt_regs *regs, long ret)
 	struct kotel_event *e;
 
 	if (writev_on_raw && s->sys_nr == nr_writev) {
-		e = call_event(s, KOTEL_KIND_WRITEV, s->sys_start_ns, now, ret, s->sys_fd,
+		e = call_event(ctx, s, KOTEL_KIND_WRITEV, s->sys_start_ns, now, ret, s->sys_fd,
 			       s->sys_iovcnt);
 		if (e)
 			event_submit(e);
 	}
 	if (tcp_send_on_raw && s->sys_is_tcp) {
-		e = call_event(s, KOTEL_KIND_TCP_SEND, s->sys_start_ns, now, ret, s->sys_fd, 0);
+		e = call_event(ctx, s, KOTEL_KIND_TCP_SEND, s->sys_start_ns, now, ret, s->sys_fd,
+			       0);
 		if (e) {
 			e->family = s->family;
 			e->lport = s->lport;

@@ -43,16 +43,6 @@
 #define KOTEL_TASK_RTLOCK_WAIT 0x1000
 #define KOTEL_PF_KTHREAD 0x00200000
 #define KOTEL_TASK_DEAD 0x80
-#define KOTEL_EEXIST 17
-#define KOTEL_ENOMEM 12
-#define KOTEL_STACK_DEPTH 127
-
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, KOTEL_STACK_DEPTH * sizeof(__u64));
-	__uint(max_entries, 8192);
-} stacks SEC(".maps");
 
 /* The thread just switched in on this CPU whose off-CPU event waits for its
  * stacks at sched_exit_tp (its tid), 0 when none. Nothing else can run
@@ -155,14 +145,10 @@ static __always_inline void emit_sched(struct task_struct *t, struct task_state 
 	send_sched(t, s, kind, state, start, now, kstack, ustack);
 }
 
-/* Stacks of the current task into `stacks`. Kernel threads have no user
- * stack; anything else is a full or collided map, counted. */
+/* Stacks of the current task, kept in its state until its interval is sent. */
 static __always_inline void take_stacks(void *ctx, struct task_state *s)
 {
-	s->kstack_id = bpf_get_stackid(ctx, &stacks, 0);
-	s->ustack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-	if (s->kstack_id < 0 || s->ustack_id == -KOTEL_EEXIST || s->ustack_id == -KOTEL_ENOMEM)
-		count_drop(KOTEL_DROP_STACK);
+	stacks_of_current(ctx, &s->kstack_id, &s->ustack_id);
 }
 
 /* prev is current: leaving the CPU, either still runnable or blocked. */

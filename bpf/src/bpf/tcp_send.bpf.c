@@ -69,7 +69,7 @@ int BPF_PROG(tcp_send_end, struct sock *sk, int ret, int flags)
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
-	struct kotel_event *e = call_event(s, KOTEL_KIND_TCP_SEND, start, now, ret, -1, 0);
+	struct kotel_event *e = call_event(ctx, s, KOTEL_KIND_TCP_SEND, start, now, ret, -1, 0);
 
 	if (!e)
 		return 0;

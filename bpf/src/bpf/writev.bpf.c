@@ -35,7 +35,7 @@ int writev_exit(struct syscall_trace_exit *ctx)
 		return 0;
 
 	__u64 now = bpf_ktime_get_ns();
-	struct kotel_event *e = call_event(s, KOTEL_KIND_WRITEV, s->wv_start_ns, now, ctx->ret,
+	struct kotel_event *e = call_event(ctx, s, KOTEL_KIND_WRITEV, s->wv_start_ns, now, ctx->ret,
 					   s->wv_fd, s->wv_iovcnt);
 
 	if (e)

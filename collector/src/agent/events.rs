@@ -6,10 +6,8 @@
 //! span rule's ([`crate::spans::policy`]). Settling is also when its exemplar is offered, so an exemplar
 //! always points at a span that is exported where it points.
 
-use kotel_bpf::Probe;
-
 use super::Agent;
-use crate::kernel::symbols::folded;
+use crate::kernel::folded::folded;
 use crate::kernel::Drained;
 use crate::model::KernelEvent;
 use crate::otlp::pending::PendingSpan;
@@ -58,13 +56,14 @@ impl Agent {
     }
 
     /// Fixes the span of `ev`: its ids and its stacks, symbolized now (the kernel's stack map
-    /// does not keep them); its off-CPU stack goes into the flame graph.
+    /// does not keep them); its stacks go into its probe's flame graph.
     fn build(&mut self, ev: &KernelEvent, standalone: bool) -> PendingSpan {
         self.resources.comms.insert(ev.pid, ev.comm);
         let stacks = self.kernel.stacks(ev);
-        if let (Some(frames), Probe::Offcpu) = (&stacks.kernel, ev.kind) {
-            if let Some(a) = self.artifacts.as_mut() {
-                a.add_offcpu_stack(folded(&ev.comm.to_string_lossy(), frames), ev.duration_ns);
+        if let Some(a) = self.artifacts.as_mut() {
+            if let Some(line) = folded(&ev.comm.to_string_lossy(), &stacks) {
+                let end = ev.start_unix_nano.saturating_add(ev.duration_ns);
+                a.add_stack(ev.kind, line, ev.duration_ns, end);
             }
         }
         if standalone {

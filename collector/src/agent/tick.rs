@@ -3,8 +3,11 @@
 //! and once per metrics interval the pictures are drawn, the budget's spans released and a metrics
 //! request built.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
+
+use kotel_bpf::Probe;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -86,18 +89,27 @@ impl Agent {
                 .map(Comm::to_string_lossy)
                 .unwrap_or_default()
         };
-        let refs = a.render_heatmaps(self.metrics.slowest(), &names);
-        for (key, r) in &refs {
-            self.metrics.attach(*key, artifact_attrs(r));
+        let slowest = self.metrics.slowest();
+        let mut pictures: HashMap<(u32, Probe), Vec<KeyValue>> = a
+            .render_heatmaps(slowest, &names)
+            .iter()
+            .map(|(key, r)| (*key, artifact_attrs(r)))
+            .collect();
+        // A probe's flame graph goes on the exemplar and span of its slowest series.
+        for (probe, r) in a.render_flames(super::setup::unix_now()) {
+            let series = slowest
+                .iter()
+                .filter(|((_, p), _)| *p == probe)
+                .max_by_key(|(key, e)| (e.duration_ns, std::cmp::Reverse(**key)))
+                .map(|(key, _)| *key);
+            if let Some(key) = series {
+                pictures.entry(key).or_default().extend(flame_attrs(&r));
+            }
         }
-        if let Some(flame) = a.render_flame() {
-            tracing::debug!(url = %flame.url, "kotel.artifact.flame");
+        for (key, attrs) in &pictures {
+            self.metrics.attach(*key, attrs.clone());
         }
-        let mut picture = |pid, kind| {
-            refs.get(&(pid, kind))
-                .map(artifact_attrs)
-                .unwrap_or_default()
-        };
+        let mut picture = |pid, kind| pictures.get(&(pid, kind)).cloned().unwrap_or_default();
         for (pid, span) in self.budget.drain(&mut picture) {
             self.batcher.push(pid, span);
         }
@@ -183,5 +195,14 @@ fn artifact_attrs(r: &ArtifactRef) -> Vec<KeyValue> {
         attrs::string(semconv::KOTEL_ARTIFACT_URL, r.url.clone()),
         attrs::string(semconv::KOTEL_ARTIFACT_ID, r.id.clone()),
         attrs::string(semconv::KOTEL_ARTIFACT_MEDIA_TYPE, r.media_type.clone()),
+    ]
+}
+
+/// The attributes that point at a probe's flame graph.
+fn flame_attrs(r: &ArtifactRef) -> Vec<KeyValue> {
+    vec![
+        attrs::string(semconv::KOTEL_FLAME_URL, r.url.clone()),
+        attrs::string(semconv::KOTEL_FLAME_ID, r.id.clone()),
+        attrs::string(semconv::KOTEL_FLAME_MEDIA_TYPE, r.media_type.clone()),
     ]
 }

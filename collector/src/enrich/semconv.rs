@@ -106,12 +106,19 @@ pub const KOTEL_LINK_PID_SOURCE: &str = "kotel.link.pid_source";
 /// `kotel.link.unresolved`: why an application span was left unlinked although its resource
 /// names a process (`gone`, `ambiguous`, `container_mismatch`, `invalid`).
 pub const KOTEL_LINK_UNRESOLVED: &str = "kotel.link.unresolved";
-/// `kotel.artifact.url`: where a picture (heatmap, flame graph) can be seen.
+/// `kotel.artifact.url`: where the series' heatmap can be seen.
 pub const KOTEL_ARTIFACT_URL: &str = "kotel.artifact.url";
 /// `kotel.artifact.id`: the sha256 of a picture's SVG.
 pub const KOTEL_ARTIFACT_ID: &str = "kotel.artifact.id";
 /// `kotel.artifact.media_type`: a picture's media type.
 pub const KOTEL_ARTIFACT_MEDIA_TYPE: &str = "kotel.artifact.media_type";
+/// `kotel.flame.url`: where the probe's flame graph of the interval can be seen (on the
+/// exemplar and span of its slowest series).
+pub const KOTEL_FLAME_URL: &str = "kotel.flame.url";
+/// `kotel.flame.id`: the sha256 of that flame graph's SVG.
+pub const KOTEL_FLAME_ID: &str = "kotel.flame.id";
+/// `kotel.flame.media_type`: that flame graph's media type.
+pub const KOTEL_FLAME_MEDIA_TYPE: &str = "kotel.flame.media_type";
 /// `kotel.kind`: the probe a self metric or a picture is about.
 pub const KOTEL_KIND: &str = "kotel.kind";
 /// `kotel.signal`: the signal (traces, metrics) an export counter is about.
@@ -176,6 +183,9 @@ mod tests {
             (KOTEL_ARTIFACT_URL, "kotel.artifact.url"),
             (KOTEL_ARTIFACT_ID, "kotel.artifact.id"),
             (KOTEL_ARTIFACT_MEDIA_TYPE, "kotel.artifact.media_type"),
+            (KOTEL_FLAME_URL, "kotel.flame.url"),
+            (KOTEL_FLAME_ID, "kotel.flame.id"),
+            (KOTEL_FLAME_MEDIA_TYPE, "kotel.flame.media_type"),
             (KOTEL_KIND, "kotel.kind"),
             (KOTEL_SIGNAL, "kotel.signal"),
             (KOTEL_REASON, "kotel.reason"),

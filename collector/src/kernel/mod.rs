@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod decode;
+pub mod folded;
 mod hooks_report;
 pub mod symbols;
 pub mod ustack;
@@ -67,7 +68,11 @@ impl KernelSource {
     pub fn start(cfg: &TracerConfig) -> Result<KernelSource, LoadError> {
         let tracer = Tracer::start(cfg)?;
         hooks_report::report(&tracer);
-        let symbols = if tracer.active_probes().contains(Probe::Offcpu) && cfg.capture_stacks {
+        let active = tracer.active_probes();
+        let stacks = [Probe::Offcpu, Probe::Writev, Probe::TcpSend]
+            .into_iter()
+            .any(|p| active.contains(p));
+        let symbols = if stacks && cfg.capture_stacks {
             KernelSymbols::load()
         } else {
             KernelSymbols::default()

@@ -68,21 +68,6 @@ pub fn kernel_frames(symbols: &KernelSymbols, ips: &[u64]) -> Vec<String> {
         .collect()
 }
 
-/// One stack in the folded format flame graphs take: `root;caller;…;callee`, outermost
-/// first, under the thread's name. Function names only: offsets would split one function
-/// into many frames.
-pub fn folded(thread: &str, frames_innermost_first: &[String]) -> String {
-    std::iter::once(thread)
-        .chain(
-            frames_innermost_first
-                .iter()
-                .rev()
-                .map(|f| f.split('+').next().unwrap_or_default()),
-        )
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,20 +104,6 @@ mod tests {
             ],
         );
         assert_eq!(frames, vec!["schedule+0x10", "bpf_trace_run2+0x10"]);
-    }
-
-    #[test]
-    fn folded_stacks_run_outermost_first_without_offsets() {
-        let frames = vec![
-            "schedule+0x10".to_string(),
-            "do_nanosleep+0x5a".to_string(),
-            "0xffffffff81000042".to_string(),
-        ];
-        assert_eq!(
-            folded("sleeper", &frames),
-            "sleeper;0xffffffff81000042;do_nanosleep;schedule"
-        );
-        assert_eq!(folded("idle", &[]), "idle");
     }
 
     #[test]
