@@ -1,0 +1,363 @@
+//! Slow calls carry the caller's stacks, and every probe with stacks draws a flame graph of
+//! the interval, checked against a C program the test compiles with frame pointers: one thread
+//! sleeps three times in `kotel_test_block_here`, another writes 64 KiB with `writev` into a
+//! full pipe in `kotel_test_write_slowly` while a third thread starts draining it late. The
+//! program times each itself. Each reaches its syscall through a helper: libc's wrappers keep
+//! no frame pointer, so a stack taken in the kernel skips their caller's frame (the helper's
+//! here, which is why the named function still shows). Under `kotel run --probes writev,offcpu`, the writev span and the
+//! sleeps' off-CPU spans name those functions in `kotel.stack.user`, and `writev-flame.svg` and
+//! `offcpu-flame.svg` weigh them within 20 % of the program's own times.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use kotel_e2e::{built_binary, json_lines, skip_without_bpf, Kotel};
+use serde_json::Value;
+
+const C_SOURCE: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SLEEPS 3
+#define SLEEP_MS 40
+#define WRITE_BYTES 65536
+#define READ_DELAY_MS 150
+
+static int fds[2];
+static long prefill, slept_ns, write_ns, written, sleeper_tid, writer_tid;
+
+static long now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* libc's syscall wrappers keep no frame pointer, so a stack taken in the
+ * kernel skips the frame of the function that called them: each named
+ * function reaches its syscall through a helper of its own. */
+__attribute__((noinline)) int kotel_test_sleep_once(long ms)
+{
+	struct timespec ts = { 0, ms * 1000000L };
+	return nanosleep(&ts, NULL);
+}
+
+__attribute__((noinline)) ssize_t kotel_test_writev_once(struct iovec *iov, int n)
+{
+	return writev(fds[1], iov, n);
+}
+
+__attribute__((noinline)) void kotel_test_block_here(void)
+{
+	for (int i = 0; i < SLEEPS; i++) {
+		long t0 = now_ns();
+		if (kotel_test_sleep_once(SLEEP_MS)) {
+			perror("nanosleep");
+			_exit(1);
+		}
+		slept_ns += now_ns() - t0;
+	}
+}
+
+__attribute__((noinline)) void kotel_test_write_slowly(void)
+{
+	static char buf[WRITE_BYTES];
+	struct iovec iov[2] = { { buf, WRITE_BYTES / 2 }, { buf + WRITE_BYTES / 2, WRITE_BYTES / 2 } };
+	memset(buf, 'k', sizeof buf);
+	long t0 = now_ns();
+	written = kotel_test_writev_once(iov, 2);
+	write_ns = now_ns() - t0;
+}
+
+static void *sleeper(void *arg)
+{
+	sleeper_tid = syscall(SYS_gettid);
+	kotel_test_block_here();
+	return arg;
+}
+
+static void *writer(void *arg)
+{
+	writer_tid = syscall(SYS_gettid);
+	kotel_test_write_slowly();
+	return arg;
+}
+
+static void *reader(void *arg)
+{
+	static char buf[4096];
+	long want = prefill + WRITE_BYTES, got = 0;
+	struct timespec ts = { 0, READ_DELAY_MS * 1000000L };
+	nanosleep(&ts, NULL);
+	while (got < want) {
+		ssize_t n = read(fds[0], buf, sizeof buf);
+		if (n <= 0) {
+			perror("read");
+			_exit(1);
+		}
+		got += n;
+	}
+	return arg;
+}
+
+int main(void)
+{
+	char line[16], fill[4096];
+	pthread_t r, w, s;
+	ssize_t n;
+	/* The smallest pipe, filled: the writev waits for the late reader. */
+	if (pipe(fds) || fcntl(fds[1], F_SETPIPE_SZ, 4096) < 0 || fcntl(fds[1], F_SETFL, O_NONBLOCK))
+		return 1;
+	memset(fill, 'f', sizeof fill);
+	while ((n = write(fds[1], fill, sizeof fill)) > 0)
+		prefill += n;
+	if (fcntl(fds[1], F_SETFL, 0))
+		return 1;
+	printf("{\"pid\":%d}\n", getpid());
+	fflush(stdout);
+	if (!fgets(line, sizeof line, stdin))
+		return 1;
+	if (pthread_create(&r, NULL, reader, NULL) || pthread_create(&w, NULL, writer, NULL) ||
+	    pthread_create(&s, NULL, sleeper, NULL))
+		return 1;
+	pthread_join(s, NULL);
+	pthread_join(w, NULL);
+	pthread_join(r, NULL);
+	printf("{\"sleeper\":%ld,\"slept_ns\":%ld,\"writer\":%ld,\"write_ns\":%ld,\"written\":%ld}\n",
+	       sleeper_tid, slept_ns, writer_tid, write_ns, written);
+	fflush(stdout);
+	/* Alive until told: kotel symbolizes its stacks while its maps exist. */
+	if (!fgets(line, sizeof line, stdin))
+		return 1;
+	return 0;
+}
+"#;
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+fn int(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().expect("an integer string"),
+        v => u(v),
+    }
+}
+
+/// A directory of its own beside the built binaries.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = built_binary("kotel")
+        .parent()
+        .expect("target/<profile>")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the scratch directory");
+    dir
+}
+
+/// Compiles the C workload into `dir` with frame pointers and debug info.
+fn compile(dir: &Path) -> PathBuf {
+    let src = dir.join("kotel_flame.c");
+    std::fs::write(&src, C_SOURCE).expect("write the C source");
+    let bin = dir.join("kotel-flame-c");
+    let out = Command::new("cc")
+        .args(["-O1", "-fno-omit-frame-pointer", "-g", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// The spans of an OTLP JSON export file of `kotel run --out`.
+fn spans(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    for req in json_lines(&text) {
+        for rs in req["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+            }
+        }
+    }
+    out
+}
+
+/// The attribute `key` of an OTLP JSON span.
+fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}
+
+/// The user frames of a span, innermost first.
+fn user_frames(span: &Value) -> Vec<String> {
+    attr(span, "kotel.stack.user")
+        .and_then(|v| v["arrayValue"]["values"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["stringValue"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The spans named `name` of thread `tid`.
+fn of_thread<'a>(all: &'a [Value], name: &str, tid: u64) -> Vec<&'a Value> {
+    all.iter()
+        .filter(|s| s["name"] == name)
+        .filter(|s| attr(s, "thread.id").map(|v| int(&v["intValue"])) == Some(tid))
+        .collect()
+}
+
+/// The weight (ns) a flame graph SVG gives `function`: the sum over its boxes, read from
+/// their `<title>function (1,234 ns, 5.6%)</title>` tooltips.
+fn flame_weight(svg: &str, function: &str) -> u64 {
+    let open = format!("<title>{function} (");
+    svg.match_indices(&open)
+        .map(|(i, m)| {
+            let rest = &svg[i + m.len()..];
+            let digits: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',')
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().expect("a weight in the tooltip")
+        })
+        .sum()
+}
+
+fn within_20_percent(measured: u64, truth: u64) -> bool {
+    measured * 10 >= truth * 8 && measured * 10 <= truth * 12
+}
+
+#[test]
+fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
+    if skip_without_bpf("slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs") {
+        return;
+    }
+    let dir = scratch_dir("kotel-flame-run");
+    let bin = compile(&dir);
+    let out = dir.join("out");
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the C workload");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read_json = || {
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("a line from the workload");
+        serde_json::from_str::<Value>(&line).expect("workload JSON")
+    };
+    let pid = u(&read_json()["pid"]).to_string();
+    let out_s = out.display().to_string();
+    let kotel = Kotel::start_until(
+        &[
+            "run",
+            "--pid",
+            &pid,
+            "--probes",
+            "writev,offcpu",
+            "--span-threshold",
+            "10ms",
+            "--sleep-threshold",
+            "10ms",
+            "--span-budget",
+            "0",
+            // One interval: the flame graphs cover the whole run.
+            "--interval",
+            "600s",
+            "--out",
+            &out_s,
+            "--receiver-grpc",
+            "none",
+            "--receiver-http",
+            "none",
+            "--telemetry",
+            "none",
+        ],
+        "kotel.run.attached",
+    );
+    writeln!(stdin, "go").expect("go");
+    let truth = read_json();
+    // kotel drains, symbolizes and draws once more when interrupted: the program is still
+    // alive then, with its maps.
+    let (code, _, stderr) = kotel.interrupt();
+    assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
+    writeln!(stdin, "exit").expect("exit");
+    assert!(child.wait().expect("wait for the workload").success());
+    assert_eq!(
+        u(&truth["written"]),
+        65536,
+        "the writev wrote everything: {truth}"
+    );
+
+    let all = spans(&out.join("traces.jsonl"));
+    let writes = of_thread(&all, "writev", u(&truth["writer"]));
+    assert_eq!(writes.len(), 1, "the one slow writev: {writes:?}");
+    let frames = user_frames(writes[0]);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.starts_with("kotel_test_write_slowly (")),
+        "the writer's function in the writev's stack: {frames:?}"
+    );
+    assert!(
+        attr(writes[0], "kotel.stack.kernel").is_some(),
+        "and a kernel stack: {}",
+        writes[0]
+    );
+    let sleeps = of_thread(&all, "sched.offcpu", u(&truth["sleeper"]));
+    assert_eq!(sleeps.len(), 3, "one span per sleep: {sleeps:?}");
+    for s in &sleeps {
+        let frames = user_frames(s);
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.starts_with("kotel_test_block_here (")),
+            "the sleeper's function in the wait's stack: {frames:?}"
+        );
+    }
+
+    let svg = |name: &str| {
+        std::fs::read_to_string(out.join(name))
+            .unwrap_or_else(|e| panic!("{name} in {}: {e}", out.display()))
+    };
+    let writev_flame = svg("writev-flame.svg");
+    let offcpu_flame = svg("offcpu-flame.svg");
+    let (wrote, slept) = (u(&truth["write_ns"]), u(&truth["slept_ns"]));
+    let w = flame_weight(&writev_flame, "kotel_test_write_slowly");
+    assert!(
+        within_20_percent(w, wrote),
+        "writev flame: kotel_test_write_slowly weighs {w} ns, the program measured {wrote} ns"
+    );
+    let s = flame_weight(&offcpu_flame, "kotel_test_block_here");
+    assert!(
+        within_20_percent(s, slept),
+        "off-CPU flame: kotel_test_block_here weighs {s} ns, the program measured {slept} ns"
+    );
+    assert_eq!(
+        flame_weight(&writev_flame, "kotel_test_block_here"),
+        0,
+        "the sleeps are not writes"
+    );
+    for title in [&writev_flame, &offcpu_flame] {
+        assert!(title.contains("latency by stack"), "a titled picture");
+    }
+}
