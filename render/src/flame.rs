@@ -1,4 +1,5 @@
-//! Off-CPU flame graphs: folded stacks weighted by blocked nanoseconds, laid out by inferno.
+//! Latency flame graphs: folded stacks weighted by nanoseconds (blocked, or spent in a slow
+//! call), laid out by inferno.
 //! A pure function from a request to SVG text; the same request always gives the same bytes.
 //!
 //! The SVG is static: inferno's zoom/search JavaScript is removed, so no artifact carries a
