@@ -6,7 +6,9 @@
 //! no frame pointer, so a stack taken in the kernel skips their caller's frame (the helper's
 //! here, which is why the named function still shows). Under `kotel run --probes writev,offcpu`, the writev span and the
 //! sleeps' off-CPU spans name those functions in `kotel.stack.user`, and `writev-flame.svg` and
-//! `offcpu-flame.svg` weigh them within 20 % of the program's own times.
+//! `offcpu-flame.svg` weigh them within 20 % of the program's own times. A fourth thread sends
+//! 1 MiB over a loopback TCP connection with 4 KiB buffers, drained late, in
+//! `kotel_test_send_slowly`: the same for its `tcp_sendmsg` span and `tcp_send-flame.svg`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -16,10 +18,13 @@ use kotel_e2e::{built_binary, json_lines, skip_without_bpf, Kotel};
 use serde_json::Value;
 
 const C_SOURCE: &str = r#"#define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -29,9 +34,11 @@ const C_SOURCE: &str = r#"#define _GNU_SOURCE
 #define SLEEP_MS 40
 #define WRITE_BYTES 65536
 #define READ_DELAY_MS 150
+#define SEND_BYTES (1 << 20)
 
-static int fds[2];
+static int fds[2], sock_out, sock_in;
 static long prefill, slept_ns, write_ns, written, sleeper_tid, writer_tid;
+static long send_ns, sent, sender_tid;
 
 static long now_ns(void)
 {
@@ -54,6 +61,13 @@ __attribute__((noinline)) ssize_t kotel_test_writev_once(struct iovec *iov, int 
 	return writev(fds[1], iov, n);
 }
 
+/* Through syscall(2): glibc's send() wrapper (cancellable) uses the frame
+ * pointer register for its own data, so a stack walk stops inside it. */
+__attribute__((noinline)) ssize_t kotel_test_send_once(const char *buf, size_t n)
+{
+	return syscall(SYS_sendto, sock_out, buf, n, 0, NULL, 0);
+}
+
 __attribute__((noinline)) void kotel_test_block_here(void)
 {
 	for (int i = 0; i < SLEEPS; i++) {
@@ -74,6 +88,58 @@ __attribute__((noinline)) void kotel_test_write_slowly(void)
 	long t0 = now_ns();
 	written = kotel_test_writev_once(iov, 2);
 	write_ns = now_ns() - t0;
+}
+
+__attribute__((noinline)) void kotel_test_send_slowly(void)
+{
+	static char buf[SEND_BYTES];
+	memset(buf, 's', sizeof buf);
+	long t0 = now_ns();
+	sent = kotel_test_send_once(buf, SEND_BYTES);
+	send_ns = now_ns() - t0;
+}
+
+static void *sender(void *arg)
+{
+	sender_tid = syscall(SYS_gettid);
+	kotel_test_send_slowly();
+	return arg;
+}
+
+/* Drains the TCP connection late, as `reader` drains the pipe. */
+static void *receiver(void *arg)
+{
+	static char buf[65536];
+	long got = 0;
+	struct timespec ts = { 0, READ_DELAY_MS * 1000000L };
+	nanosleep(&ts, NULL);
+	while (got < SEND_BYTES) {
+		ssize_t n = read(sock_in, buf, sizeof buf);
+		if (n <= 0) {
+			perror("read socket");
+			_exit(1);
+		}
+		got += n;
+	}
+	return arg;
+}
+
+/* A loopback TCP connection with small buffers: the send waits for the receiver. */
+static int tcp_pair(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof a;
+	int small = 4096, l = socket(AF_INET, SOCK_STREAM, 0);
+	sock_out = socket(AF_INET, SOCK_STREAM, 0);
+	if (l < 0 || sock_out < 0 || setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) ||
+	    setsockopt(sock_out, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) ||
+	    bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) ||
+	    getsockname(l, (struct sockaddr *)&a, &len) ||
+	    connect(sock_out, (struct sockaddr *)&a, sizeof a))
+		return -1;
+	sock_in = accept(l, NULL, NULL);
+	close(l);
+	return sock_in < 0 ? -1 : 0;
 }
 
 static void *sleeper(void *arg)
@@ -110,8 +176,10 @@ static void *reader(void *arg)
 int main(void)
 {
 	char line[16], fill[4096];
-	pthread_t r, w, s;
+	pthread_t r, w, s, tx, rx;
 	ssize_t n;
+	if (tcp_pair())
+		return 1;
 	/* The smallest pipe, filled: the writev waits for the late reader. */
 	if (pipe(fds) || fcntl(fds[1], F_SETPIPE_SZ, 4096) < 0 || fcntl(fds[1], F_SETFL, O_NONBLOCK))
 		return 1;
@@ -125,13 +193,17 @@ int main(void)
 	if (!fgets(line, sizeof line, stdin))
 		return 1;
 	if (pthread_create(&r, NULL, reader, NULL) || pthread_create(&w, NULL, writer, NULL) ||
-	    pthread_create(&s, NULL, sleeper, NULL))
+	    pthread_create(&s, NULL, sleeper, NULL) || pthread_create(&rx, NULL, receiver, NULL) ||
+	    pthread_create(&tx, NULL, sender, NULL))
 		return 1;
 	pthread_join(s, NULL);
 	pthread_join(w, NULL);
 	pthread_join(r, NULL);
-	printf("{\"sleeper\":%ld,\"slept_ns\":%ld,\"writer\":%ld,\"write_ns\":%ld,\"written\":%ld}\n",
-	       sleeper_tid, slept_ns, writer_tid, write_ns, written);
+	pthread_join(tx, NULL);
+	pthread_join(rx, NULL);
+	printf("{\"sleeper\":%ld,\"slept_ns\":%ld,\"writer\":%ld,\"write_ns\":%ld,"
+	       "\"written\":%ld,\"sender\":%ld,\"send_ns\":%ld,\"sent\":%ld}\n",
+	       sleeper_tid, slept_ns, writer_tid, write_ns, written, sender_tid, send_ns, sent);
 	fflush(stdout);
 	/* Alive until told: kotel symbolizes its stacks while its maps exist. */
 	if (!fgets(line, sizeof line, stdin))
@@ -273,7 +345,7 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
             "--pid",
             &pid,
             "--probes",
-            "writev,offcpu",
+            "writev,tcp_send,offcpu",
             "--span-threshold",
             "10ms",
             "--sleep-threshold",
@@ -307,6 +379,11 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
         65536,
         "the writev wrote everything: {truth}"
     );
+    assert_eq!(
+        u(&truth["sent"]),
+        1 << 20,
+        "the send sent everything: {truth}"
+    );
 
     let all = spans(&out.join("traces.jsonl"));
     let writes = of_thread(&all, "writev", u(&truth["writer"]));
@@ -322,6 +399,15 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
         attr(writes[0], "kotel.stack.kernel").is_some(),
         "and a kernel stack: {}",
         writes[0]
+    );
+    let sends = of_thread(&all, "tcp_sendmsg", u(&truth["sender"]));
+    assert_eq!(sends.len(), 1, "the one slow send: {sends:?}");
+    let frames = user_frames(sends[0]);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.starts_with("kotel_test_send_slowly (")),
+        "the sender's function in the send's stack: {frames:?}"
     );
     let sleeps = of_thread(&all, "sched.offcpu", u(&truth["sleeper"]));
     assert_eq!(sleeps.len(), 3, "one span per sleep: {sleeps:?}");
@@ -341,6 +427,15 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
     };
     let writev_flame = svg("writev-flame.svg");
     let offcpu_flame = svg("offcpu-flame.svg");
+    let send_flame = svg("tcp_send-flame.svg");
+    let (sent_in, t) = (
+        u(&truth["send_ns"]),
+        flame_weight(&send_flame, "kotel_test_send_slowly"),
+    );
+    assert!(
+        within_20_percent(t, sent_in),
+        "tcp_send flame: kotel_test_send_slowly weighs {t} ns, the program measured {sent_in} ns"
+    );
     let (wrote, slept) = (u(&truth["write_ns"]), u(&truth["slept_ns"]));
     let w = flame_weight(&writev_flame, "kotel_test_write_slowly");
     assert!(
@@ -357,7 +452,7 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
         0,
         "the sleeps are not writes"
     );
-    for title in [&writev_flame, &offcpu_flame] {
+    for title in [&writev_flame, &offcpu_flame, &send_flame] {
         assert!(title.contains("latency by stack"), "a titled picture");
     }
 }
