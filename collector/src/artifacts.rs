@@ -202,23 +202,56 @@ impl Artifacts {
     /// flame graph shows them, with the exemplar of the slowest.
     pub fn sample(&mut self, histograms: &[Histogram], now: u64) {
         for (key, h) in per_picture(histograms) {
-            let h = &h;
-            let delta = match self.previous.get(&key) {
-                Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
-                None => h.clone(),
-            };
-            self.previous.insert(key, h.clone());
-            let q = self.columns.entry(key).or_default();
-            q.push_back((now, delta));
-            while q.len() > WINDOW_COLUMNS {
-                q.pop_front();
+            self.add_column(key, &h, now);
+        }
+    }
+
+    /// Gives each series of `wanted` that has no column yet its first one, ending `now`: a
+    /// series whose first events came after the last [`sample`](Artifacts::sample) would
+    /// otherwise have no heatmap to draw at this interval's end, and none later either once
+    /// its slow events are past.
+    pub fn sample_new_series(
+        &mut self,
+        histograms: &[Histogram],
+        wanted: &dyn Fn(&(u32, Probe)) -> bool,
+        now: u64,
+    ) {
+        for (key, h) in per_picture(histograms) {
+            if wanted(&key) && !self.columns.contains_key(&key) {
+                self.add_column(key, &h, now);
             }
-            // A series whose whole window is empty (its process went quiet or exited) is
-            // dropped; only its last cumulative snapshot stays, bounded by the kernel's slots.
-            if q.iter().all(|(_, h)| h.count == 0) {
-                self.columns.remove(&key);
-                self.rendered.remove(&key);
-            }
+        }
+    }
+
+    /// The last column of each series of exited processes, from their final counts (`finals`,
+    /// what their histogram slots held when the kernel retired them), ending `now`: a process
+    /// that exits before the next [`sample`](Artifacts::sample) would otherwise leave its last
+    /// events out of its heatmap, or have none at all. A later process with the same pid
+    /// starts a series of its own.
+    pub fn sample_exited(&mut self, finals: &[Histogram], now: u64) {
+        for (key, h) in per_picture(finals) {
+            self.add_column(key, &h, now);
+            self.previous.remove(&key);
+        }
+    }
+
+    /// One column of series `key`: what its cumulative histogram `h` gained since the last.
+    fn add_column(&mut self, key: (u32, Probe), h: &Histogram, now: u64) {
+        let delta = match self.previous.get(&key) {
+            Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
+            None => h.clone(),
+        };
+        self.previous.insert(key, h.clone());
+        let q = self.columns.entry(key).or_default();
+        q.push_back((now, delta));
+        while q.len() > WINDOW_COLUMNS {
+            q.pop_front();
+        }
+        // A series whose whole window is empty (its process went quiet or exited) is
+        // dropped; only its last cumulative snapshot stays, bounded by the kernel's slots.
+        if q.iter().all(|(_, h)| h.count == 0) {
+            self.columns.remove(&key);
+            self.rendered.remove(&key);
         }
     }
 
@@ -586,6 +619,56 @@ mod tests {
         );
         assert_eq!(off.bucket_counts.iter().sum::<u64>(), 4);
         assert_eq!(pictures[&(7, Probe::Runqueue)].count, 1);
+    }
+
+    fn scratch() -> (std::path::PathBuf, Artifacts) {
+        let dir = std::env::temp_dir().join(format!(
+            "kotel-artifacts-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = Artifacts::in_process(&dir, &RenderSettings::default()).unwrap();
+        (dir, a)
+    }
+
+    #[test]
+    fn a_process_that_exits_between_samples_keeps_its_last_column() {
+        let (dir, mut a) = scratch();
+        let live = Histogram::of(Probe::Runqueue, 7, 3, &[2_000_000]);
+        a.sample(&[live], 1_000);
+        // Three more slow waits, then the process exits before the next sample: the kernel
+        // hands back its slot's final counts.
+        let last = Histogram::of(Probe::Runqueue, 7, 3, &[2_000_000; 4]);
+        a.sample_exited(&[last], 1_500);
+        let cols = &a.columns[&(7, Probe::Runqueue)];
+        let counts: Vec<u64> = cols.iter().map(|(_, h)| h.count).collect();
+        assert_eq!(counts, [1, 3]);
+        // The same pid later is a new process: its first column is its own counts.
+        a.sample(&[Histogram::of(Probe::Runqueue, 7, 3, &[5_000])], 2_000);
+        let last = a.columns[&(7, Probe::Runqueue)].back().unwrap().1.count;
+        assert_eq!(last, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_series_first_seen_after_the_last_sample_gets_a_column_when_wanted() {
+        let (dir, mut a) = scratch();
+        a.sample(&[], 1_000);
+        let hs = [
+            Histogram::of(Probe::Offcpu, 8, 3, &[30_000_000]),
+            Histogram::of(Probe::Runqueue, 9, 3, &[3_000_000]),
+        ];
+        a.sample_new_series(&hs, &|k| *k == (8, Probe::Offcpu), 1_400);
+        assert_eq!(
+            a.columns.keys().copied().collect::<Vec<_>>(),
+            [(8, Probe::Offcpu)]
+        );
+        // A series that already has columns gets none out of turn.
+        a.sample_new_series(&hs, &|_| true, 1_600);
+        assert_eq!(a.columns[&(8, Probe::Offcpu)].len(), 1);
+        assert_eq!(a.columns[&(9, Probe::Runqueue)].len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Agent {
         }
         if done || Instant::now() >= self.timers.next_metrics {
             self.timers.next_metrics = Instant::now() + self.plan.interval;
-            self.draw_pictures();
+            self.draw_pictures()?;
             if done {
                 self.queue_spans();
             }
@@ -75,13 +75,20 @@ impl Agent {
     /// Draws the interval's heatmaps and flame graph, attaches them to the slowest exemplar of
     /// each series and to its span (the budget's slowest of that series), and releases the
     /// budget's spans to the batcher.
-    fn draw_pictures(&mut self) {
+    fn draw_pictures(&mut self) -> Result<(), RunError> {
         let Some(a) = self.artifacts.as_mut() else {
             for (pid, span) in self.budget.drain(&mut |_, _| Vec::new()) {
                 self.batcher.push(pid, span);
             }
-            return;
+            return Ok(());
         };
+        let slowest = self.metrics.slowest();
+        let histograms = self.kernel.histograms()?;
+        a.sample_new_series(
+            &histograms,
+            &|key| slowest.contains_key(key),
+            super::setup::unix_now(),
+        );
         let comms = &self.resources.comms;
         let names = |pid: u32| {
             comms
@@ -89,7 +96,6 @@ impl Agent {
                 .map(Comm::to_string_lossy)
                 .unwrap_or_default()
         };
-        let slowest = self.metrics.slowest();
         let mut pictures: HashMap<(u32, Probe), Vec<KeyValue>> = a
             .render_heatmaps(slowest, &names)
             .iter()
@@ -118,6 +124,7 @@ impl Agent {
         telemetry::set(&stats.artifacts_skipped, a.skipped);
         telemetry::set(&stats.artifacts_removed_pictures, a.removed_pictures());
         telemetry::set(&stats.artifacts_removed_store, a.removed_from_store());
+        Ok(())
     }
 
     /// Publishes the gauges, then queues one metrics request: the kernel histograms with their
