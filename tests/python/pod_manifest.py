@@ -69,6 +69,8 @@ class Site:
     ulimits: list[str] = field(default_factory=list)
     #: The pod's network (``none``: its own namespace with only a loopback interface).
     network: str = "none"
+    #: The seccomp profile (a file) that ``RuntimeDefault`` stands for; None: podman's own.
+    runtime_default_seccomp: Path | None = None
 
 
 @dataclass
@@ -232,6 +234,10 @@ def _container(c: dict, pod: dict, volumes: dict, site: Site) -> list[str]:
     for k, v in env.items():
         args += ["--env", f"{k}={v}"]
     args += _security(c.get("securityContext", {}), pod.get("securityContext", {}), where)
+    seccomp = (c.get("securityContext", {}).get("seccompProfile")
+               or pod.get("securityContext", {}).get("seccompProfile") or {})
+    if seccomp.get("type", "RuntimeDefault") == "RuntimeDefault" and site.runtime_default_seccomp:
+        args += ["--security-opt", f"seccomp={site.runtime_default_seccomp}"]
     args += _resources(c.get("resources", {}), where)
     for m in c.get("volumeMounts", []):
         _known(m, {"name", "mountPath", "readOnly"}, f"{where} volumeMount {m['name']}")
