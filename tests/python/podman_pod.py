@@ -206,3 +206,13 @@ def enter_netns(path: str):
         finally:
             if libc.setns(home.fileno(), CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns(back home)")
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python3 tests/python/podman_pod.py seccomp-profile OUT.json: the profile docs/deploy.md
+    # ("Podman on one host") gives podman on Debian 12.
+    if sys.argv[1:2] != ["seccomp-profile"] or len(sys.argv) != 3:
+        sys.exit("usage: podman_pod.py seccomp-profile OUT.json")
+    print(current_runtime_default(Path(sys.argv[2])))
