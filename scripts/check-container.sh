@@ -89,6 +89,8 @@ mkdir "$ctx"
 strip --strip-debug -o "$ctx/kotel" "$TARGET/debug/kotel"
 strip --strip-debug -o "$ctx/kotel-render" "$TARGET/debug/kotel-render"
 old=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Id}}' 2>/dev/null || true)
+dangling() { "${PODMAN[@]}" images -q --no-trunc --filter dangling=true | sort; }
+dangling >"$tmp/dangling.before"
 if ! "${PODMAN[@]}" build --network host --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
   -f deploy/Dockerfile --build-arg KOTEL_BINARIES=prebuilt --build-arg RUNTIME_BASE="$BASE_IMAGE" \
   -t "$IMAGE" "$ctx" >"$tmp/build.log" 2>&1; then
@@ -96,8 +98,10 @@ if ! "${PODMAN[@]}" build --network host --ulimit "nofile=$nofile:$nofile" --uli
 fi
 rm -rf "$ctx"
 new=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Id}}')
-# The previous build of $IMAGE, now untagged (layers shared with the new one stay).
+# The previous build of $IMAGE, now untagged, and this build's intermediate stages: nothing
+# piles up across runs (layers shared with the new image stay).
 [ -z "$old" ] || [ "$old" = "$new" ] || "${PODMAN[@]}" rmi "$old" >/dev/null 2>&1 || true
+dangling | comm -13 "$tmp/dangling.before" - | xargs -r "${PODMAN[@]}" rmi >/dev/null 2>&1 || true
 size=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')
 echo "check-container: PASS image $IMAGE built in $(($(date +%s) - t0)) s, $((size / 1000000)) MB"
 
