@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KOTEL_SETUP_PYTHON=1 source scripts/setup.sh
-# Test-only tools, not needed to build or run kotel: capsh for the privilege tests.
+# Test-only tools, not needed to build or run kotel: capsh for the privilege tests
+# (scripts/check-container.sh installs podman, runc, catatonit and debootstrap itself).
 if ! command -v capsh >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2-bin >/dev/null
 fi
@@ -32,7 +33,10 @@ cargo test --workspace --exclude kotel-e2e 2>&1 | tee "$log"
 echo "== end-to-end tests (real BPF; one at a time, output shown)"
 cargo test -p kotel-e2e -- --nocapture --test-threads=1 2>&1 | tee -a "$log"
 echo "== OTLP conformance (official Python OTLP packages; real BPF)"
-python3 -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee -a "$log"
+# test_container.py runs below, once its image is built.
+python3 -m pytest -q -p no:cacheprovider tests/python --ignore=tests/python/test_container.py 2>&1 | tee -a "$log"
+echo "== the DaemonSet under podman (image from deploy/Dockerfile, pod from deploy/kubernetes)"
+bash scripts/check-container.sh 2>&1 | tee -a "$log"
 echo "== fuzzing (cargo fuzz; each target ${KOTEL_FUZZ_SECONDS:-20} s from its seed corpus)"
 bash scripts/fuzz.sh 2>&1 | tee -a "$log"
 grep -h "KOTEL-E2E" "$log" | sed 's/^test [^ ]* \.\.\. //' | sort | uniq -c || true

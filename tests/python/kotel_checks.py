@@ -162,14 +162,17 @@ def check_export(
     trace_requests: list[Any],
     metric_requests: list[Any],
     window: Window,
+    host_name: str | None = None,
 ) -> tuple[list[SpanRecord], list[PointRecord]]:
     """Asserts that kotel's ExportTraceServiceRequests and ExportMetricsServiceRequests describe
-    the workload ``pid`` exactly as its ``truth`` says. Returns every span and data point."""
+    the workload ``pid`` exactly as its ``truth`` says. Returns every span and data point.
+    ``host_name`` is the ``host.name`` kotel sees (its UTS namespace's hostname; a pod's is the
+    pod's name), this machine's by default."""
     spans = iter_spans(trace_requests)
     points = iter_metric_points(metric_requests)
     assert spans, "kotel exported no spans"
     assert points, "kotel exported no metric data points"
-    _check_resources(pid, spans, points)
+    _check_resources(pid, spans, points, host_name or os.uname().nodename)
     _check_spans(spans, window)
     _check_writev(pid, truth, spans)
     _check_tcp(pid, truth, spans)
@@ -178,7 +181,9 @@ def check_export(
     return spans, points
 
 
-def _check_resources(pid: int, spans: list[SpanRecord], points: list[PointRecord]) -> None:
+def _check_resources(
+    pid: int, spans: list[SpanRecord], points: list[PointRecord], host_name: str
+) -> None:
     # Every span comes from an observed process; metrics may also come from a resource that is
     # not a process (kotel's own), but where process.pid is set it is an int.
     for r in [s.resource for s in spans] + [
@@ -198,7 +203,7 @@ def _check_resources(pid: int, spans: list[SpanRecord], points: list[PointRecord
     attrs = attributes(mine[0].attributes)
     assert attrs.get("process.executable.name") == WORKLOAD_EXE, attrs
     assert attrs.get("service.name") == WORKLOAD_EXE, f"service.name falls back to the exe: {attrs}"
-    assert attrs.get("host.name") == os.uname().nodename, attrs
+    assert attrs.get("host.name") == host_name, attrs
 
 
 def _check_spans(spans: list[SpanRecord], window: Window) -> None:
