@@ -230,8 +230,11 @@ def test_the_daemonset_pod_traces_a_host_workload_exactly(image, workload, tmp_p
             for path in pngs:
                 status, body, ctype = http_get(RENDER_PORT, path)
                 assert (status, ctype) == (200, "image/png") and body.startswith(PNG_MAGIC), path
-            # Exemplars that link a picture name the sidecar's public URL, which serves it.
-            linked = exemplar_artifacts(receiver.requests("metrics"))
+            # Exemplars link the pictures, by the sidecar's public URL, which serves them.
+            linked = receiver.wait_for(
+                lambda: exemplar_artifacts(receiver.requests("metrics")), timeout=PICTURES_WAIT
+            )
+            assert linked, f"no exemplar linked a picture within {PICTURES_WAIT} s"
             for a, _ in linked:
                 url = a["kotel.artifact.url"]
                 assert url.startswith(f"http://{POD_IP}:{RENDER_PORT}/"), f"the sidecar's URL: {url}"
