@@ -91,6 +91,7 @@ fn bench_link(c: &mut Criterion) {
                 span_id: i.to_be_bytes(),
                 stacks: Stacks::default(),
                 standalone: true,
+                exemplar_offered: false,
             });
             let released = linker.remember(&ev, pending);
             assert!(released.is_empty());

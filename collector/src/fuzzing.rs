@@ -257,6 +257,7 @@ fn fixture_buffer() -> LinkBuffer {
                     span_id: n.to_be_bytes(),
                     stacks: Stacks::default(),
                     standalone: true,
+                    exemplar_offered: false,
                 });
                 let released = buffer.push(&ev, pending);
                 assert!(released.is_empty(), "the fixture fits the buffer");

@@ -4,10 +4,12 @@
 //! exemplar, and it carries the link to the interval's picture, so the budget holds every span
 //! until the interval's pictures are drawn. Linked children never come here: they are never
 //! skipped. Without a limit nothing is skipped and only the slowest of each series waits for
-//! its picture; every other span goes on at once.
+//! its picture; every other span goes on at once. A span an exported exemplar names is pinned
+//! and never skipped either: with the link buffer's hold it may reach the budget an interval
+//! or more after its exemplar went out.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -19,6 +21,8 @@ use crate::otlp::pending::PendingSpan;
 struct Round {
     /// The slowest span of each probe: never skipped.
     slowest: HashMap<Probe, PendingSpan>,
+    /// Spans an exported exemplar named: never skipped.
+    pinned: Vec<PendingSpan>,
     /// The others, fastest on top, trimmed so that the round holds at most `limit` spans
     /// (more only when the process has more probes than that).
     rest: BinaryHeap<Reverse<Ranked>>,
@@ -69,7 +73,12 @@ pub struct SpanBudget {
     limit: usize,
     rounds: HashMap<u32, Round>,
     seq: u64,
+    pinned: HashSet<[u8; 8]>,
 }
+
+/// Most pinned span ids remembered: far more than the exemplars of the spans the link buffer
+/// can hold; past it the set starts over (a span then pinned too late could be skipped).
+const MAX_PINNED: usize = 65_536;
 
 impl SpanBudget {
     /// A budget of `limit` spans per process and interval (0: unlimited).
@@ -78,6 +87,22 @@ impl SpanBudget {
             limit,
             rounds: HashMap::new(),
             seq: 0,
+            pinned: HashSet::new(),
+        }
+    }
+
+    /// Forgets a pin: its span became a linked child, which the budget never sees.
+    pub fn unpin(&mut self, id: &[u8; 8]) {
+        self.pinned.remove(id);
+    }
+
+    /// Pins the spans of `ids` (those exported exemplars name) for when they are offered.
+    pub fn pin(&mut self, ids: impl IntoIterator<Item = [u8; 8]>) {
+        for id in ids {
+            if self.pinned.len() >= MAX_PINNED {
+                self.pinned.clear();
+            }
+            self.pinned.insert(id);
         }
     }
 
@@ -88,6 +113,13 @@ impl SpanBudget {
         self.seq += 1;
         let seq = self.seq;
         let round = self.rounds.entry(p.pid()).or_default();
+        if self.limit != 0 && self.pinned.remove(&p.span_id) {
+            round.pinned.push(p);
+            return Offered {
+                skipped: 0,
+                now: None,
+            };
+        }
         let demoted = match round.slowest.get(&p.kind()) {
             // Ties keep the first, as the exemplar does.
             Some(best) if best.duration_ns() >= p.duration_ns() => Some(p),
@@ -137,6 +169,7 @@ impl SpanBudget {
                 out.push((pid, span));
             }
             let mut rest: Vec<_> = round.rest.into_iter().map(|r| r.0.span).collect();
+            rest.extend(round.pinned);
             rest.sort_by_key(PendingSpan::end);
             out.extend(rest.into_iter().map(|p| (pid, p.into_span())));
         }
@@ -164,6 +197,7 @@ mod tests {
             span_id: [id; 8],
             stacks: Stacks::default(),
             standalone: true,
+            exemplar_offered: false,
         }
     }
 
@@ -171,6 +205,25 @@ mod tests {
         let mut v: Vec<u8> = out.iter().map(|(_, s)| s.span_id[0]).collect();
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn a_span_an_exported_exemplar_named_is_never_skipped() {
+        let mut b = SpanBudget::new(1);
+        // The exemplar of an earlier interval named span 7 (a fast one), and span 8, which
+        // became a linked child since.
+        b.pin([[7; 8], [8; 8]]);
+        b.unpin(&[8; 8]);
+        let skipped: u64 = [(30, 1), (20, 2), (2, 7), (10, 3)]
+            .iter()
+            .map(|&(d, id)| b.offer(span(1, Probe::Offcpu, d, id)).skipped)
+            .sum();
+        assert_eq!(skipped, 2, "the budget of one keeps the slowest, and the pinned");
+        assert_eq!(ids(&b.drain(&mut |_, _| Vec::new())), [1, 7]);
+        // A pin holds once.
+        assert_eq!(b.offer(span(1, Probe::Offcpu, 50, 9)).skipped, 0);
+        assert_eq!(b.offer(span(1, Probe::Offcpu, 2, 7)).skipped, 1);
+        assert_eq!(b.offer(span(1, Probe::Offcpu, 1, 8)).skipped, 1);
     }
 
     #[test]

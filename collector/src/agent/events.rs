@@ -56,7 +56,10 @@ impl Agent {
     }
 
     /// Fixes the span of `ev`: its ids and its stacks, symbolized now (the kernel's stack map
-    /// does not keep them); its stacks go into its probe's flame graph.
+    /// does not keep them); its stacks go into its probe's flame graph. A standalone span of a
+    /// process that sends no spans of its own is offered as an exemplar now, in the interval
+    /// its event is counted in, though the link buffer may hold the span itself for a while
+    /// (a link target's waits for its claim: as a child it belongs to another trace).
     fn build(&mut self, ev: &KernelEvent, standalone: bool) -> PendingSpan {
         self.resources.comms.insert(ev.pid, ev.comm);
         let stacks = self.kernel.stacks(ev);
@@ -69,13 +72,19 @@ impl Agent {
         if standalone {
             telemetry::add(&self.tele.stats.spans_produced, 1);
         }
-        PendingSpan {
+        let mut p = PendingSpan {
             event: ev.clone(),
             trace_id: self.ids.trace_id(),
             span_id: self.ids.span_id(),
             stacks,
             standalone,
+            exemplar_offered: false,
+        };
+        if standalone && !self.link_targets.contains(&ev.pid) {
+            self.metrics.observe(p.pid(), p.kind(), p.exemplar());
+            p.exemplar_offered = true;
         }
+        p
     }
 
     /// What the link buffer still held at the end (oldest first), settled interval by
@@ -102,7 +111,9 @@ impl Agent {
     /// exemplars and to the budget; the others (children only) end here.
     pub(super) fn settle(&mut self, released: impl IntoIterator<Item = PendingSpan>) {
         for p in released.into_iter().filter(|p| p.standalone) {
-            self.metrics.observe(p.pid(), p.kind(), p.exemplar());
+            if !p.exemplar_offered {
+                self.metrics.observe(p.pid(), p.kind(), p.exemplar());
+            }
             let offered = self.budget.offer(p);
             telemetry::add(&self.tele.stats.spans_skipped_budget, offered.skipped);
             if let Some(now) = offered.now {

@@ -32,6 +32,7 @@ impl Agent {
                 Received::Traces { mut request, peer } => {
                     let linked = self.linker.link(&mut request, peer);
                     for c in linked.children {
+                        self.budget.unpin(&c.span_id);
                         self.metrics.observe(
                             c.pid,
                             c.kind,

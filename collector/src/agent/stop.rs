@@ -245,6 +245,7 @@ mod tests {
             span_id: i.to_be_bytes(),
             stacks: Default::default(),
             standalone: true,
+            exemplar_offered: false,
         };
         assert_eq!(budget.offer(pending(100, Probe::Writev, 10)).skipped, 0);
         assert_eq!(budget.offer(pending(101, Probe::Offcpu, 11)).skipped, 0);

@@ -149,6 +149,11 @@ impl Agent {
         let (counters, gauges) = self_metrics(&self.tele.readings());
         self.metrics.set_gauges(gauges);
         let agent = self.resources.agent();
+        if self.plan.linking {
+            // Held spans reach the budget later than their exemplars go out: they must not be
+            // skipped then.
+            self.budget.pin(self.metrics.exemplar_span_ids());
+        }
         let resources = &mut self.resources;
         let req = self.metrics.build(
             &histograms,

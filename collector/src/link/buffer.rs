@@ -240,6 +240,7 @@ pub(crate) mod tests {
             span_id: e.start_unix_nano.to_be_bytes(),
             stacks: Default::default(),
             standalone: true,
+            exemplar_offered: false,
         }
     }
 

@@ -168,10 +168,16 @@ impl MetricsBuilder {
                 .entry((pid, probe, candidate.offcpu_state))
                 .or_insert(candidate),
         ] {
-            if candidate.duration_ns > slot.duration_ns {
+            // The same span again is a claim: it now belongs to the application's trace.
+            if candidate.duration_ns > slot.duration_ns || candidate.span_id == slot.span_id {
                 *slot = candidate;
             }
         }
+    }
+
+    /// The spans the next [`build`](Self::build) names as exemplars (one per data point).
+    pub fn exemplar_span_ids(&self) -> impl Iterator<Item = [u8; 8]> + '_ {
+        self.slowest_per_point.values().map(|c| c.span_id)
     }
 
     /// This interval's exemplar candidates, by (process, probe), off-CPU states together:

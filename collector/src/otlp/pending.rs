@@ -30,6 +30,9 @@ pub struct PendingSpan {
     /// Whether it goes out as a span of its own when no application span claims it (the
     /// span rule); otherwise it only ever becomes a child.
     pub standalone: bool,
+    /// Whether it was offered as an exemplar when it was drained (then not again when it
+    /// settles).
+    pub exemplar_offered: bool,
 }
 
 impl PendingSpan {
@@ -150,6 +153,7 @@ mod tests {
                 }),
             },
             standalone: true,
+            exemplar_offered: false,
         }
     }
 
