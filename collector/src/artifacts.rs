@@ -28,6 +28,7 @@ use crate::model::Histogram;
 use crate::otlp::expo;
 use crate::otlp::metrics::ExemplarCandidate;
 use crate::picture_files::PictureFiles;
+use crate::report::PictureInputs;
 
 /// Columns in a heatmap's rolling window.
 pub const WINDOW_COLUMNS: usize = 60;
@@ -47,6 +48,22 @@ pub struct ArtifactRef {
     pub id: String,
     /// `image/png` or `image/svg+xml`.
     pub media_type: String,
+}
+
+/// Where the report page links each series' pictures and the flame graph's.
+#[derive(Debug, Default)]
+pub struct PictureLinks {
+    /// Per (process, probe): relative file names (in-process) or URLs (sidecar), SVG first.
+    pub series: HashMap<(u32, Probe), Vec<String>>,
+    /// The flame graph's.
+    pub flame: Vec<String>,
+}
+
+/// The series a picture's stem (`heatmap-<pid>-<probe>`) names.
+fn series_of_stem(stem: &str) -> Option<(u32, Probe)> {
+    let (pid, probe) = stem.strip_prefix("heatmap-")?.split_once('-')?;
+    let probe = Probe::ALL.into_iter().find(|p| p.name() == probe)?;
+    Some((pid.parse().ok()?, probe))
 }
 
 /// How pictures get rendered.
@@ -79,6 +96,9 @@ pub struct Artifacts {
     stacks: HashMap<String, u64>,
     flame_rendered_weight: u64,
     failed_this_interval: bool,
+    /// Sidecar pictures' URLs per series (SVG first) and of the flame graph, for the report.
+    sidecar_urls: HashMap<(u32, Probe), Vec<String>>,
+    sidecar_flame_urls: Vec<String>,
     /// Pictures made.
     pub made: u64,
     /// Pictures skipped because rendering failed or the renderer was unreachable.
@@ -155,6 +175,8 @@ impl Artifacts {
             stacks: HashMap::new(),
             flame_rendered_weight: 0,
             failed_this_interval: false,
+            sidecar_urls: HashMap::new(),
+            sidecar_flame_urls: Vec::new(),
             made: 0,
             skipped: 0,
         }
@@ -275,8 +297,11 @@ impl Artifacts {
             }
             let stem = format!("heatmap-{pid}-{}", probe.name());
             match self.render(|b| b.heatmap(&req), &stem, &req.title) {
-                Some(r) => {
+                Some((r, urls)) => {
                     self.rendered.insert(key, digest);
+                    if matches!(self.backend, Backend::Sidecar { .. }) {
+                        self.sidecar_urls.insert(key, urls);
+                    }
                     out.insert(key, r);
                 }
                 // One failure skips the rest of this interval: an unreachable renderer must
@@ -315,11 +340,41 @@ impl Artifacts {
             include_bytes: matches!(self.backend, Backend::InProcess { .. }),
             width: 1200,
         };
-        let r = self.render(|b| b.flame(&req), "offcpu-flame", &req.title);
-        if r.is_some() {
-            self.flame_rendered_weight = total;
+        let (r, urls) = self.render(|b| b.flame(&req), "offcpu-flame", &req.title)?;
+        self.flame_rendered_weight = total;
+        if matches!(self.backend, Backend::Sidecar { .. }) {
+            self.sidecar_flame_urls = urls;
         }
-        r
+        Some(r)
+    }
+
+    /// What the report page needs: each series' columns, the stacks and the picture files
+    /// (relative names in the output folder; the sidecar's URLs).
+    pub fn report_inputs(&self) -> (PictureInputs<'_>, PictureLinks) {
+        let mut links = PictureLinks::default();
+        match &self.backend {
+            Backend::InProcess { files, .. } => {
+                for (stem, _, f) in files.drawn() {
+                    if stem == "offcpu-flame" {
+                        links.flame = f;
+                    } else if let Some(key) = series_of_stem(stem) {
+                        links.series.insert(key, f);
+                    }
+                }
+            }
+            Backend::Sidecar { .. } => {
+                links.series = self.sidecar_urls.clone();
+                links.flame = self.sidecar_flame_urls.clone();
+            }
+        }
+        (
+            PictureInputs {
+                columns: &self.columns,
+                column_width: self.column_width,
+                stacks: &self.stacks,
+            },
+            links,
+        )
     }
 
     fn render(
@@ -327,7 +382,7 @@ impl Artifacts {
         call: impl FnOnce(&Backend) -> Result<RenderResponse, String>,
         stem: &str,
         title: &str,
-    ) -> Option<ArtifactRef> {
+    ) -> Option<(ArtifactRef, Vec<String>)> {
         let resp = match call(&self.backend) {
             Ok(r) => r,
             Err(e) => {
@@ -342,6 +397,8 @@ impl Artifacts {
         let pick = |media: &str| resp.artifacts.iter().find(|a| a.media_type == media);
         let best: &Artifact = pick("image/png").or_else(|| pick("image/svg+xml"))?;
         let mut url = best.url.clone();
+        let mut urls: Vec<String> = resp.artifacts.iter().map(|a| a.url.clone()).collect();
+        urls.sort_by_key(|u| !u.ends_with(".svg"));
         if let Backend::InProcess { files, .. } = &mut self.backend {
             // Stable, readable names next to the OTLP files; the URL points at them.
             let ext = |a: &Artifact| {
@@ -372,11 +429,14 @@ impl Artifacts {
                 }
             }
         }
-        Some(ArtifactRef {
-            url,
-            id: best.id.clone(),
-            media_type: best.media_type.clone(),
-        })
+        Some((
+            ArtifactRef {
+                url,
+                id: best.id.clone(),
+                media_type: best.media_type.clone(),
+            },
+            urls,
+        ))
     }
 }
 
@@ -510,23 +570,6 @@ where
     })
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,13 +595,5 @@ mod tests {
         );
         assert_eq!(off.bucket_counts.iter().sum::<u64>(), 4);
         assert_eq!(pictures[&(7, Probe::Runqueue)].count, 1);
-    }
-
-    #[test]
-    fn html_escaping_neutralises_markup() {
-        assert_eq!(
-            escape_html("</text><script>a\"b'&"),
-            "&lt;/text&gt;&lt;script&gt;a&quot;b&#39;&amp;"
-        );
     }
 }
