@@ -159,9 +159,12 @@ fn build(
     let Some((p, links)) = pictures else {
         return data;
     };
-    // The slowest series first, as the table opens; each (process, probe) once.
+    // The slowest series first, as the table opens (user processes before kernel threads,
+    // which it hides); each (process, probe) once.
     let mut order: Vec<&Row> = data.rows.iter().collect();
-    order.sort_by(|a, b| b.p99_ns.cmp(&a.p99_ns).then(a.pid.cmp(&b.pid)));
+    order.sort_by(|a, b| {
+        (a.kernel_thread, b.p99_ns, a.pid).cmp(&(b.kernel_thread, a.p99_ns, b.pid))
+    });
     let mut seen = std::collections::HashSet::new();
     for r in order {
         let Some(probe) = Probe::ALL.into_iter().find(|k| k.name() == r.probe) else {
