@@ -36,5 +36,6 @@ impl Agent {
         let pictures = inputs.as_ref().map(|(i, l)| (i, l));
         self.report
             .write(histograms, &name, pictures, super::setup::unix_now(), live);
+        crate::telemetry::set(&self.tele.stats.report_failed, self.report.failed);
     }
 }

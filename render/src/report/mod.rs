@@ -1,6 +1,6 @@
 //! The report page: one self-contained HTML file (`index.html` in `kotel run --out`, the
 //! sidecar's `/`) that answers "what was slow, where, and why". The page is fixed text
-//! ([`page.js`](report/page.js), [`page.css`](report/page.css)) plus the data, embedded as JSON
+//! (`page.js` and `page.css` beside this file) plus the data, embedded as JSON
 //! in a `<script type="application/json">` block that the script reads and draws with DOM
 //! APIs only: every name is data, never markup. A Content-Security-Policy meta allows only
 //! the page's own inline script and style (by hash) and images from its own folder; the page
