@@ -72,7 +72,7 @@ pub enum Backend {
     InProcess {
         /// The renderer (its store is the output folder's `artifacts/`).
         renderer: Renderer,
-        /// The pictures kept in the output folder under their names, and `index.html`.
+        /// The pictures kept in the output folder under their names.
         files: PictureFiles,
     },
     /// The `kotel-render` sidecar.

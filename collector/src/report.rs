@@ -71,6 +71,12 @@ impl ReportWriter {
         }
     }
 
+    /// Reads what /proc says of `pid` now, once (kernel thread or not, its executable), so a
+    /// process that exits before the next page is still named and classed right.
+    pub fn saw(&mut self, pid: u32) {
+        self.procs.entry(pid).or_insert_with(|| read_proc(pid));
+    }
+
     /// Keeps this interval's slowest exemplar of each series (the one its picture marks).
     pub fn note_exemplars(&mut self, slowest: &HashMap<(u32, Probe), ExemplarCandidate>) {
         for (k, e) in slowest {

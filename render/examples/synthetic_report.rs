@@ -45,7 +45,7 @@ fn main() -> std::io::Result<()> {
         }
     }
     let mut slowest: Vec<&Row> = rows.iter().collect();
-    slowest.sort_by(|a, b| b.p99_ns.cmp(&a.p99_ns));
+    slowest.sort_by_key(|r| std::cmp::Reverse(r.p99_ns));
     for r in slowest.into_iter().take(200) {
         heatmaps.push(HeatmapSeries {
             pid: r.pid,

@@ -85,7 +85,8 @@ pub struct Renderer {
     url_prefix: String,
     limits: Limits,
     heatmap: HeatmapOptions,
-    recent: report::Recent,
+    /// Boxed: only the sidecar fills it, and a `Renderer` stays small to move.
+    recent: Box<report::Recent>,
 }
 
 impl Renderer {
@@ -99,7 +100,7 @@ impl Renderer {
             url_prefix: config.url_prefix.trim_end_matches('/').to_string(),
             limits: config.limits,
             heatmap: config.heatmap,
-            recent: report::Recent::default(),
+            recent: Box::default(),
         })
     }
 

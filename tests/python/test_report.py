@@ -187,8 +187,18 @@ def test_report_from_a_real_run_in_chromium(kotel_run, tmp_path):
         cells = d.find_elements("css selector", "#heatmap rect.cell")
         assert cells, "the heatmap has cells"
         by_row: dict[tuple[int, int], int] = {}
+        # The whole heatmap in view once: scrolling under a still pointer would move it.
+        d.execute_script("document.querySelector('#heatmap figure').scrollIntoView({block: 'center'})")
         for cell in cells:
-            ActionChains(d).move_to_element(cell).perform()
+            # Hover it; where the exemplar marker covers its centre, focus it (as Tab does).
+            on_top = d.execute_script(
+                "const b = arguments[0].getBoundingClientRect();"
+                "return document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2) === arguments[0]",
+                cell)
+            if on_top:
+                ActionChains(d).move_to_element(cell).perform()
+            else:
+                d.execute_script("arguments[0].focus()", cell)
             tip = d.find_element("id", "tip")
             assert tip.is_displayed()
             text = tip.text
@@ -215,9 +225,22 @@ def test_report_from_a_real_run_in_chromium(kotel_run, tmp_path):
         select_value(d, "flame-search", "schedule")
         assert d.execute_script("return document.querySelectorAll('#flame .frame.match').length") > 0
         assert "matched" in d.find_element("id", "flame-matched").text
-        frame = d.find_element("css selector", "#flame .frame:not(.dim)")
-        frame.click()
+        # Click a matched frame: the graph zooms to it (full width, the reset button on).
+        d.execute_script("document.getElementById('flame').scrollIntoView()")
+        target = d.execute_script(
+            "return [...document.querySelectorAll('#flame .frame.match rect')].find((r) => {"
+            "  const b = r.getBoundingClientRect();"
+            "  const at = document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2);"
+            "  return b.width > 4 && at && at.closest('g') === r.parentNode; })")
+        assert target is not None, "a matched frame wide enough to click"
+        ActionChains(d).move_to_element(target).click().perform()
         assert d.find_element("id", "flame-reset").is_enabled(), "a click zooms"
+        assert "zoom=" in d.current_url
+        widths = d.execute_script(
+            "return [...document.querySelectorAll('#flame .frame:not(.dim) rect')].map((r) => +r.getAttribute('width'))")
+        assert max(widths) > 1190, "the zoomed frame spans the graph"
+        d.find_element("id", "flame-reset").click()
+        assert "zoom=" not in d.current_url
         no_injection(d)
         assert errors(d) == []
     finally:

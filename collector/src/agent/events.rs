@@ -60,7 +60,10 @@ impl Agent {
     /// Fixes the span of `ev`: its ids and its stacks, symbolized now (the kernel's stack map
     /// does not keep them); its off-CPU stack goes into the flame graph.
     fn build(&mut self, ev: &KernelEvent, standalone: bool) -> PendingSpan {
-        self.resources.comms.insert(ev.pid, ev.comm);
+        if self.resources.comms.insert(ev.pid, ev.comm).is_none() {
+            // While it lives: a short-lived process may be gone by the next page.
+            self.report.saw(ev.pid);
+        }
         let stacks = self.kernel.stacks(ev);
         if let (Some(frames), Probe::Offcpu) = (&stacks.kernel, ev.kind) {
             if let Some(a) = self.artifacts.as_mut() {

@@ -289,6 +289,10 @@
       const url = traceUrl(ex);
       const a = url ? svg('a', { href: url, target: '_blank', rel: 'noopener', 'aria-label': label }, mark) : svg('g', { tabindex: '0', 'aria-label': label }, mark);
       a.setAttribute('class', 'exemplar');
+      a.addEventListener('mouseenter', () => showTip(a, label));
+      a.addEventListener('focus', () => showTip(a, label));
+      a.addEventListener('mouseleave', () => { tip.hidden = true; });
+      a.addEventListener('blur', () => { tip.hidden = true; });
       pic.append(a);
       const idText = el('code', { id: 'trace-id', text: ex.trace_id });
       exemplarLine = el('p', { class: 'exemplar-line' },
