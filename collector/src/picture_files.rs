@@ -16,8 +16,6 @@ use std::time::SystemTime;
 struct Kept {
     /// Its caption; `None` for a picture an earlier run left (not listed).
     title: Option<String>,
-    /// The file shown first (`<stem>.png`, or `.svg` when there is no PNG).
-    shown: String,
     /// When it was last drawn, in draws: a smaller number is older.
     drawn: u64,
 }
@@ -50,12 +48,10 @@ impl PictureFiles {
         left.sort();
         for (_, stem) in left {
             p.draws += 1;
-            let shown = format!("{stem}.png");
             p.kept.insert(
                 stem,
                 Kept {
                     title: None,
-                    shown,
                     drawn: p.draws,
                 },
             );
@@ -65,9 +61,9 @@ impl PictureFiles {
     }
 
     /// Writes a picture's files (`(extension, bytes)`, e.g. `("png", …)`) as `<stem>.<ext>`,
-    /// records it as drawn now with `title`, showing `<stem>.<shown>` in the index, deletes the
-    /// least recently drawn pictures past the cap. Returns the path of the file shown. A
-    /// picture file that cannot be written is an error (the picture is not recorded).
+    /// records it as drawn now with `title` and deletes the least recently drawn pictures past
+    /// the cap. Returns the path of `<stem>.<shown>`. A picture file that cannot be written is
+    /// an error (the picture is not recorded).
     pub fn put(
         &mut self,
         stem: &str,
@@ -79,13 +75,11 @@ impl PictureFiles {
             fs::write(self.dir.join(format!("{stem}.{ext}")), bytes)?;
         }
         self.draws += 1;
-        let shown = format!("{stem}.{shown}");
-        let path = self.dir.join(&shown);
+        let path = self.dir.join(format!("{stem}.{shown}"));
         self.kept.insert(
             stem.to_string(),
             Kept {
                 title: Some(title.to_string()),
-                shown,
                 drawn: self.draws,
             },
         );
@@ -94,18 +88,17 @@ impl PictureFiles {
     }
 
     /// The pictures this run drew that are still kept, in name order: (stem, title, the
-    /// files of it that exist, relative to the folder, the shown one first).
+    /// files of it that exist, relative to the folder, SVG first).
     pub fn drawn(&self) -> Vec<(&str, &str, Vec<String>)> {
         self.kept
             .iter()
             .filter_map(|(stem, k)| {
                 let title = k.title.as_deref()?;
-                let mut files: Vec<String> = EXTENSIONS
+                let files: Vec<String> = EXTENSIONS
                     .iter()
                     .map(|ext| format!("{stem}.{ext}"))
                     .filter(|f| self.dir.join(f).is_file())
                     .collect();
-                files.sort_by_key(|f| *f != k.shown);
                 Some((stem.as_str(), title, files))
             })
             .collect()
@@ -236,11 +229,12 @@ mod tests {
         assert_eq!(path, p.dir.join(format!("{stem}.png")));
     }
 
-    /// Listed pictures: the file shown first of each picture this run drew.
+    /// Listed pictures: the last file (the PNG when there is one) of each picture this run
+    /// drew.
     fn listed(p: &PictureFiles) -> Vec<String> {
         p.drawn()
             .into_iter()
-            .map(|(_, _, f)| f[0].clone())
+            .map(|(_, _, f)| f.last().cloned().unwrap_or_default())
             .collect()
     }
 
