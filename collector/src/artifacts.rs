@@ -96,6 +96,8 @@ pub struct Artifacts {
     stacks: HashMap<String, u64>,
     flame_rendered_weight: u64,
     failed_this_interval: bool,
+    /// Final histograms of processes that exited since the last sample: their last column.
+    ended: Vec<Histogram>,
     /// Sidecar pictures' URLs per series (SVG first) and of the flame graph, for the report.
     sidecar_urls: HashMap<(u32, Probe), Vec<String>>,
     sidecar_flame_urls: Vec<String>,
@@ -175,6 +177,7 @@ impl Artifacts {
             stacks: HashMap::new(),
             flame_rendered_weight: 0,
             failed_this_interval: false,
+            ended: Vec::new(),
             sidecar_urls: HashMap::new(),
             sidecar_flame_urls: Vec::new(),
             made: 0,
@@ -205,12 +208,57 @@ impl Artifacts {
         self.column_width
     }
 
-    /// Adds one column per series: what the cumulative kernel histograms gained since the
-    /// last sample, ending at `now` (Unix ns). A process's two off-CPU histograms (one per
-    /// state) make one picture: every off-CPU wait of the process, idle or blocked, as the
-    /// flame graph shows them, with the exemplar of the slowest.
+    /// Keeps the final histograms of processes that exited (their kernel slots are gone): the
+    /// next sample adds what they gained since the last one as their last column.
+    pub fn retire(&mut self, finals: &[Histogram]) {
+        self.ended
+            .extend(finals.iter().filter(|h| h.count > 0).cloned());
+    }
+
+    /// Adds one column per series: what the cumulative kernel histograms (and the final ones
+    /// of processes that exited since) gained since the last sample, ending at `now` (Unix
+    /// ns); a series with nothing new (its process quiet or gone) gets an empty column, so its
+    /// window ages out. A process's two off-CPU histograms (one per state) make one picture:
+    /// every off-CPU wait of the process, idle or blocked, as the flame graph shows them, with
+    /// the exemplar of the slowest.
     pub fn sample(&mut self, histograms: &[Histogram], now: u64) {
-        for (key, h) in per_picture(histograms) {
+        let mut all: Vec<Histogram> = std::mem::take(&mut self.ended);
+        all.extend_from_slice(histograms);
+        let current = per_picture(&all);
+        let idle: Vec<(u32, Probe)> = self
+            .columns
+            .keys()
+            .filter(|k| !current.contains_key(k))
+            .copied()
+            .collect();
+        for key in idle {
+            let Some(q) = self.columns.get_mut(&key) else {
+                continue;
+            };
+            let empty = q.back().map(|(_, h)| Histogram {
+                count: 0,
+                sum_ns: 0,
+                max_ns: 0,
+                zero_count: 0,
+                bytes: 0,
+                clamped: 0,
+                bucket_counts: Vec::new(),
+                ..h.clone()
+            });
+            if let Some(empty) = empty {
+                q.push_back((now, empty));
+            }
+            while q.len() > WINDOW_COLUMNS {
+                q.pop_front();
+            }
+            if q.iter().all(|(_, h)| h.count == 0) {
+                self.columns.remove(&key);
+                self.rendered.remove(&key);
+                self.previous.remove(&key);
+            }
+        }
+        let live: std::collections::HashSet<(u32, Probe)> = current.keys().copied().collect();
+        for (key, h) in current {
             let h = &h;
             let delta = match self.previous.get(&key) {
                 Some(prev) => expo::subtract(h, prev).unwrap_or_else(|| h.clone()),
@@ -222,13 +270,17 @@ impl Artifacts {
             while q.len() > WINDOW_COLUMNS {
                 q.pop_front();
             }
-            // A series whose whole window is empty (its process went quiet or exited) is
-            // dropped; only its last cumulative snapshot stays, bounded by the kernel's slots.
+            // A series whose whole window is empty (its process went quiet) is dropped; only
+            // its last cumulative snapshot stays, bounded by the kernel's slots.
             if q.iter().all(|(_, h)| h.count == 0) {
                 self.columns.remove(&key);
                 self.rendered.remove(&key);
             }
         }
+        // Snapshots of processes gone, whose windows aged out, go too.
+        let columns = &self.columns;
+        self.previous
+            .retain(|k, _| live.contains(k) || columns.contains_key(k));
     }
 
     /// Adds an off-CPU stack (root first, `;`-joined) with its blocked time.
@@ -595,5 +647,35 @@ mod tests {
         );
         assert_eq!(off.bucket_counts.iter().sum::<u64>(), 4);
         assert_eq!(pictures[&(7, Probe::Runqueue)].count, 1);
+    }
+
+    #[test]
+    fn an_exited_process_gets_its_last_column_then_ages_out() {
+        let mut a = Artifacts::sidecar(
+            "http://127.0.0.1:1",
+            None,
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .handle()
+                .clone(),
+        );
+        let first = Histogram::of(Probe::TcpSend, 9, 3, &[10_000]);
+        a.sample(std::slice::from_ref(&first), 1_000);
+        // It exits between samples with two more events; its kernel slot is gone.
+        a.retire(&[Histogram::of(
+            Probe::TcpSend,
+            9,
+            3,
+            &[10_000, 20_000, 30_000],
+        )]);
+        a.sample(&[], 2_000);
+        let q = &a.columns[&(9, Probe::TcpSend)];
+        let counts: Vec<u64> = q.iter().map(|(_, h)| h.count).collect();
+        assert_eq!(counts, [1, 2], "the final column holds what it gained");
+        for t in 0..WINDOW_COLUMNS as u64 {
+            a.sample(&[], 3_000 + t);
+        }
+        assert!(a.columns.is_empty() && a.previous.is_empty(), "aged out");
     }
 }

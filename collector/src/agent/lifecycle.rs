@@ -41,6 +41,9 @@ impl Agent {
             let room = SUMMARY_ENDED.saturating_sub(self.ended.len());
             self.ended
                 .extend(finals.iter().filter(|h| h.count > 0).take(room).cloned());
+            if let Some(a) = self.artifacts.as_mut() {
+                a.retire(&finals);
+            }
             self.metrics.retire(finals);
         }
         if self.resources.comms.len() > MAX_NAMES {

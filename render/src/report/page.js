@@ -71,6 +71,11 @@
     if (n < 1048576) return fixed(n, 1024, 1) + 'KiB';
     return fixed(n, 1048576, 1) + 'MiB';
   }
+  // An axis tick (1, 2 or 5 × 10^k ns) without decimals: 1µs, 20ms, 5s.
+  function tickLabel(ns) {
+    for (const [u, d] of [['s', 1e9], ['ms', 1e6], ['µs', 1e3]]) if (ns >= d) return Math.round(ns / d) + u;
+    return ns + 'ns';
+  }
   function pad(n, w) { return String(n).padStart(w || 2, '0'); }
   function clock(ns, withDate) {
     const d = new Date(ns / 1e6);
@@ -272,11 +277,12 @@
     for (const t of grid.ticks) {
       const y = grid.yOf(t, T, ph);
       pic.append(svg('path', { d: 'M' + (L - 4) + ' ' + y.toFixed(1) + 'H' + (L + pw), class: 'grid' }));
-      pic.append(svgText(L - 6, y + 4, humanNs(t), { 'text-anchor': 'end', class: 'axis' }));
+      pic.append(svgText(L - 6, y + 4, tickLabel(t), { 'text-anchor': 'end', class: 'axis' }));
     }
     const xEvery = Math.max(1, Math.ceil(grid.cols / 6));
     for (let i = 0; i <= grid.cols; i += xEvery) {
-      pic.append(svgText(L + i * cw, H - B + 16, clock(h.start_unix_nano + i * h.column_width_nanos), { 'text-anchor': 'middle', class: 'axis' }));
+      const anchor = i === 0 ? 'start' : i + xEvery > grid.cols ? 'end' : 'middle';
+      pic.append(svgText(L + i * cw, H - B + 16, clock(h.start_unix_nano + i * h.column_width_nanos), { 'text-anchor': anchor, class: 'axis' }));
     }
     pic.append(svgText(L + pw / 2, H - 6, 'time (UTC)', { 'text-anchor': 'middle', class: 'axis' }));
     const ex = h.exemplar;
@@ -337,13 +343,16 @@
     if (lo === Infinity) { lo = 0; hi = 0; }
     while ((hi >> shift) - (lo >> shift) + 1 > 48 && shift < 30) shift++;
     const scale = h.scale - shift;
-    const lo2 = lo >> shift, hi2 = hi >> shift;
+    let lo2 = lo >> shift, hi2 = hi >> shift;
+    // At least 8 rows, so one busy bucket does not fill the whole height.
+    const pad = 8 - (hi2 - lo2 + 1);
+    if (pad > 0) { lo2 -= Math.floor(pad / 2); hi2 += Math.ceil(pad / 2); }
     const rows = [];
     const bound = (i) => Math.round(Math.pow(2, i / Math.pow(2, scale)) * 1e9);
-    if (zeros) rows.push({ lo: 0, hi: 0, label: 'latency 0', tick: '0' });
+    if (zeros) rows.push({ lo: 0, hi: 0, label: 'latency 0' });
     for (let i = lo2; i <= hi2; i++) {
       const a = bound(i), b = bound(i + 1);
-      rows.push({ lo: a, hi: b, index: i, label: 'latency ' + humanNs(a) + ' – ' + humanNs(b), tick: humanNs(a) });
+      rows.push({ lo: a, hi: b, index: i, label: 'latency ' + humanNs(a) + ' – ' + humanNs(b) });
     }
     const base = zeros ? 1 : 0;
     const n = rows.length;
@@ -364,10 +373,16 @@
       const frac = (idx - lo2) / (hi2 - lo2 + 1);
       return T + ph - ph * (base + Math.max(0, Math.min(1, frac)) * (n - base)) / n;
     };
-    // Ticks at whole decades (1µs, 10µs, …) inside the rows' range.
-    const ticks = [];
+    // Ticks at whole decades (1µs, 10µs, …) inside the rows' range; 2× and 5× too when
+    // fewer than two decades fall inside.
     const first = rows[base] ? rows[base].lo : 0, last = rows[n - 1].hi;
-    for (let t = 1; t <= last && t < 1e13; t *= 10) if (t >= first) ticks.push(t);
+    const within = (ms) => {
+      const out = [];
+      for (let t = 1; t <= last && t < 1e13; t *= 10) for (const m of ms) if (t * m >= first && t * m <= last) out.push(t * m);
+      return out;
+    };
+    let ticks = within([1]);
+    if (ticks.length < 2) ticks = within([1, 2, 5]);
     return { cells: cells, rows: rows, cols: h.columns.length, max: max, yOf: yOf, ticks: ticks };
   }
   // Colour bins over whole counts: one count per colour when few, else log-spaced ranges.
