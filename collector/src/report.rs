@@ -24,6 +24,8 @@ use crate::quantile::quantile_ns;
 pub const MAX_HEATMAPS: usize = 200;
 /// Most folded stacks in the page's flame graph (the heaviest); the rest are named in a note.
 pub const MAX_FLAME_STACKS: usize = 5_000;
+/// Most processes whose /proc facts and exemplars are remembered before unlisted ones go.
+const MAX_PROCS: usize = 16_384;
 /// The kernel's flag for a kernel thread in `/proc/<pid>/stat`.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
@@ -72,9 +74,20 @@ impl ReportWriter {
     }
 
     /// Reads what /proc says of `pid` now, once (kernel thread or not, its executable), so a
-    /// process that exits before the next page is still named and classed right.
+    /// process that exits before the next page is still named and classed right. A process
+    /// already gone is tried again next time it is seen.
     pub fn saw(&mut self, pid: u32) {
-        self.procs.entry(pid).or_insert_with(|| read_proc(pid));
+        if !self.procs.contains_key(&pid) {
+            if let Some(f) = read_proc(pid) {
+                self.procs.insert(pid, f);
+            }
+        }
+    }
+
+    /// `pid` called execve: its executable changed, read it again.
+    pub fn exec(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+        self.saw(pid);
     }
 
     /// Keeps this interval's slowest exemplar of each series (the one its picture marks).
@@ -95,7 +108,7 @@ impl ReportWriter {
         live: bool,
     ) {
         for h in histograms {
-            self.procs.entry(h.pid).or_insert_with(|| read_proc(h.pid));
+            self.saw(h.pid);
         }
         let procs = &self.procs;
         let facts = |pid| procs.get(&pid).cloned().unwrap_or_default();
@@ -105,10 +118,13 @@ impl ReportWriter {
         data.live = live;
         data.refresh_seconds = self.refresh.as_secs().max(1);
         data.trace_url_template = self.trace_url_template.clone();
-        // Forget processes no longer listed, so the cache stays as small as the table.
-        let listed: std::collections::HashSet<u32> = histograms.iter().map(|h| h.pid).collect();
-        self.procs.retain(|pid, _| listed.contains(pid));
-        self.exemplars.retain(|(pid, _), _| listed.contains(pid));
+        // Past the bound, forget processes no longer listed. Not sooner: between its exit and
+        // its final histogram's return a process is briefly unlisted, and /proc is gone.
+        if self.procs.len() > MAX_PROCS || self.exemplars.len() > MAX_PROCS {
+            let listed: std::collections::HashSet<u32> = histograms.iter().map(|h| h.pid).collect();
+            self.procs.retain(|pid, _| listed.contains(pid));
+            self.exemplars.retain(|(pid, _), _| listed.contains(pid));
+        }
         let html = report_html(&data);
         let tmp = self.dir.join(".index.html.tmp");
         let written = std::fs::write(&tmp, html)
@@ -257,16 +273,16 @@ fn flame(p: &PictureInputs<'_>, links: &PictureLinks, notes: &mut Vec<String>) -
 }
 
 /// Whether `pid` is a kernel thread (`PF_KTHREAD` in `/proc/<pid>/stat`) and its executable's
-/// name; a process already gone reads as a user process without one.
-fn read_proc(pid: u32) -> ProcFacts {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    ProcFacts {
+/// name (empty when unreadable); `None` for a process already gone.
+fn read_proc(pid: u32) -> Option<ProcFacts> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(ProcFacts {
         kernel_thread: stat_flags(&stat).is_some_and(|f| f & PF_KTHREAD != 0),
         exe: std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_default(),
-    }
+    })
 }
 
 /// The `flags` field (the 9th) of a `/proc/<pid>/stat` line; the name in parentheses may hold
@@ -291,7 +307,7 @@ mod tests {
         assert!(stat_flags(user).unwrap() & PF_KTHREAD == 0);
         assert_eq!(stat_flags(""), None);
         // This test's own process is no kernel thread.
-        assert!(!read_proc(std::process::id()).kernel_thread);
+        assert!(!read_proc(std::process::id()).unwrap().kernel_thread);
     }
 
     #[test]

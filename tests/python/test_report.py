@@ -104,14 +104,17 @@ def select_value(d, element_id: str, value: str) -> None:
 
 def test_report_from_a_real_run_in_chromium(kotel_run, tmp_path):
     out = tmp_path / "out"
-    w = hostile_workload(tmp_path)
-    request_close = w.close
     # System-wide, as the README's first command runs: kernel threads are there to be hidden.
     kotel = kotel_run(["--probes", "all", "--span-threshold", "1ms", "--sleep-threshold", "1ms",
                        "--interval", "1s", "--out", out,
                        "--receiver-grpc", "none", "--receiver-http", "none", "--telemetry", "none"])
-    truth = w.run()
+    w = hostile_workload(tmp_path)
+    request_close = w.close
     index = out / "index.html"
+    # kotel saw it start (its exec) and read its executable's name while it lives.
+    wait_until(lambda: index.is_file() and json.dumps(HOSTILE).replace("<", "\\u003c").replace(">", "\\u003e")
+               in index.read_text(), PAGE_WAIT, "the workload's executable named in index.html")
+    truth = w.run()
     d = driver()
     try:
         # Live: the page reloads itself and keeps the reader's filter and sort.
@@ -122,7 +125,13 @@ def test_report_from_a_real_run_in_chromium(kotel_run, tmp_path):
         assert first["live"] is True
         select_value(d, "probe", "tcp_send")
         d.find_element("css selector", "th button[data-key=count]").click()
-        wait_until(lambda: (page_data(d) or first)["generated_unix_nano"] != first["generated_unix_nano"],
+        wait_until(lambda: "probe=tcp_send" in d.current_url and "sort=count" in d.current_url,
+                   PAGE_WAIT, "the reader's state in the URL")
+        # A document this test marks; the next reload replaces it.
+        d.execute_script("window.kotelTestMark = true")
+        seen = page_data(d) or first
+        wait_until(lambda: d.execute_script("return window.kotelTestMark === undefined")
+                   and (page_data(d) or seen)["generated_unix_nano"] != seen["generated_unix_nano"],
                    PAGE_WAIT, "the live page reloading with new data")
         assert d.find_element("id", "probe").get_attribute("value") == "tcp_send"
         assert {r["Probe"] for r in table(d)} == {"tcp_send"}

@@ -28,6 +28,7 @@ impl Agent {
                 }
             } else {
                 self.resources.cache.invalidate(pid);
+                self.report.exec(pid);
             }
             telemetry::add(&self.tele.stats.process_invalidations, 1);
         }

@@ -1,7 +1,8 @@
 // kotel report page: reads the JSON block and draws the summary table, the selected series'
 // heatmap and the off-CPU flame graph with DOM APIs only (names are data, never markup).
-// The reader's sort, filter, selection, search and zoom live in the URL's fragment, so a live
-// page that reloads itself keeps them.
+// The reader's sort, filter, selection, search and zoom live in the URL's fragment (and, for
+// a reload that was already under way when they changed, in sessionStorage), so a live page
+// that reloads itself keeps them.
 'use strict';
 (function () {
   const SVG = 'http://www.w3.org/2000/svg';
@@ -86,7 +87,12 @@
 
   // ---- state in the fragment ------------------------------------------------------------
   function readState() {
-    const p = new URLSearchParams(location.hash.slice(1));
+    let saved = location.hash.slice(1);
+    try {
+      const nav = performance.getEntriesByType('navigation')[0];
+      if (nav && nav.type === 'reload') saved = sessionStorage.getItem('kotel-report-state') || saved;
+    } catch (e) { /* storage unavailable: the fragment alone */ }
+    const p = new URLSearchParams(saved);
     return {
       sort: COLUMNS.some((c) => c[0] === p.get('sort')) ? p.get('sort') : 'p99_ns',
       asc: p.get('asc') === '1',
@@ -105,6 +111,7 @@
       else if (v && v !== false) p.set(k, v);
     }
     history.replaceState(null, '', '#' + p.toString());
+    try { sessionStorage.setItem('kotel-report-state', p.toString()); } catch (e) { /* fragment only */ }
   }
 
   // ---- layout ----------------------------------------------------------------------------
@@ -116,7 +123,8 @@
   main.append(heading);
   for (const n of data.notes || []) main.append(el('p', { class: 'note', text: n }));
 
-  const probes = [...new Set(rows.map((r) => r.probe))].sort();
+  // kotel's probes always (a filter set before a probe had rows survives a reload), and any other.
+  const probes = [...new Set(['offcpu', 'runqueue', 'tcp_send', 'writev', ...rows.map((r) => r.probe)])].sort();
   const probeSel = el('select', { id: 'probe', on: { change: () => { state.probe = probeSel.value; update(); } } },
     el('option', { value: '', text: 'all probes' }), ...probes.map((p) => el('option', { value: p, text: p })));
   probeSel.value = state.probe;
@@ -273,7 +281,7 @@
       rect.addEventListener('blur', () => { tip.hidden = true; });
       cells.append(rect);
     });
-    pic.append(cells, svg('rect', { x: L, y: T, width: pw, height: ph, fill: 'none', stroke: '#767676' }));
+    pic.append(cells, svg('rect', { x: L, y: T, width: pw, height: ph, fill: 'none', stroke: '#767676', class: 'plot-frame' }));
     for (const t of grid.ticks) {
       const y = grid.yOf(t, T, ph);
       pic.append(svg('path', { d: 'M' + (L - 4) + ' ' + y.toFixed(1) + 'H' + (L + pw), class: 'grid' }));
