@@ -77,9 +77,9 @@ impl ReportWriter {
     /// process that exits before the next page is still named and classed right. A process
     /// already gone is tried again next time it is seen.
     pub fn saw(&mut self, pid: u32) {
-        if !self.procs.contains_key(&pid) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(pid) {
             if let Some(f) = read_proc(pid) {
-                self.procs.insert(pid, f);
+                e.insert(f);
             }
         }
     }
