@@ -5,10 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KOTEL_SETUP_PYTHON=1 source scripts/setup.sh
-# Test-only tools, not needed to build or run kotel: capsh for the privilege tests
+# Test-only tools, not needed to build or run kotel: capsh for the privilege tests, Debian's
+# headless Chromium and its driver for the report page's browser tests (Selenium drives them)
 # (scripts/check-container.sh installs podman, runc, catatonit and debootstrap itself).
-if ! command -v capsh >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2-bin >/dev/null
+test_pkgs=()
+command -v capsh >/dev/null 2>&1 || test_pkgs+=(libcap2-bin)
+command -v chromium >/dev/null 2>&1 || test_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || test_pkgs+=(chromium-driver)
+if [ ${#test_pkgs[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${test_pkgs[@]}" >/dev/null
 fi
 
 echo "== cargo fmt --check"

@@ -29,6 +29,7 @@ use crate::model::Histogram;
 use crate::otlp::expo;
 use crate::otlp::metrics::ExemplarCandidate;
 use crate::picture_files::PictureFiles;
+use crate::report::PictureInputs;
 
 /// Columns in a heatmap's rolling window.
 pub const WINDOW_COLUMNS: usize = 60;
@@ -50,13 +51,29 @@ pub struct ArtifactRef {
     pub media_type: String,
 }
 
+/// Where the report page links each series' pictures and the flame graph's.
+#[derive(Debug, Default)]
+pub struct PictureLinks {
+    /// Per (process, probe): relative file names (in-process) or URLs (sidecar), SVG first.
+    pub series: HashMap<(u32, Probe), Vec<String>>,
+    /// The flame graph's.
+    pub flame: Vec<String>,
+}
+
+/// The series a picture's stem (`heatmap-<pid>-<probe>`) names.
+fn series_of_stem(stem: &str) -> Option<(u32, Probe)> {
+    let (pid, probe) = stem.strip_prefix("heatmap-")?.split_once('-')?;
+    let probe = Probe::ALL.into_iter().find(|p| p.name() == probe)?;
+    Some((pid.parse().ok()?, probe))
+}
+
 /// How pictures get rendered.
 pub enum Backend {
     /// The renderer library, writing into the output folder.
     InProcess {
         /// The renderer (its store is the output folder's `artifacts/`).
         renderer: Renderer,
-        /// The pictures kept in the output folder under their names, and `index.html`.
+        /// The pictures kept in the output folder under their names.
         files: PictureFiles,
     },
     /// The `kotel-render` sidecar.
@@ -78,7 +95,14 @@ pub struct Artifacts {
     columns: HashMap<(u32, Probe), VecDeque<(u64, Histogram)>>,
     rendered: HashMap<(u32, Probe), u64>,
     flames: BTreeMap<Probe, FlameInterval>,
+    /// Every off-CPU stack of the run with its time, for the report page's own flame graph.
+    page_stacks: HashMap<String, u64>,
     failed_this_interval: bool,
+    /// Final histograms of processes that exited since the last sample: their last column.
+    ended: Vec<Histogram>,
+    /// Sidecar pictures' URLs per series (SVG first) and of the flame graph, for the report.
+    sidecar_urls: HashMap<(u32, Probe), Vec<String>>,
+    sidecar_flame_urls: Vec<String>,
     /// Pictures made.
     pub made: u64,
     /// Pictures skipped because rendering failed or the renderer was unreachable.
@@ -167,7 +191,11 @@ impl Artifacts {
             columns: HashMap::new(),
             rendered: HashMap::new(),
             flames: BTreeMap::new(),
+            page_stacks: HashMap::new(),
             failed_this_interval: false,
+            ended: Vec::new(),
+            sidecar_urls: HashMap::new(),
+            sidecar_flame_urls: Vec::new(),
             made: 0,
             skipped: 0,
         }
@@ -196,42 +224,82 @@ impl Artifacts {
         self.column_width
     }
 
-    /// Adds one column per series: what the cumulative kernel histograms gained since the
-    /// last sample, ending at `now` (Unix ns). A process's two off-CPU histograms (one per
-    /// state) make one picture: every off-CPU wait of the process, idle or blocked, as the
-    /// flame graph shows them, with the exemplar of the slowest.
-    pub fn sample(&mut self, histograms: &[Histogram], now: u64) {
-        for (key, h) in per_picture(histograms) {
-            self.add_column(key, &h, now);
-        }
+    /// Keeps the final histograms of processes that exited (their kernel slots are gone): the
+    /// next sample adds what they gained since the last one as their last column.
+    pub fn retire(&mut self, finals: &[Histogram]) {
+        self.ended
+            .extend(finals.iter().filter(|h| h.count > 0).cloned());
     }
 
-    /// Gives each series of `wanted` that has no column yet its first one, ending `now`: a
-    /// series whose first events came after the last [`sample`](Artifacts::sample) would
-    /// otherwise have no heatmap to draw at this interval's end, and none later either once
-    /// its slow events are past.
+    /// Adds one column per series: what the cumulative kernel histograms (and the final ones
+    /// of processes that exited since) gained since the last sample, ending at `now` (Unix
+    /// ns); a series with nothing new (its process quiet or gone) gets an empty column, so its
+    /// window ages out. A process's two off-CPU histograms (one per state) make one picture:
+    /// every off-CPU wait of the process, idle or blocked, as the flame graph shows them, with
+    /// the exemplar of the slowest.
+    pub fn sample(&mut self, histograms: &[Histogram], now: u64) {
+        let mut all: Vec<Histogram> = std::mem::take(&mut self.ended);
+        all.extend_from_slice(histograms);
+        let current = per_picture(&all);
+        let idle: Vec<(u32, Probe)> = self
+            .columns
+            .keys()
+            .filter(|k| !current.contains_key(k))
+            .copied()
+            .collect();
+        for key in idle {
+            let Some(q) = self.columns.get_mut(&key) else {
+                continue;
+            };
+            let empty = q.back().map(|(_, h)| Histogram {
+                count: 0,
+                sum_ns: 0,
+                max_ns: 0,
+                zero_count: 0,
+                bytes: 0,
+                clamped: 0,
+                bucket_counts: Vec::new(),
+                ..h.clone()
+            });
+            if let Some(empty) = empty {
+                q.push_back((now, empty));
+            }
+            while q.len() > WINDOW_COLUMNS {
+                q.pop_front();
+            }
+            if q.iter().all(|(_, h)| h.count == 0) {
+                self.columns.remove(&key);
+                self.rendered.remove(&key);
+                self.previous.remove(&key);
+            }
+        }
+        let live: std::collections::HashSet<(u32, Probe)> = current.keys().copied().collect();
+        for (key, h) in current {
+            self.add_column(key, &h, now);
+        }
+        // Snapshots of processes gone, whose windows aged out, go too.
+        let columns = &self.columns;
+        self.previous
+            .retain(|k, _| live.contains(k) || columns.contains_key(k));
+    }
+
+    /// Gives each series of `wanted` that has no column yet its first one, ending `now`, from
+    /// the live histograms or the final ones of processes that exited since the last
+    /// [`sample`](Artifacts::sample): a series whose first events came after the last sample
+    /// would otherwise have no heatmap to draw at this interval's end, and none later either
+    /// once its slow events are past.
     pub fn sample_new_series(
         &mut self,
         histograms: &[Histogram],
         wanted: &dyn Fn(&(u32, Probe)) -> bool,
         now: u64,
     ) {
-        for (key, h) in per_picture(histograms) {
+        let mut all = self.ended.clone();
+        all.extend_from_slice(histograms);
+        for (key, h) in per_picture(&all) {
             if wanted(&key) && !self.columns.contains_key(&key) {
                 self.add_column(key, &h, now);
             }
-        }
-    }
-
-    /// The last column of each series of exited processes, from their final counts (`finals`,
-    /// what their histogram slots held when the kernel retired them), ending `now`: a process
-    /// that exits before the next [`sample`](Artifacts::sample) would otherwise leave its last
-    /// events out of its heatmap, or have none at all. A later process with the same pid
-    /// starts a series of its own.
-    pub fn sample_exited(&mut self, finals: &[Histogram], now: u64) {
-        for (key, h) in per_picture(finals) {
-            self.add_column(key, &h, now);
-            self.previous.remove(&key);
         }
     }
 
@@ -263,6 +331,11 @@ impl Artifacts {
             stacks: HashMap::new(),
             since_unix_nano: now,
         });
+        if probe == Probe::Offcpu
+            && (self.page_stacks.len() < MAX_STACKS || self.page_stacks.contains_key(&folded))
+        {
+            *self.page_stacks.entry(folded.clone()).or_default() += weight_ns;
+        }
         if f.stacks.len() < MAX_STACKS || f.stacks.contains_key(&folded) {
             *f.stacks.entry(folded).or_default() += weight_ns;
         }
@@ -327,8 +400,11 @@ impl Artifacts {
             }
             let stem = format!("heatmap-{pid}-{}", probe.name());
             match self.render(|b| b.heatmap(&req), &stem, &req.title) {
-                Some(r) => {
+                Some((r, urls)) => {
                     self.rendered.insert(key, digest);
+                    if matches!(self.backend, Backend::Sidecar { .. }) {
+                        self.sidecar_urls.insert(key, urls);
+                    }
                     out.insert(key, r);
                 }
                 // One failure skips the rest of this interval: an unreachable renderer must
@@ -379,7 +455,12 @@ impl Artifacts {
             };
             let stem = format!("{}-flame", probe.name());
             match self.render(|b| b.flame(&req), &stem, &req.title) {
-                Some(r) => out.push((probe, r)),
+                Some((r, urls)) => {
+                    if probe == Probe::Offcpu && matches!(self.backend, Backend::Sidecar { .. }) {
+                        self.sidecar_flame_urls = urls;
+                    }
+                    out.push((probe, r));
+                }
                 None => {
                     self.failed_this_interval = true;
                     break;
@@ -389,12 +470,41 @@ impl Artifacts {
         out
     }
 
+    /// What the report page needs: each series' columns, the stacks and the picture files
+    /// (relative names in the output folder; the sidecar's URLs).
+    pub fn report_inputs(&self) -> (PictureInputs<'_>, PictureLinks) {
+        let mut links = PictureLinks::default();
+        match &self.backend {
+            Backend::InProcess { files, .. } => {
+                for (stem, _, f) in files.drawn() {
+                    if stem == "offcpu-flame" {
+                        links.flame = f;
+                    } else if let Some(key) = series_of_stem(stem) {
+                        links.series.insert(key, f);
+                    }
+                }
+            }
+            Backend::Sidecar { .. } => {
+                links.series = self.sidecar_urls.clone();
+                links.flame = self.sidecar_flame_urls.clone();
+            }
+        }
+        (
+            PictureInputs {
+                columns: &self.columns,
+                column_width: self.column_width,
+                stacks: &self.page_stacks,
+            },
+            links,
+        )
+    }
+
     fn render(
         &mut self,
         call: impl FnOnce(&Backend) -> Result<RenderResponse, String>,
         stem: &str,
         title: &str,
-    ) -> Option<ArtifactRef> {
+    ) -> Option<(ArtifactRef, Vec<String>)> {
         let resp = match call(&self.backend) {
             Ok(r) => r,
             Err(e) => {
@@ -409,6 +519,8 @@ impl Artifacts {
         let pick = |media: &str| resp.artifacts.iter().find(|a| a.media_type == media);
         let best: &Artifact = pick("image/png").or_else(|| pick("image/svg+xml"))?;
         let mut url = best.url.clone();
+        let mut urls: Vec<String> = resp.artifacts.iter().map(|a| a.url.clone()).collect();
+        urls.sort_by_key(|u| !u.ends_with(".svg"));
         if let Backend::InProcess { files, .. } = &mut self.backend {
             // Stable, readable names next to the OTLP files; the URL points at them.
             let ext = |a: &Artifact| {
@@ -439,11 +551,14 @@ impl Artifacts {
                 }
             }
         }
-        Some(ArtifactRef {
-            url,
-            id: best.id.clone(),
-            media_type: best.media_type.clone(),
-        })
+        Some((
+            ArtifactRef {
+                url,
+                id: best.id.clone(),
+                media_type: best.media_type.clone(),
+            },
+            urls,
+        ))
     }
 }
 
@@ -577,23 +692,6 @@ where
     })
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,21 +731,22 @@ mod tests {
     }
 
     #[test]
-    fn a_process_that_exits_between_samples_keeps_its_last_column() {
+    fn a_process_first_seen_in_its_final_counts_gets_a_column_at_draw_time() {
         let (dir, mut a) = scratch();
-        let live = Histogram::of(Probe::Runqueue, 7, 3, &[2_000_000]);
-        a.sample(&[live], 1_000);
-        // Three more slow waits, then the process exits before the next sample: the kernel
-        // hands back its slot's final counts.
-        let last = Histogram::of(Probe::Runqueue, 7, 3, &[2_000_000; 4]);
-        a.sample_exited(&[last], 1_500);
-        let cols = &a.columns[&(7, Probe::Runqueue)];
-        let counts: Vec<u64> = cols.iter().map(|(_, h)| h.count).collect();
-        assert_eq!(counts, [1, 3]);
-        // The same pid later is a new process: its first column is its own counts.
-        a.sample(&[Histogram::of(Probe::Runqueue, 7, 3, &[5_000])], 2_000);
-        let last = a.columns[&(7, Probe::Runqueue)].back().unwrap().1.count;
-        assert_eq!(last, 1);
+        a.sample(&[], 1_000);
+        // Four slow waits, then the process exits before the next sample.
+        a.retire(&[Histogram::of(Probe::Runqueue, 7, 3, &[2_000_000; 4])]);
+        a.sample_new_series(&[], &|_| true, 1_500);
+        let counts = |a: &Artifacts| -> Vec<u64> {
+            a.columns[&(7, Probe::Runqueue)]
+                .iter()
+                .map(|(_, h)| h.count)
+                .collect()
+        };
+        assert_eq!(counts(&a), [4]);
+        // The next sample counts those events once, not twice.
+        a.sample(&[], 2_000);
+        assert_eq!(counts(&a), [4, 0]);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -672,10 +771,32 @@ mod tests {
     }
 
     #[test]
-    fn html_escaping_neutralises_markup() {
-        assert_eq!(
-            escape_html("</text><script>a\"b'&"),
-            "&lt;/text&gt;&lt;script&gt;a&quot;b&#39;&amp;"
+    fn an_exited_process_gets_its_last_column_then_ages_out() {
+        let mut a = Artifacts::sidecar(
+            "http://127.0.0.1:1",
+            None,
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .handle()
+                .clone(),
         );
+        let first = Histogram::of(Probe::TcpSend, 9, 3, &[10_000]);
+        a.sample(std::slice::from_ref(&first), 1_000);
+        // It exits between samples with two more events; its kernel slot is gone.
+        a.retire(&[Histogram::of(
+            Probe::TcpSend,
+            9,
+            3,
+            &[10_000, 20_000, 30_000],
+        )]);
+        a.sample(&[], 2_000);
+        let q = &a.columns[&(9, Probe::TcpSend)];
+        let counts: Vec<u64> = q.iter().map(|(_, h)| h.count).collect();
+        assert_eq!(counts, [1, 2], "the final column holds what it gained");
+        for t in 0..WINDOW_COLUMNS as u64 {
+            a.sample(&[], 3_000 + t);
+        }
+        assert!(a.columns.is_empty() && a.previous.is_empty(), "aged out");
     }
 }

@@ -159,14 +159,14 @@ buffer_events = 200000
 
 [render]
 # kotel-render sidecar (gRPC), e.g. "http://127.0.0.1:4320". Empty: render in-process into
-# export.out_dir (heatmap-<pid>-<kind>.svg|png, offcpu-flame.svg|png, index.html).
+# export.out_dir (heatmap-<pid>-<kind>.svg|png, offcpu-flame.svg|png; index.html links them).
 renderer = ""
 # Exemplar markers on heatmaps link here; {trace_id} and {span_id} are replaced (hex).
 trace_url_template = "http://localhost:16686/trace/{trace_id}"
 # Draw pictures at all.
 enabled = true
 # In-process rendering: most pictures kept in export.out_dir under their names (each an SVG
-# and a PNG); past it the one drawn least recently is deleted and leaves index.html.
+# and a PNG); past it the one drawn least recently is deleted (and leaves index.html).
 max_pictures = 100
 # In-process rendering: bytes kept in export.out_dir/artifacts, where every version of every
 # picture is stored under its kotel.artifact.id (the exact picture an exemplar named); the

@@ -22,6 +22,7 @@ pub mod output;
 pub mod picture_files;
 pub mod quantile;
 pub mod receiver;
+pub mod report;
 mod signals;
 pub mod spans;
 pub mod telemetry;

@@ -1,8 +1,9 @@
 //! The pictures in-process rendering keeps in the output folder: an SVG and a PNG per picture
 //! under a stable name (`heatmap-<pid>-<kind>`, `<kind>-flame`), redrawn in place, at most
 //! `render.max_pictures` of them: past it the picture drawn least recently is deleted (those an
-//! earlier run left in the folder go first) and `index.html` lists exactly the pictures this
-//! run drew that are still there. Every file deleted is counted.
+//! earlier run left in the folder go first), and [`PictureFiles::drawn`] lists exactly the
+//! pictures this run drew that are still there, for the report page (`index.html`, written by
+//! [`crate::report`]). Every file deleted is counted.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,15 +11,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::artifacts::escape_html;
-
 /// One picture on disk.
 #[derive(Debug)]
 struct Kept {
-    /// Its caption in `index.html`; `None` for a picture an earlier run left (not listed).
+    /// Its caption; `None` for a picture an earlier run left (not listed).
     title: Option<String>,
-    /// The file `index.html` shows (`<stem>.png`, or `.svg` when there is no PNG).
-    shown: String,
     /// When it was last drawn, in draws: a smaller number is older.
     drawn: u64,
 }
@@ -51,29 +48,22 @@ impl PictureFiles {
         left.sort();
         for (_, stem) in left {
             p.draws += 1;
-            let shown = format!("{stem}.png");
             p.kept.insert(
                 stem,
                 Kept {
                     title: None,
-                    shown,
                     drawn: p.draws,
                 },
             );
         }
         p.evict();
-        if p.removed > 0 && dir.join("index.html").exists() {
-            // The earlier run's index may list what was just deleted.
-            p.write_index_or_log();
-        }
         p
     }
 
     /// Writes a picture's files (`(extension, bytes)`, e.g. `("png", …)`) as `<stem>.<ext>`,
-    /// records it as drawn now with `title`, showing `<stem>.<shown>` in the index, deletes the
-    /// least recently drawn pictures past the cap and rewrites `index.html`. Returns the path of
-    /// the file shown. A picture file that cannot be written is an error (the picture is not
-    /// recorded); an index that cannot be written is logged.
+    /// records it as drawn now with `title` and deletes the least recently drawn pictures past
+    /// the cap. Returns the path of `<stem>.<shown>`. A picture file that cannot be written is
+    /// an error (the picture is not recorded).
     pub fn put(
         &mut self,
         stem: &str,
@@ -85,19 +75,33 @@ impl PictureFiles {
             fs::write(self.dir.join(format!("{stem}.{ext}")), bytes)?;
         }
         self.draws += 1;
-        let shown = format!("{stem}.{shown}");
-        let path = self.dir.join(&shown);
+        let path = self.dir.join(format!("{stem}.{shown}"));
         self.kept.insert(
             stem.to_string(),
             Kept {
                 title: Some(title.to_string()),
-                shown,
                 drawn: self.draws,
             },
         );
         self.evict();
-        self.write_index_or_log();
         Ok(path)
+    }
+
+    /// The pictures this run drew that are still kept, in name order: (stem, title, the
+    /// files of it that exist, relative to the folder, SVG first).
+    pub fn drawn(&self) -> Vec<(&str, &str, Vec<String>)> {
+        self.kept
+            .iter()
+            .filter_map(|(stem, k)| {
+                let title = k.title.as_deref()?;
+                let files: Vec<String> = EXTENSIONS
+                    .iter()
+                    .map(|ext| format!("{stem}.{ext}"))
+                    .filter(|f| self.dir.join(f).is_file())
+                    .collect();
+                Some((stem.as_str(), title, files))
+            })
+            .collect()
     }
 
     /// Picture files deleted so far (an SVG and a PNG count two).
@@ -130,36 +134,6 @@ impl PictureFiles {
                 }
             }
         }
-    }
-
-    fn write_index_or_log(&self) {
-        if let Err(e) = self.write_index() {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                error = %e,
-                "kotel.artifact.index_not_written"
-            );
-        }
-    }
-
-    /// Writes `index.html` listing every picture this run drew that is kept, with its
-    /// (escaped) title, in name order.
-    fn write_index(&self) -> io::Result<()> {
-        let mut html = String::from(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kotel pictures</title>\
-             <style>body{font-family:sans-serif;background:#fafafa}figure{margin:1em 0}img{max-width:100%;border:1px solid #ccc}</style>\
-             </head><body><h1>kotel pictures</h1>\n",
-        );
-        for k in self.kept.values() {
-            let Some(title) = &k.title else { continue };
-            html.push_str(&format!(
-                "<figure><a href=\"{f}\"><img src=\"{f}\" alt=\"{t}\"></a><figcaption>{t}</figcaption></figure>\n",
-                f = escape_html(&k.shown),
-                t = escape_html(title)
-            ));
-        }
-        html.push_str("</body></html>\n");
-        fs::write(self.dir.join("index.html"), html)
     }
 }
 
@@ -257,12 +231,12 @@ mod tests {
         assert_eq!(path, p.dir.join(format!("{stem}.png")));
     }
 
-    /// Listed pictures: the `src` of each `<img>` in index.html.
-    fn listed(dir: &Path) -> Vec<String> {
-        let html = fs::read_to_string(dir.join("index.html")).unwrap();
-        html.split("<img src=\"")
-            .skip(1)
-            .map(|s| s.split('"').next().unwrap().to_string())
+    /// Listed pictures: the last file (the PNG when there is one) of each picture this run
+    /// drew.
+    fn listed(p: &PictureFiles) -> Vec<String> {
+        p.drawn()
+            .into_iter()
+            .map(|(_, _, f)| f.last().cloned().unwrap_or_default())
             .collect()
     }
 
@@ -283,13 +257,12 @@ mod tests {
                 "heatmap-1-offcpu.svg",
                 "heatmap-3-runqueue.png",
                 "heatmap-3-runqueue.svg",
-                "index.html",
                 "offcpu-flame.png",
                 "offcpu-flame.svg",
             ]
         );
         assert_eq!(
-            listed(&tmp.0),
+            listed(&p),
             [
                 "heatmap-1-offcpu.png",
                 "heatmap-3-runqueue.png",
@@ -299,7 +272,7 @@ mod tests {
         assert_eq!(p.removed(), 2);
         put(&mut p, "heatmap-4-runqueue");
         assert_eq!(p.removed(), 4);
-        assert_eq!(listed(&tmp.0).len(), 3);
+        assert_eq!(listed(&p).len(), 3);
     }
 
     #[test]
@@ -329,7 +302,7 @@ mod tests {
         assert!(!tmp.0.join("heatmap-10-offcpu.svg").exists());
         assert!(tmp.0.join("heatmap-11-offcpu.png").exists());
         assert_eq!(p.removed(), 2);
-        assert_eq!(listed(&tmp.0), ["offcpu-flame.png"]);
+        assert_eq!(listed(&p), ["offcpu-flame.png"]);
         for s in strangers {
             assert_eq!(fs::read(tmp.0.join(s)).unwrap(), b"keep", "{s}");
         }
@@ -341,8 +314,8 @@ mod tests {
     }
 
     #[test]
-    fn titles_are_escaped_in_the_index() {
-        let tmp = TempDir::new("escape");
+    fn a_picture_drawn_as_svg_only_lists_its_svg() {
+        let tmp = TempDir::new("svg-only");
         let mut p = PictureFiles::open(&tmp.0, 5);
         p.put(
             "heatmap-1-offcpu",
@@ -351,10 +324,9 @@ mod tests {
             "svg",
         )
         .unwrap();
-        let html = fs::read_to_string(tmp.0.join("index.html")).unwrap();
-        assert!(!html.contains("<script"), "{html}");
-        assert!(html.contains("&lt;script&gt;"), "{html}");
-        assert_eq!(listed(&tmp.0), ["heatmap-1-offcpu.svg"]);
+        assert_eq!(listed(&p), ["heatmap-1-offcpu.svg"]);
+        // The title is kept as given: the report page shows it as text.
+        assert_eq!(p.drawn()[0].1, "</figcaption><script>x</script>");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Latency heatmaps in the manner of Brendan Gregg's: x = time columns, y = latency on a log
-//! axis, colour = how many events fell in a cell. A pure function from a request to SVG text;
-//! the same request always gives the same bytes.
+//! axis, colour = how many events fell in a cell (whole events: each bucket lands whole in the
+//! row holding its middle, so the legend counts events, never fractions of one). A pure
+//! function from a request to SVG text; the same request always gives the same bytes.
 
 use std::fmt::Write as _;
 
@@ -212,8 +213,9 @@ impl Geometry {
     }
 }
 
-/// The display grid, column by column: each bucket's count spread over the rows its range
-/// overlaps in log space (counts are conserved; out-of-range buckets land on the edge rows).
+/// The display grid, column by column: each bucket's whole count in the row holding the
+/// middle of its range in log space (counts are conserved and stay whole; out-of-range
+/// buckets land on the edge rows).
 fn display_grid(req: &RenderHeatmapRequest, g: &Geometry) -> Vec<f64> {
     let (ncols, nrows, d0) = (g.ncols, g.nrows, g.d0);
     let mut grid = vec![0.0f64; ncols * nrows];
@@ -222,18 +224,9 @@ fn display_grid(req: &RenderHeatmapRequest, g: &Geometry) -> Vec<f64> {
         let cells = &mut grid[i * nrows..(i + 1) * nrows];
         cells[0] += col.zero_count as f64;
         for b in buckets(req, i) {
-            let a = ((b.lo - d0) * scale_rows).clamp(0.0, nrows as f64);
-            let z = ((b.hi - d0) * scale_rows).clamp(0.0, nrows as f64);
-            if z - a <= f64::EPSILON {
-                let r = (a as usize).min(nrows - 1);
-                cells[r] += b.count as f64;
-                continue;
-            }
-            let (ra, rz) = (a.floor() as usize, (z.ceil() as usize).min(nrows));
-            for (r, cell) in cells.iter_mut().enumerate().take(rz).skip(ra) {
-                let overlap = (z.min(r as f64 + 1.0) - a.max(r as f64)).max(0.0);
-                *cell += b.count as f64 * overlap / (z - a);
-            }
+            let mid = ((b.lo + b.hi) / 2.0 - d0) * scale_rows;
+            let r = (mid.max(0.0) as usize).min(nrows - 1);
+            cells[r] += b.count as f64;
         }
     }
     grid
@@ -440,10 +433,10 @@ fn legend(s: &mut String, g: &Geometry, max: f64) {
     s.push_str("</g>\n");
     let _ = writeln!(
         s,
-        r#"<g font-size="10"><text x="{}" y="{}">{}</text><text x="{}" y="{}">0</text><text x="{}" y="{}" text-anchor="middle">events</text></g>"#,
+        r#"<g font-size="10"><text x="{}" y="{}">{}</text><text x="{}" y="{}">1</text><text x="{}" y="{}" text-anchor="middle">events/cell</text></g>"#,
         lx + 13.0,
         plot.y0 + 9.0,
-        si(max),
+        whole(max),
         lx + 13.0,
         plot.y1,
         lx + 5.0,
@@ -589,6 +582,15 @@ fn si(v: f64) -> String {
         v if v >= 1e3 => format!("{:.1}k", v / 1e3),
         v if v >= 10.0 || v == 0.0 => format!("{v:.0}"),
         v => format!("{v:.1}"),
+    }
+}
+
+/// A whole count: exact below 1000, then with an SI suffix.
+fn whole(v: f64) -> String {
+    if v < 1e3 {
+        format!("{v:.0}")
+    } else {
+        si(v)
     }
 }
 
@@ -794,5 +796,38 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn cells_and_the_legend_count_whole_events() {
+        // Fine buckets (scale 5) over a few decades: many straddle display rows.
+        let cols = (0..10)
+            .map(|i| HeatmapColumn {
+                zero_count: 0,
+                offset: -600 + i * 7,
+                bucket_counts: (0..200).map(|j| (i as u64 * 31 + j) % 5).collect(),
+            })
+            .collect();
+        let mut r = req(cols);
+        r.scale = 5;
+        let g = Geometry::of(&r);
+        let grid = display_grid(&r, &g);
+        assert!(
+            grid.iter().all(|v| v.fract() == 0.0),
+            "whole events per cell"
+        );
+        let total: u64 = r.columns.iter().flat_map(|c| c.bucket_counts.iter()).sum();
+        assert_eq!(
+            grid.iter().sum::<f64>() as u64,
+            total,
+            "every event in one cell"
+        );
+        let svg = heatmap_svg(&r, &HeatmapOptions::default()).unwrap();
+        let max = grid.iter().copied().fold(0.0, f64::max);
+        assert!(
+            svg.contains(&format!(">{max:.0}</text>")),
+            "legend top is the largest count"
+        );
+        assert!(svg.contains(">events/cell</text>"));
     }
 }

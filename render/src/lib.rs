@@ -28,6 +28,7 @@ pub mod flame;
 pub mod heatmap;
 pub mod limits;
 pub mod png;
+pub mod report;
 pub mod server;
 pub mod store;
 
@@ -84,6 +85,8 @@ pub struct Renderer {
     url_prefix: String,
     limits: Limits,
     heatmap: HeatmapOptions,
+    /// Boxed: only the sidecar fills it, and a `Renderer` stays small to move.
+    recent: Box<report::Recent>,
 }
 
 impl Renderer {
@@ -97,7 +100,18 @@ impl Renderer {
             url_prefix: config.url_prefix.trim_end_matches('/').to_string(),
             limits: config.limits,
             heatmap: config.heatmap,
+            recent: Box::default(),
         })
+    }
+
+    /// The newest requests per series, for the sidecar's report page (kept once enabled).
+    pub fn recent(&self) -> &report::Recent {
+        &self.recent
+    }
+
+    /// The heatmap options (the trace link template).
+    pub fn heatmap_options(&self) -> &HeatmapOptions {
+        &self.heatmap
     }
 
     /// The artifact store.
@@ -126,7 +140,9 @@ impl Renderer {
         limits::check_heatmap(req, &self.limits)?;
         let svg = heatmap_svg(req, &self.heatmap)?;
         let (w, h) = heatmap::heatmap_size(req);
-        self.finish(svg, (w, h), &req.formats, req.include_bytes)
+        let resp = self.finish(svg, (w, h), &req.formats, req.include_bytes)?;
+        self.recent.heatmap(req, &resp);
+        Ok(resp)
     }
 
     /// Checks, renders and stores a flame graph; one artifact per requested format (SVG when
@@ -136,7 +152,9 @@ impl Renderer {
         let svg = flame_svg(req)?;
         let size = flame::svg_size(&svg)
             .ok_or_else(|| RenderError::Raster("flame graph SVG has no size".into()))?;
-        self.finish(svg, size, &req.formats, req.include_bytes)
+        let resp = self.finish(svg, size, &req.formats, req.include_bytes)?;
+        self.recent.flame(req, &resp);
+        Ok(resp)
     }
 
     fn finish(

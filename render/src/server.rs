@@ -1,5 +1,6 @@
 //! The sidecar's network side: the `kotel.render.v1.Renderer` gRPC service (tonic) and an HTTP
-//! server (hyper) with `GET /artifacts/<id>.svg|png`, a gallery at `GET /`, and
+//! server (hyper) with `GET /artifacts/<id>.svg|png`, the report page at `GET /` (built from the
+//! newest request of each series, see [`crate::report::Recent`]), and
 //! `POST /v1/heatmap` / `POST /v1/flame` taking protobuf request bodies.
 //!
 //! Errors: malformed or over-limit requests get gRPC INVALID_ARGUMENT / HTTP 400 with the
@@ -13,7 +14,6 @@
 //! signed by it. Failed handshakes are counted in [`Server::tls_failures`] and logged.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +28,6 @@ use kotel_proto::render::v1::renderer_server::{Renderer as RendererRpc, Renderer
 use kotel_proto::render::v1::{RenderFlameRequest, RenderHeatmapRequest, RenderResponse};
 use prost::Message;
 
-use crate::escape::escape;
 use crate::{HeatmapOptions, Limits, RenderError, Renderer, RendererConfig, StoreConfig};
 use kotel_tls::{self as tls, ServerTlsFiles, TlsError};
 
@@ -144,6 +143,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         limits: cfg.limits.clone(),
         heatmap: cfg.heatmap.clone(),
     })?);
+    renderer.recent().enable();
 
     let max = usize::try_from(cfg.limits.max_request_bytes).unwrap_or(usize::MAX);
     let svc = RendererServer::new(GrpcService {
@@ -340,7 +340,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
 async fn route(req: Request<Incoming>, renderer: Arc<Renderer>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/") => gallery(&renderer),
+        (&Method::GET, "/") => report_page(&renderer),
         (&Method::GET, p) if p.starts_with("/artifacts/") => {
             artifact(&renderer, &p["/artifacts/".len()..])
         }
@@ -445,57 +445,25 @@ where
     }
 }
 
-/// The gallery page: the newest artifacts (up to 200 pictures), each linking to its SVG.
-fn gallery(renderer: &Renderer) -> Response<Full<Bytes>> {
-    let entries = renderer.store().list();
-    let mut ids: Vec<&str> = Vec::new();
-    for e in &entries {
-        if !ids.contains(&e.id.as_str()) {
-            ids.push(&e.id);
-        }
-        if ids.len() >= 200 {
-            break;
-        }
-    }
-    let mut s = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kotel-render artifacts</title>\
-         <style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:.5em;vertical-align:top}\
-         img{max-width:600px;border:1px solid #ccc}figcaption{font-size:12px;color:#555}</style></head><body>\n\
-         <h1>kotel-render artifacts</h1>\n",
+/// The report page: a table, heatmap and flame graph of the newest requests, reloading itself.
+fn report_page(renderer: &Renderer) -> Response<Full<Bytes>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let data = renderer
+        .recent()
+        .report(&renderer.heatmap_options().trace_url_template, now);
+    let mut resp = respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        crate::report::report_html(&data),
     );
-    if ids.is_empty() {
-        s.push_str("<p>No artifacts yet.</p>\n");
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&crate::report::csp()) {
+        resp.headers_mut().insert("content-security-policy", v);
     }
-    for id in ids {
-        let of = |ext| entries.iter().find(|e| e.id == id && e.ext == ext);
-        let svg = of(crate::Ext::Svg);
-        let png = of(crate::Ext::Png);
-        let Some(show) = png.or(svg) else { continue };
-        let link = svg.unwrap_or(show);
-        let when = show
-            .modified
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let _ = writeln!(
-            s,
-            "<figure><a href=\"artifacts/{}\"><img src=\"artifacts/{}\" loading=\"lazy\" alt=\"{}\"></a>\
-             <figcaption>{} · {} bytes · stored at {} (Unix s)</figcaption></figure>",
-            escape(&link.file_name()),
-            escape(&show.file_name()),
-            escape(id),
-            escape(&id[..12.min(id.len())]),
-            show.size,
-            when
-        );
-    }
-    s.push_str("</body></html>\n");
-    let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", s);
     resp.headers_mut().insert(
-        "content-security-policy",
-        hyper::header::HeaderValue::from_static(
-            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
-        ),
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-store"),
     );
     resp
 }

@@ -109,12 +109,14 @@ async fn grpc_render_then_http_get() {
     let (status, ctype, _) = http("GET", &flame.artifacts[0].url, vec![]).await;
     assert_eq!((status, ctype.as_str()), (200, "image/svg+xml"));
 
-    // Gallery lists them.
+    // The report page links them.
     let base = format!("http://{}", srv.http_addr);
     let (status, ctype, body) = http("GET", &format!("{base}/"), vec![]).await;
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/html"));
-    assert!(std::str::from_utf8(&body).unwrap().contains(&png.id));
+    assert!(std::str::from_utf8(&body)
+        .unwrap()
+        .contains(&format!("artifacts/{}.png", png.id)));
 
     // Unknown and bad ids.
     let unknown = "0".repeat(64);

@@ -15,6 +15,7 @@ Needs root and kernel BTF, and ``cargo build --workspace --bins`` beforehand.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -140,7 +141,7 @@ def test_rotated_files_hold_exactly_what_the_workload_did(workload, kotel_run, t
     spans, points = check_export(pid, truth, got["traces"], got["metrics"], window)
     check_summary_all_delivered(summary, len(spans), len(points))
 
-    # Pictures: the exemplars named at least two; one is kept, the index lists it alone, and
+    # Pictures: the exemplars named at least two; one is kept, the report links it alone, and
     # every other was deleted (an SVG and a PNG each), counted.
     named = heatmap_stems(got["metrics"])
     assert len(named) >= 2, f"the workload's run drew fewer than two heatmaps: {named}"
@@ -148,7 +149,11 @@ def test_rotated_files_hold_exactly_what_the_workload_did(workload, kotel_run, t
     assert len(on_disk) == 2 and on_disk[0].rsplit(".", 1)[0] == on_disk[1].rsplit(".", 1)[0], on_disk
     kept = on_disk[0].rsplit(".", 1)[0]
     index = (out / "index.html").read_text()
-    assert re.findall(r'<img src="([^"]+)"', index) == [f"{kept}.png"], index
+    block = re.search(r'<script type="application/json" id="kotel-data">(.*?)</script>', index, re.S)
+    data = json.loads(block.group(1))
+    linked = [f for h in data["heatmaps"] for f in h["pictures"]]
+    linked += data["flame"]["pictures"] if data["flame"] else []
+    assert linked == [f"{kept}.svg", f"{kept}.png"], linked
     removed = summary["artifacts_removed_max_pictures"]
     assert removed % 2 == 0 and removed >= 2 * (len(named | {kept}) - 1), (removed, named, kept)
     # No picture history kept: every version stored was deleted, and counted.

@@ -218,7 +218,10 @@ mod tests {
             .iter()
             .map(|&(d, id)| b.offer(span(1, Probe::Offcpu, d, id)).skipped)
             .sum();
-        assert_eq!(skipped, 2, "the budget of one keeps the slowest, and the pinned");
+        assert_eq!(
+            skipped, 2,
+            "the budget of one keeps the slowest, and the pinned"
+        );
         assert_eq!(ids(&b.drain(&mut |_, _| Vec::new())), [1, 7]);
         // A pin holds once.
         assert_eq!(b.offer(span(1, Probe::Offcpu, 50, 9)).skipped, 0);

@@ -61,7 +61,10 @@ impl Agent {
     /// its event is counted in, though the link buffer may hold the span itself for a while
     /// (a link target's waits for its claim: as a child it belongs to another trace).
     fn build(&mut self, ev: &KernelEvent, standalone: bool) -> PendingSpan {
-        self.resources.comms.insert(ev.pid, ev.comm);
+        if self.resources.comms.insert(ev.pid, ev.comm).is_none() {
+            // While it lives: a short-lived process may be gone by the next page.
+            self.report.saw(ev.pid);
+        }
         let stacks = self.kernel.stacks(ev);
         if let Some(a) = self.artifacts.as_mut() {
             if let Some(line) = folded(&ev.comm.to_string_lossy(), &stacks) {

@@ -28,6 +28,7 @@ impl Agent {
                 }
             } else {
                 self.resources.cache.invalidate(pid);
+                self.report.exec(pid);
             }
             telemetry::add(&self.tele.stats.process_invalidations, 1);
         }
@@ -42,7 +43,7 @@ impl Agent {
             self.ended
                 .extend(finals.iter().filter(|h| h.count > 0).take(room).cloned());
             if let Some(a) = self.artifacts.as_mut() {
-                a.sample_exited(&finals, super::setup::unix_now());
+                a.retire(&finals);
             }
             self.metrics.retire(finals);
         }

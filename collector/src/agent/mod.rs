@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod lifecycle;
 mod linking;
+mod report;
 mod settings;
 mod setup;
 mod stop;
@@ -40,6 +41,7 @@ use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::MetricsBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{Received, ReceiverHandle};
+use crate::report::ReportWriter;
 use crate::signals;
 use crate::spans::policy::SpanRule;
 use crate::telemetry::{AgentTelemetry, RateLimit};
@@ -109,6 +111,8 @@ pub struct Agent {
     budget: SpanBudget,
     metrics: MetricsBuilder,
     artifacts: Option<Artifacts>,
+    /// The report page, `index.html` in the output folder.
+    report: ReportWriter,
     /// Final histograms of exited processes, kept for the closing summary.
     ended: Vec<Histogram>,
     /// Undecodable records are counted each time and logged at most once a second.

@@ -27,6 +27,7 @@ use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::MetricsBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{self, ReceiverConfig};
+use crate::report::ReportWriter;
 use crate::signals;
 use crate::telemetry::{self, AgentTelemetry, RateLimit, SampleSource};
 
@@ -107,6 +108,8 @@ impl Agent {
             let _ = tele.pods.set(pods.clone());
         }
         let artifacts = artifacts(cfg, &out_dir, sidecar_tls, &runtime);
+        let out_dir_for_report = out_dir.clone();
+        let host_for_report = resources.host.host_name.clone();
         tele.stats.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             probes = %kernel.active_probes(),
@@ -156,6 +159,12 @@ impl Agent {
                 unix_now(),
             ),
             artifacts,
+            report: ReportWriter::new(
+                &out_dir_for_report,
+                &host_for_report,
+                cfg.metrics.interval,
+                &cfg.render.trace_url_template,
+            ),
             ended: Vec::new(),
             decode_log: RateLimit::new(Duration::from_secs(1)),
         })

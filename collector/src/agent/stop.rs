@@ -58,6 +58,7 @@ impl Agent {
             tracing::warn!(error = %e, spans, "kotel.run.stopping_on_error");
         }
         let summary = self.closing_summary(&mut failure);
+        self.write_report(&summary.histograms, false);
         self.tele.stats.ready.store(false, Ordering::Relaxed);
         let Agent {
             plan,

@@ -45,6 +45,7 @@ impl Agent {
         if done || Instant::now() >= self.timers.next_metrics {
             self.timers.next_metrics = Instant::now() + self.plan.interval;
             self.draw_pictures()?;
+            self.report_live();
             if done {
                 self.queue_spans();
             }

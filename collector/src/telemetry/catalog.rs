@@ -540,6 +540,17 @@ pub static CATALOG: &[SelfMetricDef] = &[
         },
     },
     SelfMetricDef {
+        name: "kotel.report.failed",
+        prometheus: "kotel_report_failed_total",
+        summary: "report_failed",
+        capture: None,
+        unit: "{page}",
+        help: "Report pages (index.html in the output folder) that could not be written",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.report_failed)),
+    },
+    SelfMetricDef {
         name: "kotel.process_cache.invalidations",
         prometheus: "kotel_process_cache_invalidations_total",
         summary: "process_invalidations",

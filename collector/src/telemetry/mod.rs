@@ -55,6 +55,8 @@ pub struct SelfStats {
     pub artifacts_removed_pictures: AtomicU64,
     /// Files the output folder's `artifacts/` store deleted (size cap or age).
     pub artifacts_removed_store: AtomicU64,
+    /// Report pages (`index.html`) that could not be written.
+    pub report_failed: AtomicU64,
     /// Histogram slots of exited processes read one last time and reused.
     pub histograms_recycled: AtomicU64,
     /// Series folded into the overflow series.
