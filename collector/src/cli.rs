@@ -113,6 +113,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub span_budget: Option<usize>,
 
+    /// Most time one drain spends symbolizing user stacks not yet cached; the rest keep
+    /// module+0xoff (`capture.symbolize_budget`; 0: no limit) [default: 50ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub symbolize_budget: Option<Duration>,
+
     /// OTLP/gRPC receiver address for applications' telemetry, or "none".
     #[arg(long, value_name = "ADDR")]
     pub receiver_grpc: Option<String>,
@@ -213,6 +218,11 @@ pub struct CaptureArgs {
     /// Take no kernel or user stacks (off-CPU intervals, slow writev and TCP sends).
     #[arg(long)]
     pub no_stacks: bool,
+
+    /// Most time one drain spends symbolizing user stacks not yet cached; the rest keep
+    /// module+0xoff (0: no limit).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+    pub symbolize_budget: Duration,
 
     /// Report kernel threads' run-queue and off-CPU intervals too (always counted in the
     /// histograms).

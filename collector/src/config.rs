@@ -43,6 +43,10 @@ max_histograms = 1024
 # Take kernel and user stacks of what is reported: off-CPU intervals, and writev and TCP
 # sends at or above the span threshold (a few microseconds per reported event).
 stacks = true
+# Most time one drain of the ring buffer spends symbolizing user stacks not yet cached (and at
+# most 64 such stacks); the rest keep module+0xoff frames, counted as deferred
+# (kotel.stacks.user.symbolized). "0": no limit, however long it takes.
+symbolize_budget = "50ms"
 # Spans (and pictures) for kernel threads' run-queue and off-CPU time too. Off, they are
 # still counted in the histograms but send nothing to userspace.
 kernel_threads = false
@@ -404,8 +408,11 @@ pub struct CaptureConfig {
     pub ring_buffer_bytes: u32,
     /// Kernel histogram slots.
     pub max_histograms: u32,
-    /// Stacks at off-CPU switch-out.
+    /// Stacks of off-CPU intervals and slow calls.
     pub stacks: bool,
+    /// Most time a drain spends symbolizing user stacks that miss the cache (zero: no limit).
+    #[serde(deserialize_with = "duration")]
+    pub symbolize_budget: Duration,
     /// Kernel threads' run-queue and off-CPU intervals become spans too (they are always
     /// counted in the histograms).
     pub kernel_threads: bool,
@@ -583,6 +590,7 @@ impl Default for CaptureConfig {
             ring_buffer_bytes: 8 << 20,
             max_histograms: 1024,
             stacks: true,
+            symbolize_budget: crate::kernel::ustack::TIME_PER_DRAIN,
             kernel_threads: false,
             span_budget: 100,
         }

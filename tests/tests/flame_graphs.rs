@@ -352,6 +352,9 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
             "10ms",
             "--span-budget",
             "0",
+            // Every stack symbolized, however loaded the machine (no per-drain time budget).
+            "--symbolize-budget",
+            "0",
             // One interval: the flame graphs cover the whole run.
             "--interval",
             "600s",

@@ -215,6 +215,9 @@ fn capture(program: &Path, args: &[&OsStr]) -> (Value, Vec<Vec<String>>) {
         "0",
         "--sleep-threshold",
         "0",
+        // Every stack symbolized, however loaded the machine.
+        "--symbolize-budget",
+        "0",
     ]);
     writeln!(stdin, "go").expect("go");
     let truth = read_json();
@@ -464,6 +467,8 @@ fn spans_carry_the_frames_and_the_code_attributes() {
             "--sleep-threshold",
             "0",
             "--span-budget",
+            "0",
+            "--symbolize-budget",
             "0",
             "--interval",
             "1s",

@@ -46,6 +46,9 @@ pub fn effective_config(
     if let Some(n) = args.span_budget {
         c.span_budget = n;
     }
+    if let Some(b) = args.symbolize_budget {
+        c.symbolize_budget = b;
+    }
     if let Some(i) = args.interval {
         cfg.metrics.interval = i;
     }

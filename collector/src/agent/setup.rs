@@ -65,7 +65,7 @@ impl Agent {
         let sidecar_tls = crate::artifacts::sidecar_tls(&cfg.render)
             .map_err(|e| RunError::Receiver(e.to_string()))?;
         // Attached, symbols read and privileges dropped before any other thread starts.
-        let kernel = KernelSource::start(&tracer_cfg)?;
+        let kernel = KernelSource::start(&tracer_cfg, cfg.capture.symbolize_budget)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kotel-export")

@@ -86,7 +86,7 @@ fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
 pub fn run(args: &CaptureArgs) -> Result<(), CaptureError> {
     let cfg = tracer_config(args)?;
     signals::install();
-    let mut kernel = KernelSource::start(&cfg)?;
+    let mut kernel = KernelSource::start(&cfg, args.symbolize_budget)?;
     tracing::info!(
         probes = %kernel.active_probes(),
         programs = ?kernel.attached_programs(),

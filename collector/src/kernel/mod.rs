@@ -65,7 +65,10 @@ impl KernelSource {
     /// Loads and attaches the probes, says which hooks each probe got (and which it could
     /// not), reads the kernel's symbols while the privilege to do so is still held, then drops
     /// every capability the steady state does not need.
-    pub fn start(cfg: &TracerConfig) -> Result<KernelSource, LoadError> {
+    pub fn start(
+        cfg: &TracerConfig,
+        symbolize_budget: Duration,
+    ) -> Result<KernelSource, LoadError> {
         let tracer = Tracer::start(cfg)?;
         hooks_report::report(&tracer);
         let active = tracer.active_probes();
@@ -87,7 +90,7 @@ impl KernelSource {
             tracer,
             clock: Clock::new(CLOCK_REFRESH),
             symbols,
-            users: RefCell::new(UserSymbolizer::new()),
+            users: RefCell::new(UserSymbolizer::with_budget(symbolize_budget)),
         })
     }
 

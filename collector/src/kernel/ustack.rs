@@ -34,9 +34,9 @@ use blazesym::Pid;
 pub const STACKS_PER_DRAIN: usize = 64;
 /// Resolved frames the cache holds before it starts over.
 pub const MAX_CACHED_FRAMES: usize = 65_536;
-/// Time one drain may spend symbolizing stacks that miss the cache; past it, stacks are
-/// deferred. A stack already begun is finished: the first stack of a program with large
-/// DWARF (libc's) takes about 100 ms.
+/// Time one drain may spend symbolizing stacks that miss the cache by default
+/// (`capture.symbolize_budget`); past it, stacks are deferred. A stack already begun is
+/// finished: the first stack of a program with large DWARF (libc's) takes about 100 ms.
 pub const TIME_PER_DRAIN: Duration = Duration::from_millis(50);
 /// Parsed files (ELF and DWARF) kept for reuse across processes.
 const MAX_FILES: usize = 256;
@@ -103,6 +103,8 @@ pub struct UserSymbolizer {
     spent: usize,
     /// Time spent on them.
     spent_time: Duration,
+    /// Time per drain; zero: no limit, in time or in stacks.
+    budget: Duration,
     counts: UstackCounts,
 }
 
@@ -113,8 +115,14 @@ impl Default for UserSymbolizer {
 }
 
 impl UserSymbolizer {
-    /// A symbolizer with empty caches.
+    /// A symbolizer with empty caches and the default budget per drain.
     pub fn new() -> Self {
+        Self::with_budget(TIME_PER_DRAIN)
+    }
+
+    /// A symbolizer with empty caches that spends at most `budget` per drain on stacks that
+    /// miss the cache (and at most [`STACKS_PER_DRAIN`] of them); zero: no limit.
+    pub fn with_budget(budget: Duration) -> Self {
         let files = Files::default();
         UserSymbolizer {
             symbolizer: new_symbolizer(&files),
@@ -125,6 +133,7 @@ impl UserSymbolizer {
             processes: HashSet::new(),
             spent: 0,
             spent_time: Duration::ZERO,
+            budget,
             counts: UstackCounts::default(),
         }
     }
@@ -229,7 +238,8 @@ impl UserSymbolizer {
             self.counts.hits += 1;
             return self.assemble(ips, &places, true, &[]);
         }
-        if self.spent >= STACKS_PER_DRAIN || self.spent_time >= TIME_PER_DRAIN {
+        let limited = !self.budget.is_zero();
+        if limited && (self.spent >= STACKS_PER_DRAIN || self.spent_time >= self.budget) {
             self.counts.deferred += 1;
             return self.assemble(ips, &places, false, &[]);
         }
