@@ -230,10 +230,11 @@ impl UserSymbolizer {
                 })
             })
             .collect();
+        // A frame outside any file (JIT code a perf map may name) is never cached: a stack
+        // with one is symbolized again.
         let all_cached = places
             .iter()
-            .flatten()
-            .all(|p| self.frames.contains_key(&p.key));
+            .all(|p| p.as_ref().is_some_and(|p| self.frames.contains_key(&p.key)));
         if all_cached {
             self.counts.hits += 1;
             return self.assemble(ips, &places, true, &[]);
