@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KOTEL_SETUP_PYTHON=1 source scripts/setup.sh
 # Test-only tools, not needed to build or run kotel: capsh for the privilege tests, Debian's
-# headless Chromium and its driver for the report page's browser tests (Selenium drives them)
+# headless Chromium and its driver for the report page's browser tests (Selenium drives them),
+# node for the perf-map test
 # (scripts/check-container.sh installs podman, runc, catatonit and debootstrap itself).
 test_pkgs=()
 command -v capsh >/dev/null 2>&1 || test_pkgs+=(libcap2-bin)
 command -v chromium >/dev/null 2>&1 || test_pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || test_pkgs+=(chromium-driver)
+command -v node >/dev/null 2>&1 || test_pkgs+=(nodejs) # perf-map symbolization of JIT frames
 if [ ${#test_pkgs[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${test_pkgs[@]}" >/dev/null
 fi
