@@ -1,5 +1,5 @@
 //! JIT frames are named from perf maps: `node --perf-basic-prof` (Debian's nodejs) runs a hot
-//! JavaScript function until V8's optimizing compiler has compiled it (`JS:*` in the map V8
+//! JavaScript function until V8's optimizing compiler has compiled it (`*` before its name in the map V8
 //! writes, `/tmp/perf-<pid>.map`, in executable anonymous memory); an address inside that
 //! code, symbolized by kotel for that process, names the function. The ground truth is V8's map; kotel only reads it through the
 //! process's symbolization. Skips with one loud line where node is missing.
@@ -57,12 +57,12 @@ fn a_javascript_function_is_named_from_the_perf_map() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let start = loop {
         let map = std::fs::read_to_string(&path).unwrap_or_default();
-        if let Some(s) = entry_of(&map, "JS:*kotelJsHot") {
+        if let Some(s) = entry_of(&map, "*kotelJsHot") {
             break s;
         }
         assert!(
             Instant::now() < deadline,
-            "{path} never listed JS:*kotelJsHot"
+            "{path} never listed an optimized kotelJsHot"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
