@@ -1,8 +1,9 @@
 //! JIT frames are named from perf maps: `node --perf-basic-prof` (Debian's nodejs) runs a hot
-//! JavaScript function until V8's optimizing compiler has compiled it (`*` before its name in the map V8
-//! writes, `/tmp/perf-<pid>.map`, in executable anonymous memory); an address inside that
-//! code, symbolized by kotel for that process, names the function. The ground truth is V8's map; kotel only reads it through the
-//! process's symbolization. Skips with one loud line where node is missing.
+//! JavaScript function until V8's optimizing compiler has compiled it (`*` before its name in
+//! the map V8 writes, `/tmp/perf-<pid>.map`, in executable anonymous memory); an address inside
+//! that code, symbolized by kotel for that process, names the function. The ground truth is
+//! V8's map; kotel only reads it through the process's symbolization. Skips with one loud line
+//! where node is missing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
