@@ -325,7 +325,7 @@ impl Artifacts {
 
     /// Adds a slow event's stack (root first, `;`-joined, [`crate::kernel::folded`]) to its
     /// probe's flame graph of this interval, weighted by the event's time; `now` is when it
-    /// was seen (Unix ns). Beyond [`MAX_STACKS`] distinct stacks a new one is left out.
+    /// was seen (Unix ns). Beyond `MAX_STACKS` (20 000) distinct stacks a new one is left out.
     pub fn add_stack(&mut self, probe: Probe, folded: String, weight_ns: u64, now: u64) {
         let f = self.flames.entry(probe).or_insert_with(|| FlameInterval {
             stacks: HashMap::new(),
