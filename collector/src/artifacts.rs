@@ -11,7 +11,7 @@
 //! certificate is presented when the sidecar requires mutual TLS. There is no plaintext
 //! fallback: a failed handshake skips the picture, counted, with the reason in the log.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ use crate::report::PictureInputs;
 pub const WINDOW_COLUMNS: usize = 60;
 /// Most heatmaps rendered per export interval.
 const MAX_RENDERS_PER_INTERVAL: usize = 16;
+/// Series of ended processes whose last window is kept (for their heatmap and the report page).
+pub const MAX_EXITED_SERIES: usize = 256;
 /// Most distinct folded stacks kept per flame graph and interval.
 const MAX_STACKS: usize = 20_000;
 /// Deadline of one sidecar call.
@@ -100,6 +102,10 @@ pub struct Artifacts {
     failed_this_interval: bool,
     /// Final histograms of processes that exited since the last sample: their last column.
     ended: Vec<Histogram>,
+    /// Series of processes that ended, kept as they were (newest last, at most
+    /// [`MAX_EXITED_SERIES`]).
+    exited: HashSet<(u32, Probe)>,
+    exited_order: VecDeque<(u32, Probe)>,
     /// Sidecar pictures' URLs per series (SVG first) and of the flame graph, for the report.
     sidecar_urls: HashMap<(u32, Probe), Vec<String>>,
     sidecar_flame_urls: Vec<String>,
@@ -194,6 +200,8 @@ impl Artifacts {
             page_stacks: HashMap::new(),
             failed_this_interval: false,
             ended: Vec::new(),
+            exited: HashSet::new(),
+            exited_order: VecDeque::new(),
             sidecar_urls: HashMap::new(),
             sidecar_flame_urls: Vec::new(),
             made: 0,
@@ -238,13 +246,26 @@ impl Artifacts {
     /// every off-CPU wait of the process, idle or blocked, as the flame graph shows them, with
     /// the exemplar of the slowest.
     pub fn sample(&mut self, histograms: &[Histogram], now: u64) {
-        let mut all: Vec<Histogram> = std::mem::take(&mut self.ended);
-        all.extend_from_slice(histograms);
-        let current = per_picture(&all);
+        let ended = per_picture(&std::mem::take(&mut self.ended));
+        let live = per_picture(histograms);
+        // A process that ended keeps its last window as it was, neither aged nor redrawn (it
+        // has nothing new), among the newest MAX_EXITED_SERIES of them: a storm of
+        // short-lived processes cannot hold a window each for a minute.
+        for key in live.keys() {
+            self.exited.remove(key);
+        }
+        for key in ended.keys() {
+            if !live.contains_key(key) && self.exited.insert(*key) {
+                self.exited_order.push_back(*key);
+            }
+        }
+        let mut current = ended;
+        current.extend(live);
+        let exited = &self.exited;
         let idle: Vec<(u32, Probe)> = self
             .columns
             .keys()
-            .filter(|k| !current.contains_key(k))
+            .filter(|k| !current.contains_key(k) && !exited.contains(k))
             .copied()
             .collect();
         for key in idle {
@@ -277,10 +298,23 @@ impl Artifacts {
         for (key, h) in current {
             self.add_column(key, &h, now);
         }
+        // Past the cap, the oldest ended processes' windows go (after this sample's columns,
+        // so that none comes back as a live series).
+        while self.exited_order.len() > MAX_EXITED_SERIES {
+            if let Some(key) = self.exited_order.pop_front() {
+                if self.exited.remove(&key) {
+                    self.columns.remove(&key);
+                    self.rendered.remove(&key);
+                    self.previous.remove(&key);
+                }
+            }
+        }
         // Snapshots of processes gone, whose windows aged out, go too.
         let columns = &self.columns;
         self.previous
             .retain(|k, _| live.contains(k) || columns.contains_key(k));
+        self.exited_order.retain(|k| columns.contains_key(k));
+        self.exited.retain(|k| columns.contains_key(k));
     }
 
     /// Gives each series of `wanted` that has no column yet its first one, ending `now`, from
@@ -771,7 +805,7 @@ mod tests {
     }
 
     #[test]
-    fn an_exited_process_gets_its_last_column_then_ages_out() {
+    fn an_exited_process_gets_its_last_column_and_keeps_it_among_the_newest() {
         let mut a = Artifacts::sidecar(
             "http://127.0.0.1:1",
             None,
@@ -797,6 +831,22 @@ mod tests {
         for t in 0..WINDOW_COLUMNS as u64 {
             a.sample(&[], 3_000 + t);
         }
-        assert!(a.columns.is_empty() && a.previous.is_empty(), "aged out");
+        assert_eq!(
+            a.columns[&(9, Probe::TcpSend)].len(),
+            2,
+            "kept as it was, not aged"
+        );
+        // Only the newest MAX_EXITED_SERIES ended processes keep theirs.
+        let storm: Vec<Histogram> = (100..100 + MAX_EXITED_SERIES as u32)
+            .map(|pid| Histogram::of(Probe::TcpSend, pid, 3, &[10_000]))
+            .collect();
+        a.retire(&storm);
+        a.sample(&[], 10_000);
+        assert!(
+            !a.columns.contains_key(&(9, Probe::TcpSend)),
+            "the oldest went first"
+        );
+        assert!(!a.previous.contains_key(&(9, Probe::TcpSend)));
+        assert_eq!(a.columns.len(), MAX_EXITED_SERIES);
     }
 }
