@@ -39,9 +39,6 @@ pub struct PictureInputs<'a> {
     pub stacks: &'a HashMap<String, u64>,
 }
 
-/// Processes whose /proc facts are remembered before the memory starts over.
-const MAX_PROCS: usize = 65_536;
-
 /// What /proc said of a process once: kernel thread or not, and its executable's name.
 #[derive(Debug, Clone, Default)]
 struct ProcFacts {
@@ -80,10 +77,6 @@ impl ReportWriter {
     /// process that exits before the next page is still named and classed right. A process
     /// already gone is tried again next time it is seen.
     pub fn saw(&mut self, pid: u32) {
-        // Bounded: a long run of short-lived processes starts over (a gone one is then `?`).
-        if self.procs.len() >= MAX_PROCS && !self.procs.contains_key(&pid) {
-            self.procs.clear();
-        }
         if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(pid) {
             if let Some(f) = read_proc(pid) {
                 e.insert(f);
