@@ -86,7 +86,7 @@ fn every_blocked_switch_is_one_offcpu_interval_and_every_wakeup_a_wait_or_a_coun
     let runqueue_all = intervals(&c, "runqueue", &tid);
     let (mut short, mut without_wait) = (0u64, 0u64);
     for w in windows {
-        let (start, end, switches) = (u(&w[0]), u(&w[1]), u(&w[2]));
+        let (start, end, switches, preempted) = (u(&w[0]), u(&w[1]), u(&w[2]), u(&w[3]));
         assert!(switches >= 1, "a sleep that never blocked: {w}");
         let offcpu = inside(&offcpu_all, start, end);
         assert!(
@@ -94,7 +94,8 @@ fn every_blocked_switch_is_one_offcpu_interval_and_every_wakeup_a_wait_or_a_coun
             "more off-CPU intervals than switches in {w}: {offcpu:?}"
         );
         short += switches - offcpu.len() as u64;
-        if let ([(s, e)], 1) = (offcpu.as_slice(), switches) {
+        // A preemption on the way into the sleep shortens its blocked part.
+        if let ([(s, e)], 1, 0) = (offcpu.as_slice(), switches, preempted) {
             assert!(
                 e - s >= sleep_ns,
                 "the one interval covers the sleep: {s}..{e} in {w}"

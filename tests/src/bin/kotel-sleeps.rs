@@ -6,7 +6,7 @@
 //!
 //! Arguments: the number of sleeps and the sleep in microseconds. It prints `{"pid":…}`, waits
 //! for a line on stdin, sleeps, and prints `{"tid":…,"sleep_ns":…,"windows":[[start,end,
-//! voluntary switches],…]}`.
+//! voluntary switches, involuntary switches],…]}`.
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -24,14 +24,14 @@ fn realtime_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Voluntary context switches of the calling thread so far.
-fn voluntary_switches() -> i64 {
+/// (Voluntary, involuntary) context switches of the calling thread so far.
+fn switches() -> (i64, i64) {
     // SAFETY: a zeroed rusage is valid; getrusage fills the one we own.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
     assert_eq!(r, 0, "getrusage");
-    ru.ru_nvcsw
+    (ru.ru_nvcsw, ru.ru_nivcsw)
 }
 
 fn main() {
@@ -51,11 +51,17 @@ fn main() {
 
     let mut windows = Vec::with_capacity(sleeps);
     for _ in 0..sleeps {
-        let before = voluntary_switches();
+        let before = switches();
         let start = realtime_ns();
         std::thread::sleep(sleep);
         let end = realtime_ns();
-        windows.push([start, end, (voluntary_switches() - before) as u64]);
+        let after = switches();
+        windows.push([
+            start,
+            end,
+            (after.0 - before.0) as u64,
+            (after.1 - before.1) as u64,
+        ]);
     }
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
