@@ -44,15 +44,22 @@
 #define KOTEL_PF_KTHREAD 0x00200000
 #define KOTEL_TASK_DEAD 0x80
 
-/* The thread just switched in on this CPU whose off-CPU event waits for its
- * stacks at sched_exit_tp (its tid), 0 when none. Nothing else can run
- * __schedule() on this CPU between the switch and that tracepoint. */
+/* Per CPU, from the sched_switch program to sched_exit_tp in the switched-in
+ * thread (nothing else can run __schedule() on this CPU in between). */
+struct sched_cpu {
+	/* The thread whose off-CPU event waits for its stacks, 0 when none. */
+	__u32 pending;
+	/* The last thread the sched_switch program saw switched in here: when
+	 * sched_exit_tp runs in another, its switch-in was not delivered. */
+	__u32 switched_in;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} stack_pending SEC(".maps");
+	__type(value, struct sched_cpu);
+} sched_cpu SEC(".maps");
 
 static __always_inline void mark_runnable(struct task_struct *p)
 {
@@ -194,8 +201,9 @@ static __always_inline void switch_out(void *ctx, bool preempt, struct task_stru
 		take_stacks(ctx, s);
 }
 
-/* next is about to run: close its run-queue wait and its off-CPU span. */
-static __always_inline void switch_in(struct task_struct *next, __u64 now)
+/* next is about to run: close its run-queue wait and its off-CPU span. `c` is
+ * this CPU's slot, for an interval that waits for its stacks. */
+static __always_inline void switch_in(struct task_struct *next, __u64 now, struct sched_cpu *c)
 {
 	struct task_state *s = state_of(next, false);
 
@@ -232,17 +240,14 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 		if (!worth_sending(next, s, now - start, state))
 			return;
 
-		__u32 zero = 0;
-		__u32 *pending = bpf_map_lookup_elem(&stack_pending, &zero);
-
-		if (!pending)
+		if (!c)
 			return;
 		/* Not expected either: the last one never reached sched_exit_tp. */
-		if (*pending)
+		if (c->pending)
 			count_drop(KOTEL_KIND_OFFCPU);
 		s->offcpu_start_ns = start;
 		s->offcpu_end_ns = now;
-		*pending = next->pid;
+		c->pending = next->pid;
 	}
 }
 
@@ -252,8 +257,13 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 {
 	__u64 now = bpf_ktime_get_ns();
 
+	__u32 zero = 0;
+	struct sched_cpu *c = bpf_map_lookup_elem(&sched_cpu, &zero);
+
+	if (c)
+		c->switched_in = next->pid;
 	switch_out(ctx, preempt, prev, prev_state, now);
-	switch_in(next, now);
+	switch_in(next, now, c);
 	return 0;
 }
 
@@ -261,14 +271,14 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
  * reached the sched_switch program (which clears both marks): see the top of
  * this file. Only after a switch: a thread that called schedule() and kept the
  * CPU may hold a stale runnable mark, which its next switch-out clears. */
-static __always_inline void switch_in_late(struct task_struct *t)
+static __always_inline void switch_in_late(struct task_struct *t, struct sched_cpu *c)
 {
 	struct task_state *s = state_of(t, false);
 
 	if (!s || !(s->offcpu_ns || s->runnable_ns))
 		return;
 	count_drop(KOTEL_DROP_SWITCH_LATE);
-	switch_in(t, bpf_ktime_get_ns());
+	switch_in(t, bpf_ktime_get_ns(), c);
 }
 
 /* The end of __schedule(), in the task that was just switched in: closes its
@@ -278,19 +288,23 @@ SEC("tp_btf/sched_exit_tp")
 int BPF_PROG(sched_exit, bool is_switch)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
-
-	if (is_switch)
-		switch_in_late(t);
-
 	__u32 zero = 0;
-	__u32 *pending = bpf_map_lookup_elem(&stack_pending, &zero);
+	struct sched_cpu *c = bpf_map_lookup_elem(&sched_cpu, &zero);
 
-	if (!pending || !*pending)
+	if (!c)
+		return 0;
+	/* A switch the sched_switch program saw named this thread: nothing to
+	 * close, and no task storage to look up. */
+	if (is_switch && c->switched_in != t->pid) {
+		c->switched_in = t->pid;
+		switch_in_late(t, c);
+	}
+	if (!c->pending)
 		return 0;
 
-	__u32 tid = *pending;
+	__u32 tid = c->pending;
 
-	*pending = 0;
+	c->pending = 0;
 	if (tid != t->pid) {
 		/* Not expected: nothing schedules in between. Counted as lost. */
 		count_drop(KOTEL_KIND_OFFCPU);
