@@ -142,9 +142,10 @@ def wait_ready(pod: Pod) -> None:
 
 
 def gallery_pngs() -> list[str]:
-    """The PNG paths the sidecar's gallery (``/``) links to."""
+    """The PNG paths the sidecar's report page (``/``) links to (in its embedded data)."""
     status, body, _ = http_get(RENDER_PORT, "/")
-    return sorted({"/" + m for m in re.findall(r'src="(artifacts/[0-9a-f]+\.png)"', body.decode())})
+    found = re.findall(r'artifacts(?:/|\\/)([0-9a-f]+)\.png', body.decode())
+    return sorted({f"/artifacts/{m}.png" for m in found})
 
 
 #: What podman itself changes in a container's root before it starts: the mount points of the
