@@ -252,6 +252,35 @@ pub fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
+/// A directory of its own beside the built binaries, emptied: for a test's compiled workload
+/// and `kotel run --out`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = built_binary("kotel")
+        .parent()
+        .expect("target/<profile>")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the scratch directory");
+    dir
+}
+
+/// An integer of OTLP JSON: a number, or a string holding one (64-bit values).
+pub fn otlp_int(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().expect("an integer string"),
+        v => v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}")),
+    }
+}
+
+/// The attribute `key` of an OTLP JSON span (its `AnyValue`).
+pub fn span_attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}
+
 /// Parses JSON lines, panicking with the line on error.
 pub fn json_lines(s: &str) -> Vec<Value> {
     s.lines()

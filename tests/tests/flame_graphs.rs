@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kotel_e2e::{built_binary, json_lines, skip_without_bpf, Kotel};
+use kotel_e2e::{json_lines, otlp_int, scratch_dir, skip_without_bpf, span_attr, Kotel};
 use serde_json::Value;
 
 const C_SOURCE: &str = r#"#define _GNU_SOURCE
@@ -216,24 +216,6 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
 }
 
-fn int(v: &Value) -> u64 {
-    match v {
-        Value::String(s) => s.parse().expect("an integer string"),
-        v => u(v),
-    }
-}
-
-/// A directory of its own beside the built binaries.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = built_binary("kotel")
-        .parent()
-        .expect("target/<profile>")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the scratch directory");
-    dir
-}
-
 /// Compiles the C workload into `dir` with frame pointers and debug info.
 fn compile(dir: &Path) -> PathBuf {
     let src = dir.join("kotel_flame.c");
@@ -267,18 +249,9 @@ fn spans(path: &Path) -> Vec<Value> {
     out
 }
 
-/// The attribute `key` of an OTLP JSON span.
-fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
-    span["attributes"]
-        .as_array()?
-        .iter()
-        .find(|a| a["key"] == key)
-        .map(|a| &a["value"])
-}
-
 /// The user frames of a span, innermost first.
 fn user_frames(span: &Value) -> Vec<String> {
-    attr(span, "kotel.stack.user")
+    span_attr(span, "kotel.stack.user")
         .and_then(|v| v["arrayValue"]["values"].as_array())
         .into_iter()
         .flatten()
@@ -290,7 +263,7 @@ fn user_frames(span: &Value) -> Vec<String> {
 fn of_thread<'a>(all: &'a [Value], name: &str, tid: u64) -> Vec<&'a Value> {
     all.iter()
         .filter(|s| s["name"] == name)
-        .filter(|s| attr(s, "thread.id").map(|v| int(&v["intValue"])) == Some(tid))
+        .filter(|s| span_attr(s, "thread.id").map(|v| otlp_int(&v["intValue"])) == Some(tid))
         .collect()
 }
 
@@ -399,7 +372,7 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
         "the writer's function in the writev's stack: {frames:?}"
     );
     assert!(
-        attr(writes[0], "kotel.stack.kernel").is_some(),
+        span_attr(writes[0], "kotel.stack.kernel").is_some(),
         "and a kernel stack: {}",
         writes[0]
     );

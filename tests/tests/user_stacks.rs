@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kotel_e2e::{built_binary, json_lines, skip_without_bpf, Kotel, ATTACH_TIMEOUT};
+use kotel_e2e::{
+    built_binary, json_lines, otlp_int, scratch_dir, skip_without_bpf, span_attr, Kotel,
+    ATTACH_TIMEOUT,
+};
 use serde_json::Value;
 
 const MS: u64 = 1_000_000;
@@ -81,17 +84,6 @@ int main(void)
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
-}
-
-/// A directory of its own beside the built binaries.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = built_binary("kotel")
-        .parent()
-        .expect("target/<profile>")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the scratch directory");
-    dir
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -395,13 +387,6 @@ fn exports(path: &Path) -> Vec<Value> {
     json_lines(complete)
 }
 
-fn int(v: &Value) -> u64 {
-    match v {
-        Value::String(s) => s.parse().expect("an integer string"),
-        v => u(v),
-    }
-}
-
 /// `kotel.stacks.user.symbolized`, summed over outcomes, in the newest export of `metrics`.
 fn user_stacks_counted(metrics: &Path) -> u64 {
     let Some(last) = exports(metrics).pop() else {
@@ -413,22 +398,13 @@ fn user_stacks_counted(metrics: &Path) -> u64 {
             for m in sm["metrics"].as_array().into_iter().flatten() {
                 if m["name"] == "kotel.stacks.user.symbolized" {
                     for dp in m["sum"]["dataPoints"].as_array().into_iter().flatten() {
-                        total += int(&dp["asInt"]);
+                        total += otlp_int(&dp["asInt"]);
                     }
                 }
             }
         }
     }
     total
-}
-
-/// The attribute `key` of an OTLP JSON span.
-fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
-    span["attributes"]
-        .as_array()?
-        .iter()
-        .find(|a| a["key"] == key)
-        .map(|a| &a["value"])
 }
 
 #[test]
@@ -507,7 +483,7 @@ fn spans_carry_the_frames_and_the_code_attributes() {
         for rs in req["resourceSpans"].as_array().into_iter().flatten() {
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 for span in ss["spans"].as_array().into_iter().flatten() {
-                    let tid = attr(span, "thread.id").map(|v| int(&v["intValue"]));
+                    let tid = span_attr(span, "thread.id").map(|v| otlp_int(&v["intValue"]));
                     if span["name"] == "sched.offcpu" && tid == Some(u(&truth["tid"])) {
                         sleeps.push(span.clone());
                     }
@@ -518,7 +494,7 @@ fn spans_carry_the_frames_and_the_code_attributes() {
     assert_eq!(sleeps.len(), 3, "one span per sleep: {sleeps:?}");
     let want = block_frame(&src);
     for span in &sleeps {
-        let frames: Vec<&str> = attr(span, "kotel.stack.user")
+        let frames: Vec<&str> = span_attr(span, "kotel.stack.user")
             .and_then(|v| v["arrayValue"]["values"].as_array())
             .expect("kotel.stack.user")
             .iter()
@@ -526,16 +502,16 @@ fn spans_carry_the_frames_and_the_code_attributes() {
             .collect();
         assert!(frames.contains(&want.as_str()), "{want} in {frames:?}");
         assert_eq!(
-            attr(span, "code.function.name").map(|v| &v["stringValue"]),
+            span_attr(span, "code.function.name").map(|v| &v["stringValue"]),
             Some(&Value::from("kotel_test_block_here")),
             "the program's own innermost function: {span}"
         );
         assert_eq!(
-            attr(span, "code.file.path").map(|v| &v["stringValue"]),
+            span_attr(span, "code.file.path").map(|v| &v["stringValue"]),
             Some(&Value::from(src.display().to_string())),
         );
         assert_eq!(
-            attr(span, "code.line.number").map(|v| int(&v["intValue"])),
+            span_attr(span, "code.line.number").map(|v| otlp_int(&v["intValue"])),
             Some(u64::from(line_of("CALL_LINE")))
         );
     }
