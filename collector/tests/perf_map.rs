@@ -73,7 +73,7 @@ fn a_javascript_function_is_named_from_the_perf_map() {
     let _ = std::fs::remove_file(&path);
     assert_eq!(stack.frames.len(), 1);
     assert!(
-        stack.frames[0].contains("kotelJsHot"),
+        stack.frames[0].to_string().contains("kotelJsHot"),
         "the JIT frame named from the perf map: {:?}",
         stack.frames
     );

@@ -15,30 +15,13 @@ pub fn folded(thread: &str, stacks: &Stacks) -> Option<String> {
     if user.is_empty() && kernel.is_empty() {
         return None;
     }
-    let frames = std::iter::once(clean(thread))
-        .chain(user.iter().rev().map(|f| clean(user_function(f))))
-        .chain(kernel.iter().rev().map(|f| clean(kernel_function(f))));
+    let frames = std::iter::once(clean(thread)).chain(
+        user.iter()
+            .rev()
+            .chain(kernel.iter().rev())
+            .map(|f| clean(&f.flame_name())),
+    );
     Some(frames.collect::<Vec<_>>().join(";"))
-}
-
-/// A user frame's function: `name (file:line)` → `name`, `module+0xoff [buildid …]` →
-/// `module+0xoff`, `0x… [unknown]` → `[unknown]`.
-fn user_function(frame: &str) -> &str {
-    if frame.ends_with(" [unknown]") {
-        return "[unknown]";
-    }
-    if let Some(i) = frame.find(" [buildid ") {
-        return &frame[..i];
-    }
-    match frame.rfind(" (") {
-        Some(i) if frame.ends_with(')') => &frame[..i],
-        _ => frame,
-    }
-}
-
-/// A kernel frame's function: `name+0xoff` → `name`.
-fn kernel_function(frame: &str) -> &str {
-    frame.split('+').next().unwrap_or_default()
 }
 
 /// `name` with the folded format's separators replaced.
@@ -56,30 +39,49 @@ fn clean(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    fn stacks(user: &[&str], kernel: &[&str]) -> Stacks {
-        let own = |v: &[&str]| (!v.is_empty()).then(|| v.iter().map(|s| s.to_string()).collect());
+    use super::*;
+    use crate::kernel::frame::{Frame, Module};
+
+    fn user(name: &str) -> Frame {
+        Frame {
+            function: Some(name.into()),
+            file: Some("/src/app.c".into()),
+            line: Some(12),
+            ..Frame::unnamed(None, 0)
+        }
+    }
+
+    fn kernel(name: &str) -> Frame {
+        Frame::kernel(0xffff_ffff_8100_0000, Some((name, 0x10)))
+    }
+
+    fn stacks(user: Vec<Frame>, kernel: Vec<Frame>) -> Stacks {
         Stacks {
-            kernel: own(kernel),
-            user: own(user),
+            kernel: (!kernel.is_empty()).then_some(kernel),
+            user: (!user.is_empty()).then_some(user),
             user_code: None,
         }
     }
 
     #[test]
     fn user_frames_sit_above_the_thread_and_kernel_frames_above_them() {
+        let app = Arc::new(Module {
+            path: "/opt/app".into(),
+            build_id: Some("0a1b2c".into()),
+        });
         let s = stacks(
-            &[
-                "__GI___clock_nanosleep (./time/clock_nanosleep.c:71)",
-                "wait_for_work (/src/app.c:12)",
-                "app+0x1139 [buildid 0a1b2c]",
-                "0x7f0000001000 [unknown]",
+            vec![
+                user("__GI___clock_nanosleep"),
+                user("wait_for_work"),
+                Frame::unnamed(Some(app), 0x1139),
+                Frame::unnamed(None, 0x7f00_0000_1000),
             ],
-            &[
-                "__schedule+0x4cf",
-                "do_nanosleep+0x5e",
-                "0xffffffff81000042",
+            vec![
+                kernel("__schedule"),
+                kernel("do_nanosleep"),
+                Frame::kernel(0xffff_ffff_8100_0042, None),
             ],
         );
         assert_eq!(
@@ -93,17 +95,17 @@ mod tests {
 
     #[test]
     fn a_kernel_thread_has_kernel_frames_only_and_no_frames_means_no_line() {
-        let s = stacks(&[], &["schedule+0x10", "worker_thread+0x2"]);
+        let s = stacks(vec![], vec![kernel("schedule"), kernel("worker_thread")]);
         assert_eq!(
             folded("kworker/0:1", &s).as_deref(),
             Some("kworker/0:1;worker_thread;schedule")
         );
-        assert_eq!(folded("idle", &stacks(&[], &[])), None);
+        assert_eq!(folded("idle", &stacks(vec![], vec![])), None);
     }
 
     #[test]
     fn hostile_names_cannot_add_frames_or_lines() {
-        let s = stacks(&["evil;root\nnext (a.c:1)"], &["k;x+0x1"]);
+        let s = stacks(vec![user("evil;root\nnext")], vec![kernel("k;x")]);
         assert_eq!(
             folded("t;h\r", &s).as_deref(),
             Some("t_h_;evil_root_next;k_x")

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod decode;
 pub mod folded;
+pub mod frame;
 mod hooks_report;
 pub mod symbols;
 pub mod ustack;
@@ -18,6 +19,7 @@ use kotel_bpf::{DropCounts, LoadError, Probe, ProbeSet, Tracer, TracerConfig};
 use crate::model::{Histogram, KernelEvent};
 use clock::Clock;
 use decode::{decode_histogram, decode_record, DecodeError, Record};
+use frame::Frame;
 use symbols::{kernel_frames, KernelSymbols};
 use ustack::{CodeLocation, UserSymbolizer, UstackCounts};
 
@@ -39,14 +41,14 @@ pub struct Drained {
     pub first_error: Option<DecodeError>,
 }
 
-/// A stack, symbolized for people.
+/// An event's stacks, symbolized.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stacks {
-    /// Kernel frames, innermost first, as `function+0xoff`.
-    pub kernel: Option<Vec<String>>,
-    /// User frames, innermost first, as `function (file:line)`, `module+0xoff [buildid …]`
-    /// or `0x… [unknown]` ([`ustack`]).
-    pub user: Option<Vec<String>>,
+    /// Kernel frames, innermost first (`function+0xoff` as text).
+    pub kernel: Option<Vec<Frame>>,
+    /// User frames, innermost first (`function (file:line)`, `module+0xoff [buildid …]` or
+    /// `0x… [unknown]` as text; see [`frame`]).
+    pub user: Option<Vec<Frame>>,
     /// The innermost user frame that resolved to a function.
     pub user_code: Option<CodeLocation>,
 }
@@ -145,7 +147,7 @@ impl KernelSource {
     }
 
     /// The symbolized kernel stack of `ev`, innermost first, where it has one.
-    fn kernel_frames(&self, ev: &KernelEvent) -> Option<Vec<String>> {
+    fn kernel_frames(&self, ev: &KernelEvent) -> Option<Vec<Frame>> {
         ev.kernel_stack_id
             .and_then(|id| self.tracer.stack(id))
             .map(|ips| kernel_frames(&self.symbols, &ips))

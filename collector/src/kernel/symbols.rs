@@ -1,7 +1,9 @@
-//! Kernel stack symbolization from `/proc/kallsyms`: instruction pointers to `function+0xoff`.
-//! User stacks are symbolized in [`super::ustack`].
+//! Kernel stack symbolization from `/proc/kallsyms`: instruction pointers to kernel
+//! [`Frame`]s, `function+0xoff`. User stacks are symbolized in [`super::ustack`].
 
 use std::path::Path;
+
+use super::frame::Frame;
 
 /// Sorted text symbols of the running kernel.
 #[derive(Debug, Default)]
@@ -44,22 +46,25 @@ impl KernelSymbols {
         self.symbols.is_empty()
     }
 
-    /// `name+0xoff` for `ip`, or the address in hex when no symbol covers it.
-    pub fn resolve(&self, ip: u64) -> String {
+    /// The frame of `ip`: the symbol that covers it and the offset into it, or the bare
+    /// address when no symbol covers it.
+    pub fn resolve(&self, ip: u64) -> Frame {
         let i = self.symbols.partition_point(|s| s.0 <= ip);
-        match i.checked_sub(1).and_then(|i| self.symbols.get(i)) {
-            Some((start, name)) => format!("{name}+0x{:x}", ip - start),
-            None => format!("0x{ip:x}"),
-        }
+        let covering = i.checked_sub(1).and_then(|i| self.symbols.get(i));
+        Frame::kernel(
+            ip,
+            covering.map(|(start, name)| (name.as_str(), ip - start)),
+        )
     }
 }
 
 /// Symbolized kernel frames, innermost first, without the frames of the tracing machinery
 /// itself (the BPF program and its trampoline) at the top.
-pub fn kernel_frames(symbols: &KernelSymbols, ips: &[u64]) -> Vec<String> {
+pub fn kernel_frames(symbols: &KernelSymbols, ips: &[u64]) -> Vec<Frame> {
     ips.iter()
         .map(|&ip| symbols.resolve(ip))
-        .skip_while(|f| {
+        .skip_while(|frame| {
+            let f = frame.function.as_deref().unwrap_or_default();
             f.starts_with("bpf_prog_")
                 || f.starts_with("bpf_trace_run")
                 || f.starts_with("__bpf_trace_")
@@ -78,14 +83,15 @@ mod tests {
             "ffffffff81000000 T _stext\nffffffff81000100 t schedule\nffffffff81000200 D some_data\n\
              ffffffff81000300 T io_schedule [kernel]\n0000000000000000 T hidden\n",
         );
-        assert_eq!(k.resolve(0xffffffff81000142), "schedule+0x42");
-        assert_eq!(k.resolve(0xffffffff81000300), "io_schedule+0x0");
+        let text = |ip| k.resolve(ip).to_string();
+        assert_eq!(text(0xffffffff81000142), "schedule+0x42");
+        assert_eq!(text(0xffffffff81000300), "io_schedule+0x0");
         assert_eq!(
-            k.resolve(0xffffffff81000250),
+            text(0xffffffff81000250),
             "schedule+0x150",
             "data symbols are skipped"
         );
-        assert_eq!(k.resolve(0x10), "0x10");
+        assert_eq!(text(0x10), "0x10");
     }
 
     #[test]
@@ -103,7 +109,10 @@ mod tests {
                 0xffffffff81000310,
             ],
         );
-        assert_eq!(frames, vec!["schedule+0x10", "bpf_trace_run2+0x10"]);
+        assert_eq!(
+            super::super::frame::texts(&frames),
+            vec!["schedule+0x10", "bpf_trace_run2+0x10"]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blazesym::helper::ElfResolver;
@@ -29,6 +30,8 @@ use blazesym::symbolize::{
     Symbolize, Symbolized, Symbolizer, TranslateFileOffset,
 };
 use blazesym::Pid;
+
+use super::frame::{Frame, FrameKind, Module};
 
 /// Stacks with at least one frame missing from the cache that one drain may symbolize.
 pub const STACKS_PER_DRAIN: usize = 64;
@@ -59,7 +62,7 @@ pub struct CodeLocation {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UserStack {
     /// Frames, innermost first.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
     /// The innermost frame that resolved to a function ([`CodeLocation`] says which).
     pub innermost: Option<CodeLocation>,
 }
@@ -81,10 +84,11 @@ pub struct UstackCounts {
 type FrameKey = (String, u64);
 
 /// A resolved frame from the cache: the frames it stands for (more than one when functions
-/// were inlined), innermost first, and the innermost location.
+/// were inlined), innermost first, named but not yet placed in a module, and the innermost
+/// location.
 #[derive(Debug, Clone)]
 struct Resolved {
-    frames: Vec<String>,
+    frames: Vec<Frame>,
     location: Option<CodeLocation>,
 }
 
@@ -206,7 +210,7 @@ impl UserSymbolizer {
                     tracing::debug!(pid, error = %e, "kotel.ustack.maps_unreadable");
                     self.counts.failures += 1;
                     return UserStack {
-                        frames: ips.iter().map(|ip| unknown(*ip)).collect(),
+                        frames: ips.iter().map(|ip| Frame::unnamed(None, *ip)).collect(),
                         innermost: None,
                     };
                 }
@@ -225,7 +229,10 @@ impl UserSymbolizer {
                 let (id, build_id) = self.module(pid, &path);
                 Some(Place {
                     key: (id, off),
-                    fallback: module_frame(&path, off, build_id.as_deref()),
+                    module: Arc::new(Module {
+                        path: path.display().to_string(),
+                        build_id,
+                    }),
                     main: exe.as_deref() == Some(path.as_path()),
                 })
             })
@@ -326,11 +333,19 @@ impl UserSymbolizer {
                             in_main = main;
                         }
                     }
-                    out.frames.extend(r.frames);
+                    out.frames.extend(r.frames.into_iter().map(|mut f| {
+                        if let Some(p) = place {
+                            f.module = Some(Arc::clone(&p.module));
+                            f.address = p.key.1;
+                        } else {
+                            f.address = *ip;
+                        }
+                        f
+                    }));
                 }
                 None => out.frames.push(match place {
-                    Some(p) => p.fallback.clone(),
-                    None => unknown(*ip),
+                    Some(p) => Frame::unnamed(Some(Arc::clone(&p.module)), p.key.1),
+                    None => Frame::unnamed(None, *ip),
                 }),
             }
         }
@@ -342,8 +357,8 @@ impl UserSymbolizer {
 struct Place {
     /// The file's identity and the offset in it.
     key: FrameKey,
-    /// `module+0xoff [buildid …]`.
-    fallback: String,
+    /// The file, as frames that nothing names show it (`module+0xoff [buildid …]`).
+    module: Arc<Module>,
     /// Whether the file is the program the process runs.
     main: bool,
 }
@@ -437,13 +452,13 @@ fn resolved(sym: &Symbolized) -> Option<Resolved> {
     let Symbolized::Sym(sym) = sym else {
         return None;
     };
-    let mut frames: Vec<String> = sym
+    let mut frames: Vec<Frame> = sym
         .inlined
         .iter()
         .rev()
-        .map(|f| named(&f.name, f.code_info.as_ref()))
+        .map(|f| named(&f.name, f.code_info.as_ref(), true))
         .collect();
-    frames.push(named(&sym.name, sym.code_info.as_deref()));
+    frames.push(named(&sym.name, sym.code_info.as_deref(), false));
     let (function, info) = match sym.inlined.last() {
         Some(f) => (f.name.to_string(), f.code_info.as_ref()),
         None => (sym.name.to_string(), sym.code_info.as_deref()),
@@ -458,17 +473,18 @@ fn resolved(sym: &Symbolized) -> Option<Resolved> {
     })
 }
 
-/// `function (file:line)`, or `function` alone without DWARF.
-fn named(name: &str, info: Option<&symbolize::CodeInfo>) -> String {
-    match info {
-        Some(c) => {
-            let file = path_of(c);
-            match c.line {
-                Some(line) => format!("{name} ({}:{line})", file.display()),
-                None => format!("{name} ({})", file.display()),
-            }
-        }
-        None => name.to_string(),
+/// The frame of function `name`, with its source file and line where DWARF has them; placed
+/// in its module by [`UserSymbolizer::assemble`].
+fn named(name: &str, info: Option<&symbolize::CodeInfo>, inlined: bool) -> Frame {
+    Frame {
+        kind: FrameKind::User,
+        function: Some(name.to_string()),
+        file: info.map(|c| path_of(c).display().to_string()),
+        line: info.and_then(|c| c.line),
+        symbol_offset: None,
+        module: None,
+        address: 0,
+        inlined,
     }
 }
 
@@ -477,24 +493,6 @@ fn path_of(c: &symbolize::CodeInfo) -> std::path::PathBuf {
         Some(dir) => dir.join(&c.file),
         None => Path::new(&c.file).to_path_buf(),
     }
-}
-
-/// `libc.so.6+0x1234 [buildid ab12…]`: the module's file name, the offset in the file, and
-/// its whole build-id where it has one.
-pub fn module_frame(path: &Path, offset: u64, build_id: Option<&str>) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
-    match build_id {
-        Some(b) => format!("{name}+0x{offset:x} [buildid {b}]"),
-        None => format!("{name}+0x{offset:x}"),
-    }
-}
-
-/// An address outside any known mapping.
-pub fn unknown(ip: u64) -> String {
-    format!("0x{ip:x} [unknown]")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -511,23 +509,13 @@ mod tests {
     }
 
     #[test]
-    fn frames_fall_back_to_module_and_build_id() {
-        assert_eq!(
-            module_frame(Path::new("/usr/lib/libc.so.6"), 0x1234, Some("ab01")),
-            "libc.so.6+0x1234 [buildid ab01]"
-        );
-        assert_eq!(module_frame(Path::new("/bin/x"), 0x10, None), "x+0x10");
-        assert_eq!(unknown(0xdead), "0xdead [unknown]");
-    }
-
-    #[test]
     fn an_address_of_this_process_names_its_function() {
         kotel_unit_marker();
         let ip = kotel_unit_marker as *const () as usize as u64;
         let mut s = UserSymbolizer::new();
         let stack = s.symbolize(std::process::id(), &[ip]);
         assert!(
-            stack.frames[0].contains("kotel_unit_marker"),
+            stack.frames[0].to_string().contains("kotel_unit_marker"),
             "{:?}",
             stack.frames
         );
@@ -554,7 +542,17 @@ mod tests {
         let libc_fn = libc::nanosleep as *const () as usize as u64;
         let mut s = UserSymbolizer::new();
         let stack = s.symbolize(std::process::id(), &[libc_fn + 1, marker + 1]);
-        assert!(stack.frames[0].contains("nanosleep"), "{:?}", stack.frames);
+        assert!(
+            stack.frames[0].to_string().contains("nanosleep"),
+            "{:?}",
+            stack.frames
+        );
+        let libc = stack.frames[0]
+            .module
+            .as_ref()
+            .expect("libc's frame has its module");
+        assert!(libc.path.contains("libc.so"), "{libc:?}");
+        assert!(libc.build_id.is_some(), "Debian's libc has a build-id");
         let code = stack.innermost.expect("a resolved frame");
         assert!(code.function.contains("kotel_unit_marker"), "{code:?}");
         assert!(
@@ -614,11 +612,14 @@ mod tests {
         let mut s = UserSymbolizer::new();
         s.spent = STACKS_PER_DRAIN;
         let stack = s.symbolize(std::process::id(), &[ip]);
-        assert!(stack.frames[0].contains("+0x"), "{:?}", stack.frames);
-        assert!(!stack.frames[0].contains("kotel_unit_marker"));
+        let text = stack.frames[0].to_string();
+        assert!(text.contains("+0x"), "{text}");
+        assert!(!text.contains("kotel_unit_marker"));
         assert_eq!(s.take_counts().deferred, 1);
         s.new_drain();
-        assert!(s.symbolize(std::process::id(), &[ip]).frames[0].contains("kotel_unit_marker"));
+        assert!(s.symbolize(std::process::id(), &[ip]).frames[0]
+            .to_string()
+            .contains("kotel_unit_marker"));
     }
 
     #[test]
@@ -628,7 +629,10 @@ mod tests {
         child.wait().unwrap();
         let mut s = UserSymbolizer::new();
         let stack = s.symbolize(pid, &[0x1000]);
-        assert_eq!(stack.frames, vec!["0x1000 [unknown]"]);
+        assert_eq!(
+            super::super::frame::texts(&stack.frames),
+            vec!["0x1000 [unknown]"]
+        );
         assert_eq!(s.take_counts().failures, 1);
     }
 }

@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use crate::enrich::semconv::{
     CODE_FILE_PATH, CODE_FUNCTION_NAME, CODE_LINE_NUMBER, KOTEL_STACK_KERNEL, KOTEL_STACK_USER,
 };
+use crate::kernel::frame::texts;
 use crate::kernel::Stacks;
 use crate::model::KernelEvent;
 use crate::otlp::attrs;
@@ -94,11 +95,11 @@ impl PendingSpan {
         let mut span = kernel_span(&self.event, ids);
         if let Some(frames) = self.stacks.kernel {
             span.attributes
-                .push(attrs::strings(KOTEL_STACK_KERNEL, frames));
+                .push(attrs::strings(KOTEL_STACK_KERNEL, texts(&frames)));
         }
         if let Some(frames) = self.stacks.user {
             span.attributes
-                .push(attrs::strings(KOTEL_STACK_USER, frames));
+                .push(attrs::strings(KOTEL_STACK_USER, texts(&frames)));
         }
         if let Some(code) = self.stacks.user_code {
             span.attributes
@@ -118,6 +119,7 @@ impl PendingSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::frame::Frame;
     use crate::kernel::ustack::CodeLocation;
     use crate::model::{Comm, OffcpuState};
 
@@ -144,8 +146,8 @@ mod tests {
             trace_id: [1; 16],
             span_id: [2; 8],
             stacks: Stacks {
-                kernel: Some(vec!["schedule+0x1".into()]),
-                user: Some(vec!["block (a.c:12)".into(), "main (a.c:30)".into()]),
+                kernel: Some(vec![Frame::kernel(0x10, Some(("schedule", 1)))]),
+                user: Some(vec![user("block", 12), user("main", 30)]),
                 user_code: Some(CodeLocation {
                     function: "block".into(),
                     file: Some("/src/a.c".into()),
@@ -154,6 +156,15 @@ mod tests {
             },
             standalone: true,
             exemplar_offered: false,
+        }
+    }
+
+    fn user(name: &str, line: u32) -> Frame {
+        Frame {
+            function: Some(name.into()),
+            file: Some("a.c".into()),
+            line: Some(line),
+            ..Frame::unnamed(None, 0)
         }
     }
 

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::Summary;
+use crate::kernel::frame::Frame;
 use crate::kernel::Stacks;
 use crate::model::{Histogram, KernelEvent, OffcpuState};
 use crate::telemetry::catalog::capture_losses;
@@ -35,9 +36,9 @@ struct EventLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_stack_id: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    kernel_stack: Option<&'a [String]>,
+    kernel_stack: Option<&'a [Frame]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user_stack: Option<&'a [String]>,
+    user_stack: Option<&'a [Frame]>,
 }
 
 #[derive(Serialize)]
