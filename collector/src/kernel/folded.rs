@@ -59,8 +59,8 @@ mod tests {
 
     fn stacks(user: Vec<Frame>, kernel: Vec<Frame>) -> Stacks {
         Stacks {
-            kernel: (!kernel.is_empty()).then_some(kernel),
-            user: (!user.is_empty()).then_some(user),
+            kernel: (!kernel.is_empty()).then(|| kernel.into()),
+            user: (!user.is_empty()).then(|| user.into()),
             user_code: None,
         }
     }

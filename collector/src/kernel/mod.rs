@@ -12,6 +12,7 @@ pub mod symbols;
 pub mod ustack;
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kotel_bpf::{DropCounts, LoadError, Probe, ProbeSet, Tracer, TracerConfig};
@@ -41,14 +42,15 @@ pub struct Drained {
     pub first_error: Option<DecodeError>,
 }
 
-/// An event's stacks, symbolized.
+/// An event's stacks, symbolized; cheap to clone (a span, its flame graph line and its
+/// profile sample share the frames).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stacks {
     /// Kernel frames, innermost first (`function+0xoff` as text).
-    pub kernel: Option<Vec<Frame>>,
+    pub kernel: Option<Arc<[Frame]>>,
     /// User frames, innermost first (`function (file:line)`, `module+0xoff [buildid …]` or
     /// `0x… [unknown]` as text; see [`frame`]).
-    pub user: Option<Vec<Frame>>,
+    pub user: Option<Arc<[Frame]>>,
     /// The innermost user frame that resolved to a function.
     pub user_code: Option<CodeLocation>,
 }
@@ -137,7 +139,7 @@ impl KernelSource {
         Stacks {
             kernel: self.kernel_frames(ev),
             user_code: user.as_ref().and_then(|u| u.innermost.clone()),
-            user: user.map(|u| u.frames),
+            user: user.map(|u| u.frames.into()),
         }
     }
 
@@ -147,10 +149,10 @@ impl KernelSource {
     }
 
     /// The symbolized kernel stack of `ev`, innermost first, where it has one.
-    fn kernel_frames(&self, ev: &KernelEvent) -> Option<Vec<Frame>> {
+    fn kernel_frames(&self, ev: &KernelEvent) -> Option<Arc<[Frame]>> {
         ev.kernel_stack_id
             .and_then(|id| self.tracer.stack(id))
-            .map(|ips| kernel_frames(&self.symbols, &ips))
+            .map(|ips| kernel_frames(&self.symbols, &ips).into())
     }
 
     /// Final histograms of processes that exited (their kernel slots go back to the kernel);

@@ -7,6 +7,7 @@ pub mod expo;
 pub mod ids;
 pub mod metrics;
 pub mod pending;
+pub mod profiles;
 pub mod spans;
 pub mod traces;
 

@@ -146,8 +146,8 @@ mod tests {
             trace_id: [1; 16],
             span_id: [2; 8],
             stacks: Stacks {
-                kernel: Some(vec![Frame::kernel(0x10, Some(("schedule", 1)))]),
-                user: Some(vec![user("block", 12), user("main", 30)]),
+                kernel: Some(vec![Frame::kernel(0x10, Some(("schedule", 1)))].into()),
+                user: Some(vec![user("block", 12), user("main", 30)].into()),
                 user_code: Some(CodeLocation {
                     function: "block".into(),
                     file: Some("/src/a.c".into()),
