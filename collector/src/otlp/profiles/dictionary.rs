@@ -61,13 +61,16 @@ pub enum AttrValue {
     Int(i64),
 }
 
+/// A location's identity: mapping, address, lines (function, line) and frame type.
+type LocationKey = (i32, u64, Vec<(i32, i64)>, i32);
+
 /// Builds the dictionary of one request.
 #[derive(Debug, Default)]
 pub struct Dictionary {
     strings: Table<String, String>,
     mappings: Table<(i32, Option<i32>), Mapping>,
     functions: Table<(i32, i32), Function>,
-    locations: Table<(i32, u64, Vec<(i32, i64)>, i32), Location>,
+    locations: Table<LocationKey, Location>,
     stacks: Table<Vec<i32>, Stack>,
     links: Table<([u8; 16], [u8; 8]), Link>,
     attributes: Table<(i32, AttrValue), KeyValueAndUnit>,
@@ -243,8 +246,8 @@ mod tests {
             path: "/opt/app".into(),
             build_id: Some("ab12".into()),
         });
-        let kernel = vec![Frame::kernel(0xffff_0001, Some(("schedule", 1)))];
-        let user_frames = vec![
+        let kernel = [Frame::kernel(0xffff_0001, Some(("schedule", 1)))];
+        let user_frames = [
             user("inner", true, &app, 0x40),
             user("outer", false, &app, 0x40),
             Frame::unnamed(Some(Arc::clone(&app)), 0x99),
