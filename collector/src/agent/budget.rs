@@ -61,8 +61,9 @@ impl Ord for Ranked {
 #[derive(Debug)]
 #[must_use = "a span that goes on now must be sent"]
 pub struct Offered {
-    /// Spans skipped by this offer (0 or 1).
-    pub skipped: u64,
+    /// The span this offer skipped (the one offered, or a faster one it displaced), whose
+    /// event still goes into its profile, without a span to link to.
+    pub skipped: Option<PendingSpan>,
     /// The span that goes on now (only without a limit).
     pub now: Option<PendingSpan>,
 }
@@ -106,9 +107,9 @@ impl SpanBudget {
         }
     }
 
-    /// Offers a standalone span for this interval. Returns how many spans were skipped by it
-    /// (0 or 1: the offered one, or a faster one it displaced), and, without a limit, the span
-    /// that goes on now (the one offered, or the slowest it displaced).
+    /// Offers a standalone span for this interval. Returns the span skipped by it, if any
+    /// (the offered one, or a faster one it displaced), and, without a limit, the span that
+    /// goes on now (the one offered, or the slowest it displaced).
     pub fn offer(&mut self, p: PendingSpan) -> Offered {
         self.seq += 1;
         let seq = self.seq;
@@ -116,7 +117,7 @@ impl SpanBudget {
         if self.limit != 0 && self.pinned.remove(&p.span_id) {
             round.pinned.push(p);
             return Offered {
-                skipped: 0,
+                skipped: None,
                 now: None,
             };
         }
@@ -127,7 +128,7 @@ impl SpanBudget {
         };
         if self.limit == 0 {
             return Offered {
-                skipped: 0,
+                skipped: None,
                 now: demoted,
             };
         }
@@ -138,20 +139,22 @@ impl SpanBudget {
                 span,
             }));
         }
-        let mut skipped = 0;
         let room = self.limit.saturating_sub(round.slowest.len());
-        while round.rest.len() > room {
-            round.rest.pop();
-            skipped += 1;
-        }
+        // One offer adds at most one span to the round, so at most one goes.
+        let skipped = (round.rest.len() > room)
+            .then(|| round.rest.pop())
+            .flatten()
+            .map(|r| r.0.span);
         Offered { skipped, now: None }
     }
 
     /// Every span of the interval, emptying the budget: the slowest of each series with
-    /// `extra(pid, probe)` added to its attributes (the picture's link), then the rest.
+    /// `extra(pid, probe)` added to its attributes (the picture's link), then the rest. Each
+    /// is shown to `sent` before it becomes a span (its profile sample links to it).
     pub fn drain(
         &mut self,
         extra: &mut dyn FnMut(u32, Probe) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+        sent: &mut dyn FnMut(&PendingSpan),
     ) -> Vec<(u32, Span)> {
         let mut out = Vec::new();
         let mut pids: Vec<u32> = self.rounds.keys().copied().collect();
@@ -164,6 +167,7 @@ impl SpanBudget {
             slowest.sort_by_key(PendingSpan::end);
             for p in slowest {
                 let picture = extra(pid, p.kind());
+                sent(&p);
                 let mut span = p.into_span();
                 span.attributes.extend(picture);
                 out.push((pid, span));
@@ -171,7 +175,10 @@ impl SpanBudget {
             let mut rest: Vec<_> = round.rest.into_iter().map(|r| r.0.span).collect();
             rest.extend(round.pinned);
             rest.sort_by_key(PendingSpan::end);
-            out.extend(rest.into_iter().map(|p| (pid, p.into_span())));
+            out.extend(rest.into_iter().map(|p| {
+                sent(&p);
+                (pid, p.into_span())
+            }));
         }
         out
     }
@@ -216,17 +223,17 @@ mod tests {
         b.unpin(&[8; 8]);
         let skipped: u64 = [(30, 1), (20, 2), (2, 7), (10, 3)]
             .iter()
-            .map(|&(d, id)| b.offer(span(1, Probe::Offcpu, d, id)).skipped)
+            .map(|&(d, id)| b.offer(span(1, Probe::Offcpu, d, id)).skipped.is_some() as u64)
             .sum();
         assert_eq!(
             skipped, 2,
             "the budget of one keeps the slowest, and the pinned"
         );
-        assert_eq!(ids(&b.drain(&mut |_, _| Vec::new())), [1, 7]);
+        assert_eq!(ids(&b.drain(&mut |_, _| Vec::new(), &mut |_| {})), [1, 7]);
         // A pin holds once.
-        assert_eq!(b.offer(span(1, Probe::Offcpu, 50, 9)).skipped, 0);
-        assert_eq!(b.offer(span(1, Probe::Offcpu, 2, 7)).skipped, 1);
-        assert_eq!(b.offer(span(1, Probe::Offcpu, 1, 8)).skipped, 1);
+        assert_eq!(b.offer(span(1, Probe::Offcpu, 50, 9)).skipped.is_some() as u64, 0);
+        assert_eq!(b.offer(span(1, Probe::Offcpu, 2, 7)).skipped.is_some() as u64, 1);
+        assert_eq!(b.offer(span(1, Probe::Offcpu, 1, 8)).skipped.is_some() as u64, 1);
     }
 
     #[test]
@@ -236,12 +243,12 @@ mod tests {
         let skipped: u64 = durations
             .iter()
             .enumerate()
-            .map(|(i, d)| b.offer(span(1, Probe::Writev, *d, i as u8)).skipped)
+            .map(|(i, d)| b.offer(span(1, Probe::Writev, *d, i as u8)).skipped.is_some() as u64)
             .sum();
         assert_eq!(skipped, 3);
         // Another process has a budget of its own.
-        assert_eq!(b.offer(span(2, Probe::Writev, 1, 50)).skipped, 0);
-        let out = b.drain(&mut |_, _| Vec::new());
+        assert_eq!(b.offer(span(2, Probe::Writev, 1, 50)).skipped.is_some() as u64, 0);
+        let out = b.drain(&mut |_, _| Vec::new(), &mut |_| {});
         assert_eq!(
             ids(&out),
             vec![1, 3, 5, 50],
@@ -253,19 +260,20 @@ mod tests {
     #[test]
     fn the_slowest_of_each_probe_is_never_skipped_and_carries_the_picture() {
         let mut b = SpanBudget::new(2);
-        let skipped = b.offer(span(1, Probe::Offcpu, 100, 1)).skipped
-            + b.offer(span(1, Probe::Offcpu, 90, 2)).skipped
-            + b.offer(span(1, Probe::Offcpu, 80, 3)).skipped
+        let skipped = b.offer(span(1, Probe::Offcpu, 100, 1)).skipped.is_some() as u64
+            + b.offer(span(1, Probe::Offcpu, 90, 2)).skipped.is_some() as u64
+            + b.offer(span(1, Probe::Offcpu, 80, 3)).skipped.is_some() as u64
             // Faster than every off-CPU span, but the slowest of its probe.
-            + b.offer(span(1, Probe::Runqueue, 5, 4)).skipped
-            + b.offer(span(1, Probe::Writev, 4, 5)).skipped;
+            + b.offer(span(1, Probe::Runqueue, 5, 4)).skipped.is_some() as u64
+            + b.offer(span(1, Probe::Writev, 4, 5)).skipped.is_some() as u64;
         assert_eq!(
             skipped, 2,
             "80 went for the budget, 90 for the run-queue's slowest"
         );
-        let out = b.drain(&mut |pid, kind| {
-            vec![attrs::string("picture", format!("{pid}-{}", kind.name()))]
-        });
+        let out = b.drain(
+            &mut |pid, kind| vec![attrs::string("picture", format!("{pid}-{}", kind.name()))],
+            &mut |_| {},
+        );
         assert_eq!(ids(&out), vec![1, 4, 5]);
         for (_, s) in &out {
             assert!(
@@ -278,18 +286,18 @@ mod tests {
     #[test]
     fn ties_keep_the_first_and_zero_means_unlimited() {
         let mut b = SpanBudget::new(1);
-        assert_eq!(b.offer(span(1, Probe::Writev, 7, 1)).skipped, 0);
-        assert_eq!(b.offer(span(1, Probe::Writev, 7, 2)).skipped, 1);
-        assert_eq!(ids(&b.drain(&mut |_, _| Vec::new())), vec![1]);
+        assert_eq!(b.offer(span(1, Probe::Writev, 7, 1)).skipped.is_some() as u64, 0);
+        assert_eq!(b.offer(span(1, Probe::Writev, 7, 2)).skipped.is_some() as u64, 1);
+        assert_eq!(ids(&b.drain(&mut |_, _| Vec::new(), &mut |_| {})), vec![1]);
         let mut all = SpanBudget::new(0);
         // Without a limit every span but the slowest of its series goes on at once.
         let mut now = Vec::new();
         for (i, d) in [(0, 7), (1, 9), (2, 3), (3, 9)] {
             let o = all.offer(span(1, Probe::Writev, d, i));
-            assert_eq!(o.skipped, 0);
+            assert!(o.skipped.is_none());
             now.extend(o.now.map(|p| p.span_id[0]));
         }
         assert_eq!(now, vec![0, 2, 3], "the 9 ns one (the first of two) waits");
-        assert_eq!(ids(&all.drain(&mut |_, _| Vec::new())), vec![1]);
+        assert_eq!(ids(&all.drain(&mut |_, _| Vec::new(), &mut |_| {})), vec![1]);
     }
 }

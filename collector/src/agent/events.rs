@@ -6,6 +6,7 @@
 //! span rule's ([`crate::spans::policy`]). Settling is also when its exemplar is offered, so an exemplar
 //! always points at a span that is exported where it points.
 
+use super::profiles::record;
 use super::Agent;
 use crate::kernel::folded::folded;
 use crate::kernel::Drained;
@@ -101,7 +102,9 @@ impl Agent {
         for p in released {
             let index = p.end().saturating_sub(self.timers.started_unix) / interval;
             if current.is_some_and(|c| c != index) {
-                for (pid, span) in self.budget.drain(&mut |_, _| Vec::new()) {
+                let profiles = &mut self.profiles;
+                let mut sent = |p: &PendingSpan| record(profiles, p, true);
+                for (pid, span) in self.budget.drain(&mut |_, _| Vec::new(), &mut sent) {
                     self.batcher.push(pid, span);
                 }
             }
@@ -118,8 +121,12 @@ impl Agent {
                 self.metrics.observe(p.pid(), p.kind(), p.exemplar());
             }
             let offered = self.budget.offer(p);
-            telemetry::add(&self.tele.stats.spans_skipped_budget, offered.skipped);
+            if let Some(skipped) = offered.skipped {
+                telemetry::add(&self.tele.stats.spans_skipped_budget, 1);
+                record(&mut self.profiles, &skipped, false);
+            }
             if let Some(now) = offered.now {
+                record(&mut self.profiles, &now, true);
                 self.batcher.push(now.pid(), now.into_span());
             }
         }

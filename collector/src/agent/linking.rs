@@ -33,6 +33,9 @@ impl Agent {
                     let linked = self.linker.link(&mut request, peer);
                     for c in linked.children {
                         self.budget.unpin(&c.span_id);
+                        if let Some(b) = self.profiles.as_mut() {
+                            b.add(c.observation, Some((c.trace_id, c.span_id)));
+                        }
                         self.metrics.observe(
                             c.pid,
                             c.kind,

@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod lifecycle;
 mod linking;
+mod profiles;
 mod report;
 mod settings;
 mod setup;
@@ -39,6 +40,7 @@ use crate::link::Linker;
 use crate::model::Histogram;
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::MetricsBuilder;
+use crate::otlp::profiles::ProfileBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{Received, ReceiverHandle};
 use crate::report::ReportWriter;
@@ -110,6 +112,8 @@ pub struct Agent {
     batcher: SpanBatcher,
     budget: SpanBudget,
     metrics: MetricsBuilder,
+    /// OTLP profiles of the slow events with stacks, when enabled.
+    profiles: Option<ProfileBuilder>,
     artifacts: Option<Artifacts>,
     /// The report page, `index.html` in the output folder.
     report: ReportWriter,

@@ -25,6 +25,7 @@ use crate::link::buffer::LinkBuffer;
 use crate::link::Linker;
 use crate::otlp::ids::IdGenerator;
 use crate::otlp::metrics::MetricsBuilder;
+use crate::otlp::profiles::ProfileBuilder;
 use crate::otlp::traces::SpanBatcher;
 use crate::receiver::{self, ReceiverConfig};
 use crate::report::ReportWriter;
@@ -158,6 +159,8 @@ impl Agent {
                 cfg.metrics.cardinality_limit,
                 unix_now(),
             ),
+            // TODO(profiles config): the `[profiles] enabled` setting.
+            profiles: export_cfg.endpoint.is_none().then(ProfileBuilder::new),
             artifacts,
             report: ReportWriter::new(
                 &out_dir_for_report,

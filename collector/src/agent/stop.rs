@@ -15,6 +15,7 @@ use super::{io_err, Agent, RunError, SpanBudget};
 use crate::export::{Batch, ExportQueue, ExportStats};
 use crate::link::Linker;
 use crate::model::Histogram;
+use crate::otlp::pending::PendingSpan;
 use crate::otlp::traces::SpanBatcher;
 use crate::output::Summary;
 use crate::receiver::Received;
@@ -49,12 +50,15 @@ impl Agent {
             let released = self.linker.release_all();
             self.settle(released);
             let resources = &mut self.resources;
+            let profiles = &mut self.profiles;
             let spans = flush_spans(
                 &mut self.budget,
                 &mut self.batcher,
                 &mut |pid| resources.of(pid),
                 &self.queue,
+                &mut |p| super::profiles::record(profiles, p, true),
             );
+            self.queue_profiles();
             tracing::warn!(error = %e, spans, "kotel.run.stopping_on_error");
         }
         let summary = self.closing_summary(&mut failure);
@@ -179,14 +183,16 @@ fn forward_leftovers(
 
 /// Queues every span the loop still holds — the budget's, waiting for the interval's
 /// pictures, and what waits in the span batcher — so that each one is exported or counted as
-/// dropped by the queue. Returns how many spans it queued.
+/// dropped by the queue; each of the budget's is shown to `sent` first (its profile sample).
+/// Returns how many spans it queued.
 fn flush_spans(
     budget: &mut SpanBudget,
     batcher: &mut SpanBatcher,
     resource_of: &mut dyn FnMut(u32) -> Resource,
     queue: &ExportQueue,
+    sent: &mut dyn FnMut(&PendingSpan),
 ) -> u64 {
-    for (pid, span) in budget.drain(&mut |_, _| Vec::new()) {
+    for (pid, span) in budget.drain(&mut |_, _| Vec::new(), sent) {
         batcher.push(pid, span);
     }
     queue_batches(batcher, resource_of, queue)
@@ -248,13 +254,21 @@ mod tests {
             standalone: true,
             exemplar_offered: false,
         };
-        assert_eq!(budget.offer(pending(100, Probe::Writev, 10)).skipped, 0);
-        assert_eq!(budget.offer(pending(101, Probe::Offcpu, 11)).skipped, 0);
+        assert!(budget.offer(pending(100, Probe::Writev, 10)).skipped.is_none());
+        assert!(budget.offer(pending(101, Probe::Offcpu, 11)).skipped.is_none());
         let produced = 7;
         let mut resource_of = |_pid: u32| Resource::default();
 
-        let queued = flush_spans(&mut budget, &mut batcher, &mut resource_of, &queue);
+        let mut shown = 0;
+        let queued = flush_spans(
+            &mut budget,
+            &mut batcher,
+            &mut resource_of,
+            &queue,
+            &mut |_| shown += 1,
+        );
         assert_eq!(queued, produced);
+        assert_eq!(shown, 2, "the budget's spans, for their profile samples");
         assert!(budget.is_empty() && batcher.is_empty());
         queue.shutdown(Duration::from_secs(5)).await;
         let t = queue.stats().signal(Signal::Traces);
@@ -262,7 +276,13 @@ mod tests {
         assert!(t.is_balanced());
         // Nothing left: a second flush queues nothing.
         assert_eq!(
-            flush_spans(&mut budget, &mut batcher, &mut resource_of, &queue),
+            flush_spans(
+                &mut budget,
+                &mut batcher,
+                &mut resource_of,
+                &queue,
+                &mut |_| {}
+            ),
             0
         );
     }

@@ -12,12 +12,14 @@ use kotel_bpf::Probe;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::profiles::record;
 use super::{Agent, RunError};
 use crate::artifacts::ArtifactRef;
 use crate::enrich::semconv;
 use crate::export::{Batch, ExportQueue, Signal};
 use crate::model::Comm;
 use crate::otlp::attrs;
+use crate::otlp::pending::PendingSpan;
 use crate::otlp::traces::SpanBatcher;
 use crate::telemetry::{self, otlp::self_metrics};
 
@@ -50,6 +52,7 @@ impl Agent {
                 self.queue_spans();
             }
             self.metrics_round()?;
+            self.queue_profiles();
         }
         self.kernel.tick();
         self.status_line();
@@ -77,8 +80,10 @@ impl Agent {
     /// each series and to its span (the budget's slowest of that series), and releases the
     /// budget's spans to the batcher.
     fn draw_pictures(&mut self) -> Result<(), RunError> {
+        let profiles = &mut self.profiles;
+        let mut sent = |p: &PendingSpan| record(profiles, p, true);
         let Some(a) = self.artifacts.as_mut() else {
-            for (pid, span) in self.budget.drain(&mut |_, _| Vec::new()) {
+            for (pid, span) in self.budget.drain(&mut |_, _| Vec::new(), &mut sent) {
                 self.batcher.push(pid, span);
             }
             return Ok(());
@@ -117,7 +122,7 @@ impl Agent {
             self.metrics.attach(*key, attrs.clone());
         }
         let mut picture = |pid, kind| pictures.get(&(pid, kind)).cloned().unwrap_or_default();
-        for (pid, span) in self.budget.drain(&mut picture) {
+        for (pid, span) in self.budget.drain(&mut picture, &mut sent) {
             self.batcher.push(pid, span);
         }
         let stats = &self.tele.stats;

@@ -33,6 +33,7 @@ use crate::enrich::semconv::{
 };
 use crate::model::KernelEvent;
 use crate::otlp::pending::PendingSpan;
+use crate::otlp::profiles::Observation;
 use crate::otlp::{attrs, scope};
 use crate::telemetry::RateLimit;
 use buffer::{BufferStats, LinkBuffer};
@@ -67,9 +68,9 @@ pub fn unresolved_spans() -> [u64; Unresolved::ALL.len()] {
     std::array::from_fn(|i| crate::telemetry::get(&UNRESOLVED_SPANS[i]))
 }
 
-/// A kernel event that became a child span of an application span, so that exemplars can
-/// point into the application's trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A kernel event that became a child span of an application span, so that exemplars and
+/// profile samples can point into the application's trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedChild {
     /// The process.
     pub pid: u32,
@@ -85,6 +86,8 @@ pub struct LinkedChild {
     pub trace_id: [u8; 16],
     /// The child span's id.
     pub span_id: [u8; 8],
+    /// The event and its stacks, for its profile sample.
+    pub observation: Observation,
 }
 
 /// What one [`Linker::link`] call made.
@@ -396,6 +399,7 @@ impl Linker {
                     offcpu_state: pending.event.offcpu_state,
                     trace_id,
                     span_id: pending.span_id,
+                    observation: pending.observation(),
                 });
                 let mut child = pending.into_child(trace_id, parent);
                 child.attributes.push(attrs::string(KOTEL_LINK_MATCH, how));
@@ -518,6 +522,12 @@ mod tests {
             attrs::find(&kids[0].attributes, "kotel.link.pid_source"),
             Some(&Value::StringValue("resource".into()))
         );
+        let observation = linked.children[0].observation.clone();
+        assert_eq!(
+            (observation.pid, observation.duration_ns),
+            (me, 300),
+            "the event, for its profile sample"
+        );
         assert_eq!(
             linked.children,
             vec![LinkedChild {
@@ -528,6 +538,7 @@ mod tests {
                 offcpu_state: None,
                 trace_id: [7; 16],
                 span_id: kids[0].span_id.as_slice().try_into().unwrap(),
+                observation,
             }],
             "what it made is returned, to point exemplars at the child span"
         );

@@ -323,6 +323,31 @@ pub static CATALOG: &[SelfMetricDef] = &[
         },
     },
     SelfMetricDef {
+        name: "kotel.profiles.events",
+        prometheus: "kotel_profiles_events_total",
+        summary: "profile_events",
+        capture: None,
+        unit: "{event}",
+        help: "Slow events with stacks, by outcome in the OTLP profiles (added: a value of a \
+               sample; dropped: past the interval's most, 65536)",
+        kind: Kind::Counter,
+        labels: &[LABEL_OUTCOME],
+        read: |r| {
+            let p = r.pipeline;
+            [
+                ("added", &p.profile_samples, "profile_events_added"),
+                ("dropped", &p.profile_samples_dropped, "profile_events_dropped"),
+            ]
+            .into_iter()
+            .map(|(outcome, c, part)| Point {
+                labels: vec![outcome.to_string()],
+                value: get(c),
+                part: Some(part),
+            })
+            .collect()
+        },
+    },
+    SelfMetricDef {
         name: "kotel.export.offered",
         prometheus: "kotel_export_offered_items_total",
         summary: "produced",

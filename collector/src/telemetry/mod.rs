@@ -47,6 +47,10 @@ pub struct SelfStats {
     pub ustack_failures: AtomicU64,
     /// User stacks past a drain's symbolization budget, left as `module+0xoff`.
     pub ustack_deferred: AtomicU64,
+    /// Slow events with stacks added to OTLP profiles.
+    pub profile_samples: AtomicU64,
+    /// Slow events left out of OTLP profiles: their interval held the most it may.
+    pub profile_samples_dropped: AtomicU64,
     /// Pictures rendered.
     pub artifacts_made: AtomicU64,
     /// Pictures skipped (renderer failed or unreachable).
