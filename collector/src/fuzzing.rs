@@ -393,6 +393,7 @@ fn forward(batch: Batch) {
         Batch::Traces(r) => serde_json::to_vec(r),
         Batch::Metrics(r) => serde_json::to_vec(r),
         Batch::Logs(r) => serde_json::to_vec(r),
+        Batch::Profiles(r) => crate::export::profiles_json::to_json(r),
     };
     let json = json.expect("a decoded request serializes to OTLP/JSON");
     let again = http::decode(batch.signal(), Format::Json, &json)

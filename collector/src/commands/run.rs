@@ -24,11 +24,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
 /// The per-process table, each signal's outcome, and where everything went.
 fn print_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
     table::write_summary(out, &r.summary)?;
-    for sig in [Signal::Traces, Signal::Metrics] {
+    for sig in [Signal::Traces, Signal::Metrics, Signal::Profiles] {
         let s = r.export.signal(sig);
-        writeln!(
+        if sig == Signal::Profiles && s.offered_items == 0 {
+            continue;
+        }
+        write!(
             out,
-            "{:<8} offered {}  exported {}  rejected {}  dropped {} (queue full {}, permanent {}, retries exhausted {}, shutdown {})",
+            "{:<8} offered {}  exported {}  rejected {}  dropped {} (queue full {}, permanent {}, retries exhausted {}, shutdown {}",
             sig.as_str(),
             s.offered_items,
             s.exported_items,
@@ -39,6 +42,10 @@ fn print_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
             s.dropped_retries_exhausted,
             s.dropped_shutdown
         )?;
+        if s.dropped_unsupported > 0 {
+            write!(out, ", unsupported {}", s.dropped_unsupported)?;
+        }
+        writeln!(out, ")")?;
     }
     let summary_json = r.out_dir.join("summary.json");
     match &r.endpoint {
@@ -49,9 +56,13 @@ fn print_report(out: &mut impl Write, r: &Report) -> io::Result<()> {
             summary_json.display()
         ),
         None => {
+            let profiles = match r.export.signal(Signal::Profiles).offered_items {
+                0 => String::new(),
+                _ => format!(", {}", r.out_dir.join("profiles.jsonl").display()),
+            };
             writeln!(
                 out,
-                "wrote {}, {} and {}",
+                "wrote {}, {}{profiles} and {}",
                 r.out_dir.join("traces.jsonl").display(),
                 r.out_dir.join("metrics.jsonl").display(),
                 summary_json.display()

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -55,6 +56,7 @@ impl EncodedBatch {
             Signal::Traces => Batch::Traces(ExportTraceServiceRequest::decode(b)?),
             Signal::Metrics => Batch::Metrics(ExportMetricsServiceRequest::decode(b)?),
             Signal::Logs => Batch::Logs(ExportLogsServiceRequest::decode(b)?),
+            Signal::Profiles => Batch::Profiles(ExportProfilesServiceRequest::decode(b)?),
         })
     }
 }
@@ -66,6 +68,7 @@ impl Batch {
             Batch::Traces(r) => r.encode_to_vec(),
             Batch::Metrics(r) => r.encode_to_vec(),
             Batch::Logs(r) => r.encode_to_vec(),
+            Batch::Profiles(r) => r.encode_to_vec(),
         };
         EncodedBatch {
             signal: self.signal(),
@@ -83,12 +86,12 @@ impl From<Batch> for EncodedBatch {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata::{logs, metrics, traces};
+    use super::super::testdata::{logs, metrics, profiles, traces};
     use super::*;
 
     #[test]
     fn encoding_keeps_signal_items_and_round_trips() {
-        for batch in [traces(1, 7), metrics(2, 4), logs(3, 3)] {
+        for batch in [traces(1, 7), metrics(2, 4), logs(3, 3), profiles(4, 2)] {
             let e = batch.encode();
             assert_eq!(e.signal(), batch.signal());
             assert_eq!(e.items(), batch.items());

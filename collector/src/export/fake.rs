@@ -1,6 +1,8 @@
 //! Test-only fake OTLP collectors (gRPC with tonic, HTTP with hyper) on 127.0.0.1 that answer
 //! as the OTLP specification describes and fail on command: a script of replies is consumed
-//! one per call, then every call succeeds.
+//! one per call, then every call succeeds. Each serves traces, metrics, logs and profiles, or
+//! (`start_without_profiles`) everything but profiles, as receivers without the profiles
+//! service do.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -26,6 +28,12 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_server::{
+    ProfilesService, ProfilesServiceServer,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -86,6 +94,8 @@ impl Call {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Without the profiles service (gRPC UNIMPLEMENTED, HTTP 404).
+    no_profiles: bool,
     script: Mutex<VecDeque<Reply>>,
     calls: Mutex<Vec<Call>>,
     received: Mutex<Vec<Batch>>,
@@ -205,9 +215,22 @@ pub struct GrpcCollector;
 impl GrpcCollector {
     /// Starts one on `addr`, or on a free port.
     pub async fn start(addr: Option<SocketAddr>) -> Fake {
+        Self::serve(addr, false).await
+    }
+
+    /// Starts one without the profiles service: profiles calls get `UNIMPLEMENTED`, as from
+    /// tonic's router for a service it does not have.
+    pub async fn start_without_profiles(addr: Option<SocketAddr>) -> Fake {
+        Self::serve(addr, true).await
+    }
+
+    async fn serve(addr: Option<SocketAddr>, no_profiles: bool) -> Fake {
         let listener = bind(addr).await;
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            no_profiles,
+            ..State::default()
+        });
         let svc = GrpcSvc(state.clone());
         let router = Router {
             state: state.clone(),
@@ -217,7 +240,10 @@ impl GrpcCollector {
             metrics: MetricsServiceServer::new(svc.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
-            logs: LogsServiceServer::new(svc)
+            logs: LogsServiceServer::new(svc.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+            profiles: ProfilesServiceServer::new(svc)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
         };
@@ -322,6 +348,30 @@ impl LogsService for GrpcSvc {
     }
 }
 
+#[tonic::async_trait]
+impl ProfilesService for GrpcSvc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportProfilesServiceRequest>,
+    ) -> Result<tonic::Response<ExportProfilesServiceResponse>, tonic::Status> {
+        let partial = |rejected_profiles, error_message| ExportProfilesServiceResponse {
+            partial_success: Some(ExportProfilesPartialSuccess {
+                rejected_profiles,
+                error_message,
+            }),
+        };
+        match self.0.answer(Batch::Profiles(request.into_inner())) {
+            None => Ok(tonic::Response::new(Default::default())),
+            Some(Reply::Partial { rejected, message }) => {
+                Ok(tonic::Response::new(partial(rejected, message)))
+            }
+            Some(Reply::Status(code, delay)) => Err(grpc_status(code, delay)),
+            Some(Reply::Http(..)) => Err(tonic::Status::internal("HTTP reply on gRPC")),
+            Some(Reply::Hang) => hang().await,
+        }
+    }
+}
+
 /// Routes by gRPC service path (tonic's router is not in our feature set) and records each call
 /// with its raw headers.
 #[derive(Clone)]
@@ -330,6 +380,7 @@ struct Router {
     traces: TraceServiceServer<GrpcSvc>,
     metrics: MetricsServiceServer<GrpcSvc>,
     logs: LogsServiceServer<GrpcSvc>,
+    profiles: ProfilesServiceServer<GrpcSvc>,
 }
 
 type RouterFuture =
@@ -353,6 +404,11 @@ impl Service<http::Request<tonic::body::Body>> for Router {
             Box::pin(self.metrics.call(req))
         } else if path.starts_with("/opentelemetry.proto.collector.logs.v1.LogsService/") {
             Box::pin(self.logs.call(req))
+        } else if path
+            .starts_with("/opentelemetry.proto.collector.profiles.v1development.ProfilesService/")
+            && !self.state.no_profiles
+        {
+            Box::pin(self.profiles.call(req))
         } else {
             Box::pin(async { Ok(tonic::Status::unimplemented("no such service").into_http()) })
         }
@@ -365,9 +421,22 @@ pub struct HttpCollector;
 impl HttpCollector {
     /// Starts one on `addr`, or on a free port.
     pub async fn start(addr: Option<SocketAddr>) -> Fake {
+        Self::serve(addr, false).await
+    }
+
+    /// Starts one that answers 404 on `/v1development/profiles`, as a receiver without the
+    /// profiles path does.
+    pub async fn start_without_profiles(addr: Option<SocketAddr>) -> Fake {
+        Self::serve(addr, true).await
+    }
+
+    async fn serve(addr: Option<SocketAddr>, no_profiles: bool) -> Fake {
         let listener = bind(addr).await;
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            no_profiles,
+            ..State::default()
+        });
         let (stop, mut stopped) = oneshot::channel::<()>();
         let accept_state = state.clone();
         let task = tokio::spawn(async move {
@@ -425,6 +494,7 @@ async fn handle_http(
         "/v1/traces" => Signal::Traces,
         "/v1/metrics" => Signal::Metrics,
         "/v1/logs" => Signal::Logs,
+        "/v1development/profiles" if !state.no_profiles => Signal::Profiles,
         _ => return http_response(404, Vec::new()),
     };
     if req.method() != http::Method::POST
@@ -455,6 +525,9 @@ async fn handle_http(
         Signal::Traces => ExportTraceServiceRequest::decode(body.as_slice()).map(Batch::Traces),
         Signal::Metrics => ExportMetricsServiceRequest::decode(body.as_slice()).map(Batch::Metrics),
         Signal::Logs => ExportLogsServiceRequest::decode(body.as_slice()).map(Batch::Logs),
+        Signal::Profiles => {
+            ExportProfilesServiceRequest::decode(body.as_slice()).map(Batch::Profiles)
+        }
     };
     let Ok(batch) = batch else {
         return http_response(400, Vec::new());
@@ -480,6 +553,13 @@ async fn handle_http(
                 Signal::Logs => ExportLogsServiceResponse {
                     partial_success: Some(ExportLogsPartialSuccess {
                         rejected_log_records: rejected,
+                        error_message: message,
+                    }),
+                }
+                .encode_to_vec(),
+                Signal::Profiles => ExportProfilesServiceResponse {
+                    partial_success: Some(ExportProfilesPartialSuccess {
+                        rejected_profiles: rejected,
                         error_message: message,
                     }),
                 }

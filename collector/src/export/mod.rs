@@ -3,7 +3,8 @@
 //!
 //! The pieces, by role:
 //!
-//! - [`Batch`]: one OTLP export request (traces, metrics or logs), the unit everything counts in.
+//! - [`Batch`]: one OTLP export request (traces, metrics, logs or profiles), the unit everything
+//!   counts in.
 //! - [`EncodedBatch`]: the same request encoded as protobuf once, at submit; the queue holds
 //!   these, so its byte bound is a bound on its memory, and retries resend the same bytes.
 //! - [`Exporter`]: sends one encoded batch once. [`OtlpGrpcExporter`], [`OtlpHttpExporter`] and
@@ -40,6 +41,7 @@ mod grpc_tls;
 mod otlp_file;
 mod otlp_grpc;
 mod otlp_http;
+pub mod profiles_json;
 mod queue;
 pub(crate) mod retry;
 mod rotate;
@@ -55,6 +57,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
@@ -69,7 +72,7 @@ pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
 pub use rotate::{FileError, FileStats, RotatingFile, Rotation};
 pub use tls::{Security, TlsFile, TlsSettings};
 
-/// The three OTLP signals kotel exports.
+/// The four OTLP signals kotel exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
     /// Spans.
@@ -78,11 +81,18 @@ pub enum Signal {
     Metrics,
     /// Log records.
     Logs,
+    /// Profiles (OTLP profiles `v1development`, still changing upstream).
+    Profiles,
 }
 
 impl Signal {
     /// Every signal, in a fixed order (the order of [`Signal::index`]).
-    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+    pub const ALL: [Signal; 4] = [
+        Signal::Traces,
+        Signal::Metrics,
+        Signal::Logs,
+        Signal::Profiles,
+    ];
 
     /// The lowercase name used in file names, URL paths and log fields.
     pub fn as_str(self) -> &'static str {
@@ -90,6 +100,7 @@ impl Signal {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
             Signal::Logs => "logs",
+            Signal::Profiles => "profiles",
         }
     }
 
@@ -99,6 +110,7 @@ impl Signal {
             Signal::Traces => 0,
             Signal::Metrics => 1,
             Signal::Logs => 2,
+            Signal::Profiles => 3,
         }
     }
 }
@@ -118,6 +130,8 @@ pub enum Batch {
     Metrics(ExportMetricsServiceRequest),
     /// Log records.
     Logs(ExportLogsServiceRequest),
+    /// Profiles, with the dictionary their samples index into.
+    Profiles(ExportProfilesServiceRequest),
 }
 
 impl Batch {
@@ -127,11 +141,13 @@ impl Batch {
             Batch::Traces(_) => Signal::Traces,
             Batch::Metrics(_) => Signal::Metrics,
             Batch::Logs(_) => Signal::Logs,
+            Batch::Profiles(_) => Signal::Profiles,
         }
     }
 
     /// How many items the batch holds, in the unit OTLP partial success counts: spans, metric
-    /// data points (a metric without data counts 0) or log records.
+    /// data points (a metric without data counts 0), log records or profiles (the unit of
+    /// `ExportProfilesPartialSuccess.rejected_profiles`).
     pub fn items(&self) -> u64 {
         let n: usize = match self {
             Batch::Traces(r) => r
@@ -160,6 +176,12 @@ impl Batch {
                 .flat_map(|rl| &rl.scope_logs)
                 .map(|sl| sl.log_records.len())
                 .sum(),
+            Batch::Profiles(r) => r
+                .resource_profiles
+                .iter()
+                .flat_map(|rp| &rp.scope_profiles)
+                .map(|sp| sp.profiles.len())
+                .sum(),
         };
         n as u64
     }
@@ -171,6 +193,7 @@ impl Batch {
             Batch::Traces(r) => r.encoded_len(),
             Batch::Metrics(r) => r.encoded_len(),
             Batch::Logs(r) => r.encoded_len(),
+            Batch::Profiles(r) => r.encoded_len(),
         }
     }
 }
@@ -179,7 +202,8 @@ impl Batch {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportOutcome {
     /// Items the receiver accepted the request for but rejected (OTLP `partial_success`
-    /// `rejected_spans` / `rejected_data_points` / `rejected_log_records`). They are not retried.
+    /// `rejected_spans` / `rejected_data_points` / `rejected_log_records` /
+    /// `rejected_profiles`). They are not retried.
     pub rejected_items: u64,
     /// The receiver's `partial_success.error_message`, when it sent one.
     pub message: Option<String>,
@@ -201,6 +225,16 @@ pub enum ExportError {
     #[error("{reason} (permanent, not retried)")]
     Permanent {
         /// What went wrong.
+        reason: String,
+    },
+    /// The receiver has no service for the batch's signal at all (gRPC `UNIMPLEMENTED`, HTTP
+    /// 404 or 405 on the signal's path): this batch and every later one of the signal would
+    /// fail the same way. Only profiles are classified so ([`unsupported`]), since a receiver
+    /// may well run without the profiles service; for the other signals those answers stay
+    /// [`ExportError::Permanent`].
+    #[error("{reason} (the receiver does not take this signal)")]
+    Unsupported {
+        /// What the receiver said.
         reason: String,
     },
 }
@@ -225,6 +259,19 @@ impl ExportError {
     }
 }
 
+/// Turns a permanent failure of a profiles export into [`ExportError::Unsupported`] when the
+/// receiver said it has no such service: gRPC `UNIMPLEMENTED`, or HTTP 404 / 405 (what a
+/// receiver without the profiles path answers). `missing` says whether it said so. Other
+/// signals and other failures are returned as they are.
+pub(crate) fn unsupported(error: ExportError, signal: Signal, missing: bool) -> ExportError {
+    match error {
+        ExportError::Permanent { reason } if missing && signal == Signal::Profiles => {
+            ExportError::Unsupported { reason }
+        }
+        other => other,
+    }
+}
+
 /// The future one [`Exporter::export`] call returns. Boxed so that `Box<dyn Exporter>` works.
 pub type ExportFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ExportOutcome, ExportError>> + Send + 'a>>;
@@ -242,7 +289,9 @@ pub type ExportFuture<'a> =
 /// - **Retries.** An exporter makes exactly one attempt per call and classifies the failure as
 ///   retryable (with the receiver's requested delay, if any) or permanent. The caller — the
 ///   [`ExportQueue`] worker — owns retries, backoff and drop accounting. A partial success is a
-///   success: the rejected items are reported in [`ExportOutcome`] and never retried.
+///   success: the rejected items are reported in [`ExportOutcome`] and never retried. A
+///   receiver without the signal's service is reported as [`ExportError::Unsupported`]; the
+///   worker then stops sending that signal.
 /// - **Failures.** No panics; every failure is an [`ExportError`].
 pub trait Exporter: Send + 'static {
     /// Exports `batch` once. The bytes are sent as they are (compressed on the wire when so
@@ -499,6 +548,10 @@ fn scrub(
             clean(&mut reason);
             Err(ExportError::Permanent { reason })
         }
+        Err(ExportError::Unsupported { mut reason }) => {
+            clean(&mut reason);
+            Err(ExportError::Unsupported { reason })
+        }
     }
 }
 
@@ -537,15 +590,20 @@ pub(crate) mod testdata {
     pub fn logs(tag: u64, n: usize) -> Batch {
         Batch::Logs(tagged::logs(tag, n))
     }
+
+    /// A profiles batch of `n` profiles linked to the spans of [`traces`]`(tag, n)`.
+    pub fn profiles(tag: u64, n: usize) -> Batch {
+        Batch::Profiles(tagged::profiles(tag, n))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::testdata::{logs, metrics, traces};
+    use super::testdata::{logs, metrics, profiles, traces};
     use super::*;
 
     #[test]
-    fn items_count_spans_points_and_records() {
+    fn items_count_spans_points_records_and_profiles() {
         assert_eq!(traces(1, 7).items(), 7);
         assert_eq!(
             metrics(1, 4).items(),
@@ -553,6 +611,7 @@ mod tests {
             "4 gauge points + 1 histogram point"
         );
         assert_eq!(logs(1, 3).items(), 3);
+        assert_eq!(profiles(1, 2).items(), 2);
         assert_eq!(
             Batch::Traces(ExportTraceServiceRequest::default()).items(),
             0

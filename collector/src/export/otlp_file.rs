@@ -1,6 +1,6 @@
 //! OTLP JSON lines exporter: one export request per line in `DIR/traces.jsonl`,
-//! `DIR/metrics.jsonl` and `DIR/logs.jsonl`, in the OTLP JSON encoding, rotated by size
-//! ([`super::rotate`]). The default sink when no endpoint is configured.
+//! `DIR/metrics.jsonl`, `DIR/logs.jsonl` and `DIR/profiles.jsonl`, in the OTLP JSON encoding,
+//! rotated by size ([`super::rotate`]). The default sink when no endpoint is configured.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,8 @@ use super::{Batch, EncodedBatch, ExportError, ExportFuture, ExportOutcome, Expor
 
 /// Appends batches as OTLP JSON lines (hex trace and span ids, 64-bit integers as strings,
 /// camelCase field names: what `opentelemetry-proto`'s serde support produces, and what the
-/// OpenTelemetry Collector's `otlpjsonfile` receiver reads).
+/// OpenTelemetry Collector's `otlpjsonfile` receiver reads; profiles go through
+/// [`super::profiles_json`], which fixes the fields serde gets wrong for them).
 ///
 /// The directory and files are created on first use and appended to, never truncated. Each
 /// batch is written with one `write` of the whole line and handed to the operating system
@@ -21,7 +22,7 @@ use super::{Batch, EncodedBatch, ExportError, ExportFuture, ExportOutcome, Expor
 #[derive(Debug)]
 pub struct OtlpFileExporter {
     /// The file of each signal, per [`Signal::index`].
-    files: [RotatingFile; 3],
+    files: [RotatingFile; Signal::ALL.len()],
 }
 
 impl OtlpFileExporter {
@@ -51,6 +52,7 @@ impl OtlpFileExporter {
             Batch::Traces(r) => serde_json::to_vec(r),
             Batch::Metrics(r) => serde_json::to_vec(r),
             Batch::Logs(r) => serde_json::to_vec(r),
+            Batch::Profiles(r) => super::profiles_json::to_json(r),
         };
         let json = json
             .map_err(|e| ExportError::permanent(format!("encoding {signal} as OTLP JSON: {e}")))?;
@@ -81,7 +83,7 @@ mod tests {
     use std::fs;
     use std::path::Path;
 
-    use super::super::testdata::{logs, metrics, traces};
+    use super::super::testdata::{logs, metrics, profiles, traces};
     use super::*;
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -159,6 +161,34 @@ mod tests {
         assert_eq!(span["spanId"], "00000000000003e9");
         assert_eq!(span["startTimeUnixNano"], "1700000000000000000");
         assert_eq!(span["name"], "writev");
+    }
+
+    #[tokio::test]
+    async fn profiles_go_to_their_own_file_with_hex_ids_and_decode_back() {
+        let tmp = TempDir::new("profiles");
+        let mut e = OtlpFileExporter::new(&tmp.0, Rotation::OFF, FileStats::default());
+        let sent = [profiles(1, 2), profiles(2, 1)];
+        for b in &sent {
+            assert_eq!(e.export(&b.encode()).await, Ok(ExportOutcome::default()));
+        }
+        e.export(&traces(1, 1).encode()).await.unwrap();
+        let path = e.path(Signal::Profiles);
+        assert_eq!(path, tmp.0.join("profiles.jsonl"));
+        let lines = lines(&path);
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(
+            v["dictionary"]["linkTable"][1]["spanId"], "00000000000003e9",
+            "the span id of traces(1, _)'s first span, in hex"
+        );
+        let got: Vec<Batch> = lines
+            .iter()
+            .map(|l| Batch::Profiles(crate::export::profiles_json::from_json(l).unwrap()))
+            .collect();
+        assert_eq!(got, sent);
+        assert_eq!(
+            super::super::rotate::backups(&tmp.0, Signal::Profiles).len(),
+            0
+        );
     }
 
     #[tokio::test]

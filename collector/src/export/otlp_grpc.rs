@@ -1,4 +1,4 @@
-//! OTLP/gRPC exporter: the trace, metrics and logs services over one tonic channel (plaintext
+//! OTLP/gRPC exporter: the trace, metrics, logs and profiles services over one tonic channel (plaintext
 //! or TLS through rustls), gzip by default, configured headers sent as gRPC metadata, one
 //! bounded attempt per call.
 
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hyper::http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tonic::client::Grpc;
@@ -31,6 +32,7 @@ fn service(signal: Signal) -> &'static str {
         Signal::Traces => "opentelemetry.proto.collector.trace.v1.TraceService",
         Signal::Metrics => "opentelemetry.proto.collector.metrics.v1.MetricsService",
         Signal::Logs => "opentelemetry.proto.collector.logs.v1.LogsService",
+        Signal::Profiles => "opentelemetry.proto.collector.profiles.v1development.ProfilesService",
     }
 }
 
@@ -40,6 +42,9 @@ fn path(signal: Signal) -> PathAndQuery {
         Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
         Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        Signal::Profiles => {
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"
+        }
     })
 }
 
@@ -51,7 +56,7 @@ fn path(signal: Signal) -> PathAndQuery {
 /// plaintext.
 #[derive(Debug)]
 pub struct OtlpGrpcExporter {
-    /// One client for the three services, sending pre-encoded requests
+    /// One client for the four services, sending pre-encoded requests
     /// ([`PreEncoded`]); compression is set on it.
     grpc: Grpc<Channel>,
     metadata: MetadataMap,
@@ -288,6 +293,11 @@ impl OtlpGrpcExporter {
                 let p = r.partial_success.unwrap_or_default();
                 outcome(p.rejected_log_records, p.error_message)
             }
+            Signal::Profiles => {
+                let r: ExportProfilesServiceResponse = self.call(Signal::Profiles, body).await?;
+                let p = r.partial_success.unwrap_or_default();
+                outcome(p.rejected_profiles, p.error_message)
+            }
         })
     }
 }
@@ -311,7 +321,12 @@ impl Exporter for OtlpGrpcExporter {
                     None if is_transport_failure(&status) => {
                         Err(self.transport_failure(batch, &status))
                     }
-                    None => super::scrub(Err(classify_grpc(&status)), &self.secrets),
+                    None => {
+                        let missing = status.code() == tonic::Code::Unimplemented;
+                        let error =
+                            super::unsupported(classify_grpc(&status), batch.signal(), missing);
+                        super::scrub(Err(error), &self.secrets)
+                    }
                 },
                 Ok(Ok(outcome)) => super::scrub(Ok(outcome), &self.secrets),
             }
@@ -331,8 +346,8 @@ mod tests {
     use tonic::Code;
 
     use super::super::fake::{free_port, wait_until, GrpcCollector, Reply};
-    use super::super::testdata::{logs, metrics, traces};
-    use super::super::{ExportOutcome, ExportQueue, ExportStats, RetryConfig, Signal};
+    use super::super::testdata::{logs, metrics, profiles, traces};
+    use super::super::{ExportOutcome, ExportQueue, ExportStats, RetryConfig, Signal, SubmitError};
     use super::*;
 
     fn exporter(addr: std::net::SocketAddr, compression: Compression) -> OtlpGrpcExporter {
@@ -418,7 +433,7 @@ mod tests {
         for compression in [Compression::Gzip, Compression::None] {
             let collector = GrpcCollector::start(None).await;
             let mut e = exporter(collector.addr(), compression);
-            for batch in [traces(1, 3), metrics(1, 2), logs(1, 4)] {
+            for batch in [traces(1, 3), metrics(1, 2), logs(1, 4), profiles(1, 2)] {
                 assert_eq!(
                     e.export(&batch.encode()).await,
                     Ok(ExportOutcome::default())
@@ -435,11 +450,28 @@ mod tests {
                     message: Some("too old".into()),
                 })
             );
+            collector.script([Reply::Partial {
+                rejected: 1,
+                message: "one profile too old".into(),
+            }]);
+            assert_eq!(
+                e.export(&profiles(2, 3).encode()).await,
+                Ok(ExportOutcome {
+                    rejected_items: 1,
+                    message: Some("one profile too old".into()),
+                })
+            );
             let received = collector.received();
-            assert_eq!(received.len(), 4);
+            assert_eq!(received.len(), 6);
             assert_eq!(received[0], traces(1, 3));
             assert_eq!(received[1], metrics(1, 2));
             assert_eq!(received[2], logs(1, 4));
+            assert_eq!(received[3], profiles(1, 2));
+            assert_eq!(received[5], profiles(2, 3));
+            assert_eq!(
+                collector.calls()[3].path,
+                "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"
+            );
             let calls = collector.calls();
             assert!(calls
                 .iter()
@@ -454,6 +486,59 @@ mod tests {
             );
             collector.stop().await;
         }
+    }
+
+    /// A receiver without the profiles service (tonic answers UNIMPLEMENTED): the first
+    /// profiles batch is sent once and dropped as unsupported, the ones queued behind it and
+    /// submitted after it are dropped without being sent, nothing is retried, and traces and
+    /// logs keep flowing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_without_profiles_gets_them_once_then_never_again() {
+        let collector = GrpcCollector::start_without_profiles(None).await;
+        let mut e = exporter(collector.addr(), Compression::Gzip);
+        let err = e.export(&profiles(1, 1).encode()).await.unwrap_err();
+        assert!(
+            matches!(&err, ExportError::Unsupported { reason } if reason.contains("Unimplemented")),
+            "{err}"
+        );
+        // UNIMPLEMENTED for another signal stays a permanent error.
+        collector.script([Reply::Status(Code::Unimplemented, None)]);
+        let err = e.export(&traces(1, 1).encode()).await.unwrap_err();
+        assert!(matches!(err, ExportError::Permanent { .. }), "{err}");
+
+        let q = queue(collector.addr(), 1 << 20);
+        let stats = q.stats();
+        q.submit(profiles(2, 2)).unwrap();
+        q.submit(profiles(3, 1)).unwrap();
+        q.submit(traces(2, 3)).unwrap();
+        wait_until(|| stats.signal(Signal::Profiles).dropped_unsupported == 3).await;
+        assert_eq!(
+            q.submit(profiles(4, 5)),
+            Err(SubmitError::Unsupported {
+                signal: Signal::Profiles,
+                items: 5
+            })
+        );
+        q.submit(logs(3, 2)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+
+        let profile_calls = collector
+            .calls()
+            .iter()
+            .filter(|c| c.path.contains("ProfilesService"))
+            .count();
+        assert_eq!(
+            profile_calls, 2,
+            "one from the bare exporter, one from the queue"
+        );
+        assert_eq!(collector.received(), vec![traces(2, 3), logs(3, 2)]);
+        let p = stats.signal(Signal::Profiles);
+        assert_eq!((p.offered_items, p.dropped_unsupported), (8, 8), "{p:?}");
+        assert_eq!(p.dropped_items, p.dropped_unsupported);
+        assert_eq!(stats.signal(Signal::Traces).exported_items, 3);
+        assert_eq!(stats.signal(Signal::Logs).exported_items, 2);
+        assert_balanced(&stats);
+        collector.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

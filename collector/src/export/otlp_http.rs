@@ -1,5 +1,5 @@
 //! OTLP/HTTP exporter: HTTP/1.1 POSTs of protobuf bodies to `<endpoint>/v1/{traces,metrics,logs}`
-//! (plaintext or TLS through rustls), gzip by default, one bounded attempt per call, partial
+//! and `<endpoint>/v1development/profiles` (plaintext or TLS through rustls), gzip by default, one bounded attempt per call, partial
 //! success read from the response.
 
 use std::io::{Read, Write};
@@ -18,6 +18,7 @@ use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
@@ -39,7 +40,7 @@ const PROTOBUF: &str = "application/x-protobuf";
 pub struct OtlpHttpExporter {
     client: HttpClient,
     /// Per [`Signal::index`].
-    urls: [Uri; 3],
+    urls: [Uri; Signal::ALL.len()],
     headers: HeaderMap,
     timeout: Duration,
     compression: Compression,
@@ -48,8 +49,9 @@ pub struct OtlpHttpExporter {
 }
 
 impl OtlpHttpExporter {
-    /// An exporter posting to `endpoint` + `/v1/traces` (and metrics, logs), as
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is interpreted for OTLP/HTTP. `tls` (from
+    /// An exporter posting to `endpoint` + [`path`] (`/v1/traces`, …,
+    /// `/v1development/profiles`), as `OTEL_EXPORTER_OTLP_ENDPOINT` is interpreted for
+    /// OTLP/HTTP. `tls` (from
     /// [`tls::client_config`], without ALPN) is required for an `https://` endpoint and unused
     /// for an `http://` one. Each attempt, connecting and reading the response included, is
     /// bounded by `timeout`.
@@ -69,18 +71,20 @@ impl OtlpHttpExporter {
         }
         let base = base.to_string();
         let base = base.trim_end_matches('/');
-        let url = |signal: Signal| -> Result<Uri, ExportBuildError> {
-            format!("{base}/v1/{}", signal.as_str()).parse().map_err(
-                |e: hyper::http::uri::InvalidUri| ExportBuildError::InvalidEndpoint {
-                    endpoint: super::redact_endpoint(endpoint),
-                    reason: e.to_string(),
-                },
-            )
-        };
+        let url =
+            |signal: Signal| -> Result<Uri, ExportBuildError> {
+                format!("{base}{}", path(signal)).parse().map_err(
+                    |e: hyper::http::uri::InvalidUri| ExportBuildError::InvalidEndpoint {
+                        endpoint: super::redact_endpoint(endpoint),
+                        reason: e.to_string(),
+                    },
+                )
+            };
         let urls = [
             url(Signal::Traces)?,
             url(Signal::Metrics)?,
             url(Signal::Logs)?,
+            url(Signal::Profiles)?,
         ];
 
         let mut map = HeaderMap::new();
@@ -204,8 +208,10 @@ impl OtlpHttpExporter {
             .as_deref()
             .map(|b| rpc_status_message(b).unwrap_or_else(|| String::from_utf8_lossy(b).into()))
             .unwrap_or_default();
+        let missing = matches!(status.as_u16(), 404 | 405);
+        let error = classify_http(status, retry_after.as_deref(), detail.trim());
         Err(for_signal(
-            classify_http(status, retry_after.as_deref(), detail.trim()),
+            super::unsupported(error, signal, missing),
             signal,
         ))
     }
@@ -227,6 +233,17 @@ impl HttpClient {
     }
 }
 
+/// The path each signal is posted to under the endpoint. Profiles are still a development
+/// signal upstream, and their path says so.
+pub fn path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/v1/traces",
+        Signal::Metrics => "/v1/metrics",
+        Signal::Logs => "/v1/logs",
+        Signal::Profiles => "/v1development/profiles",
+    }
+}
+
 /// Prefixes the error reason with the signal, keeping the classification.
 fn for_signal(error: ExportError, signal: Signal) -> ExportError {
     match error {
@@ -238,6 +255,9 @@ fn for_signal(error: ExportError, signal: Signal) -> ExportError {
             retry_after,
         },
         ExportError::Permanent { reason } => ExportError::Permanent {
+            reason: format!("OTLP/HTTP {signal}: {reason}"),
+        },
+        ExportError::Unsupported { reason } => ExportError::Unsupported {
             reason: format!("OTLP/HTTP {signal}: {reason}"),
         },
     }
@@ -258,6 +278,10 @@ fn decode_response(signal: Signal, body: &[u8]) -> Option<ExportOutcome> {
             .ok()?
             .partial_success
             .map(|p| (p.rejected_log_records, p.error_message)),
+        Signal::Profiles => ExportProfilesServiceResponse::decode(body)
+            .ok()?
+            .partial_success
+            .map(|p| (p.rejected_profiles, p.error_message)),
     };
     Some(partial.map_or_else(ExportOutcome::default, |(r, m)| outcome(r, m)))
 }
@@ -319,8 +343,8 @@ mod tests {
     use tokio::runtime::Handle;
 
     use super::super::fake::{free_port, wait_until, HttpCollector, Reply};
-    use super::super::testdata::{logs, metrics, traces};
-    use super::super::{ExportQueue, ExportStats, RetryConfig};
+    use super::super::testdata::{logs, metrics, profiles, traces};
+    use super::super::{ExportQueue, ExportStats, RetryConfig, SubmitError};
     use super::*;
 
     fn exporter(addr: SocketAddr, compression: Compression) -> OtlpHttpExporter {
@@ -393,6 +417,7 @@ mod tests {
                 "http://collector:4318/otlp/v1/traces",
                 "http://collector:4318/otlp/v1/metrics",
                 "http://collector:4318/otlp/v1/logs",
+                "http://collector:4318/otlp/v1development/profiles",
             ]
         );
         assert!(matches!(
@@ -427,7 +452,7 @@ mod tests {
         for compression in [Compression::Gzip, Compression::None] {
             let collector = HttpCollector::start(None).await;
             let mut e = exporter(collector.addr(), compression);
-            for batch in [traces(1, 3), metrics(1, 2), logs(1, 4)] {
+            for batch in [traces(1, 3), metrics(1, 2), logs(1, 4), profiles(1, 2)] {
                 assert_eq!(
                     e.export(&batch.encode()).await,
                     Ok(ExportOutcome::default())
@@ -446,11 +471,26 @@ mod tests {
             );
             assert_eq!(
                 collector.received(),
-                vec![traces(1, 3), metrics(1, 2), logs(1, 4), logs(2, 3)]
+                vec![
+                    traces(1, 3),
+                    metrics(1, 2),
+                    logs(1, 4),
+                    profiles(1, 2),
+                    logs(2, 3)
+                ]
             );
             let calls = collector.calls();
             let paths: Vec<&str> = calls.iter().map(|c| c.path.as_str()).collect();
-            assert_eq!(paths, ["/v1/traces", "/v1/metrics", "/v1/logs", "/v1/logs"]);
+            assert_eq!(
+                paths,
+                [
+                    "/v1/traces",
+                    "/v1/metrics",
+                    "/v1/logs",
+                    "/v1development/profiles",
+                    "/v1/logs"
+                ]
+            );
             for c in &calls {
                 assert_eq!(c.header("content-type"), Some(PROTOBUF));
                 assert_eq!(c.header("x-api-key"), Some("s3cret"));
@@ -459,6 +499,67 @@ mod tests {
             }
             collector.stop().await;
         }
+    }
+
+    /// A receiver without the profiles path (404): the first profiles batch is sent once and
+    /// dropped as unsupported, later ones are dropped without being sent, nothing is retried,
+    /// and traces keep flowing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_without_profiles_gets_them_once_then_never_again() {
+        let collector = HttpCollector::start_without_profiles(None).await;
+        let mut e = exporter(collector.addr(), Compression::Gzip);
+        let err = e.export(&profiles(1, 1).encode()).await.unwrap_err();
+        assert!(
+            matches!(&err, ExportError::Unsupported { reason } if reason.contains("404")),
+            "{err}"
+        );
+        // The same answer for another signal stays a permanent error.
+        collector.script([Reply::Http(404, None)]);
+        let err = e.export(&traces(1, 1).encode()).await.unwrap_err();
+        assert!(matches!(err, ExportError::Permanent { .. }), "{err}");
+
+        let q = queue(collector.addr(), 1 << 20);
+        let stats = q.stats();
+        q.submit(profiles(2, 2)).unwrap();
+        q.submit(profiles(3, 1)).unwrap();
+        q.submit(traces(2, 3)).unwrap();
+        wait_until(|| stats.signal(Signal::Profiles).dropped_unsupported == 3).await;
+        assert_eq!(
+            q.submit(profiles(4, 5)),
+            Err(SubmitError::Unsupported {
+                signal: Signal::Profiles,
+                items: 5
+            })
+        );
+        q.submit(traces(3, 1)).unwrap();
+        q.shutdown(Duration::from_secs(8)).await;
+
+        let profile_calls = collector
+            .calls()
+            .iter()
+            .filter(|c| c.path == "/v1development/profiles")
+            .count();
+        assert_eq!(
+            profile_calls, 2,
+            "one from the bare exporter, one from the queue"
+        );
+        assert_eq!(collector.received(), vec![traces(2, 3), traces(3, 1)]);
+        let p = stats.signal(Signal::Profiles);
+        assert_eq!((p.offered_items, p.dropped_unsupported), (8, 8), "{p:?}");
+        assert_eq!(p.dropped_items, p.dropped_unsupported);
+        assert_eq!(stats.signal(Signal::Traces).exported_items, 4);
+        assert_balanced(&stats);
+        collector.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_405_on_the_profiles_path_is_unsupported_too() {
+        let collector = HttpCollector::start(None).await;
+        let mut e = exporter(collector.addr(), Compression::None);
+        collector.script([Reply::Http(405, None)]);
+        let err = e.export(&profiles(1, 1).encode()).await.unwrap_err();
+        assert!(matches!(err, ExportError::Unsupported { .. }), "{err}");
+        collector.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

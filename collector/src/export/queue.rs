@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -37,15 +37,20 @@ pub enum DropReason {
     RetriesExhausted,
     /// The shutdown grace period ended first, or the batch was submitted after shutdown.
     Shutdown,
+    /// The receiver has no service for the signal (gRPC `UNIMPLEMENTED`, HTTP 404/405 on its
+    /// path; only profiles are judged so). Once it said so, later batches of the signal are
+    /// dropped for this reason without being sent.
+    Unsupported,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::QueueFull,
         DropReason::Permanent,
         DropReason::RetriesExhausted,
         DropReason::Shutdown,
+        DropReason::Unsupported,
     ];
 
     /// A stable name for logs and metrics.
@@ -55,6 +60,7 @@ impl DropReason {
             DropReason::Permanent => "permanent_error",
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::Shutdown => "shutdown",
+            DropReason::Unsupported => "unsupported",
         }
     }
 
@@ -65,6 +71,7 @@ impl DropReason {
             DropReason::Permanent => "dropped_permanent",
             DropReason::RetriesExhausted => "dropped_retries_exhausted",
             DropReason::Shutdown => "dropped_shutdown",
+            DropReason::Unsupported => "dropped_unsupported",
         }
     }
 
@@ -74,6 +81,7 @@ impl DropReason {
             DropReason::Permanent => 1,
             DropReason::RetriesExhausted => 2,
             DropReason::Shutdown => 3,
+            DropReason::Unsupported => 4,
         }
     }
 }
@@ -97,6 +105,14 @@ pub enum SubmitError {
         /// Items dropped.
         items: u64,
     },
+    /// The receiver said it does not take this signal ([`DropReason::Unsupported`]).
+    #[error("the receiver does not take {signal}: dropped {items} items")]
+    Unsupported {
+        /// The signal.
+        signal: Signal,
+        /// Items dropped.
+        items: u64,
+    },
 }
 
 /// A snapshot of one signal's counters. The counters are read one by one, so while the queue
@@ -110,7 +126,7 @@ pub struct SignalStats {
     pub exported_items: u64,
     /// Items the receiver rejected through OTLP partial success (not retried).
     pub rejected_items: u64,
-    /// Items dropped for any reason (the sum of the four below).
+    /// Items dropped for any reason (the sum of the five below).
     pub dropped_items: u64,
     /// Dropped because the queue was full.
     pub dropped_queue_full: u64,
@@ -120,18 +136,21 @@ pub struct SignalStats {
     pub dropped_retries_exhausted: u64,
     /// Dropped at shutdown.
     pub dropped_shutdown: u64,
+    /// Dropped because the receiver does not take the signal.
+    pub dropped_unsupported: u64,
     /// Items waiting in the queue or being exported right now.
     pub queued_items: u64,
 }
 
 impl SignalStats {
     /// Each drop reason with its count, in [`DropReason::ALL`] order.
-    pub fn dropped_by_reason(&self) -> [(DropReason, u64); 4] {
+    pub fn dropped_by_reason(&self) -> [(DropReason, u64); DropReason::ALL.len()] {
         [
             (DropReason::QueueFull, self.dropped_queue_full),
             (DropReason::Permanent, self.dropped_permanent),
             (DropReason::RetriesExhausted, self.dropped_retries_exhausted),
             (DropReason::Shutdown, self.dropped_shutdown),
+            (DropReason::Unsupported, self.dropped_unsupported),
         ]
     }
 
@@ -148,14 +167,16 @@ struct Counters {
     offered: AtomicU64,
     exported: AtomicU64,
     rejected: AtomicU64,
-    dropped: [AtomicU64; 4],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     queued: AtomicU64,
+    /// The receiver said it does not take the signal: later batches are dropped unsent.
+    unsupported: AtomicBool,
 }
 
 /// Cloneable handle on the export counters, per signal; cheap to read from any thread.
 #[derive(Debug, Clone, Default)]
 pub struct ExportStats {
-    inner: Arc<[Counters; 3]>,
+    inner: Arc<[Counters; Signal::ALL.len()]>,
     files: FileStats,
 }
 
@@ -179,6 +200,7 @@ impl ExportStats {
             dropped_permanent: by_reason[1],
             dropped_retries_exhausted: by_reason[2],
             dropped_shutdown: by_reason[3],
+            dropped_unsupported: by_reason[4],
             queued_items: c.queued.load(Ordering::Relaxed),
         }
     }
@@ -220,7 +242,7 @@ struct Shared {
     wake: Notify,
     stats: ExportStats,
     /// Log limits for drops, one per [`DropReason`].
-    drop_logs: [RateLimit; 4],
+    drop_logs: [RateLimit; DropReason::ALL.len()],
     /// Log limit for retries.
     retry_log: RateLimit,
     /// Log limit for partial successes.
@@ -234,9 +256,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts `items` of `signal` as dropped for `reason` and logs it (rate-limited).
+    /// Counts `items` of `signal` as dropped for `reason` and logs it (rate-limited). Drops of
+    /// an unsupported signal are only counted: [`Shared::mark_unsupported`] said it once.
     fn drop_and_log(&self, signal: Signal, reason: DropReason, items: u64, why: &str) {
         let counter = &self.stats.counters(signal).dropped[reason.index()];
+        if reason == DropReason::Unsupported {
+            counter.fetch_add(items, Ordering::Relaxed);
+            return;
+        }
         self.drop_logs[reason.index()].count_and_log(counter, items, |suppressed| {
             tracing::warn!(
                 signal = signal.as_str(),
@@ -249,6 +276,39 @@ impl Shared {
         });
     }
 
+    /// Whether the receiver said it does not take `signal`.
+    fn is_unsupported(&self, signal: Signal) -> bool {
+        self.stats
+            .counters(signal)
+            .unsupported
+            .load(Ordering::Relaxed)
+    }
+
+    /// Remembers that the receiver does not take `signal`, and says so once.
+    fn mark_unsupported(&self, signal: Signal, exporter: &str, why: &str) {
+        let flag = &self.stats.counters(signal).unsupported;
+        if flag.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match signal {
+            Signal::Profiles => tracing::warn!(
+                exporter,
+                error = why,
+                "kotel.export.profiles_unsupported: the receiver does not take OTLP profiles \
+                 (v1development); kotel drops every profile from now on without sending it, \
+                 counted as dropped (unsupported). Turn profiles off with [profiles] \
+                 enabled = false or --profiles off, or send them to a receiver that takes them"
+            ),
+            _ => tracing::warn!(
+                exporter,
+                signal = signal.as_str(),
+                error = why,
+                "kotel.export.signal_unsupported: the receiver does not take this signal; \
+                 kotel drops it from now on without sending it"
+            ),
+        }
+    }
+
     /// Counts everything still queued or in flight as dropped for `reason`.
     fn drain(&self, reason: DropReason) {
         let (waiting, in_flight) = {
@@ -256,7 +316,7 @@ impl Shared {
             st.bytes = 0;
             (std::mem::take(&mut st.waiting), st.in_flight.take())
         };
-        let mut per_signal = [0u64; 3];
+        let mut per_signal = [0u64; Signal::ALL.len()];
         let leftovers = waiting
             .iter()
             .map(|e| (e.batch.signal(), e.items))
@@ -392,6 +452,11 @@ impl ExportQueue {
             let mut st = self.shared.lock();
             if st.closed {
                 Some((DropReason::Shutdown, SubmitError::Closed { items }))
+            } else if self.shared.is_unsupported(signal) {
+                Some((
+                    DropReason::Unsupported,
+                    SubmitError::Unsupported { signal, items },
+                ))
             } else if st.bytes.saturating_add(bytes) > self.shared.max_bytes {
                 Some((DropReason::QueueFull, SubmitError::Full { items, bytes }))
             } else {
@@ -516,6 +581,11 @@ impl<E: Exporter> Worker<E> {
                 next
             };
             match next {
+                Some(entry) if self.shared.is_unsupported(entry.batch.signal()) => {
+                    // Queued before the receiver said it does not take the signal.
+                    let why = "the receiver does not take this signal".to_string();
+                    self.finish(&entry, Finished::Dropped(DropReason::Unsupported, why));
+                }
                 Some(entry) => {
                     let finished = self.export_with_retries(&entry).await;
                     self.finish(&entry, finished);
@@ -552,6 +622,11 @@ impl<E: Exporter> Worker<E> {
                 Some(Ok(outcome)) => return Finished::Exported(outcome),
                 Some(Err(ExportError::Permanent { reason })) => {
                     return Finished::Dropped(DropReason::Permanent, reason)
+                }
+                Some(Err(ExportError::Unsupported { reason })) => {
+                    self.shared
+                        .mark_unsupported(signal, self.exporter.name(), &reason);
+                    return Finished::Dropped(DropReason::Unsupported, reason);
                 }
                 Some(Err(ExportError::Retryable {
                     reason,

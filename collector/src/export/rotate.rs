@@ -60,7 +60,7 @@ struct Counters {
 /// Cloneable handle on what rotation did, per signal; cheap to read from any thread.
 #[derive(Debug, Clone, Default)]
 pub struct FileStats {
-    inner: Arc<[Counters; 3]>,
+    inner: Arc<[Counters; Signal::ALL.len()]>,
 }
 
 impl FileStats {

@@ -299,6 +299,9 @@ impl Service<http::Request<tonic::body::Body>> for Router {
             Signal::Traces => Box::pin(self.traces.call(req)),
             Signal::Metrics => Box::pin(self.metrics.call(req)),
             Signal::Logs => Box::pin(self.logs.call(req)),
+            Signal::Profiles => Box::pin(async {
+                Ok(tonic::Status::unimplemented("kotel does not receive profiles").into_http())
+            }),
         };
         let intake = Arc::clone(&self.intake);
         Box::pin(async move {

@@ -28,6 +28,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -474,6 +477,13 @@ pub(crate) fn decode(signal: Signal, format: Format, body: &[u8]) -> Result<Batc
             .map(Batch::Metrics)
             .map_err(json),
         (Signal::Logs, Format::Json) => serde_json::from_slice(body).map(Batch::Logs).map_err(json),
+        (Signal::Profiles, Format::Protobuf) => ExportProfilesServiceRequest::decode(body)
+            .map(Batch::Profiles)
+            .map_err(proto),
+        (Signal::Profiles, Format::Json) => std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::export::profiles_json::from_json(text).map_err(json))
+            .map(Batch::Profiles),
     }
 }
 
@@ -491,6 +501,9 @@ fn success_body(signal: Signal, format: Format) -> Bytes {
         (Signal::Logs, Format::Protobuf) => {
             ExportLogsServiceResponse::default().encode_to_vec().into()
         }
+        (Signal::Profiles, Format::Protobuf) => ExportProfilesServiceResponse::default()
+            .encode_to_vec()
+            .into(),
     }
 }
 
@@ -613,6 +626,7 @@ mod tests {
                 Batch::Traces(r) => r.encode_to_vec(),
                 Batch::Metrics(r) => r.encode_to_vec(),
                 Batch::Logs(r) => r.encode_to_vec(),
+                Batch::Profiles(r) => r.encode_to_vec(),
             };
             let reply = post(addr, path, &[PROTO], &body).await;
             assert_eq!(reply.status, 200, "{path}: {}", reply.text());

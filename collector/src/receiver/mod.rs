@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::mpsc;
 
@@ -70,6 +71,14 @@ pub enum Received {
         /// The TCP peer of the sending connection, when known.
         peer: Option<SocketAddr>,
     },
+    /// Profiles. The receiver's servers do not take them (they answer UNIMPLEMENTED / 404);
+    /// the variant keeps [`Batch`] and `Received` one to one.
+    Profiles {
+        /// The request, unchanged.
+        request: ExportProfilesServiceRequest,
+        /// The TCP peer of the sending connection, when known.
+        peer: Option<SocketAddr>,
+    },
 }
 
 impl Received {
@@ -79,6 +88,7 @@ impl Received {
             Batch::Traces(request) => Received::Traces { request, peer },
             Batch::Metrics(request) => Received::Metrics { request, peer },
             Batch::Logs(request) => Received::Logs { request, peer },
+            Batch::Profiles(request) => Received::Profiles { request, peer },
         }
     }
 
@@ -88,6 +98,7 @@ impl Received {
             Received::Traces { .. } => Signal::Traces,
             Received::Metrics { .. } => Signal::Metrics,
             Received::Logs { .. } => Signal::Logs,
+            Received::Profiles { .. } => Signal::Profiles,
         }
     }
 
@@ -96,7 +107,8 @@ impl Received {
         match self {
             Received::Traces { peer, .. }
             | Received::Metrics { peer, .. }
-            | Received::Logs { peer, .. } => *peer,
+            | Received::Logs { peer, .. }
+            | Received::Profiles { peer, .. } => *peer,
         }
     }
 
@@ -106,6 +118,7 @@ impl Received {
             Received::Traces { request, .. } => Batch::Traces(request),
             Received::Metrics { request, .. } => Batch::Metrics(request),
             Received::Logs { request, .. } => Batch::Logs(request),
+            Received::Profiles { request, .. } => Batch::Profiles(request),
         }
     }
 }
@@ -196,6 +209,8 @@ pub struct ReceiverStats {
     pub metrics: SignalCounters,
     /// Accepted logs.
     pub logs: SignalCounters,
+    /// Accepted profiles (always zero: the receiver does not take them).
+    pub profiles: SignalCounters,
     /// Requests refused because they could not be decoded (bad protobuf, JSON or gzip).
     pub rejected_malformed: AtomicU64,
     /// Requests refused because they exceeded `max_request_bytes`.
@@ -218,6 +233,7 @@ impl ReceiverStats {
             Signal::Traces => &self.traces,
             Signal::Metrics => &self.metrics,
             Signal::Logs => &self.logs,
+            Signal::Profiles => &self.profiles,
         }
     }
 

@@ -23,7 +23,7 @@ pub enum Kind {
 
 /// Label key of the kind of kernel event (`writev`, `tcp_send`, …).
 pub const LABEL_KIND: &str = semconv::KOTEL_KIND;
-/// Label key of the OTLP signal (`traces`, `metrics`, `logs`).
+/// Label key of the OTLP signal (`traces`, `metrics`, `logs`, `profiles`).
 pub const LABEL_SIGNAL: &str = semconv::KOTEL_SIGNAL;
 /// Label key of the reason something was dropped or refused.
 pub const LABEL_REASON: &str = semconv::KOTEL_REASON;

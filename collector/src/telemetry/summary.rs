@@ -1,9 +1,9 @@
 //! `summary.json`: the final accounting of a `kotel run`, written after the export queue has
 //! shut down, so that for each signal `produced == exported + rejected + dropped` holds exactly
 //! and every drop is named by its reason. Rendered from [`super::catalog`]: a metric with a
-//! signal label goes in its signal's section (`spans`, `metric_points`, `log_records`), the
-//! others at the top; each key holds the sum over the other labels, and points with a part of
-//! their own (a drop reason) get a key of their own beside it.
+//! signal label goes in its signal's section (`spans`, `metric_points`, `log_records`,
+//! `profiles`), the others at the top; each key holds the sum over the other labels, and points
+//! with a part of their own (a drop reason) get a key of their own beside it.
 
 use std::path::Path;
 
@@ -16,6 +16,7 @@ fn section(signal: &str) -> &'static str {
     match signal {
         "traces" => "spans",
         "metrics" => "metric_points",
+        "profiles" => "profiles",
         _ => "log_records",
     }
 }
@@ -65,7 +66,7 @@ mod tests {
     use kotel_bpf::DropCounts;
 
     use super::*;
-    use crate::export::testdata::traces;
+    use crate::export::testdata::{profiles, traces};
     use crate::export::{
         Batch, EncodedBatch, ExportError, ExportFuture, ExportOutcome, ExportQueue, Exporter,
         RetryConfig, Signal,
@@ -216,5 +217,68 @@ mod tests {
             (Some(0), Some(0))
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Says every batch's signal is not taken, as a receiver without the profiles service does.
+    struct NoProfiles;
+
+    impl Exporter for NoProfiles {
+        fn export<'a>(&'a mut self, _batch: &'a EncodedBatch) -> ExportFuture<'a> {
+            Box::pin(std::future::ready(Err(ExportError::Unsupported {
+                reason: "gRPC status Unimplemented".into(),
+            })))
+        }
+
+        fn name(&self) -> &'static str {
+            "no_profiles"
+        }
+    }
+
+    /// Profiles get a section of their own, and profiles a receiver does not take are dropped
+    /// under their own reason, in `summary.json` and on the self-metric's reason label alike.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn profiles_have_a_section_and_unsupported_is_a_reason_of_its_own() {
+        let queue = ExportQueue::spawn(
+            NoProfiles,
+            1 << 20,
+            RetryConfig::default(),
+            &Handle::current(),
+        );
+        queue.submit(profiles(1, 2)).unwrap();
+        let stats = queue.stats();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stats.signal(Signal::Profiles).queued_items > 0 {
+            assert!(std::time::Instant::now() < deadline, "worker stuck");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = queue.submit(profiles(2, 3)); // refused at once, counted
+        queue.shutdown(Duration::from_secs(1)).await;
+        let pipeline = SelfStats::default();
+        let readings = Readings {
+            pipeline: &pipeline,
+            drops: DropCounts::default(),
+            export: &stats,
+            receiver: None,
+            pods: None,
+            export_tls_failures: 0,
+            link_unresolved: Default::default(),
+        };
+        let v = summary_json(&readings);
+        let p = &v["profiles"];
+        assert_eq!(p["produced"], 5, "{v:#}");
+        assert_eq!(p["dropped"], 5);
+        assert_eq!(p["dropped_unsupported"], 5);
+        assert_eq!(p["dropped_permanent"], 0);
+        assert_eq!(p["exported"], 0);
+        assert_eq!(v["spans"]["dropped_unsupported"], 0);
+        let dropped = crate::telemetry::catalog::CATALOG
+            .iter()
+            .find(|d| d.name == "kotel.export.dropped")
+            .unwrap();
+        let point = (dropped.read)(&readings)
+            .into_iter()
+            .find(|p| p.labels == ["profiles", "unsupported"])
+            .expect("a profiles/unsupported point");
+        assert_eq!(point.value, 5);
     }
 }
