@@ -45,7 +45,6 @@ ARGS = [
     "--receiver-grpc", "none",
     "--receiver-http", "none",
     "--telemetry", "none",
-    "--profiles", "on",
 ]
 
 

@@ -231,9 +231,18 @@ mod tests {
         );
         assert_eq!(ids(&b.drain(&mut |_, _| Vec::new(), &mut |_| {})), [1, 7]);
         // A pin holds once.
-        assert_eq!(b.offer(span(1, Probe::Offcpu, 50, 9)).skipped.is_some() as u64, 0);
-        assert_eq!(b.offer(span(1, Probe::Offcpu, 2, 7)).skipped.is_some() as u64, 1);
-        assert_eq!(b.offer(span(1, Probe::Offcpu, 1, 8)).skipped.is_some() as u64, 1);
+        assert_eq!(
+            b.offer(span(1, Probe::Offcpu, 50, 9)).skipped.is_some() as u64,
+            0
+        );
+        assert_eq!(
+            b.offer(span(1, Probe::Offcpu, 2, 7)).skipped.is_some() as u64,
+            1
+        );
+        assert_eq!(
+            b.offer(span(1, Probe::Offcpu, 1, 8)).skipped.is_some() as u64,
+            1
+        );
     }
 
     #[test]
@@ -243,11 +252,18 @@ mod tests {
         let skipped: u64 = durations
             .iter()
             .enumerate()
-            .map(|(i, d)| b.offer(span(1, Probe::Writev, *d, i as u8)).skipped.is_some() as u64)
+            .map(|(i, d)| {
+                b.offer(span(1, Probe::Writev, *d, i as u8))
+                    .skipped
+                    .is_some() as u64
+            })
             .sum();
         assert_eq!(skipped, 3);
         // Another process has a budget of its own.
-        assert_eq!(b.offer(span(2, Probe::Writev, 1, 50)).skipped.is_some() as u64, 0);
+        assert_eq!(
+            b.offer(span(2, Probe::Writev, 1, 50)).skipped.is_some() as u64,
+            0
+        );
         let out = b.drain(&mut |_, _| Vec::new(), &mut |_| {});
         assert_eq!(
             ids(&out),
@@ -286,8 +302,14 @@ mod tests {
     #[test]
     fn ties_keep_the_first_and_zero_means_unlimited() {
         let mut b = SpanBudget::new(1);
-        assert_eq!(b.offer(span(1, Probe::Writev, 7, 1)).skipped.is_some() as u64, 0);
-        assert_eq!(b.offer(span(1, Probe::Writev, 7, 2)).skipped.is_some() as u64, 1);
+        assert_eq!(
+            b.offer(span(1, Probe::Writev, 7, 1)).skipped.is_some() as u64,
+            0
+        );
+        assert_eq!(
+            b.offer(span(1, Probe::Writev, 7, 2)).skipped.is_some() as u64,
+            1
+        );
         assert_eq!(ids(&b.drain(&mut |_, _| Vec::new(), &mut |_| {})), vec![1]);
         let mut all = SpanBudget::new(0);
         // Without a limit every span but the slowest of its series goes on at once.
@@ -298,6 +320,9 @@ mod tests {
             now.extend(o.now.map(|p| p.span_id[0]));
         }
         assert_eq!(now, vec![0, 2, 3], "the 9 ns one (the first of two) waits");
-        assert_eq!(ids(&all.drain(&mut |_, _| Vec::new(), &mut |_| {})), vec![1]);
+        assert_eq!(
+            ids(&all.drain(&mut |_, _| Vec::new(), &mut |_| {})),
+            vec![1]
+        );
     }
 }

@@ -254,8 +254,14 @@ mod tests {
             standalone: true,
             exemplar_offered: false,
         };
-        assert!(budget.offer(pending(100, Probe::Writev, 10)).skipped.is_none());
-        assert!(budget.offer(pending(101, Probe::Offcpu, 11)).skipped.is_none());
+        assert!(budget
+            .offer(pending(100, Probe::Writev, 10))
+            .skipped
+            .is_none());
+        assert!(budget
+            .offer(pending(101, Probe::Offcpu, 11))
+            .skipped
+            .is_none());
         let produced = 7;
         let mut resource_of = |_pid: u32| Resource::default();
 
