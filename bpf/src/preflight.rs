@@ -201,6 +201,53 @@ pub fn raise_memlock() {
 mod tests {
     use super::*;
 
+    /// In a child process, as root: once `CAP_SETPCAP` is gone, the bounding set cannot shrink,
+    /// and what stays there is reported, while the effective set is still narrowed.
+    #[test]
+    fn what_the_bounding_set_keeps_is_reported() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("KOTEL-SKIP what_the_bounding_set_keeps_is_reported: needs root");
+            return;
+        }
+        const CAP_SETPCAP: u32 = 8;
+        // Everything but CAP_SETPCAP, built before fork: the child does not allocate.
+        let mut all_but_setpcap = [0u32; 63];
+        for (i, c) in (0..64u32).filter(|&c| c != CAP_SETPCAP).enumerate() {
+            all_but_setpcap[i] = c;
+        }
+        let steady = STEADY_STATE_CAPS.iter().fold(0u64, |m, c| m | (1 << c));
+        // SAFETY: the child makes system calls only and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match (
+                drop_capabilities(&all_but_setpcap),
+                drop_capabilities(&STEADY_STATE_CAPS),
+            ) {
+                (Ok(first), Ok(second)) => {
+                    let ok = first.effective & (1 << CAP_SETPCAP) == 0
+                        && second.effective & !steady == 0
+                        && second.effective != 0
+                        && second.bounding_kept != 0
+                        && second.bounding_kept & steady == 0
+                        && second.bounding_kept & (1 << CAP_SETPCAP) == 0;
+                    i32::from(!ok)
+                }
+                _ => 2,
+            };
+            // SAFETY: leaves the forked child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "1: wrong sets after the drops, 2: a drop failed"
+        );
+    }
+
     #[test]
     fn capabilities_are_parsed_and_named() {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
@@ -255,10 +302,22 @@ struct CapData {
     inheritable: u32,
 }
 
+/// The capability sets after [`drop_capabilities`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapsAfterDrop {
+    /// The effective (and permitted) set: what was kept of what the process had.
+    pub effective: u64,
+    /// Capabilities not kept that stay in the bounding set: the kernel refuses to drop them
+    /// without `CAP_SETPCAP`. The process cannot use them (they left its effective and
+    /// permitted sets); only a program it executed with file capabilities could.
+    pub bounding_kept: u64,
+}
+
 /// Drops every capability but `keep` from this process (all threads share nothing here: call
-/// it before starting other threads that matter, or accept they keep theirs): the bounding set,
-/// the ambient set, inheritable, permitted and effective. Returns the effective set after.
-pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<u64> {
+/// it before starting other threads that matter, or accept they keep theirs): the bounding set
+/// (where `CAP_SETPCAP` allows; what stays is reported), the ambient set, inheritable,
+/// permitted and effective.
+pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<CapsAfterDrop> {
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -302,5 +361,18 @@ pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<u64> {
     if unsafe { libc::syscall(libc::SYS_capset, &header, set.as_ptr()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(permitted)
+    Ok(CapsAfterDrop {
+        effective: permitted,
+        bounding_kept: bounding_set() & !wanted,
+    })
+}
+
+/// The bounding set, read back one capability at a time (`EINVAL` past the last one).
+fn bounding_set() -> u64 {
+    (0..64u32)
+        .filter(|&cap| {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 }
+        })
+        .fold(0, |m, cap| m | (1u64 << cap))
 }

@@ -85,8 +85,19 @@ impl KernelSource {
             KernelSymbols::default()
         };
         match kotel_bpf::preflight::drop_capabilities(&kotel_bpf::preflight::STEADY_STATE_CAPS) {
-            Ok(kept) => {
-                tracing::info!(effective = format!("{kept:#x}"), "kotel.privileges.dropped")
+            Ok(caps) => {
+                tracing::info!(
+                    effective = format!("{:#x}", caps.effective),
+                    "kotel.privileges.dropped"
+                );
+                if caps.bounding_kept != 0 {
+                    tracing::info!(
+                        bounding_kept = format!("{:#x}", caps.bounding_kept),
+                        "kotel.privileges.bounding_set_kept: without CAP_SETPCAP the kernel \
+                         keeps these in the bounding set; kotel can no longer use them (they \
+                         left its effective and permitted sets), and it executes no programs"
+                    );
+                }
             }
             Err(e) => tracing::warn!(error = %e, "kotel.privileges.drop_failed"),
         }
