@@ -139,6 +139,45 @@ impl KernelHooks {
             .map(|h| h.tracepoint)
             .collect()
     }
+
+    /// Whether a tracefs with tracepoint events is mounted at one of the roots.
+    fn tracefs_mounted(&self) -> bool {
+        self.tracefs.iter().any(|root| root.join("events").is_dir())
+    }
+
+    /// Why the tracepoints of `sets` cannot attach, as one phrase: those the kernel lacks, and
+    /// those that attach through tracefs when no tracefs is mounted (the kernel may well have
+    /// them).
+    pub fn why_missing(&self, sets: &[&HookSet]) -> String {
+        let unmounted = !self.tracefs_mounted();
+        let (mut absent, mut unreachable): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for hook in sets
+            .iter()
+            .flat_map(|s| s.hooks.iter())
+            .filter(|h| !self.has(h))
+        {
+            let list = if unmounted && hook.attach == Attach::Tracefs {
+                &mut unreachable
+            } else {
+                &mut absent
+            };
+            if !list.contains(&hook.tracepoint) {
+                list.push(hook.tracepoint);
+            }
+        }
+        let mut parts = Vec::new();
+        if !absent.is_empty() {
+            parts.push(format!("kernel has no tracepoint {}", absent.join(", ")));
+        }
+        if !unreachable.is_empty() {
+            parts.push(format!(
+                "tracefs is not mounted, so tracepoint {} cannot attach (mount it: mount -t \
+                 tracefs nodev /sys/kernel/tracing)",
+                unreachable.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// The hooks each probe of `wanted` runs on: the first of its hook sets whose tracepoints the
@@ -155,27 +194,17 @@ pub fn plan_hooks(kernel: &KernelHooks, wanted: ProbeSet) -> (HookPlan, LeftOut,
                 plan.choose(probe, &sets[i]);
                 if i > 0 {
                     fallbacks.push(format!(
-                        "probe {probe} runs on {} (fallback): kernel has no tracepoint {}",
+                        "probe {probe} runs on {} (fallback): {}",
                         sets[i].name,
-                        kernel.missing(&sets[0]).join(", ")
+                        kernel.why_missing(&[&sets[0]])
                     ));
                 }
             }
             None => {
-                let mut absent: Vec<&str> = Vec::new();
-                for set in sets {
-                    for tp in kernel.missing(set) {
-                        if !absent.contains(&tp) {
-                            absent.push(tp);
-                        }
-                    }
-                }
+                let all: Vec<&HookSet> = sets.iter().collect();
                 left_out.push((
                     probe,
-                    format!(
-                        "probe {probe} left out: kernel has no tracepoint {}",
-                        absent.join(", ")
-                    ),
+                    format!("probe {probe} left out: {}", kernel.why_missing(&all)),
                 ));
             }
         }

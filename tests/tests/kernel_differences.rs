@@ -286,10 +286,11 @@ fn without_tracefs_writev_falls_back_to_the_raw_syscall_hooks() {
     let _ = std::fs::remove_dir(&empty);
     assert!(
         stderr.contains(
-            "kotel.probe.fallback: probe writev runs on raw_syscalls (fallback): kernel has no \
-             tracepoint syscalls/sys_exit_writev, syscalls/sys_enter_writev"
+            "kotel.probe.fallback: probe writev runs on raw_syscalls (fallback): tracefs is \
+             not mounted, so tracepoint syscalls/sys_exit_writev, syscalls/sys_enter_writev \
+             cannot attach (mount it: mount -t tracefs nodev /sys/kernel/tracing)"
         ),
-        "the fallback is said: {stderr}"
+        "the fallback names the missing tracefs, not missing tracepoints: {stderr}"
     );
 }
 
