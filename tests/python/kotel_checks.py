@@ -166,8 +166,8 @@ def check_export(
 ) -> tuple[list[SpanRecord], list[PointRecord]]:
     """Asserts that kotel's ExportTraceServiceRequests and ExportMetricsServiceRequests describe
     the workload ``pid`` exactly as its ``truth`` says. Returns every span and data point.
-    ``host_name`` is the ``host.name`` kotel sees (its UTS namespace's hostname; a pod's is the
-    pod's name), this machine's by default."""
+    ``host_name`` is the ``host.name`` kotel reports (the node's name in a pod, else its
+    hostname), this machine's by default."""
     spans = iter_spans(trace_requests)
     points = iter_metric_points(metric_requests)
     assert spans, "kotel exported no spans"

@@ -251,7 +251,7 @@ def test_the_daemonset_pod_traces_a_host_workload_exactly(image, workload, tmp_p
 
         spans, points = check_export(
             w.pid, truth, receiver.requests("traces"), receiver.requests("metrics"),
-            Window(start, end), host_name=where.pod_name,
+            Window(start, end), host_name=where.node_name,
         )
         check_summary_all_delivered(read_summary(where.volume_root / "out"), len(spans), len(points))
         traces = spans_by_id(receiver.requests("traces"))

@@ -1,4 +1,6 @@
-//! The machine kotel runs on: its hostname and the Kubernetes node name from the environment.
+//! The machine kotel runs on: its name and the Kubernetes node name from the environment. In a
+//! cluster the node's name is the host's (`host.name`): the hostname kotel's own UTS namespace
+//! reports there is its pod's.
 
 use std::path::Path;
 
@@ -7,19 +9,27 @@ use super::semconv::NODE_NAME_VARS;
 /// The machine kotel runs on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostInfo {
-    /// `host.name`: the kernel's hostname (in kotel's UTS namespace).
+    /// `host.name`: the Kubernetes node name where it is known, else the kernel's hostname
+    /// (in kotel's UTS namespace).
     pub host_name: String,
     /// `k8s.node.name`, from `KOTEL_NODE_NAME`, else `NODE_NAME`.
     pub node_name: Option<String>,
 }
 
 impl HostInfo {
-    /// Reads the hostname from `<proc_root>/sys/kernel/hostname` (falling back to
-    /// `gethostname`) and the node name from the environment.
+    /// Reads the node name from the environment, and the hostname from
+    /// `<proc_root>/sys/kernel/hostname` (falling back to `gethostname`) where it is not set.
     pub fn detect(proc_root: &Path) -> HostInfo {
+        Self::with_node(proc_root, node_name_from_env())
+    }
+
+    /// The host named by `node_name` when known, else by its hostname.
+    fn with_node(proc_root: &Path, node_name: Option<String>) -> HostInfo {
         HostInfo {
-            host_name: read_hostname(proc_root),
-            node_name: node_name_from_env(),
+            host_name: node_name
+                .clone()
+                .unwrap_or_else(|| read_hostname(proc_root)),
+            node_name,
         }
     }
 }
@@ -69,10 +79,16 @@ mod tests {
         let fake = FakeProc::new("hostname");
         std::fs::create_dir_all(fake.root.join("sys/kernel")).unwrap();
         std::fs::write(fake.root.join("sys/kernel/hostname"), "box-1\n").unwrap();
-        assert_eq!(HostInfo::detect(&fake.root).host_name, "box-1");
+        assert_eq!(HostInfo::with_node(&fake.root, None).host_name, "box-1");
+        // In a pod the UTS namespace's hostname is the pod's: the node names the host.
+        let in_pod = HostInfo::with_node(&fake.root, Some("node-a".into()));
+        assert_eq!(
+            (in_pod.host_name.as_str(), in_pod.node_name.as_deref()),
+            ("node-a", Some("node-a"))
+        );
 
         let missing = FakeProc::new("no-hostname");
-        let fallback = HostInfo::detect(&missing.root).host_name;
+        let fallback = HostInfo::with_node(&missing.root, None).host_name;
         if let Ok(real) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
             assert_eq!(fallback, real.trim());
         }
