@@ -9,9 +9,17 @@ use kotel_bpf::Probe;
 use crate::config::ProfilesMode;
 use crate::spans::policy::{parse_sleep_threshold, DEFAULT_SLEEP_THRESHOLD};
 
+/// What `kotel --version` prints after the name: kotel's version and the OTLP protobuf
+/// definitions it speaks ([`crate::export::OTLP_PROTO_VERSION`]; profiles are still the
+/// `v1development` package, whose layout changes between releases).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (OTLP proto 1.10.0; profiles v1development)"
+);
+
 /// kotel: kernel-latency observability for OpenTelemetry.
 #[derive(Debug, Parser)]
-#[command(name = "kotel", version, about)]
+#[command(name = "kotel", version = VERSION, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -335,6 +343,23 @@ mod tests {
         let all = parse(&["--probes", "all"]).unwrap();
         assert_eq!(all.probes.0, Probe::ALL.to_vec());
         assert_eq!(a.format, Format::Jsonl);
+    }
+
+    #[test]
+    fn version_names_the_otlp_proto_release_and_the_profiles_package() {
+        use clap::CommandFactory;
+        let err = Cli::try_parse_from(["kotel", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        let shown = Cli::command().render_version();
+        assert_eq!(
+            shown.trim_end(),
+            format!(
+                "kotel {} (OTLP proto {}; profiles v1development)",
+                env!("CARGO_PKG_VERSION"),
+                crate::export::OTLP_PROTO_VERSION
+            )
+        );
+        assert!(crate::export::OTLP_PROFILES_PACKAGE.ends_with(".v1development"));
     }
 
     #[test]
