@@ -6,11 +6,20 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use kotel_bpf::Probe;
 
+use crate::config::ProfilesMode;
 use crate::spans::policy::{parse_sleep_threshold, DEFAULT_SLEEP_THRESHOLD};
+
+/// What `kotel --version` prints after the name: kotel's version and the OTLP protobuf
+/// definitions it speaks ([`crate::export::OTLP_PROTO_VERSION`]; profiles are still the
+/// `v1development` package, whose layout changes between releases).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (OTLP proto 1.10.0; profiles v1development)"
+);
 
 /// kotel: kernel-latency observability for OpenTelemetry.
 #[derive(Debug, Parser)]
-#[command(name = "kotel", version, about)]
+#[command(name = "kotel", version = VERSION, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -148,6 +157,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub telemetry: Option<String>,
 
+    /// OTLP profiles of off-CPU and slow-call stacks: auto (on in files mode, off with an
+    /// endpoint), on or off (`profiles.enabled`) [default: auto].
+    #[arg(long, value_name = "auto|on|off", value_parser = parse_profiles)]
+    pub profiles: Option<ProfilesMode>,
+
     /// Metrics temporality: cumulative or delta.
     #[arg(long, value_parser = ["cumulative", "delta"])]
     pub temporality: Option<String>,
@@ -242,6 +256,10 @@ fn parse_sleep(s: &str) -> Result<SleepThreshold, String> {
     parse_sleep_threshold(s).map(SleepThreshold)
 }
 
+fn parse_profiles(s: &str) -> Result<ProfilesMode, String> {
+    s.parse()
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         return Ok(Duration::ZERO);
@@ -325,6 +343,48 @@ mod tests {
         let all = parse(&["--probes", "all"]).unwrap();
         assert_eq!(all.probes.0, Probe::ALL.to_vec());
         assert_eq!(a.format, Format::Jsonl);
+    }
+
+    #[test]
+    fn version_names_the_otlp_proto_release_and_the_profiles_package() {
+        use clap::CommandFactory;
+        let err = Cli::try_parse_from(["kotel", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        let shown = Cli::command().render_version();
+        assert_eq!(
+            shown.trim_end(),
+            format!(
+                "kotel {} (OTLP proto {}; profiles v1development)",
+                env!("CARGO_PKG_VERSION"),
+                crate::export::OTLP_PROTO_VERSION
+            )
+        );
+        assert!(crate::export::OTLP_PROFILES_PACKAGE.ends_with(".v1development"));
+    }
+
+    #[test]
+    fn run_takes_a_profiles_mode() {
+        let run = |args: &[&str]| {
+            let mut all = vec!["kotel", "run"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| match c.command {
+                Command::Run(a) => a.profiles,
+                _ => unreachable!("run was parsed"),
+            })
+        };
+        assert_eq!(run(&[]).unwrap(), None);
+        assert_eq!(run(&["--profiles", "on"]).unwrap(), Some(ProfilesMode::On));
+        assert_eq!(
+            run(&["--profiles", "off"]).unwrap(),
+            Some(ProfilesMode::Off)
+        );
+        assert_eq!(
+            run(&["--profiles", "auto"]).unwrap(),
+            Some(ProfilesMode::Auto)
+        );
+        let err = run(&["--profiles", "maybe"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--profiles"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,10 @@ use std::time::Duration;
 use kotel_bpf::{Probe, ProbeSet};
 use serde::{Deserialize, Deserializer};
 
+mod profiles;
+
+pub use profiles::{ProfilesConfig, ProfilesMode};
+
 use crate::otlp::metrics::Temporality;
 use crate::spans::policy::{parse_sleep_threshold, SpanRule, DEFAULT_SLEEP_THRESHOLD};
 
@@ -185,6 +189,15 @@ ca_file = ""
 cert_file = ""
 key_file = ""
 
+[profiles]
+# Export off-CPU and slow-call stacks as OTLP profiles (profiles v1development, still changing
+# upstream): profiles.jsonl in files mode, the ProfilesService over gRPC, or
+# /v1development/profiles over HTTP. "auto": on in files mode, off when an endpoint is set
+# (many receivers do not take profiles yet); true or false. A receiver that answers
+# UNIMPLEMENTED or 404 gets one warning, and profiles are then dropped unsent and counted
+# (reason unsupported). --profiles auto|on|off overrides it.
+enabled = "auto"
+
 [kubernetes]
 # Pod metadata (k8s.pod.name, k8s.namespace.name, k8s.container.name, k8s.deployment.name)
 # from the API server: "auto" (when KUBERNETES_SERVICE_HOST is set), "true" or "false".
@@ -217,6 +230,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Pod metadata from the Kubernetes API.
     pub kubernetes: KubernetesConfig,
+    /// OTLP profiles.
+    pub profiles: ProfilesConfig,
 }
 
 /// `[kubernetes]`.
@@ -682,6 +697,13 @@ impl Config {
             path: path.to_path_buf(),
             message: parse_message(text, &e),
         })
+    }
+
+    /// Whether kotel exports OTLP profiles: `[profiles] enabled` (after `--profiles`),
+    /// resolved against the effective export configuration (`"auto"` is on only without an
+    /// endpoint).
+    pub fn profiles_enabled(&self, export: &crate::export::ExportConfig) -> bool {
+        self.profiles.enabled.wanted(export.endpoint.is_some())
     }
 
     /// Reads and parses a file.

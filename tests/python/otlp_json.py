@@ -4,6 +4,7 @@ OTLP/JSON is the protobuf JSON mapping with these differences (OTLP specificatio
 Protobuf Encoding"):
 
 * ``traceId``, ``spanId`` and ``parentSpanId`` are hex strings (case-insensitive), not base64;
+  so are a profiles ``Link``'s ``traceId`` and ``spanId`` and a ``Profile``'s ``profileId``;
 * enum values are integers, never their names;
 * field names are lowerCamelCase.
 
@@ -32,7 +33,7 @@ from google.protobuf.message import Message
 M = TypeVar("M", bound=Message)
 
 #: bytes fields that OTLP/JSON writes as hex, with their length in bytes.
-HEX_ID_FIELDS = {"trace_id": 16, "span_id": 8, "parent_span_id": 8}
+HEX_ID_FIELDS = {"trace_id": 16, "span_id": 8, "parent_span_id": 8, "profile_id": 16}
 
 _HEX = re.compile(r"[0-9a-fA-F]*")
 

@@ -1,9 +1,12 @@
 """A real OTLP/gRPC receiver for kotel's conformance tests.
 
-It serves the three official OTLP collector services (traces, metrics, logs) from the
-``opentelemetry-proto`` package on 127.0.0.1, so whatever reaches it has been decoded by the
-official protobuf definitions. Every accepted request is kept as the decoded official message
-together with its arrival time.
+It serves the four official OTLP collector services (traces, metrics, logs, and profiles from
+the ``v1development`` package) from the ``opentelemetry-proto`` package on 127.0.0.1, so
+whatever reaches it has been decoded by the official protobuf definitions. Every accepted
+request is kept as the decoded official message together with its arrival time.
+``profiles=False`` leaves the profiles service out, as most receivers still do: its calls are
+answered ``UNIMPLEMENTED`` (what grpcio says for a method it does not serve) and counted as
+calls and failures of ``profiles``, so a test can see how often a client tried.
 
 Failure injection follows the OTLP/gRPC specification:
 
@@ -23,7 +26,8 @@ Run as a program it is a small stand-alone receiver::
     python3 otlp_receiver.py --port 4317 --out received.jsonl
 
 It prints ``{"port": N}`` on stdout once listening, then writes one JSON line per accepted
-request, ``{"signal": "traces"|"metrics"|"logs", "request": {...}}``, until SIGINT or SIGTERM.
+request, ``{"signal": "traces"|"metrics"|"logs"|"profiles", "request": {...}}``, until SIGINT
+or SIGTERM (``--no-profiles`` serves no profiles service).
 ``request`` is ``google.protobuf.json_format.MessageToDict`` of the official message (so byte
 fields such as trace ids are base64, as in the protobuf JSON mapping; see ``otlp_json`` for the
 OTLP/JSON encoding with hex ids).
@@ -49,10 +53,14 @@ from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
     metrics_service_pb2_grpc,
 )
+from opentelemetry.proto.collector.profiles.v1development import (
+    profiles_service_pb2,
+    profiles_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 #: The signals an OTLP receiver serves, in the names used throughout these tests.
-SIGNALS = ("traces", "metrics", "logs")
+SIGNALS = ("traces", "metrics", "logs", "profiles")
 
 #: Largest request accepted, as the OpenTelemetry Collector's default (4 MiB) would.
 DEFAULT_MAX_RECEIVE_BYTES = 4 << 20
@@ -128,6 +136,56 @@ def iter_logs(requests: Iterable[Any]) -> list[LogRecord]:
     ]
 
 
+class ProfileRecord(NamedTuple):
+    """One profile with its resource and scope, and the dictionary of the request it came in
+    (every index in the profile points into it)."""
+
+    resource: Any
+    scope: Any
+    profile: Any  # opentelemetry.proto.profiles.v1development.Profile
+    dictionary: Any  # opentelemetry.proto.profiles.v1development.ProfilesDictionary
+
+
+def iter_profiles(requests: Iterable[Any]) -> list[ProfileRecord]:
+    """Every profile in the given ExportProfilesServiceRequests, in order."""
+    return [
+        ProfileRecord(rp.resource, sp.scope, profile, req.dictionary)
+        for req in requests
+        for rp in req.resource_profiles
+        for sp in rp.scope_profiles
+        for profile in sp.profiles
+    ]
+
+
+def sample_type(record: ProfileRecord) -> tuple[str, str]:
+    """The (type, unit) of a profile's sample values, e.g. ("off_cpu", "nanoseconds")."""
+    strings = record.dictionary.string_table
+    st = record.profile.sample_type
+    return strings[st.type_strindex], strings[st.unit_strindex]
+
+
+def sample_functions(dictionary: Any, sample: Any) -> list[str]:
+    """The function names of a sample's stack, leaf first; a location with inlined frames
+    gives each of its lines, innermost first, as the profiles format orders them. Indices are
+    used as they are: an out-of-range one raises IndexError."""
+    strings = dictionary.string_table
+    stack = dictionary.stack_table[sample.stack_index]
+    names = []
+    for location_index in stack.location_indices:
+        location = dictionary.location_table[location_index]
+        for line in location.lines:
+            names.append(strings[dictionary.function_table[line.function_index].name_strindex])
+    return names
+
+
+def sample_link(dictionary: Any, sample: Any) -> tuple[bytes, bytes] | None:
+    """The (trace_id, span_id) a sample is linked to, or None (link index 0, the empty link)."""
+    if sample.link_index == 0:
+        return None
+    link = dictionary.link_table[sample.link_index]
+    return bytes(link.trace_id), bytes(link.span_id)
+
+
 def any_value(value: Any) -> Any:
     """An OTLP AnyValue as a plain Python value (str, bool, int, float, bytes, list, dict)."""
     kind = value.WhichOneof("value")
@@ -160,7 +218,7 @@ def attributes(key_values: Iterable[Any]) -> dict[str, Any]:
 class Received:
     """One accepted export request."""
 
-    signal: str  # "traces", "metrics" or "logs"
+    signal: str  # "traces", "metrics", "logs" or "profiles"
     arrived_ns: int  # time.time_ns() when the receiver accepted it
     request: Any  # the official Export*ServiceRequest message
 
@@ -211,11 +269,14 @@ class OtlpReceiver:
         max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
         max_workers: int = 8,
         tls: ServerTls | None = None,
+        profiles: bool = True,
     ) -> None:
         """``port`` 0 lets the kernel choose at the first ``start()``; later starts reuse it.
         ``store=False`` keeps nothing in memory (only counters); ``on_request`` is called, under
-        the receiver's lock and so one at a time, with every accepted request."""
+        the receiver's lock and so one at a time, with every accepted request.
+        ``profiles=False`` serves no profiles service (its calls get ``UNIMPLEMENTED``)."""
         self._port = port
+        self._profiles = profiles
         self._store = store
         self._on_request = on_request
         self._max_receive_bytes = max_receive_bytes
@@ -306,6 +367,12 @@ class OtlpReceiver:
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(self), server)
+        if self._profiles:
+            profiles_service_pb2_grpc.add_ProfilesServiceServicer_to_server(
+                _ProfilesService(self), server
+            )
+        else:
+            server.add_generic_rpc_handlers((_unimplemented_profiles(self),))
         return server
 
     # -- failure injection --------------------------------------------------------------------
@@ -355,6 +422,14 @@ class OtlpReceiver:
                 )
             context.abort(failure.code, f"injected failure ({failure.code.name})")
 
+    def _refuse(self, signal_name: str, context: grpc.ServicerContext) -> None:
+        """Counts a call of a service this receiver does not serve and answers UNIMPLEMENTED."""
+        with self._lock:
+            self._calls[signal_name] += 1
+            self._failures[signal_name] += 1
+            self._changed.notify_all()
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
     # -- reading what arrived -----------------------------------------------------------------
 
     def received(self, signal_name: str | None = None) -> list[Received]:
@@ -378,6 +453,10 @@ class OtlpReceiver:
     def logs(self) -> list[LogRecord]:
         """(resource, scope, log_record) for every accepted log record."""
         return iter_logs(self.requests("logs"))
+
+    def profiles(self) -> list[ProfileRecord]:
+        """(resource, scope, profile, dictionary) for every accepted profile."""
+        return iter_profiles(self.requests("profiles"))
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per signal: ``calls`` (every export call), ``failures`` (injected failures) and
@@ -465,6 +544,30 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
+class _ProfilesService(profiles_service_pb2_grpc.ProfilesServiceServicer):
+    """opentelemetry.proto.collector.profiles.v1development.ProfilesService."""
+
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self._receiver = receiver
+
+    def Export(self, request, context):  # noqa: N802
+        self._receiver._export("profiles", request, context)
+        return profiles_service_pb2.ExportProfilesServiceResponse()
+
+
+def _unimplemented_profiles(receiver: OtlpReceiver) -> grpc.GenericRpcHandler:
+    """The profiles Export method answering UNIMPLEMENTED, counted (``profiles=False``)."""
+    handler = grpc.unary_unary_rpc_method_handler(
+        lambda _request, context: receiver._refuse("profiles", context),
+        request_deserializer=profiles_service_pb2.ExportProfilesServiceRequest.FromString,
+        response_serializer=profiles_service_pb2.ExportProfilesServiceResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.profiles.v1development.ProfilesService",
+        {"Export": handler},
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
@@ -475,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4317, help="TCP port on 127.0.0.1 (0: any)")
     parser.add_argument("--out", required=True, help="JSON lines file to write")
+    parser.add_argument(
+        "--no-profiles", action="store_true", help="serve no profiles service (UNIMPLEMENTED)"
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -491,7 +597,9 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(line, separators=(",", ":")) + "\n")
             out.flush()
 
-        receiver = OtlpReceiver(args.port, store=False, on_request=write)
+        receiver = OtlpReceiver(
+            args.port, store=False, on_request=write, profiles=not args.no_profiles
+        )
         port = receiver.start()
         print(json.dumps({"port": port}), flush=True)
         try:

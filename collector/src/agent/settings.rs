@@ -92,6 +92,9 @@ pub fn effective_config(
     if let Some(q) = args.queue_bytes {
         cfg.export.queue_bytes = q;
     }
+    if let Some(p) = args.profiles {
+        cfg.profiles.enabled = p;
+    }
     cfg.validate()?;
 
     let e = &cfg.export;
@@ -250,6 +253,31 @@ mod tests {
         let err = effective_config(&args, &env_of(&[])).unwrap_err();
         assert!(err.to_string().contains("render.max_pictures"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn profiles_follow_the_effective_endpoint_unless_told() {
+        use crate::config::ProfilesMode;
+        let (c, e) = effective_config(&RunArgs::default(), &env_of(&[])).unwrap();
+        assert!(c.profiles_enabled(&e), "files mode: on");
+        let env = env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")]);
+        let (c, e) = effective_config(&RunArgs::default(), &env).unwrap();
+        assert!(
+            !c.profiles_enabled(&e),
+            "an endpoint from the environment: off"
+        );
+        let on = RunArgs {
+            profiles: Some(ProfilesMode::On),
+            ..Default::default()
+        };
+        let (c, e) = effective_config(&on, &env).unwrap();
+        assert!(c.profiles_enabled(&e), "--profiles on beats auto");
+        let off = RunArgs {
+            profiles: Some(ProfilesMode::Off),
+            ..Default::default()
+        };
+        let (c, e) = effective_config(&off, &env_of(&[])).unwrap();
+        assert!(!c.profiles_enabled(&e), "--profiles off in files mode");
     }
 
     #[test]

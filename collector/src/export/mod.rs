@@ -72,6 +72,14 @@ pub use retry::{classify_grpc, classify_http, Backoff, RetryConfig};
 pub use rotate::{FileError, FileStats, RotatingFile, Rotation};
 pub use tls::{Security, TlsFile, TlsSettings};
 
+/// The release of the OTLP protobuf definitions kotel speaks (those `opentelemetry-proto` 0.33
+/// is generated from). `kotel --version` names it.
+pub const OTLP_PROTO_VERSION: &str = "1.10.0";
+
+/// The package of the profiles signal in that release: still `v1development`, so its layout
+/// may change in the next one (it did between crate versions 0.31 and 0.33).
+pub const OTLP_PROFILES_PACKAGE: &str = "opentelemetry.proto.profiles.v1development";
+
 /// The four OTLP signals kotel exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
