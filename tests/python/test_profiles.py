@@ -24,7 +24,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 import otlp_json
 
 from conftest import LineReader, WORKLOAD_TIMEOUT, _child_env, _stop_child
-from otlp_receiver import iter_spans
+from kotel_checks import read_summary
+from otlp_http_receiver import PROFILES_PATH, OtlpHttpReceiver
+from otlp_receiver import OtlpReceiver, iter_spans
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "tests" / "workloads" / "flame.c"
@@ -45,6 +47,7 @@ ARGS = [
     "--receiver-grpc", "none",
     "--receiver-http", "none",
     "--telemetry", "none",
+    "--profiles", "on",
 ]
 
 
@@ -271,3 +274,64 @@ def test_profiles_over_grpc_decode_add_up_and_link_to_spans(
     requests = receiver.requests("profiles")
     spans = [r.span for r in iter_spans(receiver.requests("traces"))]
     check_profiles(requests, truth, pid, spans)
+
+
+def test_profiles_over_http_decode_add_up_and_link_to_spans(flame_binary, kotel_run, tmp_path):
+    http = OtlpHttpReceiver()
+    try:
+        truth, pid, _ = run_once(
+            flame_binary, kotel_run, tmp_path,
+            ["--otlp-endpoint", http.endpoint, "--otlp-protocol", "http/protobuf"],
+        )
+        requests = http.requests("profiles")
+        spans = [r.span for r in iter_spans(http.requests("traces"))]
+    finally:
+        http.close()
+    check_profiles(requests, truth, pid, spans)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http/protobuf"])
+def test_a_receiver_without_profiles_gets_the_rest_and_profiles_are_counted_unsupported(
+    flame_binary, kotel_run, tmp_path, transport
+):
+    """The receiver refuses profiles (gRPC UNIMPLEMENTED, HTTP 404): kotel warns once, stops
+    sending them, counts every profile under ``unsupported``, and traces and metrics flow."""
+    if transport == "grpc":
+        receiver = OtlpReceiver(profiles=False)
+        receiver.start()
+        endpoint = receiver.endpoint
+    else:
+        receiver = OtlpHttpReceiver(profiles=False)
+        endpoint = receiver.endpoint
+    program = FlameProgram(flame_binary)
+    out = tmp_path / "out"
+    try:
+        # One-second intervals: the refusal comes while kotel runs.
+        args = [a if a != "600s" else "1s" for a in ARGS]
+        kotel = kotel_run(
+            ["--pid", str(program.pid), *args, "--out", str(out), "--otlp-endpoint", endpoint,
+             "--otlp-protocol", transport]
+        )
+        program.run()
+        kotel.wait_for_log("kotel.export.profiles_unsupported")
+        code, _, stderr = kotel.interrupt()
+        assert code == 0, stderr
+        program.finish()
+        spans = receiver.spans()
+        metrics = receiver.metrics()
+        tries = (receiver.counters()["profiles"]["calls"] if transport == "grpc"
+                 else receiver.posts(PROFILES_PATH))
+    finally:
+        program.close()
+        if transport == "grpc":
+            receiver.stop(grace=None)
+        else:
+            receiver.close()
+    assert stderr.count("kotel.export.profiles_unsupported") == 1, "warned once"
+    assert tries == 1, f"sent once, never again: {tries}"
+    summary = read_summary(out)
+    p = summary["profiles"]
+    assert p["exported"] == 0 and p["produced"] >= 1, p
+    assert p["dropped_unsupported"] == p["produced"], f"every profile counted unsupported: {p}"
+    assert spans and metrics, "traces and metrics still reach the receiver"
+    assert summary["spans"]["exported"] == summary["spans"]["produced"], summary["spans"]

@@ -159,8 +159,7 @@ impl Agent {
                 cfg.metrics.cardinality_limit,
                 unix_now(),
             ),
-            // TODO(profiles config): the `[profiles] enabled` setting.
-            profiles: export_cfg.endpoint.is_none().then(ProfileBuilder::new),
+            profiles: cfg.profiles_enabled(export_cfg).then(ProfileBuilder::new),
             artifacts,
             report: ReportWriter::new(
                 &out_dir_for_report,
