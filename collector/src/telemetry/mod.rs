@@ -47,6 +47,8 @@ pub struct SelfStats {
     pub ustack_failures: AtomicU64,
     /// User stacks past a drain's symbolization budget, left as `module+0xoff`.
     pub ustack_deferred: AtomicU64,
+    /// User stack frames in a deleted shared library kotel cannot open.
+    pub ustack_deleted_frames: AtomicU64,
     /// Pictures rendered.
     pub artifacts_made: AtomicU64,
     /// Pictures skipped (renderer failed or unreachable).
