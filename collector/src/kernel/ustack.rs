@@ -297,7 +297,7 @@ impl UserSymbolizer {
         let src = symbolize::source::Source::Process(process);
         // One file blazesym cannot read fails the whole call: then address by address, so
         // that the others still resolve.
-        let mut syms: Vec<Option<Resolved>> = match self.symbolizer.symbolize(&src, Input::AbsAddr(ips))
+        let syms: Vec<Option<Resolved>> = match self.symbolizer.symbolize(&src, Input::AbsAddr(ips))
         {
             Ok(syms) => {
                 self.counts.misses += 1;
@@ -322,15 +322,7 @@ impl UserSymbolizer {
                 one_by_one
             }
         };
-        for ((ip, place), sym) in ips.iter().zip(&places).zip(syms.iter_mut()) {
-            match place {
-                None if sym.is_none() => {
-                    *sym = self.perf_maps.find(pid, *ip).and_then(|f| jit_frame(*ip, &f));
-                }
-                Some(p) if p.deleted && sym.is_none() => self.counts.deleted_frames += 1,
-                _ => {}
-            }
-        }
+        let syms = self.fill_unnamed(pid, ips, &places, syms);
         self.spent_time += started.elapsed();
         for (place, sym) in places.iter().zip(&syms) {
             if let Some(p) = place {
@@ -391,6 +383,33 @@ impl UserSymbolizer {
             }
         }
         out
+    }
+}
+
+impl UserSymbolizer {
+    /// `syms` (blazesym's frames for `ips`) with the frames outside any file that it left
+    /// unnamed named from the process's perf map; frames of deleted files it left unnamed
+    /// are counted.
+    fn fill_unnamed(
+        &mut self,
+        pid: u32,
+        ips: &[u64],
+        places: &[Option<Place>],
+        mut syms: Vec<Option<Resolved>>,
+    ) -> Vec<Option<Resolved>> {
+        for ((ip, place), sym) in ips.iter().zip(places).zip(syms.iter_mut()) {
+            match place {
+                None if sym.is_none() => {
+                    *sym = self
+                        .perf_maps
+                        .find(pid, *ip)
+                        .and_then(|f| jit_frame(*ip, &f));
+                }
+                Some(p) if p.deleted && sym.is_none() => self.counts.deleted_frames += 1,
+                _ => {}
+            }
+        }
+        syms
     }
 }
 
@@ -496,9 +515,7 @@ fn new_symbolizer(files: &Files, process: &Rc<RefCell<ProcessFiles>>) -> Symboli
     let files = Rc::clone(files);
     let process = Rc::clone(process);
     Symbolizer::builder()
-        .set_process_dispatcher(move |info: ProcessMemberInfo<'_>| {
-            dispatch(&files, &process, info)
-        })
+        .set_process_dispatcher(move |info: ProcessMemberInfo<'_>| dispatch(&files, &process, info))
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .enable_demangling(true)
