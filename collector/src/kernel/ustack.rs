@@ -123,6 +123,8 @@ pub struct UserSymbolizer {
     counts: UstackCounts,
     /// The files of the process being symbolized, shared with the dispatcher.
     process: Rc<RefCell<ProcessFiles>>,
+    /// The files of each process symbolized this drain: read once per process and drain.
+    files_this_drain: HashMap<u32, ProcessFiles>,
     /// JIT perf maps, read in each process's own root.
     perf_maps: PerfMaps,
 }
@@ -156,12 +158,14 @@ impl UserSymbolizer {
             budget,
             counts: UstackCounts::default(),
             process,
+            files_this_drain: HashMap::new(),
             perf_maps: PerfMaps::default(),
         }
     }
 
     /// A new drain starts: the budget is full again.
     pub fn new_drain(&mut self) {
+        self.files_this_drain.clear();
         self.spent = 0;
         self.spent_time = Duration::ZERO;
     }
@@ -172,6 +176,7 @@ impl UserSymbolizer {
     /// the build-ids, all keyed by file identity, stay.
     pub fn forget(&mut self, pid: u32) {
         self.perf_maps.forget(pid);
+        self.files_this_drain.remove(&pid);
         if self.processes.remove(&pid) {
             self.symbolizer = new_symbolizer(&self.files, &self.process);
             self.processes.clear();
@@ -249,8 +254,12 @@ impl UserSymbolizer {
                     };
                 }
             };
-        // The program the process runs, and which of its files are deleted.
-        *self.process.borrow_mut() = ProcessFiles::read(pid);
+        // The program the process runs, and which of its files are deleted, as of this drain.
+        let files = self
+            .files_this_drain
+            .entry(pid)
+            .or_insert_with(|| ProcessFiles::read(pid));
+        *self.process.borrow_mut() = files.clone();
         let places: Vec<Option<Place>> = modules
             .into_iter()
             .map(|m| {
