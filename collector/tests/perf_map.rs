@@ -36,6 +36,8 @@ fn entry_of(map: &str, name: &str) -> Option<u64> {
 #[test]
 fn a_javascript_function_is_named_from_the_perf_map() {
     let node = match Command::new("node")
+        // V8 leaves an isolate log in its working directory.
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .arg("--perf-basic-prof")
         .arg("-e")
         .arg(SCRIPT)
@@ -104,6 +106,7 @@ fn a_containerized_javascript_function_is_named_from_the_map_in_its_root() {
     // A private pid namespace (node is pid 1 there) and a private /tmp over the host's.
     let script = "mount -t tmpfs kotel-perf-map /tmp && exec node --perf-basic-prof -e \"$0\"";
     let mut unshare = Command::new("unshare")
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .args(["--fork", "--pid", "--mount-proc", "--mount"])
         .args(["--propagation", "private", "sh", "-c", script, SCRIPT])
         .stdin(Stdio::piped())
