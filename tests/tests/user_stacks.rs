@@ -3,8 +3,8 @@
 //! `kotel_test_block_here` (its own function name and source line appear), the same program
 //! stripped (`module+0xoff [buildid …]`, the offset inside that function, the build-id the
 //! binary carries), the same program started from a tmpfs mounted in a private mount namespace
-//! the host cannot see (found through `/proc/<pid>/root`), and a Rust program (demangled
-//! names). Under `kotel run`, the C program's off-CPU spans carry the same frames and
+//! the host cannot see (found through `/proc/<pid>/root`), the same again deleted while it
+//! runs (found through `/proc/<pid>/exe`), and a Rust program (demangled names). Under `kotel run`, the C program's off-CPU spans carry the same frames and
 //! `code.function.name`/`code.file.path`/`code.line.number` of its own function, and
 //! `kotel.stacks.user.symbolized` counts their stacks.
 
@@ -176,6 +176,16 @@ fn long_waits<'a>(events: impl IntoIterator<Item = &'a Value>, tid: &Value) -> V
 /// the user stacks of its three sleeps). The program is let go only once kotel has printed
 /// those three events: a process's stacks are symbolized while it still has its maps.
 fn capture(program: &Path, args: &[&OsStr]) -> (Value, Vec<Vec<String>>) {
+    capture_after(program, args, |_| {})
+}
+
+/// [`capture`], calling `started` with the program's pid once it has printed it (it is
+/// running, waiting for its line), before kotel starts.
+fn capture_after(
+    program: &Path,
+    args: &[&OsStr],
+    started: impl FnOnce(u32),
+) -> (Value, Vec<Vec<String>>) {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -192,7 +202,9 @@ fn capture(program: &Path, args: &[&OsStr]) -> (Value, Vec<Vec<String>>) {
         serde_json::from_str::<Value>(&line)
             .unwrap_or_else(|e| panic!("workload line {line:?}: {e}"))
     };
-    let pid = u(&read_json()["pid"]).to_string();
+    let pid = u(&read_json()["pid"]);
+    started(pid as u32);
+    let pid = pid.to_string();
     let mut kotel = Kotel::start(&[
         "capture",
         "--format",
@@ -357,6 +369,45 @@ fn a_binary_the_host_cannot_see_resolves_through_its_root() {
     for frames in &stacks {
         assert!(frames.contains(&want), "{want} in {frames:?}");
     }
+}
+
+#[test]
+fn a_binary_deleted_while_it_runs_resolves_through_its_exe() {
+    if skip_without_bpf("a_binary_deleted_while_it_runs_resolves_through_its_exe") {
+        return;
+    }
+    let dir = scratch_dir("kotel-ustack-deleted");
+    let (src, bin) = compile(&dir);
+    let hidden = scratch_dir("kotel-ustack-deleted-hidden");
+    // As above, in a private mount namespace the host cannot see; then, once the program
+    // runs, its binary is unlinked there (through the process's root): neither the host nor
+    // the process's own namespace has a path to it, only `/proc/<pid>/exe` does.
+    let script = format!(
+        "mount -t tmpfs kotel-ustack {h} && cp {b} {h}/kotel-ustack-c && exec {h}/kotel-ustack-c",
+        h = hidden.display(),
+        b = bin.display()
+    );
+    let words = ["-m", "--propagation", "private", "sh", "-c", &script];
+    let args: Vec<&OsStr> = words.iter().map(OsStr::new).collect();
+    let unshare = PathBuf::from("/usr/bin/unshare");
+    let inside = hidden.join("kotel-ustack-c");
+    let (_, stacks) = capture_after(&unshare, &args, |pid| {
+        let rel = inside.strip_prefix("/").expect("an absolute path");
+        let through_root = Path::new(&format!("/proc/{pid}/root")).join(rel);
+        std::fs::remove_file(&through_root)
+            .unwrap_or_else(|e| panic!("unlink {}: {e}", through_root.display()));
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+        assert!(
+            maps.contains(&format!("{} (deleted)", inside.display())),
+            "the kernel calls the running binary deleted:\n{maps}"
+        );
+    });
+    assert!(!inside.exists(), "the host does not see the binary");
+    let want = block_frame(&src);
+    for frames in &stacks {
+        assert!(frames.contains(&want), "{want} in {frames:?}");
+    }
+    eprintln!("KOTEL-E2E deleted binary's user stack: {:?}", stacks[0]);
 }
 
 #[test]

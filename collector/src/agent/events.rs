@@ -37,6 +37,7 @@ impl Agent {
         telemetry::add(&s.ustack_misses, c.misses);
         telemetry::add(&s.ustack_failures, c.failures);
         telemetry::add(&s.ustack_deferred, c.deferred);
+        telemetry::add(&s.ustack_deleted_frames, c.deleted_frames);
     }
 
     /// Handles the events of one drain.

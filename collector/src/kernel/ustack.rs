@@ -4,20 +4,25 @@
 //! unreadable).
 //!
 //! Files are opened through `/proc/<pid>/root/<path>`, so binaries in other mount namespaces
-//! (containers) resolve with `CAP_SYS_PTRACE`, which kotel keeps after attaching. Where that
-//! path is gone (a binary deleted since it started), blazesym's process source goes through
+//! (containers) resolve with `CAP_SYS_PTRACE`, which kotel keeps after attaching. The program
+//! a process runs, once deleted or replaced since it started, is opened through
+//! `/proc/<pid>/exe` (the same access). A deleted shared library is left to blazesym's
 //! `/proc/<pid>/map_files/`, which the kernel opens only with `CAP_SYS_ADMIN` (or
-//! `CAP_CHECKPOINT_RESTORE`); without it those frames keep `module+0xoff`. JIT frames come
-//! from the process's perf map. Resolved frames are cached by file identity (device and inode
+//! `CAP_CHECKPOINT_RESTORE`); without it those frames keep `module+0xoff` and are counted
+//! ([`files`]). JIT frames come from the perf map inside the process's root, named by its pid
+//! in its own namespace ([`perf_map`]). Resolved frames are cached by file identity (device and inode
 //! of the file as the process sees it) and file offset, bounded by [`MAX_CACHED_FRAMES`]. Each drain may symbolize at most
 //! [`STACKS_PER_DRAIN`] stacks that miss the cache, for at most [`TIME_PER_DRAIN`]; the rest
 //! keep `module+0xoff` and are counted as deferred, so symbolization never holds the pipeline
 //! up for long. Parsed files (ELF, DWARF) are shared by every process that maps them, keyed
 //! by device and inode, at most `MAX_FILES`.
 
+mod files;
+mod perf_map;
+
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,11 +32,13 @@ use blazesym::helper::ElfResolver;
 use blazesym::normalize::{Normalizer, UserMeta};
 use blazesym::symbolize::{
     self, FindSymOpts, Input, ProcessMemberInfo, ProcessMemberType, Reason, Resolve, ResolvedSym,
-    Symbolize, Symbolized, Symbolizer, TranslateFileOffset,
+    Sym, Symbolize, Symbolized, Symbolizer, TranslateFileOffset,
 };
 use blazesym::Pid;
 
 use super::frame::{Frame, FrameKind, Module};
+use files::{FileId, ProcessFiles, Reach};
+use perf_map::{JitFunction, PerfMaps};
 
 /// Stacks with at least one frame missing from the cache that one drain may symbolize.
 pub const STACKS_PER_DRAIN: usize = 64;
@@ -78,6 +85,10 @@ pub struct UstackCounts {
     pub failures: u64,
     /// Stacks past the drain's budget, left as `module+0xoff`.
     pub deferred: u64,
+    /// Frames left as `module+0xoff` because their file (a shared library) was deleted or
+    /// replaced since the process mapped it, and only `/proc/<pid>/map_files/` (which needs
+    /// `CAP_SYS_ADMIN`) reaches it; counted when a stack is symbolized.
+    pub deleted_frames: u64,
 }
 
 /// One frame's place in a file: the file's identity and the offset in it.
@@ -110,6 +121,12 @@ pub struct UserSymbolizer {
     /// Time per drain; zero: no limit, in time or in stacks.
     budget: Duration,
     counts: UstackCounts,
+    /// The files of the process being symbolized, shared with the dispatcher.
+    process: Rc<RefCell<ProcessFiles>>,
+    /// The files of each process symbolized this drain: read once per process and drain.
+    files_this_drain: HashMap<u32, ProcessFiles>,
+    /// JIT perf maps, read in each process's own root.
+    perf_maps: PerfMaps,
 }
 
 impl Default for UserSymbolizer {
@@ -128,8 +145,9 @@ impl UserSymbolizer {
     /// miss the cache (and at most [`STACKS_PER_DRAIN`] of them); zero: no limit.
     pub fn with_budget(budget: Duration) -> Self {
         let files = Files::default();
+        let process = Rc::default();
         UserSymbolizer {
-            symbolizer: new_symbolizer(&files),
+            symbolizer: new_symbolizer(&files, &process),
             files,
             normalizer: Normalizer::builder().enable_build_ids(false).build(),
             frames: HashMap::new(),
@@ -139,11 +157,15 @@ impl UserSymbolizer {
             spent_time: Duration::ZERO,
             budget,
             counts: UstackCounts::default(),
+            process,
+            files_this_drain: HashMap::new(),
+            perf_maps: PerfMaps::default(),
         }
     }
 
     /// A new drain starts: the budget is full again.
     pub fn new_drain(&mut self) {
+        self.files_this_drain.clear();
         self.spent = 0;
         self.spent_time = Duration::ZERO;
     }
@@ -153,21 +175,28 @@ impl UserSymbolizer {
     /// the symbolizer starts over; that is cheap, since the parsed files, the frame cache and
     /// the build-ids, all keyed by file identity, stay.
     pub fn forget(&mut self, pid: u32) {
+        self.perf_maps.forget(pid);
+        self.files_this_drain.remove(&pid);
         if self.processes.remove(&pid) {
-            self.symbolizer = new_symbolizer(&self.files);
+            self.symbolizer = new_symbolizer(&self.files, &self.process);
             self.processes.clear();
         }
     }
 
-    /// The identity of the file `path` names in process `pid` (device and inode, seen
-    /// through the process's root), and its build-id in hex where it has one. A file that
-    /// cannot be reached is named by the process and path.
-    fn module(&mut self, pid: u32, path: &Path) -> (String, Option<String>) {
-        let real = in_root(pid, path);
-        let Ok(meta) = std::fs::metadata(&real) else {
-            return (format!("{pid}:{}", path.display()), None);
+    /// The identity of the file `path` names in process `pid` (device and inode of the file
+    /// it maps, reached through its root or, for its program once deleted, `/proc/<pid>/exe`),
+    /// its build-id in hex where it has one, and whether it is a deleted file kotel cannot
+    /// open. A file that cannot be reached is named by the process and path.
+    fn module(&mut self, pid: u32, path: &Path) -> (String, Option<String>, bool) {
+        let reach = self.process.borrow().reach(path);
+        let (real, (dev, ino)) = match reach {
+            Reach::Open { path, id } => (path, id),
+            other => {
+                let deleted = other == Reach::Deleted;
+                return (format!("{pid}:{}", path.display()), None, deleted);
+            }
         };
-        let id = format!("{}:{}", meta.dev(), meta.ino());
+        let id = format!("{dev}:{ino}");
         if self.build_ids.len() >= MAX_CACHED_FRAMES {
             self.build_ids.clear();
         }
@@ -181,7 +210,7 @@ impl UserSymbolizer {
                     .map(|b| hex(&b))
             })
             .clone();
-        (id, build_id)
+        (id, build_id, false)
     }
 
     /// The counts since the last call.
@@ -192,6 +221,16 @@ impl UserSymbolizer {
     /// Resolved frames in the cache.
     pub fn cached_frames(&self) -> usize {
         self.frames.len()
+    }
+
+    /// Files parsed (ELF, DWARF) and kept for reuse.
+    pub fn cached_files(&self) -> usize {
+        self.files.borrow().len()
+    }
+
+    /// Bytes the perf maps kept take, roughly (names and entries).
+    pub fn perf_map_bytes(&self) -> usize {
+        self.perf_maps.bytes()
     }
 
     /// Symbolizes `ips` (innermost first) of process `pid`.
@@ -215,25 +254,25 @@ impl UserSymbolizer {
                     };
                 }
             };
-        // The program the process runs, as its maps name it.
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| {
-                let text = p.to_string_lossy();
-                PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text))
-            });
+        // The program the process runs, and which of its files are deleted, as of this drain.
+        let files = self
+            .files_this_drain
+            .entry(pid)
+            .or_insert_with(|| ProcessFiles::read(pid));
+        *self.process.borrow_mut() = files.clone();
         let places: Vec<Option<Place>> = modules
             .into_iter()
             .map(|m| {
                 let (off, path) = m?;
-                let (id, build_id) = self.module(pid, &path);
+                let (id, build_id, deleted) = self.module(pid, &path);
                 Some(Place {
                     key: (id, off),
                     module: Arc::new(Module {
                         path: path.display().to_string(),
                         build_id,
                     }),
-                    main: exe.as_deref() == Some(path.as_path()),
+                    main: self.process.borrow().is_program(&path),
+                    deleted,
                 })
             })
             .collect();
@@ -257,12 +296,14 @@ impl UserSymbolizer {
             self.frames.clear();
         }
         if self.processes.len() >= MAX_PROCESSES && !self.processes.contains(&pid) {
-            self.symbolizer = new_symbolizer(&self.files);
+            self.symbolizer = new_symbolizer(&self.files, &self.process);
             self.processes.clear();
         }
         self.processes.insert(pid);
-        let src =
-            symbolize::source::Source::Process(symbolize::source::Process::new(Pid::from(pid)));
+        // Perf maps are read in the process's own root ([`perf_map`]), not blazesym's.
+        let mut process = symbolize::source::Process::new(Pid::from(pid));
+        process.perf_map = false;
+        let src = symbolize::source::Source::Process(process);
         // One file blazesym cannot read fails the whole call: then address by address, so
         // that the others still resolve.
         let syms: Vec<Option<Resolved>> = match self.symbolizer.symbolize(&src, Input::AbsAddr(ips))
@@ -290,6 +331,7 @@ impl UserSymbolizer {
                 one_by_one
             }
         };
+        let syms = self.fill_unnamed(pid, ips, &places, syms);
         self.spent_time += started.elapsed();
         for (place, sym) in places.iter().zip(&syms) {
             if let Some(p) = place {
@@ -353,6 +395,33 @@ impl UserSymbolizer {
     }
 }
 
+impl UserSymbolizer {
+    /// `syms` (blazesym's frames for `ips`) with the frames outside any file that it left
+    /// unnamed named from the process's perf map; frames of deleted files it left unnamed
+    /// are counted.
+    fn fill_unnamed(
+        &mut self,
+        pid: u32,
+        ips: &[u64],
+        places: &[Option<Place>],
+        mut syms: Vec<Option<Resolved>>,
+    ) -> Vec<Option<Resolved>> {
+        for ((ip, place), sym) in ips.iter().zip(places).zip(syms.iter_mut()) {
+            match place {
+                None if sym.is_none() => {
+                    *sym = self
+                        .perf_maps
+                        .find(pid, *ip)
+                        .and_then(|f| jit_frame(*ip, &f));
+                }
+                Some(p) if p.deleted && sym.is_none() => self.counts.deleted_frames += 1,
+                _ => {}
+            }
+        }
+        syms
+    }
+}
+
 /// Where one frame's address lies.
 struct Place {
     /// The file's identity and the offset in it.
@@ -361,12 +430,23 @@ struct Place {
     module: Arc<Module>,
     /// Whether the file is the program the process runs.
     main: bool,
+    /// Whether the file is deleted and kotel cannot open it.
+    deleted: bool,
 }
 
-/// `path` as process `pid` sees it, through its root.
-fn in_root(pid: u32, path: &Path) -> PathBuf {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    Path::new(&format!("/proc/{pid}/root")).join(rel)
+/// The frame a perf map's function stands for at `ip`, as blazesym would have named it.
+fn jit_frame(ip: u64, f: &JitFunction) -> Option<Resolved> {
+    let sym = Symbolized::Sym(Sym {
+        name: Cow::Borrowed(&f.name),
+        module: None,
+        addr: f.start,
+        offset: usize::try_from(ip - f.start).unwrap_or(usize::MAX),
+        size: usize::try_from(f.size).ok(),
+        code_info: None,
+        inlined: Box::new([]),
+        _non_exhaustive: (),
+    });
+    resolved(&sym)
 }
 
 /// One file's resolver, shared by every process that maps the file.
@@ -391,13 +471,15 @@ impl TranslateFileOffset for Shared {
 
 /// Parsed files by identity (device, inode): a library many processes map (libc) is read and
 /// its DWARF parsed once, not once per process.
-type Files = Rc<RefCell<HashMap<(u64, u64), Rc<ElfResolver>>>>;
+type Files = Rc<RefCell<HashMap<FileId, Rc<ElfResolver>>>>;
 
-/// Opens the files of a process through `/proc/<pid>/root` (which needs `CAP_SYS_PTRACE`,
-/// not the `CAP_SYS_ADMIN` that `map_files` needs), once per file identity; `None` hands the
-/// member to blazesym's own handling (`map_files`, the vDSO, perf maps).
+/// Opens the files of a process through `/proc/<pid>/root`, or its program through
+/// `/proc/<pid>/exe` once deleted (both need `CAP_SYS_PTRACE`, not the `CAP_SYS_ADMIN` that
+/// `map_files` needs), once per file identity; `None` hands the member to blazesym's own
+/// handling (`map_files` for a deleted library, the vDSO).
 fn dispatch(
     files: &Files,
+    process: &RefCell<ProcessFiles>,
     info: ProcessMemberInfo<'_>,
 ) -> blazesym::Result<Option<Box<dyn Resolve>>> {
     let ProcessMemberType::Path(entry) = info.member_entry else {
@@ -413,11 +495,12 @@ fn dispatch(
     else {
         return Ok(None);
     };
-    let path = in_root(pid, &entry.symbolic_path);
-    let Ok(meta) = std::fs::metadata(&path) else {
+    if process.borrow().pid() != pid {
+        *process.borrow_mut() = ProcessFiles::read(pid);
+    }
+    let Reach::Open { path, id } = process.borrow().reach(&entry.symbolic_path) else {
         return Ok(None);
     };
-    let id = (meta.dev(), meta.ino());
     if let Some(r) = files.borrow().get(&id) {
         return Ok(Some(Box::new(Shared(Rc::clone(r)))));
     }
@@ -435,11 +518,13 @@ fn dispatch(
     }
 }
 
-/// A symbolizer whose per-process state is new (the parsed files in `files` are kept).
-fn new_symbolizer(files: &Files) -> Symbolizer {
+/// A symbolizer whose per-process state is new (the parsed files in `files` are kept);
+/// `process` is the process being symbolized.
+fn new_symbolizer(files: &Files, process: &Rc<RefCell<ProcessFiles>>) -> Symbolizer {
     let files = Rc::clone(files);
+    let process = Rc::clone(process);
     Symbolizer::builder()
-        .set_process_dispatcher(move |info: ProcessMemberInfo<'_>| dispatch(&files, info))
+        .set_process_dispatcher(move |info: ProcessMemberInfo<'_>| dispatch(&files, &process, info))
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .enable_demangling(true)

@@ -348,6 +348,19 @@ pub static CATALOG: &[SelfMetricDef] = &[
         },
     },
     SelfMetricDef {
+        name: "kotel.stacks.user.deleted_frames",
+        prometheus: "kotel_stacks_user_deleted_frames_total",
+        summary: "user_stack_deleted_frames",
+        capture: None,
+        unit: "{frame}",
+        help: "User stack frames left as module+0xoff because their shared library was deleted \
+               or replaced since the process mapped it: only /proc/<pid>/map_files reaches it, \
+               which needs CAP_SYS_ADMIN (a deleted program is read through /proc/<pid>/exe)",
+        kind: Kind::Counter,
+        labels: &[],
+        read: |r| Point::plain(get(&r.pipeline.ustack_deleted_frames)),
+    },
+    SelfMetricDef {
         name: "kotel.export.offered",
         prometheus: "kotel_export_offered_items_total",
         summary: "produced",

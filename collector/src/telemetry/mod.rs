@@ -51,6 +51,8 @@ pub struct SelfStats {
     pub profile_samples: AtomicU64,
     /// Slow events left out of OTLP profiles: their interval held the most it may.
     pub profile_samples_dropped: AtomicU64,
+    /// User stack frames in a deleted shared library kotel cannot open.
+    pub ustack_deleted_frames: AtomicU64,
     /// Pictures rendered.
     pub artifacts_made: AtomicU64,
     /// Pictures skipped (renderer failed or unreachable).
