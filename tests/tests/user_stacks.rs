@@ -342,6 +342,48 @@ fn a_stripped_binary_gives_module_offset_and_build_id() {
     eprintln!("KOTEL-E2E stripped user stack: {:?}", stacks[0]);
 }
 
+/// A program run from a tmpfs mounted in a private mount namespace: copied there and started
+/// from there by `unshare`, while the host's folder of that name stays empty.
+struct Hidden {
+    unshare: PathBuf,
+    script: String,
+    /// The program's path inside that namespace (empty on the host).
+    inside: PathBuf,
+}
+
+impl Hidden {
+    fn new(name: &str, bin: &Path) -> Self {
+        let folder = scratch_dir(name);
+        let inside = folder.join("kotel-ustack-c");
+        let script = format!(
+            "mount -t tmpfs kotel-ustack {h} && cp {b} {p} && exec {p}",
+            h = folder.display(),
+            b = bin.display(),
+            p = inside.display()
+        );
+        Hidden {
+            unshare: PathBuf::from("/usr/bin/unshare"),
+            script,
+            inside,
+        }
+    }
+
+    /// `unshare`'s arguments.
+    fn args(&self) -> Vec<&OsStr> {
+        [
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            self.script.as_str(),
+        ]
+        .into_iter()
+        .map(OsStr::new)
+        .collect()
+    }
+}
+
 #[test]
 fn a_binary_the_host_cannot_see_resolves_through_its_root() {
     if skip_without_bpf("a_binary_the_host_cannot_see_resolves_through_its_root") {
@@ -349,22 +391,9 @@ fn a_binary_the_host_cannot_see_resolves_through_its_root() {
     }
     let dir = scratch_dir("kotel-ustack-ns");
     let (src, bin) = compile(&dir);
-    let hidden = scratch_dir("kotel-ustack-ns-hidden");
-    // A private mount namespace with a tmpfs over `hidden`: the binary is copied there and
-    // runs from there; the host's `hidden` stays empty.
-    let script = format!(
-        "mount -t tmpfs kotel-ustack {h} && cp {b} {h}/kotel-ustack-c && exec {h}/kotel-ustack-c",
-        h = hidden.display(),
-        b = bin.display()
-    );
-    let words = ["-m", "--propagation", "private", "sh", "-c", &script];
-    let args: Vec<&OsStr> = words.iter().map(OsStr::new).collect();
-    let unshare = PathBuf::from("/usr/bin/unshare");
-    let (_, stacks) = capture(&unshare, &args);
-    assert!(
-        !hidden.join("kotel-ustack-c").exists(),
-        "the host does not see the binary"
-    );
+    let hidden = Hidden::new("kotel-ustack-ns-hidden", &bin);
+    let (_, stacks) = capture(&hidden.unshare, &hidden.args());
+    assert!(!hidden.inside.exists(), "the host does not see the binary");
     let want = block_frame(&src);
     for frames in &stacks {
         assert!(frames.contains(&want), "{want} in {frames:?}");
@@ -378,20 +407,12 @@ fn a_binary_deleted_while_it_runs_resolves_through_its_exe() {
     }
     let dir = scratch_dir("kotel-ustack-deleted");
     let (src, bin) = compile(&dir);
-    let hidden = scratch_dir("kotel-ustack-deleted-hidden");
     // As above, in a private mount namespace the host cannot see; then, once the program
     // runs, its binary is unlinked there (through the process's root): neither the host nor
     // the process's own namespace has a path to it, only `/proc/<pid>/exe` does.
-    let script = format!(
-        "mount -t tmpfs kotel-ustack {h} && cp {b} {h}/kotel-ustack-c && exec {h}/kotel-ustack-c",
-        h = hidden.display(),
-        b = bin.display()
-    );
-    let words = ["-m", "--propagation", "private", "sh", "-c", &script];
-    let args: Vec<&OsStr> = words.iter().map(OsStr::new).collect();
-    let unshare = PathBuf::from("/usr/bin/unshare");
-    let inside = hidden.join("kotel-ustack-c");
-    let (_, stacks) = capture_after(&unshare, &args, |pid| {
+    let hidden = Hidden::new("kotel-ustack-deleted-hidden", &bin);
+    let inside = hidden.inside.clone();
+    let (_, stacks) = capture_after(&hidden.unshare, &hidden.args(), |pid| {
         let rel = inside.strip_prefix("/").expect("an absolute path");
         let through_root = Path::new(&format!("/proc/{pid}/root")).join(rel);
         std::fs::remove_file(&through_root)

@@ -94,6 +94,18 @@ pub struct SelfMetricDef {
     pub read: fn(&Readings) -> Vec<Point>,
 }
 
+/// One point per (label value, counter, `summary.json` part) of a one-label metric.
+fn by_label(points: &[(&str, &std::sync::atomic::AtomicU64, &'static str)]) -> Vec<Point> {
+    points
+        .iter()
+        .map(|(label, c, part)| Point {
+            labels: vec![label.to_string()],
+            value: get(c),
+            part: Some(part),
+        })
+        .collect()
+}
+
 fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
     super::get(c)
 }
@@ -307,19 +319,12 @@ pub static CATALOG: &[SelfMetricDef] = &[
         labels: &[LABEL_OUTCOME],
         read: |r| {
             let p = r.pipeline;
-            [
+            by_label(&[
                 ("hit", &p.ustack_hits, "user_stacks_hit"),
                 ("miss", &p.ustack_misses, "user_stacks_miss"),
                 ("failed", &p.ustack_failures, "user_stacks_failed"),
                 ("deferred", &p.ustack_deferred, "user_stacks_deferred"),
-            ]
-            .into_iter()
-            .map(|(outcome, c, part)| Point {
-                labels: vec![outcome.to_string()],
-                value: get(c),
-                part: Some(part),
-            })
-            .collect()
+            ])
         },
     },
     SelfMetricDef {
@@ -334,17 +339,10 @@ pub static CATALOG: &[SelfMetricDef] = &[
         labels: &[LABEL_OUTCOME],
         read: |r| {
             let p = r.pipeline;
-            [
+            by_label(&[
                 ("added", &p.profile_samples, "profile_events_added"),
                 ("dropped", &p.profile_samples_dropped, "profile_events_dropped"),
-            ]
-            .into_iter()
-            .map(|(outcome, c, part)| Point {
-                labels: vec![outcome.to_string()],
-                value: get(c),
-                part: Some(part),
-            })
-            .collect()
+            ])
         },
     },
     SelfMetricDef {
