@@ -268,6 +268,22 @@ impl GrpcCollector {
 #[derive(Clone)]
 struct GrpcSvc(Arc<State>);
 
+/// The scripted reply to one gRPC export: `partial` builds the signal's partial success.
+async fn grpc_answer<R: Default>(
+    reply: Option<Reply>,
+    partial: impl FnOnce(i64, String) -> R,
+) -> Result<tonic::Response<R>, tonic::Status> {
+    match reply {
+        None => Ok(tonic::Response::new(R::default())),
+        Some(Reply::Partial { rejected, message }) => {
+            Ok(tonic::Response::new(partial(rejected, message)))
+        }
+        Some(Reply::Status(code, delay)) => Err(grpc_status(code, delay)),
+        Some(Reply::Http(..)) => Err(tonic::Status::internal("HTTP reply on gRPC")),
+        Some(Reply::Hang) => hang().await,
+    }
+}
+
 fn grpc_status(code: Code, delay: Option<Duration>) -> tonic::Status {
     let message = format!("fake collector says {code:?}");
     match delay {
@@ -288,15 +304,7 @@ impl TraceService for GrpcSvc {
                 error_message,
             }),
         };
-        match self.0.answer(Batch::Traces(request.into_inner())) {
-            None => Ok(tonic::Response::new(Default::default())),
-            Some(Reply::Partial { rejected, message }) => {
-                Ok(tonic::Response::new(partial(rejected, message)))
-            }
-            Some(Reply::Status(code, delay)) => Err(grpc_status(code, delay)),
-            Some(Reply::Http(..)) => Err(tonic::Status::internal("HTTP reply on gRPC")),
-            Some(Reply::Hang) => hang().await,
-        }
+        grpc_answer(self.0.answer(Batch::Traces(request.into_inner())), partial).await
     }
 }
 
@@ -312,15 +320,7 @@ impl MetricsService for GrpcSvc {
                 error_message,
             }),
         };
-        match self.0.answer(Batch::Metrics(request.into_inner())) {
-            None => Ok(tonic::Response::new(Default::default())),
-            Some(Reply::Partial { rejected, message }) => {
-                Ok(tonic::Response::new(partial(rejected, message)))
-            }
-            Some(Reply::Status(code, delay)) => Err(grpc_status(code, delay)),
-            Some(Reply::Http(..)) => Err(tonic::Status::internal("HTTP reply on gRPC")),
-            Some(Reply::Hang) => hang().await,
-        }
+        grpc_answer(self.0.answer(Batch::Metrics(request.into_inner())), partial).await
     }
 }
 
@@ -336,15 +336,7 @@ impl LogsService for GrpcSvc {
                 error_message,
             }),
         };
-        match self.0.answer(Batch::Logs(request.into_inner())) {
-            None => Ok(tonic::Response::new(Default::default())),
-            Some(Reply::Partial { rejected, message }) => {
-                Ok(tonic::Response::new(partial(rejected, message)))
-            }
-            Some(Reply::Status(code, delay)) => Err(grpc_status(code, delay)),
-            Some(Reply::Http(..)) => Err(tonic::Status::internal("HTTP reply on gRPC")),
-            Some(Reply::Hang) => hang().await,
-        }
+        grpc_answer(self.0.answer(Batch::Logs(request.into_inner())), partial).await
     }
 }
 
@@ -360,15 +352,11 @@ impl ProfilesService for GrpcSvc {
                 error_message,
             }),
         };
-        match self.0.answer(Batch::Profiles(request.into_inner())) {
-            None => Ok(tonic::Response::new(Default::default())),
-            Some(Reply::Partial { rejected, message }) => {
-                Ok(tonic::Response::new(partial(rejected, message)))
-            }
-            Some(Reply::Status(code, delay)) => Err(grpc_status(code, delay)),
-            Some(Reply::Http(..)) => Err(tonic::Status::internal("HTTP reply on gRPC")),
-            Some(Reply::Hang) => hang().await,
-        }
+        grpc_answer(
+            self.0.answer(Batch::Profiles(request.into_inner())),
+            partial,
+        )
+        .await
     }
 }
 
