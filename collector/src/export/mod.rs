@@ -237,7 +237,7 @@ pub enum ExportError {
     },
     /// The receiver has no service for the batch's signal at all (gRPC `UNIMPLEMENTED`, HTTP
     /// 404 or 405 on the signal's path): this batch and every later one of the signal would
-    /// fail the same way. Only profiles are classified so ([`unsupported`]), since a receiver
+    /// fail the same way. Only profiles are classified so (`unsupported`), since a receiver
     /// may well run without the profiles service; for the other signals those answers stay
     /// [`ExportError::Permanent`].
     #[error("{reason} (the receiver does not take this signal)")]

@@ -49,7 +49,7 @@ pub struct OtlpHttpExporter {
 }
 
 impl OtlpHttpExporter {
-    /// An exporter posting to `endpoint` + [`path`] (`/v1/traces`, …,
+    /// An exporter posting to `endpoint` + `path()` (`/v1/traces`, …,
     /// `/v1development/profiles`), as `OTEL_EXPORTER_OTLP_ENDPOINT` is interpreted for
     /// OTLP/HTTP. `tls` (from
     /// [`tls::client_config`], without ALPN) is required for an `https://` endpoint and unused

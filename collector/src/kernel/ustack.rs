@@ -9,9 +9,10 @@
 //! `/proc/<pid>/exe` (the same access). A deleted shared library is left to blazesym's
 //! `/proc/<pid>/map_files/`, which the kernel opens only with `CAP_SYS_ADMIN` (or
 //! `CAP_CHECKPOINT_RESTORE`); without it those frames keep `module+0xoff` and are counted
-//! ([`files`]). JIT frames come from the perf map inside the process's root, named by its pid
-//! in its own namespace ([`perf_map`]). Resolved frames are cached by file identity (device and inode
-//! of the file as the process sees it) and file offset, bounded by [`MAX_CACHED_FRAMES`]. Each drain may symbolize at most
+//! (`files`). JIT frames come from the perf map inside the process's root, named by its pid
+//! in its own namespace (`perf_map`). Resolved frames are cached by file identity (device and
+//! inode of the file as the process sees it) and file offset, bounded by
+//! [`MAX_CACHED_FRAMES`]. Each drain may symbolize at most
 //! [`STACKS_PER_DRAIN`] stacks that miss the cache, for at most [`TIME_PER_DRAIN`]; the rest
 //! keep `module+0xoff` and are counted as deferred, so symbolization never holds the pipeline
 //! up for long. Parsed files (ELF, DWARF) are shared by every process that maps them, keyed
