@@ -72,6 +72,8 @@ pub struct Dictionary {
     functions: Table<(i32, i32), Function>,
     locations: Table<LocationKey, Location>,
     stacks: Table<Vec<i32>, Stack>,
+    /// Locations by the frames they stand for: a frame seen before costs one lookup.
+    by_frames: HashMap<Vec<Frame>, i32>,
     links: Table<([u8; 16], [u8; 8]), Link>,
     attributes: Table<(i32, AttrValue), KeyValueAndUnit>,
 }
@@ -131,6 +133,9 @@ impl Dictionary {
                 }
             }
         }
+        if let Some(i) = self.stacks.index.get(&locations) {
+            return *i;
+        }
         self.stacks.intern(locations.clone(), || Stack {
             location_indices: locations,
         })
@@ -139,6 +144,16 @@ impl Dictionary {
     /// The location of `frames`: the inlined ones, then the one they were inlined into, all at
     /// the last one's address.
     fn location(&mut self, frames: &[Frame]) -> i32 {
+        if let Some(i) = self.by_frames.get(frames) {
+            return *i;
+        }
+        let i = self.new_location(frames);
+        self.by_frames.insert(frames.to_vec(), i);
+        i
+    }
+
+    /// [`Dictionary::location`] for frames not seen before.
+    fn new_location(&mut self, frames: &[Frame]) -> i32 {
         let Some(last) = frames.last() else {
             return 0;
         };
