@@ -182,6 +182,46 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
+/// Every signal's counters add up and nothing is left queued.
+pub fn assert_balanced(stats: &super::ExportStats) {
+    for signal in super::Signal::ALL {
+        let s = stats.signal(signal);
+        assert!(s.is_balanced(), "{signal}: {s:?}");
+        assert_eq!(s.queued_items, 0, "{signal}: {s:?}");
+    }
+}
+
+/// Through `q`, whose receiver refuses profiles: two profiles batches and a traces batch
+/// (`traces(2, 3)`) are queued; once the first profiles batch is refused, a later one is
+/// refused at submit, and `after` still goes. Shuts `q` down, checks that every profile was
+/// dropped as unsupported and the counts balance, and returns the stats.
+pub async fn queue_past_refused_profiles(
+    q: super::ExportQueue,
+    after: super::Batch,
+) -> super::ExportStats {
+    use super::testdata::{profiles, traces};
+    use super::{Signal, SubmitError};
+    let stats = q.stats();
+    q.submit(profiles(2, 2)).unwrap();
+    q.submit(profiles(3, 1)).unwrap();
+    q.submit(traces(2, 3)).unwrap();
+    wait_until(|| stats.signal(Signal::Profiles).dropped_unsupported == 3).await;
+    assert_eq!(
+        q.submit(profiles(4, 5)),
+        Err(SubmitError::Unsupported {
+            signal: Signal::Profiles,
+            items: 5
+        })
+    );
+    q.submit(after).unwrap();
+    q.shutdown(Duration::from_secs(8)).await;
+    let p = stats.signal(Signal::Profiles);
+    assert_eq!((p.offered_items, p.dropped_unsupported), (8, 8), "{p:?}");
+    assert_eq!(p.dropped_items, p.dropped_unsupported);
+    assert_balanced(&stats);
+    stats
+}
+
 /// Polls `cond` every 5 ms; fails the test after 5 s.
 pub async fn wait_until(cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -345,9 +345,11 @@ mod tests {
     use tokio::runtime::Handle;
     use tonic::Code;
 
-    use super::super::fake::{free_port, wait_until, GrpcCollector, Reply};
+    use super::super::fake::{
+        assert_balanced, free_port, queue_past_refused_profiles, wait_until, GrpcCollector, Reply,
+    };
     use super::super::testdata::{logs, metrics, profiles, traces};
-    use super::super::{ExportOutcome, ExportQueue, ExportStats, RetryConfig, Signal, SubmitError};
+    use super::super::{ExportOutcome, ExportQueue, RetryConfig, Signal};
     use super::*;
 
     fn exporter(addr: std::net::SocketAddr, compression: Compression) -> OtlpGrpcExporter {
@@ -377,13 +379,6 @@ mod tests {
             fast_retry(),
             &Handle::current(),
         )
-    }
-
-    fn assert_balanced(stats: &ExportStats) {
-        for signal in Signal::ALL {
-            let s = stats.signal(signal);
-            assert!(s.is_balanced() && s.queued_items == 0, "{signal}: {s:?}");
-        }
     }
 
     #[test]
@@ -506,21 +501,7 @@ mod tests {
         let err = e.export(&traces(1, 1).encode()).await.unwrap_err();
         assert!(matches!(err, ExportError::Permanent { .. }), "{err}");
 
-        let q = queue(collector.addr(), 1 << 20);
-        let stats = q.stats();
-        q.submit(profiles(2, 2)).unwrap();
-        q.submit(profiles(3, 1)).unwrap();
-        q.submit(traces(2, 3)).unwrap();
-        wait_until(|| stats.signal(Signal::Profiles).dropped_unsupported == 3).await;
-        assert_eq!(
-            q.submit(profiles(4, 5)),
-            Err(SubmitError::Unsupported {
-                signal: Signal::Profiles,
-                items: 5
-            })
-        );
-        q.submit(logs(3, 2)).unwrap();
-        q.shutdown(Duration::from_secs(8)).await;
+        let stats = queue_past_refused_profiles(queue(collector.addr(), 1 << 20), logs(3, 2)).await;
 
         let profile_calls = collector
             .calls()
@@ -532,9 +513,6 @@ mod tests {
             "one from the bare exporter, one from the queue"
         );
         assert_eq!(collector.received(), vec![traces(2, 3), logs(3, 2)]);
-        let p = stats.signal(Signal::Profiles);
-        assert_eq!((p.offered_items, p.dropped_unsupported), (8, 8), "{p:?}");
-        assert_eq!(p.dropped_items, p.dropped_unsupported);
         assert_eq!(stats.signal(Signal::Traces).exported_items, 3);
         assert_eq!(stats.signal(Signal::Logs).exported_items, 2);
         assert_balanced(&stats);

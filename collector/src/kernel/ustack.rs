@@ -123,9 +123,9 @@ pub struct UserSymbolizer {
     budget: Duration,
     counts: UstackCounts,
     /// The files of the process being symbolized, shared with the dispatcher.
-    process: Rc<RefCell<ProcessFiles>>,
+    process: Rc<RefCell<Rc<ProcessFiles>>>,
     /// The files of each process symbolized this drain: read once per process and drain.
-    files_this_drain: HashMap<u32, ProcessFiles>,
+    files_this_drain: HashMap<u32, Rc<ProcessFiles>>,
     /// JIT perf maps, read in each process's own root.
     perf_maps: PerfMaps,
 }
@@ -259,8 +259,8 @@ impl UserSymbolizer {
         let files = self
             .files_this_drain
             .entry(pid)
-            .or_insert_with(|| ProcessFiles::read(pid));
-        *self.process.borrow_mut() = files.clone();
+            .or_insert_with(|| Rc::new(ProcessFiles::read(pid)));
+        *self.process.borrow_mut() = Rc::clone(files);
         let places: Vec<Option<Place>> = modules
             .into_iter()
             .map(|m| {
@@ -480,7 +480,7 @@ type Files = Rc<RefCell<HashMap<FileId, Rc<ElfResolver>>>>;
 /// handling (`map_files` for a deleted library, the vDSO).
 fn dispatch(
     files: &Files,
-    process: &RefCell<ProcessFiles>,
+    process: &RefCell<Rc<ProcessFiles>>,
     info: ProcessMemberInfo<'_>,
 ) -> blazesym::Result<Option<Box<dyn Resolve>>> {
     let ProcessMemberType::Path(entry) = info.member_entry else {
@@ -497,7 +497,7 @@ fn dispatch(
         return Ok(None);
     };
     if process.borrow().pid() != pid {
-        *process.borrow_mut() = ProcessFiles::read(pid);
+        *process.borrow_mut() = Rc::new(ProcessFiles::read(pid));
     }
     let Reach::Open { path, id } = process.borrow().reach(&entry.symbolic_path) else {
         return Ok(None);
@@ -521,7 +521,7 @@ fn dispatch(
 
 /// A symbolizer whose per-process state is new (the parsed files in `files` are kept);
 /// `process` is the process being symbolized.
-fn new_symbolizer(files: &Files, process: &Rc<RefCell<ProcessFiles>>) -> Symbolizer {
+fn new_symbolizer(files: &Files, process: &Rc<RefCell<Rc<ProcessFiles>>>) -> Symbolizer {
     let files = Rc::clone(files);
     let process = Rc::clone(process);
     Symbolizer::builder()
