@@ -3,8 +3,8 @@
 //! histogram slots and a cardinality limit of 64. Checked against the workload's own count:
 //! every export keeps at most 64 `kotel.writev.duration` streams plus the
 //! `otel.metric.overflow=true` series, and the streams' final counts plus the overflow add up
-//! to exactly the calls made (slots are recycled at exit, so every process gets one; an event
-//! that finds none is counted in the kernel's overflow histogram); the process
+//! to exactly the calls made (slots are recycled at exit, so nearly every process gets one; an
+//! event that finds none is counted in the kernel's overflow histogram); the process
 //! cache and the live kernel histograms return to their baseline, and the agent's RSS
 //! returns near it. The running time is bounded by the number of processes, not by a clock.
 
@@ -317,9 +317,13 @@ fn a_storm_of_short_lived_processes_stays_bounded_and_loses_no_count() {
     assert_eq!(s.total, made, "every writev counted exactly once");
     assert!(s.max_per_export <= LIMIT, "streams capped at the limit");
     assert!(s.overflow > 0, "the rest went to the overflow series");
+    // A process finds no slot when the storm outruns the agent's recycling (the free list is
+    // empty until the next drain); all its calls then land in the overflow histogram and it
+    // has nothing to recycle. Every process that did get a slot had it recycled.
+    let slotless = value("kotel.histograms.dropped").div_ceil(WRITES_PER_PROC);
     assert!(
-        value("kotel.histograms.recycled") >= PROCS,
-        "every storm process's slot was recycled"
+        value("kotel.histograms.recycled") + slotless >= PROCS,
+        "every storm process that found a slot had it recycled"
     );
     assert!(value("kotel.histograms.live") <= live_before);
     assert!(value("kotel.process_cache.size") <= cache_before);
