@@ -47,6 +47,18 @@ pub mod offcpu_state {
     pub const UNINTERRUPTIBLE: u8 = kotel_offcpu_state::KOTEL_OFFCPU_UNINTERRUPTIBLE.0 as u8;
 }
 
+/// How a stack id is made (`enum kotel_stack_id`): the bucket in its generation's stack map
+/// in the bits below [`stack_id::EPOCH_SHIFT`], the generation's low bits above them.
+pub mod stack_id {
+    use crate::skel::types::kotel_stack_id;
+    /// Where the generation starts in a stack id.
+    pub const EPOCH_SHIFT: u32 = kotel_stack_id::KOTEL_STACK_EPOCH_SHIFT.0;
+    /// The generation bits a stack id keeps.
+    pub const EPOCH_MASK: u32 = kotel_stack_id::KOTEL_STACK_EPOCH_MASK.0;
+    /// The most entries a stack map can have so that its buckets fit below the generation.
+    pub const MAX_ENTRIES: u32 = 1 << EPOCH_SHIFT;
+}
+
 /// `KOTEL_DROP_*` indexes of the per-CPU `drops` map beyond the per-kind ring-buffer slots.
 pub mod drop {
     use crate::skel::types::kotel_drop;

@@ -17,6 +17,9 @@ use crate::libbpf_log;
 use crate::preflight::{self, LeftOut};
 use crate::probe::{Hook, HookPlan, LIFECYCLE_EXEC, LIFECYCLE_EXIT, SCHED_WITH_EXIT};
 use crate::skel::{KotelSkel, KotelSkelBuilder};
+use crate::stack_maps::{
+    self, StackGenerations, StackRef, DEFAULT_STACK_STORAGE, SWITCH_OUT_GENERATION,
+};
 use crate::{LoadError, Probe, ProbeSet};
 
 /// What to capture and how. Every field is applied before the BPF object loads.
@@ -45,6 +48,9 @@ pub struct TracerConfig {
     /// Take kernel and user stacks of the events that go to userspace: off-CPU intervals, and
     /// `writev` and TCP sends at or above the threshold (at the call's end, in the caller).
     pub capture_stacks: bool,
+    /// Distinct stacks each of the two stack-map generations holds (a new one begins at every
+    /// [`poll`](Tracer::poll)); about 1 KiB of kernel memory each, twice. 1..=65536.
+    pub stack_storage_size: u32,
     /// Whether kernel threads' scheduler intervals reach userspace as events. Off: they are
     /// still counted in the histograms, but send nothing through the ring buffer.
     pub kernel_threads: bool,
@@ -73,6 +79,7 @@ impl Default for TracerConfig {
             scale: 3,
             ring_buffer_bytes: 8 << 20,
             capture_stacks: true,
+            stack_storage_size: DEFAULT_STACK_STORAGE,
             kernel_threads: false,
             btf_path: PathBuf::from(preflight::SYSFS_BTF),
             tracefs: preflight::TRACEFS_ROOTS.iter().map(PathBuf::from).collect(),
@@ -117,7 +124,8 @@ pub struct DropCounts {
     pub task_storage: u64,
     /// Exec/exit records that did not fit in the ring buffer.
     pub lifecycle: u64,
-    /// Off-CPU stacks that could not be stored.
+    /// Stacks that could not be stored (their generation's map full, or a different stack in
+    /// the bucket), or that were read after their generation's map was emptied.
     pub stack: u64,
     /// Events of threads still running after their process's exit retired its histograms:
     /// counted in the overflow histogram ([`OVERFLOW_PID`]).
@@ -159,6 +167,7 @@ pub struct Tracer {
     cooling: VecDeque<([u8; 4], Instant)>,
     recycled: u64,
     capacity: u32,
+    stacks: StackGenerations,
 }
 
 /// The pid of the kernel's per-kind overflow histograms: events of processes that found no
@@ -202,6 +211,13 @@ impl Tracer {
             return Err(LoadError::Config(
                 "the histogram capacity must be at least 1".into(),
             ));
+        }
+        if !(1..=abi::stack_id::MAX_ENTRIES).contains(&cfg.stack_storage_size) {
+            return Err(LoadError::Config(format!(
+                "the stack storage size {} must be between 1 and {}",
+                cfg.stack_storage_size,
+                abi::stack_id::MAX_ENTRIES
+            )));
         }
         let kernel = preflight::KernelHooks::read(&cfg.btf_path, cfg.tracefs.clone())?;
         let (plan, left_out, mut fallbacks) = preflight::plan_hooks(&kernel, cfg.probes);
@@ -261,6 +277,15 @@ impl Tracer {
             .build()
             .map_err(LoadError::libbpf("opening the ring buffer"))?;
 
+        // Off-CPU stacks taken at the switch-out must outlive their wait; every other stack is
+        // taken when its event is sent.
+        let generation = if plan.probes().contains(Probe::Offcpu)
+            && !plan.uses(Probe::Offcpu, SCHED_WITH_EXIT)
+        {
+            SWITCH_OUT_GENERATION
+        } else {
+            Duration::ZERO
+        };
         Ok(Tracer {
             ringbuf,
             batch,
@@ -274,6 +299,7 @@ impl Tracer {
             cooling: VecDeque::new(),
             recycled: 0,
             capacity: cfg.max_histograms,
+            stacks: StackGenerations::new(generation),
         })
     }
 
@@ -409,11 +435,15 @@ impl Tracer {
                 .map_err(LoadError::libbpf("sizing the histogram maps"))?;
         }
         let with_stacks = [Probe::Offcpu, Probe::Writev, Probe::TcpSend];
-        if !(cfg.capture_stacks && with_stacks.iter().any(|p| active.contains(*p))) {
-            open.maps
-                .stacks
-                .set_max_entries(1)
-                .map_err(LoadError::libbpf("sizing the stack map"))?;
+        let stack_entries = if cfg.capture_stacks && with_stacks.iter().any(|p| active.contains(*p))
+        {
+            cfg.stack_storage_size
+        } else {
+            1
+        };
+        for map in [&mut open.maps.stacks_even, &mut open.maps.stacks_odd] {
+            map.set_max_entries(stack_entries)
+                .map_err(LoadError::libbpf("sizing the stack maps"))?;
         }
         let wanted: Vec<&str> = hooks_to_attach(plan, cfg.lifecycle)
             .iter()
@@ -588,6 +618,7 @@ impl Tracer {
         timeout: Duration,
         mut on_record: impl FnMut(&[u8]),
     ) -> Result<usize, LoadError> {
+        self.next_stack_generation()?;
         let ret = self.ringbuf.poll_raw(timeout);
         if ret < 0 && ret != -libc::EINTR {
             return Err(LoadError::Libbpf {
@@ -690,7 +721,7 @@ impl Tracer {
         d.hist_full = slot(abi::drop::HIST_FULL)?;
         d.task_storage = slot(abi::drop::TASK_STORAGE)?;
         d.lifecycle = slot(abi::drop::LIFECYCLE)?;
-        d.stack = slot(abi::drop::STACK)?;
+        d.stack = slot(abi::drop::STACK)? + self.stacks.expired();
         d.hist_exited = slot(abi::drop::HIST_EXITED)?;
         d.switch_late = slot(abi::drop::SWITCH_LATE)?;
         d.switch_unseen = slot(abi::drop::SWITCH_UNSEEN)?;
@@ -700,22 +731,37 @@ impl Tracer {
     }
 
     /// Instruction pointers of a captured stack, innermost first; `None` for a negative or
-    /// unknown id.
+    /// unknown id, and for one whose generation's map has been emptied since (counted in
+    /// [`DropCounts::stack`]). Read a drain's stacks before the next [`poll`](Tracer::poll).
     pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        let id = u32::try_from(id).ok()?;
-        let bytes = self
-            .skel
-            .maps
-            .stacks
-            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
-            .ok()??;
-        Some(
-            bytes
-                .chunks_exact(8)
-                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
-                .take_while(|&ip| ip != 0)
-                .collect(),
+        let r = StackRef::of(id)?;
+        if !self.stacks.readable(r) {
+            return None;
+        }
+        let maps = &self.skel.maps;
+        stack_maps::read(
+            if r.odd() {
+                &maps.stacks_odd
+            } else {
+                &maps.stacks_even
+            },
+            r.bucket,
         )
+    }
+
+    /// Begins a new stack generation when the current one has lasted long enough: the map of
+    /// the one before last is emptied and the kernel moves to it.
+    fn next_stack_generation(&mut self) -> Result<(), LoadError> {
+        let maps = &self.skel.maps;
+        let next = self
+            .stacks
+            .next(Instant::now(), &maps.stacks_even, &maps.stacks_odd)
+            .map_err(LoadError::libbpf("emptying a stack map"))?;
+        if let (Some(epoch), Some(bss)) = (next, self.skel.maps.bss_data.as_deref_mut()) {
+            // The .bss is mmapped: the programs see this write.
+            bss.stack_epoch = epoch;
+        }
+        Ok(())
     }
 }
 

@@ -233,6 +233,13 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
+    /// Distinct stacks the kernel holds per generation (a new one every drain, 50 ms; two
+    /// generations of about 1 KiB per entry); a stack that finds its bucket taken is counted
+    /// as not stored.
+    #[arg(long, value_name = "N", default_value_t = kotel_bpf::DEFAULT_STACK_STORAGE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(kotel_bpf::abi::stack_id::MAX_ENTRIES)))]
+    pub stack_storage_size: u32,
+
     /// Most time one drain spends symbolizing user stacks not yet cached; the rest keep
     /// module+0xoff (0: no limit).
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]

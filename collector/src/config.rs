@@ -47,6 +47,11 @@ max_histograms = 1024
 # Take kernel and user stacks of what is reported: off-CPU intervals, and writev and TCP
 # sends at or above the span threshold (a few microseconds per reported event).
 stacks = true
+# Distinct stacks the kernel holds per generation; a new generation begins at every drain of
+# the ring buffer (50 ms), and the one before last is emptied. Two generations, about 1 KiB of
+# kernel memory per entry each; a stack that finds its bucket taken is counted
+# (kotel.stacks.dropped). 1..=65536.
+stack_storage_size = 4096
 # Most time one drain of the ring buffer spends symbolizing user stacks not yet cached (and at
 # most 64 such stacks); the rest keep module+0xoff frames, counted as deferred
 # (kotel.stacks.user.symbolized). "0": no limit, however long it takes.
@@ -425,6 +430,8 @@ pub struct CaptureConfig {
     pub max_histograms: u32,
     /// Stacks of off-CPU intervals and slow calls.
     pub stacks: bool,
+    /// Entries of each stack-map generation.
+    pub stack_storage_size: u32,
     /// Most time a drain spends symbolizing user stacks that miss the cache (zero: no limit).
     #[serde(deserialize_with = "duration")]
     pub symbolize_budget: Duration,
@@ -605,6 +612,7 @@ impl Default for CaptureConfig {
             ring_buffer_bytes: 8 << 20,
             max_histograms: 1024,
             stacks: true,
+            stack_storage_size: kotel_bpf::DEFAULT_STACK_STORAGE,
             symbolize_budget: crate::kernel::ustack::TIME_PER_DRAIN,
             kernel_threads: false,
             span_budget: 100,
@@ -749,6 +757,16 @@ impl Config {
         }
         if c.max_histograms == 0 {
             return bad("capture.max_histograms", "must be at least 1".into());
+        }
+        if !(1..=kotel_bpf::abi::stack_id::MAX_ENTRIES).contains(&c.stack_storage_size) {
+            return bad(
+                "capture.stack_storage_size",
+                format!(
+                    "{} is not between 1 and {}",
+                    c.stack_storage_size,
+                    kotel_bpf::abi::stack_id::MAX_ENTRIES
+                ),
+            );
         }
         if c.pids.contains(&0) {
             return bad(

@@ -70,18 +70,33 @@ struct {
 } events SEC(".maps");
 
 /* Kernel and user stacks of the events that go to userspace with them: slow
- * calls (at their exit, in the caller) and off-CPU intervals. Shrunk to one
- * entry by userspace when no probe takes stacks. */
+ * calls (at their exit, in the caller) and off-CPU intervals.
+ *
+ * A stack map never forgets: a bucket stays taken until it is deleted, and a
+ * different stack that hashes to a taken bucket is refused. So stacks go by
+ * generation (`stack_epoch`) into one of two maps, even epochs into
+ * `stacks_even`, odd ones into `stacks_odd`; a stack id carries its epoch
+ * above KOTEL_STACK_EPOCH_SHIFT. Userspace starts a new epoch at every drain:
+ * it empties the map of the epoch before last, then moves `stack_epoch` on,
+ * and reads a stack only while its epoch is the current or the last one, so
+ * an id never names another stack. Each map is sized by userspace before load
+ * (`stack_storage_size`), or shrunk to one entry when no probe takes stacks. */
 #define KOTEL_STACK_DEPTH 127
 #define KOTEL_EEXIST 17
 #define KOTEL_ENOMEM 12
 
-struct {
+struct stack_map {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, KOTEL_STACK_DEPTH * sizeof(__u64));
-	__uint(max_entries, 8192);
-} stacks SEC(".maps");
+	__uint(max_entries, 4096);
+};
+
+struct stack_map stacks_even SEC(".maps");
+struct stack_map stacks_odd SEC(".maps");
+
+/* The stack generation, moved on by userspace (through the mmapped .bss). */
+__u32 stack_epoch = 0;
 
 /* Histograms live in an array (an inlined lookup, readable through mmap);
  * `hist_slots` says which (pid, kind) owns which slot. Both are sized by
@@ -213,6 +228,7 @@ struct kotel_hist abi_hist = {};
 enum kotel_kind abi_kind = KOTEL_KIND_WRITEV;
 enum kotel_drop abi_drop = KOTEL_DROP_HIST_FULL;
 enum kotel_offcpu_state abi_offcpu_state = KOTEL_OFFCPU_NONE;
+enum kotel_stack_id abi_stack_id = KOTEL_STACK_EPOCH_SHIFT;
 
 /* ---- Helpers. ---- */
 
@@ -471,13 +487,27 @@ static __always_inline bool link_target(struct task_state *s)
 	return s->linked;
 }
 
-/* The kernel and user stacks of the current task into `stacks`. Kernel
- * threads have no user stack; anything else is a full or collided map,
- * counted. */
+/* One stack of the current task into the map of `epoch`, its id tagged with
+ * the epoch; a negative errno as bpf_get_stackid gives it otherwise. */
+static __always_inline __s32 stack_id_in(void *ctx, __u32 epoch, __u64 flags)
+{
+	long id = (epoch & 1) ? bpf_get_stackid(ctx, &stacks_odd, flags)
+			      : bpf_get_stackid(ctx, &stacks_even, flags);
+
+	if (id < 0)
+		return id;
+	return id | ((epoch & KOTEL_STACK_EPOCH_MASK) << KOTEL_STACK_EPOCH_SHIFT);
+}
+
+/* The kernel and user stacks of the current task, both in the same epoch.
+ * Kernel threads have no user stack; anything else is a full or collided
+ * map, counted. */
 static __always_inline void stacks_of_current(void *ctx, __s32 *kstack, __s32 *ustack)
 {
-	*kstack = bpf_get_stackid(ctx, &stacks, 0);
-	*ustack = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	__u32 epoch = READ_ONCE(stack_epoch);
+
+	*kstack = stack_id_in(ctx, epoch, 0);
+	*ustack = stack_id_in(ctx, epoch, BPF_F_USER_STACK);
 	if (*kstack < 0 || *ustack == -KOTEL_EEXIST || *ustack == -KOTEL_ENOMEM)
 		count_drop(KOTEL_DROP_STACK);
 }

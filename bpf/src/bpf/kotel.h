@@ -43,6 +43,14 @@ enum kotel_offcpu_state {
 	KOTEL_OFFCPU_UNINTERRUPTIBLE = 2, /* blocked on a resource */
 };
 
+/* How a stack id is made: the bucket in its generation's stack map below
+ * KOTEL_STACK_EPOCH_SHIFT (stack maps hold at most 1 << 16 entries), the
+ * generation's low bits above it; always positive. */
+enum kotel_stack_id {
+	KOTEL_STACK_EPOCH_SHIFT = 16,
+	KOTEL_STACK_EPOCH_MASK = 0x3fff,
+};
+
 /* Indexes of the per-CPU `drops` counters. The first KOTEL_KIND_COUNT are
  * ring-buffer reservation failures, one per kind. */
 enum kotel_drop {
@@ -93,8 +101,8 @@ struct kotel_event {
 	__u32 cpu;         /* CPU where the interval ended */
 	__s32 fd;          /* file descriptor for writev/tcp_send, else -1 */
 	__u32 iovcnt;      /* iovec count for writev, else 0 */
-	__s32 kstack_id;   /* kernel stack id in `stacks` (off-CPU, slow calls), else -1 */
-	__s32 ustack_id;   /* user stack id in `stacks` (off-CPU, slow calls), else -1 */
+	__s32 kstack_id;   /* kernel stack id (off-CPU, slow calls), else -1 */
+	__s32 ustack_id;   /* user stack id (off-CPU, slow calls), else -1 */
 	__u16 family;      /* AF_INET or AF_INET6 for tcp_send, else 0 */
 	__u16 lport;       /* local port, host byte order */
 	__u16 dport;       /* peer port, host byte order */

@@ -196,6 +196,7 @@ fn tracer_config(cfg: &Config) -> Result<TracerConfig, RunError> {
         scale: c.scale,
         ring_buffer_bytes: c.ring_buffer_bytes,
         capture_stacks: c.stacks,
+        stack_storage_size: c.stack_storage_size,
         kernel_threads: c.kernel_threads,
         btf_path: PathBuf::from(kotel_bpf::preflight::SYSFS_BTF),
         tracefs: tracefs_roots(),

@@ -74,6 +74,7 @@ fn tracer_config(args: &CaptureArgs) -> Result<TracerConfig, CaptureError> {
         scale: args.scale,
         ring_buffer_bytes: args.ring_buffer_bytes,
         capture_stacks: !args.no_stacks,
+        stack_storage_size: args.stack_storage_size,
         kernel_threads: args.kernel_threads,
         btf_path: args.btf.clone(),
         tracefs: tracefs_roots(),
