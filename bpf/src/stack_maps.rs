@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn an_id_splits_into_bucket_and_generation() {
-        let id = (5 << stack_id::EPOCH_SHIFT) | 1234;
+        let id: u32 = (5 << stack_id::EPOCH_SHIFT) | 1234;
         let r = StackRef::of(id as i32).unwrap();
         assert_eq!((r.bucket, r.epoch, r.odd()), (1234, 5, true));
         assert_eq!(StackRef::of(-17), None);
