@@ -33,20 +33,21 @@ impl Agent {
                     let linked = self.linker.link(&mut request, peer);
                     for c in linked.children {
                         self.budget.unpin(&c.span_id);
+                        let o = &c.observation;
+                        self.metrics.observe(
+                            o.pid,
+                            o.kind,
+                            ExemplarCandidate {
+                                duration_ns: o.duration_ns,
+                                time_unix_nano: o.end(),
+                                trace_id: c.trace_id,
+                                span_id: c.span_id,
+                                offcpu_state: o.offcpu_state,
+                            },
+                        );
                         if let Some(b) = self.profiles.as_mut() {
                             b.add(c.observation, Some((c.trace_id, c.span_id)));
                         }
-                        self.metrics.observe(
-                            c.pid,
-                            c.kind,
-                            ExemplarCandidate {
-                                duration_ns: c.duration_ns,
-                                time_unix_nano: c.end,
-                                trace_id: c.trace_id,
-                                span_id: c.span_id,
-                                offcpu_state: c.offcpu_state,
-                            },
-                        );
                     }
                     for pid in linked.pids {
                         if self.link_targets.insert(pid) {

@@ -72,21 +72,11 @@ pub fn unresolved_spans() -> [u64; Unresolved::ALL.len()] {
 /// profile samples can point into the application's trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedChild {
-    /// The process.
-    pub pid: u32,
-    /// The probe.
-    pub kind: Probe,
-    /// When the event ended (Unix ns).
-    pub end: u64,
-    /// Its length.
-    pub duration_ns: u64,
-    /// How its thread waited, for an off-CPU event.
-    pub offcpu_state: Option<crate::model::OffcpuState>,
     /// The application's trace.
     pub trace_id: [u8; 16],
     /// The child span's id.
     pub span_id: [u8; 8],
-    /// The event and its stacks, for its profile sample.
+    /// The event (process, probe, times, state) and its stacks.
     pub observation: Observation,
 }
 
@@ -392,11 +382,6 @@ impl Linker {
             // leaves none behind, so it is never exported twice.
             if let Some(pending) = e.pending.take() {
                 linked.push(LinkedChild {
-                    pid,
-                    kind: e.kind,
-                    end: e.end,
-                    duration_ns: pending.duration_ns(),
-                    offcpu_state: pending.event.offcpu_state,
                     trace_id,
                     span_id: pending.span_id,
                     observation: pending.observation(),
@@ -522,24 +507,18 @@ mod tests {
             attrs::find(&kids[0].attributes, "kotel.link.pid_source"),
             Some(&Value::StringValue("resource".into()))
         );
-        let observation = linked.children[0].observation.clone();
+        let [child] = &linked.children[..] else {
+            panic!("one child: {:?}", linked.children);
+        };
+        let o = &child.observation;
         assert_eq!(
-            (observation.pid, observation.duration_ns),
-            (me, 300),
-            "the event, for its profile sample"
+            (o.pid, o.kind, o.end(), o.duration_ns, o.offcpu_state),
+            (me, Probe::Offcpu, 1_400, 300, None),
+            "the event, for its exemplar and profile sample"
         );
         assert_eq!(
-            linked.children,
-            vec![LinkedChild {
-                pid: me,
-                kind: Probe::Offcpu,
-                end: 1_400,
-                duration_ns: 300,
-                offcpu_state: None,
-                trace_id: [7; 16],
-                span_id: kids[0].span_id.as_slice().try_into().unwrap(),
-                observation,
-            }],
+            (child.trace_id, &child.span_id[..]),
+            ([7; 16], &kids[0].span_id[..]),
             "what it made is returned, to point exemplars at the child span"
         );
 
@@ -552,7 +531,7 @@ mod tests {
             again
                 .children
                 .iter()
-                .map(|c| (c.kind, c.end))
+                .map(|c| (c.observation.kind, c.observation.end()))
                 .collect::<Vec<_>>(),
             vec![(Probe::Runqueue, 1_550)]
         );

@@ -57,6 +57,13 @@ pub struct Observation {
     pub stacks: Stacks,
 }
 
+impl Observation {
+    /// When the event ended (Unix ns).
+    pub fn end(&self) -> u64 {
+        self.start_unix_nano.saturating_add(self.duration_ns)
+    }
+}
+
 impl PendingSpan {
     /// The event and stacks of this span, for its profile sample.
     pub fn observation(&self) -> Observation {
