@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod json_child;
+pub use json_child::{compile_c, JsonChild};
+
 /// A binary built next to the test executable (`target/<profile>/<name>`).
 pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

@@ -10,11 +10,11 @@
 //! 1 MiB over a loopback TCP connection with 4 KiB buffers, drained late, in
 //! `kotel_test_send_slowly`: the same for its `tcp_sendmsg` span and `tcp_send-flame.svg`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use kotel_e2e::{json_lines, otlp_int, scratch_dir, skip_without_bpf, span_attr, Kotel};
+use kotel_e2e::{
+    compile_c, json_lines, otlp_int, scratch_dir, skip_without_bpf, span_attr, JsonChild, Kotel,
+};
 use serde_json::Value;
 
 /// The C workload, shared with the OTLP profile tests.
@@ -26,21 +26,13 @@ fn u(v: &Value) -> u64 {
 
 /// Compiles the C workload into `dir` with frame pointers and debug info.
 fn compile(dir: &Path) -> PathBuf {
-    let src = dir.join("kotel_flame.c");
-    std::fs::write(&src, C_SOURCE).expect("write the C source");
-    let bin = dir.join("kotel-flame-c");
-    let out = Command::new("cc")
-        .args(["-O1", "-fno-omit-frame-pointer", "-g", "-pthread", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    compile_c(
+        dir,
+        "kotel_flame.c",
+        "kotel-flame-c",
+        C_SOURCE,
+        &["-O1", "-fno-omit-frame-pointer", "-g", "-pthread"],
+    )
 }
 
 /// The spans of an OTLP JSON export file of `kotel run --out`.
@@ -104,21 +96,8 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
     let dir = scratch_dir("kotel-flame-run");
     let bin = compile(&dir);
     let out = dir.join("out");
-    let mut child = Command::new(&bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the C workload");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut read_json = || {
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("a line from the workload");
-        serde_json::from_str::<Value>(&line).expect("workload JSON")
-    };
-    let pid = u(&read_json()["pid"]).to_string();
+    let mut program = JsonChild::spawn(&bin, &[]);
+    let pid = u(&program.read_json()["pid"]).to_string();
     let out_s = out.display().to_string();
     let kotel = Kotel::start_until(
         &[
@@ -150,14 +129,14 @@ fn slow_calls_and_waits_name_the_program_in_spans_and_flame_graphs() {
         ],
         "kotel.run.attached",
     );
-    writeln!(stdin, "go").expect("go");
-    let truth = read_json();
+    program.say("go");
+    let truth = program.read_json();
     // kotel drains, symbolizes and draws once more when interrupted: the program is still
     // alive then, with its maps.
     let (code, _, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
-    writeln!(stdin, "exit").expect("exit");
-    assert!(child.wait().expect("wait for the workload").success());
+    program.say("exit");
+    assert!(program.wait().success());
     assert_eq!(
         u(&truth["written"]),
         65536,

@@ -11,12 +11,9 @@
 //! - every event without a user stack is counted as not stored;
 //! - fewer than a quarter of the stacks are lost.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kotel_e2e::{json_lines, scratch_dir, skip_without_bpf, Kotel};
+use kotel_e2e::{compile_c, json_lines, scratch_dir, skip_without_bpf, JsonChild, Kotel};
 use serde_json::Value;
 
 const SOURCE: &str = include_str!("../workloads/distinct_stacks.c");
@@ -31,25 +28,6 @@ const BATCH_LIMIT: Duration = Duration::from_secs(30);
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
-}
-
-/// Compiles the workload into `dir`: every frame kept, none a tail call.
-fn compile(dir: &Path) -> PathBuf {
-    let src = dir.join("distinct_stacks.c");
-    std::fs::write(&src, SOURCE).expect("write the C source");
-    let bin = dir.join("kotel-distinct-stacks");
-    let out = Command::new("cc")
-        .args(["-O0", "-fno-omit-frame-pointer", "-g", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
 }
 
 /// The bits a user stack spells, innermost frame first; `None` when a frame is missing.
@@ -82,22 +60,16 @@ fn stacks_by_generation_never_fill_the_map_nor_name_another_events_stack() {
         return;
     }
     let dir = scratch_dir("kotel-stack-storage");
-    let bin = compile(&dir);
-    let mut child = Command::new(&bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the C workload");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut read_json = || {
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("a line from the workload");
-        serde_json::from_str::<Value>(&line).expect("workload JSON")
-    };
-    let hello = read_json();
+    // Every frame kept, none a tail call.
+    let bin = compile_c(
+        &dir,
+        "distinct_stacks.c",
+        "kotel-distinct-stacks",
+        SOURCE,
+        &["-O0", "-fno-omit-frame-pointer", "-g"],
+    );
+    let mut program = JsonChild::spawn(&bin, &[]);
+    let hello = program.read_json();
     let (pid, fd) = (u(&hello["pid"]), u(&hello["fd"]));
     let storage = STORAGE.to_string();
     let mut kotel = Kotel::start(&[
@@ -124,8 +96,8 @@ fn stacks_by_generation_never_fill_the_map_nor_name_another_events_stack() {
     let mut printed = 0u64;
     let ours = |v: &Value| v["type"] == "event" && v["pid"] == pid && v["fd"] == fd;
     while printed < ROUNDS {
-        writeln!(stdin, "go").expect("start a batch");
-        let done = u(&read_json()["rounds"]);
+        program.say("go");
+        let done = u(&program.read_json()["rounds"]);
         assert_eq!(done, (printed + BATCH).min(ROUNDS), "the program's count");
         let all_in = kotel.read_until(BATCH_LIMIT, |v| {
             if ours(v) {
@@ -135,8 +107,7 @@ fn stacks_by_generation_never_fill_the_map_nor_name_another_events_stack() {
         });
         assert!(all_in, "kotel printed {printed} of the first {done} rounds");
     }
-    drop(stdin);
-    assert!(child.wait().expect("wait the workload").success());
+    assert!(program.wait().success());
     let (code, out, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "{stderr}");
 

@@ -9,13 +9,12 @@
 //! `kotel.stacks.user.symbolized` counts their stacks.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kotel_e2e::{
-    built_binary, json_lines, otlp_int, scratch_dir, skip_without_bpf, span_attr, Kotel,
+    built_binary, json_lines, otlp_int, scratch_dir, skip_without_bpf, span_attr, JsonChild, Kotel,
     ATTACH_TIMEOUT,
 };
 use serde_json::Value;
@@ -186,23 +185,8 @@ fn capture_after(
     args: &[&OsStr],
     started: impl FnOnce(u32),
 ) -> (Value, Vec<Vec<String>>) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut read_json = || {
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("a line from the workload");
-        serde_json::from_str::<Value>(&line)
-            .unwrap_or_else(|e| panic!("workload line {line:?}: {e}"))
-    };
-    let pid = u(&read_json()["pid"]);
+    let mut workload = JsonChild::spawn(program, args);
+    let pid = u(&workload.read_json()["pid"]);
     started(pid as u32);
     let pid = pid.to_string();
     let mut kotel = Kotel::start(&[
@@ -223,8 +207,8 @@ fn capture_after(
         "--symbolize-budget",
         "0",
     ]);
-    writeln!(stdin, "go").expect("go");
-    let truth = read_json();
+    workload.say("go");
+    let truth = workload.read_json();
     // Should an event be lost, the wait ends after 10 s without output, and the lost line
     // says why below.
     let mut seen = 0;
@@ -232,8 +216,8 @@ fn capture_after(
         seen += long_waits([v], &truth["tid"]).len();
         seen == 3
     });
-    writeln!(stdin, "exit").expect("exit");
-    let status = child.wait().expect("wait for the workload");
+    workload.say("exit");
+    let status = workload.wait();
     assert!(status.success(), "workload: {status}");
     let (code, out, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
@@ -487,21 +471,8 @@ fn spans_carry_the_frames_and_the_code_attributes() {
     let dir = scratch_dir("kotel-ustack-run");
     let (src, bin) = compile(&dir);
     let out = dir.join("out");
-    let mut child = Command::new(&bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the C workload");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut read_json = || {
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("a line from the workload");
-        serde_json::from_str::<Value>(&line).expect("workload JSON")
-    };
-    let pid = u(&read_json()["pid"]).to_string();
+    let mut workload = JsonChild::spawn(&bin, &[]);
+    let pid = u(&workload.read_json()["pid"]).to_string();
     let out_s = out.display().to_string();
     let kotel = Kotel::start_until(
         &[
@@ -531,8 +502,8 @@ fn spans_carry_the_frames_and_the_code_attributes() {
         ],
         "kotel.run.attached",
     );
-    writeln!(stdin, "go").expect("go");
-    let truth = read_json();
+    workload.say("go");
+    let truth = workload.read_json();
     // The workload stays alive until kotel has symbolized its three sleeps' stacks (only
     // this process is traced: every stack counted is one of its waits).
     let metrics = out.join("metrics.jsonl");
@@ -545,8 +516,8 @@ fn spans_carry_the_frames_and_the_code_attributes() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    writeln!(stdin, "exit").expect("exit");
-    assert!(child.wait().expect("wait for the workload").success());
+    workload.say("exit");
+    assert!(workload.wait().success());
     let (code, _, stderr) = kotel.interrupt();
     assert_eq!(code, 0, "kotel exit code; stderr:\n{stderr}");
 
