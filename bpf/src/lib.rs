@@ -34,7 +34,7 @@ pub use error::LoadError;
 pub use probe::{
     Attach, Hook, HookPlan, HookSet, Probe, ProbeSet, ProbeSpec, DEFAULT_PROBES, PROBES,
 };
-pub use stack_maps::{DEFAULT_STACK_STORAGE, SWITCH_OUT_GENERATION};
+pub use stack_maps::{DEFAULT_STACK_STORAGE, MAX_STACK_HOLD, SWITCH_OUT_GENERATION};
 pub use tracer::{
     CgroupFilter, DropCounts, HistogramSnapshot, Tracer, TracerConfig, OVERFLOW_PID, RETIRE_GRACE,
 };

@@ -18,7 +18,7 @@ use crate::preflight::{self, LeftOut};
 use crate::probe::{Hook, HookPlan, LIFECYCLE_EXEC, LIFECYCLE_EXIT, SCHED_WITH_EXIT};
 use crate::skel::{KotelSkel, KotelSkelBuilder};
 use crate::stack_maps::{
-    self, StackGenerations, StackRef, DEFAULT_STACK_STORAGE, SWITCH_OUT_GENERATION,
+    self, StackGenerations, StackRef, DEFAULT_STACK_STORAGE, MAX_STACK_HOLD, SWITCH_OUT_GENERATION,
 };
 use crate::{LoadError, Probe, ProbeSet};
 
@@ -124,8 +124,9 @@ pub struct DropCounts {
     pub task_storage: u64,
     /// Exec/exit records that did not fit in the ring buffer.
     pub lifecycle: u64,
-    /// Stacks that could not be stored (their generation's map full, or a different stack in
-    /// the bucket), or that were read after their generation's map was emptied.
+    /// Events whose stacks could not be stored (a different stack in the bucket, or the map
+    /// full), were held too long ([`MAX_STACK_HOLD`](crate::MAX_STACK_HOLD)), or were read
+    /// after their generation's map was emptied.
     pub stack: u64,
     /// Events of threads still running after their process's exit retired its histograms:
     /// counted in the overflow histogram ([`OVERFLOW_PID`]).
@@ -405,6 +406,7 @@ impl Tracer {
         ro.min_sleep_latency_ns = cfg
             .min_sleep_latency_ns
             .map_or(u64::MAX, |ns| ns.max(cfg.min_latency_ns));
+        ro.max_stack_hold_ns = MAX_STACK_HOLD.as_nanos() as u64;
         ro.self_pid = std::process::id();
         ro.filter_pids = !cfg.pids.is_empty();
         ro.filter_cgroup_id = cfg.cgroup.map_or(0, |c| c.id);
@@ -730,23 +732,35 @@ impl Tracer {
         Ok(d)
     }
 
-    /// Instruction pointers of a captured stack, innermost first; `None` for a negative or
-    /// unknown id, and for one whose generation's map has been emptied since (counted in
-    /// [`DropCounts::stack`]). Read a drain's stacks before the next [`poll`](Tracer::poll).
-    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        let r = StackRef::of(id)?;
-        if !self.stacks.readable(r) {
-            return None;
+    /// Instruction pointers of an event's kernel and user stacks, innermost first; `None`
+    /// for a missing or unknown id, and for both when their generation's map has been emptied
+    /// since (counted once in [`DropCounts::stack`]). Read a drain's stacks before the next
+    /// [`poll`](Tracer::poll).
+    pub fn event_stacks(
+        &self,
+        kernel: Option<i32>,
+        user: Option<i32>,
+    ) -> (Option<Vec<u64>>, Option<Vec<u64>>) {
+        let (kernel, user) = (kernel.and_then(StackRef::of), user.and_then(StackRef::of));
+        // Both were taken in one generation.
+        if [kernel, user]
+            .iter()
+            .flatten()
+            .any(|r| !self.stacks.readable(*r))
+        {
+            self.stacks.count_expired();
+            return (None, None);
         }
-        let maps = &self.skel.maps;
-        stack_maps::read(
-            if r.odd() {
+        let read = |r: StackRef| {
+            let maps = &self.skel.maps;
+            let map = if r.odd() {
                 &maps.stacks_odd
             } else {
                 &maps.stacks_even
-            },
-            r.bucket,
-        )
+            };
+            stack_maps::read(map, r.bucket)
+        };
+        (kernel.and_then(read), user.and_then(read))
     }
 
     /// Begins a new stack generation when the current one has lasted long enough: the map of
@@ -757,7 +771,13 @@ impl Tracer {
             .stacks
             .next(Instant::now(), &maps.stacks_even, &maps.stacks_odd)
             .map_err(LoadError::libbpf("emptying a stack map"))?;
-        if let (Some(epoch), Some(bss)) = (next, self.skel.maps.bss_data.as_deref_mut()) {
+        if let Some(epoch) = next {
+            let bss = self
+                .skel
+                .maps
+                .bss_data
+                .as_deref_mut()
+                .expect("the BPF object has a .bss section");
             // The .bss is mmapped: the programs see this write.
             bss.stack_epoch = epoch;
         }

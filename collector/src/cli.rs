@@ -233,7 +233,8 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub no_stacks: bool,
 
-    /// Distinct stacks the kernel holds per generation (a new one every drain, 50 ms; two
+    /// Distinct stacks the kernel holds per generation (a new one every drain, 50 ms, or every
+    /// 10 s on kernels without sched_exit_tp; two
     /// generations of about 1 KiB per entry); a stack that finds its bucket taken is counted
     /// as not stored.
     #[arg(long, value_name = "N", default_value_t = kotel_bpf::DEFAULT_STACK_STORAGE,

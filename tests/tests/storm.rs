@@ -310,14 +310,14 @@ fn a_storm_of_short_lived_processes_stays_bounded_and_loses_no_count() {
     );
     // A process finds no slot when the storm outruns the agent's recycling (the free list is
     // empty until the next drain); all its calls then land in the overflow histogram. How
-    // many do depends on how the two cores are shared (0.9–1.1% of the calls in CI runs), so
-    // what is checked is that slots were reused at all: without recycling only the first 256
-    // processes found one (29 232 of 30 000 calls went to the overflow).
+    // many do depends on how the two cores are shared (0.4–1.1% of the calls in runs here),
+    // so the bound is far from that: without recycling only the first 256 processes found one
+    // (29 232 of 30 000 calls went to the overflow), and recycling once per metrics interval
+    // instead of every drain would leave most without.
     let slotless = value("kotel.histograms.dropped") / WRITES_PER_PROC;
     assert!(
-        PROCS - slotless > u64::from(SLOTS),
-        "slots were reused: {} processes had a histogram of their own, {SLOTS} slots",
-        PROCS - slotless
+        slotless * 5 <= PROCS,
+        "slots were recycled as processes exited: {slotless} of {PROCS} processes found none"
     );
     assert_eq!(s.total, made, "every writev counted exactly once");
     assert!(s.max_per_export <= LIMIT, "streams capped at the limit");

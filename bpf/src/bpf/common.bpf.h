@@ -39,6 +39,10 @@ const volatile __u64 min_latency_ns = 1000000;
  * or above this many nanoseconds (userspace sets it no lower than
  * min_latency_ns; the maximum: never). Link targets send every interval. */
 const volatile __u64 min_sleep_latency_ns = ~0ULL;
+/* Off-CPU stacks taken at the switch-out (without sched_exit_tp) are as old
+ * as the wait. Past this many nanoseconds their generation's number may have
+ * come round again (userspace sets it to half the wrap), so they are not sent. */
+const volatile __u64 max_stack_hold_ns = ~0ULL;
 /* kotel's own process: never traced, so its output does not feed back. */
 const volatile __u32 self_pid = 0;
 /* When set, only pids present in `pid_filter` are traced. */

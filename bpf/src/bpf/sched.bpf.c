@@ -114,6 +114,12 @@ static __always_inline void send_sched(struct task_struct *t, struct task_state 
 
 	if (!e)
 		return;
+	if (!stacks_at_switch_in && ns >= max_stack_hold_ns && (kstack >= 0 || ustack >= 0)) {
+		/* Held since the switch-out for longer than an id stays unique. */
+		kstack = -1;
+		ustack = -1;
+		count_drop(KOTEL_DROP_STACK);
+	}
 	e->start_ns = start;
 	e->duration_ns = ns;
 	e->pid = s->pid;

@@ -143,12 +143,12 @@ impl KernelSource {
 
     /// The symbolized stacks of `ev`, where it has them.
     pub fn stacks(&self, ev: &KernelEvent) -> Stacks {
-        let user = ev
-            .user_stack_id
-            .and_then(|id| self.tracer.stack(id))
-            .map(|ips| self.users.borrow_mut().symbolize(ev.pid, &ips));
+        let (kernel, user) = self
+            .tracer
+            .event_stacks(ev.kernel_stack_id, ev.user_stack_id);
+        let user = user.map(|ips| self.users.borrow_mut().symbolize(ev.pid, &ips));
         Stacks {
-            kernel: self.kernel_frames(ev),
+            kernel: kernel.map(|ips| kernel_frames(&self.symbols, &ips).into()),
             user_code: user.as_ref().and_then(|u| u.innermost.clone()),
             user: user.map(|u| u.frames.into()),
         }
@@ -157,13 +157,6 @@ impl KernelSource {
     /// What user stack symbolization did since the last call.
     pub fn take_ustack_counts(&self) -> UstackCounts {
         self.users.borrow_mut().take_counts()
-    }
-
-    /// The symbolized kernel stack of `ev`, innermost first, where it has one.
-    fn kernel_frames(&self, ev: &KernelEvent) -> Option<Arc<[Frame]>> {
-        ev.kernel_stack_id
-            .and_then(|id| self.tracer.stack(id))
-            .map(|ips| kernel_frames(&self.symbols, &ips).into())
     }
 
     /// Final histograms of processes that exited (their kernel slots go back to the kernel);
