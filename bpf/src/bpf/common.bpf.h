@@ -80,8 +80,9 @@ struct {
  * different stack that hashes to a taken bucket is refused. So stacks go by
  * generation (`stack_epoch`) into one of two maps, even epochs into
  * `stacks_even`, odd ones into `stacks_odd`; a stack id carries its epoch
- * above KOTEL_STACK_EPOCH_SHIFT. Userspace starts a new epoch at every drain:
- * it empties the map of the epoch before last, then moves `stack_epoch` on,
+ * above KOTEL_STACK_EPOCH_SHIFT. Userspace starts a new epoch at every drain
+ * (every 10 s where off-CPU stacks are taken at the switch-out and held across
+ * the wait): it empties the map of the epoch before last, moves `stack_epoch` on,
  * and reads a stack only while its epoch is the current or the last one, so
  * an id never names another stack. Each map is sized by userspace before load
  * (`stack_storage_size`), or shrunk to one entry when no probe takes stacks. */
