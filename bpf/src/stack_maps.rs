@@ -64,7 +64,7 @@ impl StackRef {
 
 impl StackGenerations {
     /// Generation 0 (the kernel's starting value), lasting at least `length` (zero: one
-    /// drain).
+    /// drain; `Duration::MAX`: for ever, where no program takes stacks).
     pub fn new(length: Duration) -> StackGenerations {
         StackGenerations {
             epoch: 0,

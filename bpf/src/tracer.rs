@@ -279,8 +279,10 @@ impl Tracer {
             .map_err(LoadError::libbpf("opening the ring buffer"))?;
 
         // Off-CPU stacks taken at the switch-out must outlive their wait; every other stack is
-        // taken when its event is sent.
-        let generation = if plan.probes().contains(Probe::Offcpu)
+        // taken when its event is sent. Maps no program writes need no new generations.
+        let generation = if !takes_stacks(cfg, &plan) {
+            Duration::MAX
+        } else if plan.probes().contains(Probe::Offcpu)
             && !plan.uses(Probe::Offcpu, SCHED_WITH_EXIT)
         {
             SWITCH_OUT_GENERATION
@@ -436,9 +438,7 @@ impl Tracer {
             map.set_max_entries(cfg.max_histograms)
                 .map_err(LoadError::libbpf("sizing the histogram maps"))?;
         }
-        let with_stacks = [Probe::Offcpu, Probe::Writev, Probe::TcpSend];
-        let stack_entries = if cfg.capture_stacks && with_stacks.iter().any(|p| active.contains(*p))
-        {
+        let stack_entries = if takes_stacks(cfg, plan) {
             cfg.stack_storage_size
         } else {
             1
@@ -783,6 +783,16 @@ impl Tracer {
         }
         Ok(())
     }
+}
+
+/// Whether any probe of `plan` takes stacks: off-CPU intervals, slow `writev` and TCP sends,
+/// unless stacks are off.
+fn takes_stacks(cfg: &TracerConfig, plan: &HookPlan) -> bool {
+    let active = plan.probes();
+    cfg.capture_stacks
+        && [Probe::Offcpu, Probe::Writev, Probe::TcpSend]
+            .iter()
+            .any(|p| active.contains(*p))
 }
 
 /// Every hook to load and attach, in attach order: the plan's (closing hooks before opening

@@ -234,9 +234,8 @@ pub struct CaptureArgs {
     pub no_stacks: bool,
 
     /// Distinct stacks the kernel holds per generation (a new one every drain, 50 ms, or every
-    /// 10 s on kernels without sched_exit_tp; two
-    /// generations of about 1 KiB per entry); a stack that finds its bucket taken is counted
-    /// as not stored.
+    /// 10 s on kernels without sched_exit_tp; two generations of about 1 KiB per entry); a
+    /// stack that finds its bucket taken is counted as not stored.
     #[arg(long, value_name = "N", default_value_t = kotel_bpf::DEFAULT_STACK_STORAGE,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(kotel_bpf::abi::stack_id::MAX_ENTRIES)))]
     pub stack_storage_size: u32,

@@ -49,8 +49,8 @@ max_histograms = 1024
 stacks = true
 # Distinct stacks the kernel holds per generation; a new generation begins at every drain of
 # the ring buffer (50 ms; every 10 s on kernels without sched_exit_tp, where off-CPU stacks are
-# taken at every blocked switch-out), and the one before last is emptied. Two generations, about 1 KiB of
-# kernel memory per entry each; a stack that finds its bucket taken is counted
+# taken at every blocked switch-out), and the one before last is emptied. Two generations,
+# about 1 KiB of kernel memory per entry each; a stack that finds its bucket taken is counted
 # (kotel.stacks.dropped). 1..=65536.
 stack_storage_size = 4096
 # Most time one drain of the ring buffer spends symbolizing user stacks not yet cached (and at
